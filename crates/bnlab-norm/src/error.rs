@@ -1,0 +1,69 @@
+//! Typed errors of the normalization layer.
+
+use thiserror::Error;
+
+/// Everything that can go wrong when building or running a [`Norm`](crate::Norm).
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum NormError {
+    /// The configuration cannot describe a layer.
+    #[error("invalid normalization config: {0}")]
+    InvalidConfig(String),
+    /// The input has a rank the layer does not accept.
+    #[error("input of shape {shape:?} has rank {rank}; expected [N, C] or [N, C, ...]")]
+    Rank {
+        /// The input shape.
+        shape: Vec<usize>,
+        /// Its rank.
+        rank: usize,
+    },
+    /// The input's channel axis does not match the layer.
+    #[error("input of shape {shape:?} has {got} channels; the layer was built for {expected}")]
+    ChannelMismatch {
+        /// The input shape.
+        shape: Vec<usize>,
+        /// Channels the layer expects.
+        expected: usize,
+        /// Channels found on axis 1.
+        got: usize,
+    },
+    /// A statistic unit holds fewer than two values, so its variance is undefined.
+    #[error(
+        "input of shape {shape:?}: statistic unit {unit} holds {values} value(s); batch statistics need at least 2"
+    )]
+    TooFewValues {
+        /// The input shape.
+        shape: Vec<usize>,
+        /// Which unit, in words.
+        unit: String,
+        /// How many values it holds.
+        values: usize,
+    },
+    /// The batch cannot be split into normalization batches as configured.
+    #[error("batch of {batch} examples: {reason}")]
+    BatchSplit {
+        /// The batch size.
+        batch: usize,
+        /// Why it cannot be split.
+        reason: String,
+    },
+    /// Domain ids are missing, of the wrong length, or out of range.
+    #[error("domain ids: {0}")]
+    Domain(String),
+    /// A batch statistic is NaN or infinite (only checked with `check_finite`).
+    #[error("non-finite batch statistic in {what} of input with shape {shape:?}")]
+    NonFinite {
+        /// The input shape.
+        shape: Vec<usize>,
+        /// Which statistic.
+        what: String,
+    },
+    /// `finalize` was asked for but no batch was collected.
+    #[error("no batch was collected: run forward passes in Collect mode before finalize")]
+    NothingCollected,
+    /// The layer cannot be folded into a convolution.
+    #[error("cannot fold into the convolution: {0}")]
+    NotFoldable(String),
+    /// A stats reducer failed (for example a lost worker).
+    #[error("stats reducer failed: {0}")]
+    Reducer(String),
+}

@@ -1,0 +1,80 @@
+//! The layer's explicit mode, and helpers that set it on every [`Norm`](crate::Norm) in a module tree.
+
+use burn::module::Module;
+use serde::{Deserialize, Serialize};
+
+use crate::state::{TreeOp, run_tree_op};
+use crate::{NormError, PopulationEstimator, StatsReducer};
+use std::sync::Arc;
+
+/// Where inference takes its statistics from.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum StatsSource {
+    /// The running (population) statistics.
+    Population,
+    /// The inference batch's own statistics, under the training batch policy (Wu & Johnson §4.2).
+    MiniBatch,
+    /// Summers & Dinneen eq. 3: mix each example's own moments with the population ones,
+    /// μ = α·E[xᵢ] + (1−α)·m_x, σ² = α·E[xᵢ²] + (1−α)·m_{x²} − μ².
+    ExampleWeighed {
+        /// The example's weight α in [0, 1]; 0 is `Population`.
+        alpha: f64,
+    },
+}
+
+/// What a forward pass does. It is never inferred from whether autodiff is on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub enum NormMode {
+    /// Batch statistics; running statistics updated (unless `Off`); gradients flow through them.
+    #[default]
+    Train,
+    /// Batch statistics for the output; accumulated for PreciseBN; running statistics untouched.
+    Collect,
+    /// Inference with statistics from `source`.
+    Eval(StatsSource),
+    /// Population statistics used as constants while training (FrozenBN, Wu & Johnson §4.3).
+    Frozen,
+}
+
+impl NormMode {
+    /// Inference with population statistics.
+    pub const EVAL: NormMode = NormMode::Eval(StatsSource::Population);
+}
+
+/// Sets `mode` on every [`Norm`](crate::Norm) in `module` and returns the module.
+pub fn set_norm_mode<M: Module>(module: M, mode: NormMode) -> M {
+    run_tree_op(TreeOp::SetMode(mode), module).0
+}
+
+/// Installs `reducer` (for example a SyncBN all-reduce) on every [`Norm`](crate::Norm) in `module`.
+pub fn set_stats_reducer<M: Module>(module: M, reducer: Arc<dyn StatsReducer>) -> M {
+    run_tree_op(TreeOp::SetReducer(reducer), module).0
+}
+
+/// Clears the PreciseBN accumulator of every [`Norm`](crate::Norm) in `module`.
+pub fn reset_collected<M: Module>(module: M) -> M {
+    run_tree_op(TreeOp::ResetCollect, module).0
+}
+
+/// Writes the statistics collected in `Collect` mode into the running statistics of every
+/// [`Norm`](crate::Norm) in `module`, then clears the accumulators.
+///
+/// Fails if a layer collected nothing.
+pub fn finalize_collected<M: Module>(
+    module: M,
+    estimator: PopulationEstimator,
+) -> Result<M, NormError> {
+    let (module, _, errors) = run_tree_op(TreeOp::Finalize(estimator), module);
+    match errors.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(module),
+    }
+}
+
+/// The mode of every [`Norm`](crate::Norm) in `module`, in tree order.
+pub fn norm_modes<M: Module>(module: M) -> (M, Vec<NormMode>) {
+    match run_tree_op(TreeOp::ReadModes(Vec::new()), module) {
+        (module, TreeOp::ReadModes(modes), _) => (module, modes),
+        (module, _, _) => (module, Vec::new()),
+    }
+}

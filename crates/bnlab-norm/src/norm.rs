@@ -1,0 +1,533 @@
+//! The [`Norm`] module: one normalization layer with every batch, statistics and affine choice.
+
+use std::sync::Arc;
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::sigmoid;
+use burn::tensor::{DType, Device, Int, Tensor, TensorCreationOptions, TensorData};
+
+use crate::plan::{Plan, plan};
+use crate::state::{NormState, to_f64};
+use crate::{
+    Affine, LocalReducer, Moments, NormConfig, NormError, NormMode, RunningStats, StatUnit,
+    StatsReducer, StatsSource, VarianceStorage,
+};
+
+/// A normalization layer for inputs [N, C] and [N, C, ...] (see [`NormConfig`]).
+///
+/// Its mode is explicit ([`NormMode`]) and never inferred from autodiff; set it with
+/// [`Norm::set_mode`] or, for a whole model, [`set_norm_mode`](crate::set_norm_mode).
+/// Affine parameters have shape [A, C], with A = 1 or the number of domains.
+#[derive(Module, Debug)]
+pub struct Norm {
+    /// γ (role `NormGamma`), [A, C].
+    pub gamma: Option<Param<Tensor<2>>>,
+    /// β (role `NormBeta`), [A, C].
+    pub beta: Option<Param<Tensor<2>>>,
+    /// γ0 of the A2 tail (role `NormExtra`), [A, C].
+    pub gamma0: Option<Param<Tensor<2>>>,
+    /// w_v of RBN/IEBN (role `NormExtra`), [A, C].
+    pub gate_weight: Option<Param<Tensor<2>>>,
+    /// w_b of RBN/IEBN and their minus variants (role `NormExtra`), [A, C].
+    pub gate_bias: Option<Param<Tensor<2>>>,
+    /// γ̂ of the scale-only input normalization (role `InputNormGamma`), [A, C].
+    pub input_gamma: Option<Param<Tensor<2>>>,
+    /// Mode, running statistics and PreciseBN accumulator.
+    pub state: NormState,
+    /// The settings this layer was built with.
+    #[module(skip)]
+    pub config: NormConfig,
+}
+
+impl NormConfig {
+    /// Builds the layer on `device`, or says which setting is invalid.
+    pub fn init(&self, device: &Device) -> Result<Norm, NormError> {
+        self.validate()?;
+        let c = self.num_features;
+        let a = self.affine_sets();
+        let param = |v: f64| Some(Param::from_tensor(Tensor::<2>::full([a, c], v, device)));
+        let (mut gamma, mut beta, mut gamma0, mut gate_weight, mut gate_bias, mut input_gamma) =
+            (None, None, None, None, None, None);
+        match self.affine {
+            Affine::Standard {
+                gamma_init,
+                beta_init,
+            } => (gamma, beta) = (param(gamma_init), param(beta_init)),
+            Affine::Off => {}
+            Affine::A1 { gamma_init } => (gamma, beta) = (param(gamma_init), param(0.0)),
+            Affine::A2 { gamma_init } => {
+                (gamma, beta, gamma0) = (param(gamma_init), param(0.0), param(1.0))
+            }
+            Affine::Rbn { gamma_init } | Affine::Iebn { gamma_init } => {
+                let wb = if matches!(self.affine, Affine::Rbn { .. }) {
+                    1.0
+                } else {
+                    -1.0
+                };
+                (gamma, beta) = (param(gamma_init), param(0.0));
+                (gate_weight, gate_bias) = (param(0.0), param(wb));
+            }
+            Affine::RbnMinus { gamma_init } | Affine::IebnMinus { gamma_init } => {
+                let wb = if matches!(self.affine, Affine::RbnMinus { .. }) {
+                    1.0
+                } else {
+                    -1.0
+                };
+                (gamma, beta, gate_bias) = (param(gamma_init), param(0.0), param(wb));
+            }
+            Affine::ScaleOnly { gamma_init } => input_gamma = param(gamma_init),
+        }
+        let (_, k) = self.channel_grouping();
+        Ok(Norm {
+            gamma,
+            beta,
+            gamma0,
+            gate_weight,
+            gate_bias,
+            input_gamma,
+            state: NormState::new(self.population_sets(), k, self.variance, device),
+            config: self.clone(),
+        })
+    }
+}
+
+/// Batch statistics of one forward pass.
+struct BatchStats {
+    /// Per example block, [B, K], accumulation dtype.
+    mean: Tensor<2>,
+    var: Tensor<2>,
+    /// Pooled over each population set: value count, Σx, Σx² ([P, K], detached).
+    pop_count: Vec<f64>,
+    pop_sum: Tensor<2>,
+    pop_sum_sq: Tensor<2>,
+}
+
+/// The dtype reductions accumulate in: f64 where the device has it, else the input's own.
+fn accumulation_dtype(device: &Device) -> Option<DType> {
+    device.supports_dtype(DType::F64).then_some(DType::F64)
+}
+
+fn widen<const D: usize>(t: Tensor<D>, acc: Option<DType>) -> Tensor<D> {
+    match acc {
+        Some(dtype) if t.dtype() != dtype => t.cast(dtype),
+        _ => t,
+    }
+}
+
+/// A 0/1 membership matrix [rows, n] in `dtype`: entry (r, i) is 1 when example i is in row r.
+fn membership(
+    rows: usize,
+    n: usize,
+    row_of: impl Fn(usize) -> usize,
+    device: &Device,
+    dtype: DType,
+) -> Tensor<2> {
+    let mut m = vec![0.0f64; rows * n];
+    for i in 0..n {
+        m[row_of(i) * n + i] = 1.0;
+    }
+    Tensor::from_data(
+        TensorData::new(m, [rows, n]),
+        TensorCreationOptions::new(device.clone()).with_dtype(dtype),
+    )
+}
+
+fn index_tensor(idx: &[usize], device: &Device) -> Tensor<1, Int> {
+    let v: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
+    Tensor::from_data(TensorData::new(v, [idx.len()]), device)
+}
+
+/// Rows `rows[i]` of `t` for every example i ([len, K]); no gather when all rows are 0 and `t`
+/// has one row (broadcast instead).
+fn rows_for(t: Tensor<2>, rows: &[usize]) -> Tensor<2> {
+    let [r, _] = t.dims();
+    if r == 1 {
+        return t;
+    }
+    let device = t.device();
+    t.select(0, index_tensor(rows, &device))
+}
+
+impl Norm {
+    /// The current mode.
+    pub fn mode(&self) -> NormMode {
+        self.state.mode
+    }
+
+    /// Sets the mode of this layer.
+    pub fn set_mode(&mut self, mode: NormMode) {
+        self.state.mode = mode;
+    }
+
+    /// This layer with `mode`.
+    pub fn with_mode(mut self, mode: NormMode) -> Self {
+        self.set_mode(mode);
+        self
+    }
+
+    /// Uses `reducer` to combine statistics with other workers (SyncBN).
+    pub fn set_reducer(&mut self, reducer: Arc<dyn StatsReducer>) {
+        self.state.reducer = Some(reducer);
+    }
+
+    /// Forward pass without domain ids.
+    ///
+    /// # Shapes
+    /// - input: `[N, C]` or `[N, C, ...]`
+    /// - output: same as input
+    pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Result<Tensor<D>, NormError> {
+        self.forward_domains(input, None)
+    }
+
+    /// Forward pass with one domain id per example (required when any domain choice is
+    /// `PerDomain`).
+    ///
+    /// # Shapes
+    /// - input: `[N, C]` or `[N, C, ...]`
+    /// - domains: `N` ids, each `< domains.count`
+    /// - output: same as input
+    pub fn forward_domains<const D: usize>(
+        &self,
+        input: Tensor<D>,
+        domains: Option<&[usize]>,
+    ) -> Result<Tensor<D>, NormError> {
+        let shape = input.dims();
+        if D < 2 {
+            return Err(NormError::Rank {
+                shape: shape.to_vec(),
+                rank: D,
+            });
+        }
+        let c = self.config.num_features;
+        if shape[1] != c {
+            return Err(NormError::ChannelMismatch {
+                shape: shape.to_vec(),
+                expected: c,
+                got: shape[1],
+            });
+        }
+        let n = shape[0];
+        let s: usize = shape[2..].iter().product();
+        if n == 0 || s == 0 {
+            return Ok(input);
+        }
+        let x3: Tensor<3> = input.reshape([n, c, s]);
+        let plan = plan(&self.config, n, domains)?;
+        let xhat = if self.config.unit == StatUnit::None {
+            x3.clone()
+        } else {
+            match self.state.mode {
+                NormMode::Train => self.forward_train(&x3, &plan, &shape)?,
+                NormMode::Collect => self.forward_collect(&x3, &plan, &shape)?,
+                NormMode::Eval(StatsSource::MiniBatch) => {
+                    self.forward_minibatch(&x3, &plan, &shape)?
+                }
+                NormMode::Eval(StatsSource::Population) | NormMode::Frozen => {
+                    self.forward_population(&x3, &plan)
+                }
+                NormMode::Eval(StatsSource::ExampleWeighed { alpha }) => {
+                    self.forward_weighed(&x3, &plan, alpha)
+                }
+            }
+        };
+        Ok(self.affine(&x3, xhat, &plan).reshape(shape))
+    }
+
+    /// `Train`: batch statistics, then the running-statistics update.
+    fn forward_train(
+        &self,
+        x3: &Tensor<3>,
+        plan: &Plan,
+        shape: &[usize],
+    ) -> Result<Tensor<3>, NormError> {
+        let stats = self.batch_stats(x3, plan, shape)?;
+        self.update_running(&stats);
+        Ok(self.normalize(x3, stats.mean, stats.var, &plan.block_of))
+    }
+
+    /// `Collect`: batch statistics for the output, accumulated for PreciseBN.
+    fn forward_collect(
+        &self,
+        x3: &Tensor<3>,
+        plan: &Plan,
+        shape: &[usize],
+    ) -> Result<Tensor<3>, NormError> {
+        let stats = self.batch_stats(x3, plan, shape)?;
+        let sum = to_f64(stats.pop_sum.clone());
+        let sum_sq = to_f64(stats.pop_sum_sq.clone());
+        self.state
+            .collected
+            .lock()
+            .map_err(|_| NormError::Reducer("accumulator lock poisoned".into()))?
+            .add(&stats.pop_count, &sum, &sum_sq);
+        Ok(self.normalize(x3, stats.mean, stats.var, &plan.block_of))
+    }
+
+    /// `Eval(MiniBatch)`: the inference batch's own statistics under the batch policy.
+    fn forward_minibatch(
+        &self,
+        x3: &Tensor<3>,
+        plan: &Plan,
+        shape: &[usize],
+    ) -> Result<Tensor<3>, NormError> {
+        let stats = self.batch_stats(x3, plan, shape)?;
+        Ok(self.normalize(x3, stats.mean, stats.var, &plan.block_of))
+    }
+
+    /// `Eval(Population)` and `Frozen`: running statistics as constants.
+    fn forward_population(&self, x3: &Tensor<3>, plan: &Plan) -> Tensor<3> {
+        let device = x3.device();
+        let mean = self.state.running_mean().to_device(&device).detach();
+        let var = self.state.running_var().to_device(&device).detach();
+        self.normalize(x3, mean, var, &plan.pop_of)
+    }
+
+    /// `Eval(ExampleWeighed)`: Summers & Dinneen eq. 3.
+    fn forward_weighed(&self, x3: &Tensor<3>, plan: &Plan, alpha: f64) -> Tensor<3> {
+        let device = x3.device();
+        let acc = accumulation_dtype(&device);
+        let (s1, s2, values) = self.example_sums(x3, acc);
+        let m = widen(
+            rows_for(self.state.running_mean().to_device(&device), &plan.pop_of),
+            acc,
+        );
+        let v = widen(
+            rows_for(self.state.running_var().to_device(&device), &plan.pop_of),
+            acc,
+        );
+        let m_sq = v + m.clone().square();
+        let mean = s1.div_scalar(values).mul_scalar(alpha) + m.mul_scalar(1.0 - alpha);
+        let var = (s2.div_scalar(values).mul_scalar(alpha) + m_sq.mul_scalar(1.0 - alpha)
+            - mean.clone().square())
+        .clamp_min(0.0);
+        let n = x3.dims()[0];
+        let identity: Vec<usize> = (0..n).collect();
+        self.normalize(x3, mean, var, &identity)
+    }
+
+    /// Per example and channel group: Σx and Σx² ([N, K], accumulation dtype) and values per entry.
+    fn example_sums(&self, x3: &Tensor<3>, acc: Option<DType>) -> (Tensor<2>, Tensor<2>, f64) {
+        let [n, _, s] = x3.dims();
+        let (cpg, k) = self.config.channel_grouping();
+        let xg = widen(x3.clone().reshape([n, k, cpg * s]), acc);
+        let s1 = xg.clone().sum_dim(2).reshape([n, k]);
+        let s2 = xg.square().sum_dim(2).reshape([n, k]);
+        (s1, s2, (cpg * s) as f64)
+    }
+
+    /// Batch statistics per example block and pooled per population set, combined by the reducer.
+    fn batch_stats(
+        &self,
+        x3: &Tensor<3>,
+        plan: &Plan,
+        shape: &[usize],
+    ) -> Result<BatchStats, NormError> {
+        let device = x3.device();
+        let acc = accumulation_dtype(&device);
+        let dtype = acc.unwrap_or(x3.dtype());
+        let n = plan.block_of.len();
+        let (s1, s2, values) = self.example_sums(x3, acc);
+        let b = plan.blocks.len();
+        let (unit_sum, unit_sq) = if plan.is_identity() {
+            (s1.clone(), s2.clone())
+        } else if b == 1 {
+            (s1.clone().sum_dim(0), s2.clone().sum_dim(0))
+        } else {
+            let a = membership(b, n, |i| plan.block_of[i], &device, dtype);
+            (a.clone().matmul(s1.clone()), a.matmul(s2.clone()))
+        };
+        let p = self.config.population_sets();
+        let (s1d, s2d) = (s1.detach(), s2.detach());
+        let (pop_sum, pop_sq) = if p == 1 {
+            (s1d.sum_dim(0), s2d.sum_dim(0))
+        } else {
+            let m = membership(p, n, |i| plan.pop_of[i], &device, dtype);
+            (m.clone().matmul(s1d), m.matmul(s2d))
+        };
+        let mut count: Vec<f64> = plan
+            .blocks
+            .iter()
+            .map(|bl| bl.len() as f64 * values)
+            .collect();
+        let mut pop_count = vec![0.0; p];
+        for &set in &plan.pop_of {
+            pop_count[set] += values;
+        }
+        count.extend_from_slice(&pop_count);
+        let local = Moments {
+            count,
+            sum: Tensor::cat(vec![unit_sum, pop_sum], 0),
+            sum_sq: Tensor::cat(vec![unit_sq, pop_sq], 0),
+        };
+        let combined = match &self.state.reducer {
+            Some(r) => r.reduce(local)?,
+            None => LocalReducer.reduce(local)?,
+        };
+        if combined.count.len() != b + p {
+            return Err(NormError::Reducer(format!(
+                "returned {} rows, expected {}",
+                combined.count.len(),
+                b + p
+            )));
+        }
+        let (cpg, _) = self.config.channel_grouping();
+        if let Some(i) = combined.count[..b].iter().position(|&c| c < 2.0) {
+            return Err(NormError::TooFewValues {
+                shape: shape.to_vec(),
+                unit: format!(
+                    "{:?} over examples {:?} × {cpg} channel(s) × {} position(s)",
+                    self.config.unit,
+                    plan.blocks[i],
+                    values as usize / cpg
+                ),
+                values: combined.count[i] as usize,
+            });
+        }
+        let counts = |range: std::ops::Range<usize>| {
+            let v: Vec<f64> = combined.count[range.clone()].to_vec();
+            Tensor::<2>::from_data(
+                TensorData::new(v, [range.len(), 1]),
+                TensorCreationOptions::new(device.clone()).with_dtype(dtype),
+            )
+        };
+        let unit_n = counts(0..b);
+        let mean = combined.sum.clone().narrow(0, 0, b) / unit_n.clone();
+        let var = (combined.sum_sq.clone().narrow(0, 0, b) / unit_n - mean.clone().square())
+            .clamp_min(0.0);
+        if self.config.check_finite {
+            for (what, t) in [("mean", &mean), ("variance", &var)] {
+                if to_f64(t.clone()).iter().any(|v| !v.is_finite()) {
+                    return Err(NormError::NonFinite {
+                        shape: shape.to_vec(),
+                        what: what.into(),
+                    });
+                }
+            }
+        }
+        Ok(BatchStats {
+            mean,
+            var,
+            pop_count: combined.count[b..].to_vec(),
+            pop_sum: combined.sum.narrow(0, b, p).detach(),
+            pop_sum_sq: combined.sum_sq.narrow(0, b, p).detach(),
+        })
+    }
+
+    /// Moves the running statistics towards this batch's pooled statistics.
+    fn update_running(&self, stats: &BatchStats) {
+        let weight = match self.config.running {
+            RunningStats::Off => return,
+            RunningStats::Ema { momentum } => Some(momentum),
+            RunningStats::Cumulative => None,
+        };
+        let device = stats.pop_sum.device();
+        let p = stats.pop_count.len();
+        let col = |v: Vec<f64>| Tensor::<2>::from_data(TensorData::new(v, [p, 1]), &device);
+        let seen: Vec<f64> = stats
+            .pop_count
+            .iter()
+            .map(|&c| if c > 0.0 { 1.0 } else { 0.0 })
+            .collect();
+        let n = col(stats.pop_count.iter().map(|&c| c.max(1.0)).collect());
+        let n_wide = widen(n.clone(), Some(stats.pop_sum.dtype()));
+        let mean_wide = stats.pop_sum.clone() / n_wide.clone();
+        let var_wide =
+            (stats.pop_sum_sq.clone() / n_wide - mean_wide.clone().square()).clamp_min(0.0);
+        let mut var = var_wide.cast(DType::F32);
+        if self.config.variance == VarianceStorage::Unbiased {
+            let factor: Vec<f64> = stats
+                .pop_count
+                .iter()
+                .map(|&c| if c > 1.0 { c / (c - 1.0) } else { 1.0 })
+                .collect();
+            var = var * col(factor);
+        }
+        let mean = mean_wide.cast(DType::F32);
+        let seen_t = col(seen.clone());
+        let w = match weight {
+            Some(m) => seen_t.mul_scalar(m),
+            None => {
+                let t = self.state.updates().to_device(&device).reshape([p, 1]);
+                seen_t / t.add_scalar(1.0)
+            }
+        };
+        self.state.blend(w, mean, var);
+        let seen_1d = Tensor::<1>::from_data(TensorData::new(seen, [p]), &device);
+        self.state.count_updates(seen_1d);
+    }
+
+    /// x̂ = (x − mean[row]) / √(var[row] + ε) with `rows[i]` the stats row of example i.
+    ///
+    /// `mean` and `var` are [R, K] per channel group; the result has x's dtype.
+    fn normalize(
+        &self,
+        x3: &Tensor<3>,
+        mean: Tensor<2>,
+        var: Tensor<2>,
+        rows: &[usize],
+    ) -> Tensor<3> {
+        let [n, c, s] = x3.dims();
+        let (cpg, k) = self.config.channel_grouping();
+        let dtype = x3.dtype();
+        let mean = rows_for(mean, rows);
+        let rstd = rows_for(var, rows)
+            .add_scalar(self.config.epsilon)
+            .sqrt()
+            .recip();
+        let r = mean.dims()[0];
+        let mean = mean.cast(dtype).reshape([r, k, 1]);
+        let rstd = rstd.cast(dtype).reshape([r, k, 1]);
+        let xg = x3.clone().reshape([n, k, cpg * s]);
+        ((xg - mean) * rstd).reshape([n, c, s])
+    }
+
+    /// The affine parameter `p` as [rows, C, 1] for the examples' affine sets.
+    fn per_example(&self, p: &Param<Tensor<2>>, plan: &Plan) -> Tensor<3> {
+        let t = rows_for(p.val(), &plan.affine_of);
+        let [r, c] = t.dims();
+        t.reshape([r, c, 1])
+    }
+
+    /// Applies the affine tail to x̂.
+    fn affine(&self, x3: &Tensor<3>, xhat: Tensor<3>, plan: &Plan) -> Tensor<3> {
+        let get = |p: &Option<Param<Tensor<2>>>| p.as_ref().map(|p| self.per_example(p, plan));
+        let (gamma, beta) = (get(&self.gamma), get(&self.beta));
+        match self.config.affine {
+            Affine::Off => xhat,
+            Affine::ScaleOnly { .. } => match get(&self.input_gamma) {
+                Some(g) => xhat * g,
+                None => xhat,
+            },
+            Affine::Standard { .. } => match (gamma, beta) {
+                (Some(g), Some(b)) => xhat * g + b,
+                _ => xhat,
+            },
+            Affine::A1 { .. } => match (gamma, beta) {
+                (Some(g), Some(b)) => (xhat + b) * g,
+                _ => xhat,
+            },
+            Affine::A2 { .. } => match (gamma, beta, get(&self.gamma0)) {
+                (Some(g), Some(b), Some(g0)) => (xhat * g0 + b) * g,
+                _ => xhat,
+            },
+            Affine::Rbn { .. } | Affine::Iebn { .. } => {
+                let pooled = match self.config.affine {
+                    Affine::Rbn { .. } => xhat.clone().mean_dim(2),
+                    _ => x3.clone().mean_dim(2),
+                };
+                match (gamma, beta, get(&self.gate_weight), get(&self.gate_bias)) {
+                    (Some(g), Some(b), Some(wv), Some(wb)) => {
+                        xhat * g * sigmoid(pooled * wv + wb) + b
+                    }
+                    _ => xhat,
+                }
+            }
+            Affine::RbnMinus { .. } | Affine::IebnMinus { .. } => {
+                match (gamma, beta, get(&self.gate_bias)) {
+                    (Some(g), Some(b), Some(wb)) => xhat * g * sigmoid(wb) + b,
+                    _ => xhat,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Host-side planning of one forward pass: which examples form each statistic unit, and which
+//! population set and affine set each example uses.
+
+use crate::{GhostSplit, NormConfig, NormError, Remainder, StatUnit};
+
+/// The example partition and per-example set indices of one forward pass.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Plan {
+    /// Examples of each example block (statistic units are blocks × channel groups).
+    pub blocks: Vec<Vec<usize>>,
+    /// Block of each example.
+    pub block_of: Vec<usize>,
+    /// Population set of each example.
+    pub pop_of: Vec<usize>,
+    /// Affine set of each example.
+    pub affine_of: Vec<usize>,
+}
+
+impl Plan {
+    /// Whether every block is one example, in order (no gather needed).
+    pub fn is_identity(&self) -> bool {
+        self.blocks.len() == self.block_of.len()
+            && self.blocks.iter().enumerate().all(|(i, b)| b == &[i])
+    }
+}
+
+/// Splits `n` examples into `groups` blocks as evenly as possible (sizes differ by ≤ 1).
+fn even_split(n: usize, groups: usize, split: GhostSplit) -> Vec<Vec<usize>> {
+    match split {
+        GhostSplit::Strided => (0..groups)
+            .map(|g| (g..n).step_by(groups).collect())
+            .collect(),
+        GhostSplit::Contiguous => {
+            let (base, extra) = (n / groups, n % groups);
+            let mut start = 0;
+            (0..groups)
+                .map(|g| {
+                    let len = base + usize::from(g < extra);
+                    let block = (start..start + len).collect();
+                    start += len;
+                    block
+                })
+                .collect()
+        }
+    }
+}
+
+/// Ghost batches of size `b` for a batch of `n`.
+fn ghost_blocks(
+    n: usize,
+    b: usize,
+    split: GhostSplit,
+    remainder: Remainder,
+) -> Result<Vec<Vec<usize>>, NormError> {
+    let err = |reason: String| Err(NormError::BatchSplit { batch: n, reason });
+    if n % b != 0 && remainder == Remainder::Error {
+        return err(format!(
+            "ghost size {b} does not divide the batch (allow a partial ghost batch with remainder = Allow)"
+        ));
+    }
+    let blocks = match split {
+        GhostSplit::Contiguous => (0..n)
+            .step_by(b)
+            .map(|s| (s..(s + b).min(n)).collect())
+            .collect(),
+        GhostSplit::Strided => even_split(n, n.div_ceil(b), GhostSplit::Strided),
+    };
+    check_min_examples(n, &blocks, "ghost batch")?;
+    Ok(blocks)
+}
+
+fn check_min_examples(n: usize, blocks: &[Vec<usize>], what: &str) -> Result<(), NormError> {
+    if n < 2 {
+        return Ok(()); // a single example fails later with the value count
+    }
+    match blocks.iter().position(|b| b.len() < 2) {
+        Some(i) => Err(NormError::BatchSplit {
+            batch: n,
+            reason: format!(
+                "{what} {i} would hold {} example(s); a partial one needs at least 2",
+                blocks[i].len()
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Splits every block by domain id, keeping order and dropping empty parts.
+fn split_by_domain(blocks: Vec<Vec<usize>>, domains: &[usize], count: usize) -> Vec<Vec<usize>> {
+    blocks
+        .into_iter()
+        .flat_map(|block| {
+            let mut parts = vec![Vec::new(); count];
+            for i in block {
+                parts[domains[i]].push(i);
+            }
+            parts.into_iter().filter(|p| !p.is_empty())
+        })
+        .collect()
+}
+
+/// Checks domain ids against the config; `Ok(None)` when the layer has no domains.
+pub(crate) fn check_domains<'a>(
+    config: &NormConfig,
+    n: usize,
+    domains: Option<&'a [usize]>,
+) -> Result<Option<&'a [usize]>, NormError> {
+    let Some(dc) = config.domains else {
+        return Ok(None);
+    };
+    let Some(ids) = domains else {
+        let needed =
+            config.train_per_domain() || config.population_sets() > 1 || config.affine_sets() > 1;
+        return if needed {
+            Err(NormError::Domain(format!(
+                "the layer keeps per-domain settings for {} domains, but no domain ids were given",
+                dc.count
+            )))
+        } else {
+            Ok(None)
+        };
+    };
+    if ids.len() != n {
+        return Err(NormError::Domain(format!(
+            "{} ids given for a batch of {n}",
+            ids.len()
+        )));
+    }
+    if let Some((i, &d)) = ids.iter().enumerate().find(|(_, d)| **d >= dc.count) {
+        return Err(NormError::Domain(format!(
+            "example {i} has domain id {d}, but the layer has {} domains",
+            dc.count
+        )));
+    }
+    Ok(Some(ids))
+}
+
+/// Plans a forward pass over `n` examples (`n` ≥ 1).
+pub(crate) fn plan(
+    config: &NormConfig,
+    n: usize,
+    domains: Option<&[usize]>,
+) -> Result<Plan, NormError> {
+    let domains = check_domains(config, n, domains)?;
+    let policy = config.batch;
+    let mut blocks = match config.unit {
+        StatUnit::Batch => match policy.ghost_size {
+            Some(b) => ghost_blocks(n, b, policy.split, policy.remainder)?,
+            None => vec![(0..n).collect()],
+        },
+        StatUnit::BatchGroup { example_groups, .. } => {
+            if n < example_groups
+                || (n % example_groups != 0 && policy.remainder == Remainder::Error)
+            {
+                return Err(NormError::BatchSplit {
+                    batch: n,
+                    reason: format!(
+                        "example_groups = {example_groups} does not divide the batch (allow uneven groups with remainder = Allow)"
+                    ),
+                });
+            }
+            even_split(n, example_groups, policy.split)
+        }
+        StatUnit::Group { .. } | StatUnit::Layer | StatUnit::Instance | StatUnit::None => {
+            (0..n).map(|i| vec![i]).collect()
+        }
+    };
+    if let (Some(ids), true) = (domains, config.train_per_domain()) {
+        blocks = split_by_domain(blocks, ids, config.domain_count());
+    }
+    let mut block_of = vec![0; n];
+    for (b, block) in blocks.iter().enumerate() {
+        for &i in block {
+            block_of[i] = b;
+        }
+    }
+    let set_of = |sets: usize| match (domains, sets > 1) {
+        (Some(ids), true) => ids.to_vec(),
+        _ => vec![0; n],
+    };
+    Ok(Plan {
+        blocks,
+        block_of,
+        pop_of: set_of(config.population_sets()),
+        affine_of: set_of(config.affine_sets()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BatchPolicy, DomainChoice, DomainConfig};
+
+    #[test]
+    fn contiguous_and_strided_ghosts() {
+        let c = NormConfig::new(3).with_batch(BatchPolicy::ghost(2, GhostSplit::Contiguous));
+        assert_eq!(
+            plan(&c, 6, None).unwrap().blocks,
+            vec![vec![0, 1], vec![2, 3], vec![4, 5]]
+        );
+        let c = c.with_batch(BatchPolicy::ghost(2, GhostSplit::Strided));
+        assert_eq!(
+            plan(&c, 6, None).unwrap().blocks,
+            vec![vec![0, 3], vec![1, 4], vec![2, 5]]
+        );
+    }
+
+    #[test]
+    fn remainder_policy() {
+        let mut policy = BatchPolicy::ghost(4, GhostSplit::Contiguous);
+        let c = NormConfig::new(3).with_batch(policy);
+        assert!(matches!(
+            plan(&c, 10, None),
+            Err(NormError::BatchSplit { .. })
+        ));
+        policy.remainder = Remainder::Allow;
+        let c = c.with_batch(policy);
+        assert_eq!(plan(&c, 10, None).unwrap().blocks[2], vec![8, 9]);
+        // a partial ghost batch of one example is refused even when allowed
+        assert!(matches!(
+            plan(&c, 9, None),
+            Err(NormError::BatchSplit { .. })
+        ));
+    }
+
+    #[test]
+    fn domains_refine_blocks_and_pick_sets() {
+        let dc = DomainConfig {
+            count: 2,
+            train_stats: DomainChoice::PerDomain,
+            population_stats: DomainChoice::PerDomain,
+            affine: DomainChoice::Shared,
+        };
+        let c = NormConfig::new(3).with_domains(Some(dc));
+        let p = plan(&c, 4, Some(&[1, 0, 1, 0])).unwrap();
+        assert_eq!(p.blocks, vec![vec![1, 3], vec![0, 2]]);
+        assert_eq!(p.pop_of, vec![1, 0, 1, 0]);
+        assert_eq!(p.affine_of, vec![0; 4]);
+        assert!(matches!(
+            plan(&c, 4, Some(&[0, 2, 0, 0])),
+            Err(NormError::Domain(_))
+        ));
+        assert!(matches!(
+            plan(&c, 4, Some(&[0, 1])),
+            Err(NormError::Domain(_))
+        ));
+        assert!(matches!(plan(&c, 4, None), Err(NormError::Domain(_))));
+    }
+}

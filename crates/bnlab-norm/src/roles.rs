@@ -1,0 +1,77 @@
+//! Parameter roles, so a trainer builds optimizer groups by role and never by name.
+
+use std::collections::HashMap;
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::tensor::Tensor;
+
+/// What a parameter is, for optimizer groups (learning rate ÷ c, weight decay, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum ParamRole {
+    /// A convolution kernel.
+    ConvWeight,
+    /// A fully connected weight matrix.
+    LinearWeight,
+    /// A convolution or linear bias.
+    Bias,
+    /// γ of a normalization layer.
+    NormGamma,
+    /// β of a normalization layer.
+    NormBeta,
+    /// Extra normalization parameters (A2's γ0, RBN/IEBN gates).
+    NormExtra,
+    /// γ̂ of the BN input normalization.
+    InputNormGamma,
+}
+
+/// The role of the field `field` of a module of type `container` ("Struct:Name"), if known.
+fn role_of(container: &str, field: &str) -> Option<ParamRole> {
+    let name = container.strip_prefix("Struct:")?;
+    match (name, field) {
+        ("Norm", "gamma") => Some(ParamRole::NormGamma),
+        ("Norm", "beta") => Some(ParamRole::NormBeta),
+        ("Norm", "gamma0" | "gate_weight" | "gate_bias") => Some(ParamRole::NormExtra),
+        ("Norm", "input_gamma") => Some(ParamRole::InputNormGamma),
+        (n, "weight") if n.starts_with("Conv") => Some(ParamRole::ConvWeight),
+        ("Linear", "weight") => Some(ParamRole::LinearWeight),
+        (_, "bias") => Some(ParamRole::Bias),
+        _ => None,
+    }
+}
+
+#[derive(Default)]
+struct RoleVisitor {
+    /// (field name, container type) of the modules entered.
+    stack: Vec<(String, String)>,
+    roles: HashMap<ParamId, ParamRole>,
+}
+
+impl ModuleVisitor for RoleVisitor {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack
+            .push((name.to_string(), container_type.to_string()));
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let Some((field, container)) = self.stack.last() else {
+            return;
+        };
+        if let Some(role) = role_of(container, field) {
+            self.roles.insert(param.id, role);
+        }
+    }
+}
+
+/// The role of every trainable parameter of `module` that has one, by parameter id.
+///
+/// Covers [`Norm`](crate::Norm) and burn-nn's convolutions and `Linear`; parameters of other
+/// modules are absent from the map. Running statistics are not parameters and never appear.
+pub fn param_roles<M: Module>(module: &M) -> HashMap<ParamId, ParamRole> {
+    let mut visitor = RoleVisitor::default();
+    module.visit(&mut visitor);
+    visitor.roles
+}
