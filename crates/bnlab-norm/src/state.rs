@@ -153,17 +153,17 @@ impl NormState {
 
     /// The running mean, [P, K].
     pub fn running_mean(&self) -> Tensor<2> {
-        self.running_mean.value()
+        self.running_mean.value_sync()
     }
 
     /// The running variance as stored, [P, K].
     pub fn running_var(&self) -> Tensor<2> {
-        self.running_var.value()
+        self.running_var.value_sync()
     }
 
     /// How many updates each population set has received, [P].
     pub fn updates(&self) -> Tensor<1> {
-        self.updates.value()
+        self.updates.value_sync()
     }
 
     /// Overwrites the running statistics (e.g. from a checkpoint or an offline estimate).
@@ -198,10 +198,10 @@ impl NormState {
         if acc.batches == 0 {
             return Err(NormError::NothingCollected);
         }
-        let device = self.running_mean.value().device();
-        let old_mean = to_f64(self.running_mean.value());
-        let old_var = to_f64(self.running_var.value());
-        let [p_sets, k] = self.running_mean.value().dims();
+        let device = self.running_mean.value_sync().device();
+        let old_mean = to_f64(self.running_mean.value_sync());
+        let old_var = to_f64(self.running_var.value_sync());
+        let [p_sets, k] = self.running_mean.value_sync().dims();
         let mut mean = old_mean;
         let mut var = old_var;
         for (p, stats) in acc
