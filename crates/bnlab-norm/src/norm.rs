@@ -212,7 +212,11 @@ impl Norm {
             return Ok(input);
         }
         let x3: Tensor<3> = input.reshape([n, c, s]);
-        let plan = plan(&self.config, n, domains)?;
+        let batch_stats = matches!(
+            self.state.mode,
+            NormMode::Train | NormMode::Collect | NormMode::Eval(StatsSource::MiniBatch)
+        );
+        let plan = plan(&self.config, n, domains, batch_stats)?;
         let xhat = if self.config.unit == StatUnit::None {
             x3.clone()
         } else {

@@ -65,7 +65,9 @@ fn ghost_blocks(
             .collect(),
         GhostSplit::Strided => even_split(n, n.div_ceil(b), GhostSplit::Strided),
     };
-    check_min_examples(n, &blocks, "ghost batch")?;
+    if n % b != 0 {
+        check_min_examples(n, &blocks, "partial ghost batch")?;
+    }
     Ok(blocks)
 }
 
@@ -77,7 +79,7 @@ fn check_min_examples(n: usize, blocks: &[Vec<usize>], what: &str) -> Result<(),
         Some(i) => Err(NormError::BatchSplit {
             batch: n,
             reason: format!(
-                "{what} {i} would hold {} example(s); a partial one needs at least 2",
+                "{what} {i} would hold {} example(s); it needs at least 2",
                 blocks[i].len()
             ),
         }),
@@ -135,15 +137,18 @@ pub(crate) fn check_domains<'a>(
     Ok(Some(ids))
 }
 
-/// Plans a forward pass over `n` examples (`n` ≥ 1).
+/// Plans a forward pass over `n` examples (`n` ≥ 1). Without `batch_stats` (population
+/// statistics) the batch is not split, so no batch-size rule applies.
 pub(crate) fn plan(
     config: &NormConfig,
     n: usize,
     domains: Option<&[usize]>,
+    batch_stats: bool,
 ) -> Result<Plan, NormError> {
     let domains = check_domains(config, n, domains)?;
     let policy = config.batch;
-    let mut blocks = match config.unit {
+    let unit = if batch_stats { config.unit } else { StatUnit::None };
+    let mut blocks = match unit {
         StatUnit::Batch => match policy.ghost_size {
             Some(b) => ghost_blocks(n, b, policy.split, policy.remainder)?,
             None => vec![(0..n).collect()],
@@ -165,7 +170,7 @@ pub(crate) fn plan(
             (0..n).map(|i| vec![i]).collect()
         }
     };
-    if let (Some(ids), true) = (domains, config.train_per_domain()) {
+    if let (Some(ids), true) = (domains, batch_stats && config.train_per_domain()) {
         blocks = split_by_domain(blocks, ids, config.domain_count());
     }
     let mut block_of = vec![0; n];
@@ -195,12 +200,12 @@ mod tests {
     fn contiguous_and_strided_ghosts() {
         let c = NormConfig::new(3).with_batch(BatchPolicy::ghost(2, GhostSplit::Contiguous));
         assert_eq!(
-            plan(&c, 6, None).unwrap().blocks,
+            plan(&c, 6, None, true).unwrap().blocks,
             vec![vec![0, 1], vec![2, 3], vec![4, 5]]
         );
         let c = c.with_batch(BatchPolicy::ghost(2, GhostSplit::Strided));
         assert_eq!(
-            plan(&c, 6, None).unwrap().blocks,
+            plan(&c, 6, None, true).unwrap().blocks,
             vec![vec![0, 3], vec![1, 4], vec![2, 5]]
         );
     }
@@ -210,15 +215,15 @@ mod tests {
         let mut policy = BatchPolicy::ghost(4, GhostSplit::Contiguous);
         let c = NormConfig::new(3).with_batch(policy);
         assert!(matches!(
-            plan(&c, 10, None),
+            plan(&c, 10, None, true),
             Err(NormError::BatchSplit { .. })
         ));
         policy.remainder = Remainder::Allow;
         let c = c.with_batch(policy);
-        assert_eq!(plan(&c, 10, None).unwrap().blocks[2], vec![8, 9]);
+        assert_eq!(plan(&c, 10, None, true).unwrap().blocks[2], vec![8, 9]);
         // a partial ghost batch of one example is refused even when allowed
         assert!(matches!(
-            plan(&c, 9, None),
+            plan(&c, 9, None, true),
             Err(NormError::BatchSplit { .. })
         ));
     }
@@ -232,18 +237,18 @@ mod tests {
             affine: DomainChoice::Shared,
         };
         let c = NormConfig::new(3).with_domains(Some(dc));
-        let p = plan(&c, 4, Some(&[1, 0, 1, 0])).unwrap();
+        let p = plan(&c, 4, Some(&[1, 0, 1, 0]), true).unwrap();
         assert_eq!(p.blocks, vec![vec![1, 3], vec![0, 2]]);
         assert_eq!(p.pop_of, vec![1, 0, 1, 0]);
         assert_eq!(p.affine_of, vec![0; 4]);
         assert!(matches!(
-            plan(&c, 4, Some(&[0, 2, 0, 0])),
+            plan(&c, 4, Some(&[0, 2, 0, 0]), true),
             Err(NormError::Domain(_))
         ));
         assert!(matches!(
-            plan(&c, 4, Some(&[0, 1])),
+            plan(&c, 4, Some(&[0, 1]), true),
             Err(NormError::Domain(_))
         ));
-        assert!(matches!(plan(&c, 4, None), Err(NormError::Domain(_))));
+        assert!(matches!(plan(&c, 4, None, true), Err(NormError::Domain(_))));
     }
 }
