@@ -147,7 +147,11 @@ pub(crate) fn plan(
 ) -> Result<Plan, NormError> {
     let domains = check_domains(config, n, domains)?;
     let policy = config.batch;
-    let unit = if batch_stats { config.unit } else { StatUnit::None };
+    let unit = if batch_stats {
+        config.unit
+    } else {
+        StatUnit::None
+    };
     let mut blocks = match unit {
         StatUnit::Batch => match policy.ghost_size {
             Some(b) => ghost_blocks(n, b, policy.split, policy.remainder)?,

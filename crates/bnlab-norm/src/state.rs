@@ -151,6 +151,16 @@ impl NormState {
         }
     }
 
+    /// Folds this thread's pending running-state updates into the shared values, so that
+    /// records and mappers see the latest statistics.
+    fn sync(&self) {
+        let _ = (
+            self.running_mean.value_sync(),
+            self.running_var.value_sync(),
+            self.updates.value_sync(),
+        );
+    }
+
     /// The running mean, [P, K].
     pub fn running_mean(&self) -> Tensor<2> {
         self.running_mean.value_sync()
@@ -352,6 +362,7 @@ impl Module for NormState {
     }
 
     fn visit<V: ModuleVisitor>(&self, visitor: &mut V) {
+        self.sync();
         const TY: &str = "Struct:NormState";
         visitor.enter_module("running_mean", TY);
         self.running_mean.visit(visitor);
@@ -365,6 +376,7 @@ impl Module for NormState {
     }
 
     fn map<M: ModuleMapper>(mut self, mapper: &mut M) -> Self {
+        self.sync();
         PENDING.with(|p| {
             if let Some(pending) = p.borrow_mut().as_mut() {
                 self.apply(&mut pending.op, &mut pending.errors);

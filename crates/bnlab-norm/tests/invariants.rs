@@ -14,10 +14,17 @@ const TINY_EPS: f64 = 1e-12;
 fn run(config: &NormConfig, mode: NormMode, x: &[f64], sh: Shape) -> Vec<f64> {
     let device = device();
     let norm = config.init(&device).unwrap().with_mode(mode);
-    values(norm.forward(tensor(x, [sh.n, sh.c, sh.s], &device)).unwrap())
+    values(
+        norm.forward(tensor(x, [sh.n, sh.c, sh.s], &device))
+            .unwrap(),
+    )
 }
 
-fn data(n: std::ops::Range<usize>, c: usize, s: std::ops::Range<usize>) -> impl Strategy<Value = (Shape, Vec<f64>)> {
+fn data(
+    n: std::ops::Range<usize>,
+    c: usize,
+    s: std::ops::Range<usize>,
+) -> impl Strategy<Value = (Shape, Vec<f64>)> {
     (n, s).prop_flat_map(move |(n, s)| {
         let sh = Shape { n, c, s };
         (Just(sh), prop::collection::vec(-3.0f64..3.0, sh.len()))
