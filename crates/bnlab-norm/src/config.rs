@@ -321,7 +321,7 @@ impl NormConfig {
             ));
         }
         let check_groups = |name: &str, g: usize| {
-            if g == 0 || c % g != 0 {
+            if g == 0 || !c.is_multiple_of(g) {
                 bad(format!(
                     "{name} = {g} must be ≥ 1 and divide num_features = {c}"
                 ))

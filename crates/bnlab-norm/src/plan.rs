@@ -53,7 +53,7 @@ fn ghost_blocks(
     remainder: Remainder,
 ) -> Result<Vec<Vec<usize>>, NormError> {
     let err = |reason: String| Err(NormError::BatchSplit { batch: n, reason });
-    if n % b != 0 && remainder == Remainder::Error {
+    if !n.is_multiple_of(b) && remainder == Remainder::Error {
         return err(format!(
             "ghost size {b} does not divide the batch (allow a partial ghost batch with remainder = Allow)"
         ));
@@ -65,7 +65,7 @@ fn ghost_blocks(
             .collect(),
         GhostSplit::Strided => even_split(n, n.div_ceil(b), GhostSplit::Strided),
     };
-    if n % b != 0 {
+    if !n.is_multiple_of(b) {
         check_min_examples(n, &blocks, "partial ghost batch")?;
     }
     Ok(blocks)
@@ -159,7 +159,7 @@ pub(crate) fn plan(
         },
         StatUnit::BatchGroup { example_groups, .. } => {
             if n < example_groups
-                || (n % example_groups != 0 && policy.remainder == Remainder::Error)
+                || (!n.is_multiple_of(example_groups) && policy.remainder == Remainder::Error)
             {
                 return Err(NormError::BatchSplit {
                     batch: n,

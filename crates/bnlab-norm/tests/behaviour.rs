@@ -219,10 +219,13 @@ fn all_eight_domain_combinations_follow_table_5() {
     }
 }
 
+/// One row of moments: (count, Σx per channel, Σx² per channel).
+type Row = (f64, Vec<f64>, Vec<f64>);
+
 /// Simulates other workers: adds their moments (computed here in f64) to the local ones.
 struct SimulatedWorkers {
-    /// Per row: (count, Σx per channel, Σx² per channel).
-    others: Vec<(f64, Vec<f64>, Vec<f64>)>,
+    /// Per row of the local moments.
+    others: Vec<Row>,
 }
 
 impl SimulatedWorkers {
@@ -253,7 +256,7 @@ impl StatsReducer for SimulatedWorkers {
         let device = local.sum.device();
         let k = local.sum.dims()[1];
         let opts = TensorCreationOptions::new(device).with_dtype(local.sum.dtype());
-        let flat = |f: fn(&(f64, Vec<f64>, Vec<f64>)) -> &Vec<f64>| {
+        let flat = |f: fn(&Row) -> &Vec<f64>| {
             let v: Vec<f64> = self.others.iter().flat_map(|r| f(r).clone()).collect();
             Tensor::<2>::from_data(TensorData::new(v, [self.others.len(), k]), opts.clone())
         };

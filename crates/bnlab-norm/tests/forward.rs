@@ -58,8 +58,8 @@ fn every_unit_affine_and_mode_matches_the_f64_reference() {
                                 sh,
                                 unit,
                                 &sets,
-                                &[run_mean.clone()],
-                                &[run_var.clone()],
+                                std::slice::from_ref(&run_mean),
+                                std::slice::from_ref(&run_var),
                                 EPS,
                             )
                         }
@@ -68,8 +68,8 @@ fn every_unit_affine_and_mode_matches_the_f64_reference() {
                             sh,
                             unit,
                             &sets,
-                            &[run_mean.clone()],
-                            &[run_var.clone()],
+                            std::slice::from_ref(&run_mean),
+                            std::slice::from_ref(&run_var),
                             alpha,
                             EPS,
                         ),
