@@ -262,6 +262,14 @@ pub struct NormConfig {
 }
 
 impl NormConfig {
+    /// This config for a site with `channels` channels: one config per network, sized per site.
+    pub fn for_channels(&self, channels: usize) -> NormConfig {
+        NormConfig {
+            num_features: channels,
+            ..self.clone()
+        }
+    }
+
     /// Channels per channel group and the number of channel groups K of the statistic unit.
     pub(crate) fn channel_grouping(&self) -> (usize, usize) {
         let c = self.num_features;
