@@ -8,8 +8,8 @@ use bnlab_norm::{
     StatsSource, finalize_collected, set_norm_mode,
 };
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -51,7 +51,11 @@ fn images(n: usize, offset: usize, device: &Device) -> Tensor<4> {
         let class = (i + offset) % 4;
         for p in 0..64 {
             let (r, c) = (p / 8, p % 8);
-            let signal = if (r / 4) * 2 + c / 4 == class { 2.0 } else { 0.0 };
+            let signal = if (r / 4) * 2 + c / 4 == class {
+                2.0
+            } else {
+                0.0
+            };
             let noise = (((i + offset) * 7919 + p * 104729) % 1000) as f32 / 500.0 - 1.0;
             v.push(signal + noise);
         }
@@ -94,7 +98,10 @@ fn main() -> Result<(), NormError> {
     for (name, source) in [
         ("population", StatsSource::Population),
         ("mini-batch (ghost 16)", StatsSource::MiniBatch),
-        ("example-weighed α=0.1", StatsSource::ExampleWeighed { alpha: 0.1 }),
+        (
+            "example-weighed α=0.1",
+            StatsSource::ExampleWeighed { alpha: 0.1 },
+        ),
     ] {
         let out = set_norm_mode(net.clone(), NormMode::Eval(source)).forward(test.clone())?;
         println!("| {name} | {:.5} |", mean_abs(out - population.clone()));

@@ -134,7 +134,7 @@ pub enum VarianceStorage {
 /// (Wu & Johnson A.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PopulationEstimator {
-    /// Eq. 2: the variance of all collected samples, E[μ² + σ²] − E[μ]² (count-weighted).
+    /// Eq. 2: the variance of all collected samples, `E[μ² + σ²] − E[μ]²` (count-weighted).
     Pooled,
     /// Eq. 3: the average of the per-batch variances.
     MeanOfVariances,

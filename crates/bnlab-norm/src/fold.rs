@@ -8,7 +8,7 @@ use crate::{Affine, Norm, NormError, NormMode, StatUnit, StatsSource};
 
 impl Norm {
     /// The per-channel (scale, shift) with y = scale·x + shift in `Eval(Population)` or `Frozen`
-    /// mode, each of shape [C]; an error where the layer is not a per-channel affine map.
+    /// mode, each of shape `[C]`; an error where the layer is not a per-channel affine map.
     pub fn inference_affine(&self) -> Result<(Tensor<1>, Tensor<1>), NormError> {
         let no = |why: &str| Err(NormError::NotFoldable(why.into()));
         match self.state.mode {

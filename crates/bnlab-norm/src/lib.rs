@@ -6,6 +6,44 @@
 //! - where statistics come from: [`NormMode`], [`StatsSource`], [`RunningStats`],
 //!   [`PopulationEstimator`];
 //! - the affine tail: [`Affine`].
+//!
+//! # Example
+//!
+//! ```
+//! use bnlab_norm::{Affine, BatchPolicy, GhostSplit, Norm, NormConfig, NormError, NormMode, set_norm_mode};
+//! use burn::module::Module;
+//! use burn::nn::conv::{Conv2d, Conv2dConfig};
+//! use burn::tensor::{Device, Tensor, activation::relu};
+//!
+//! #[derive(Module, Debug)]
+//! struct Block { conv: Conv2d, norm: Norm }
+//!
+//! impl Block {
+//!     fn new(device: &Device) -> Result<Self, NormError> {
+//!         // Ghost BN of 32, strided split, γ starting at 0.1 (Davis & Frank)
+//!         let norm = NormConfig::new(64)
+//!             .with_batch(BatchPolicy::ghost(32, GhostSplit::Strided))
+//!             .with_affine(Affine::standard(0.1));
+//!         Ok(Self { conv: Conv2dConfig::new([3, 64], [3, 3]).init(device), norm: norm.init(device)? })
+//!     }
+//!     fn forward(&self, x: Tensor<4>) -> Result<Tensor<4>, NormError> {
+//!         Ok(relu(self.norm.forward(self.conv.forward(x))?))
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), NormError> {
+//! let device = Device::flex();
+//! let block = Block::new(&device)?;
+//! let y = block.forward(Tensor::zeros([64, 3, 8, 8], &device))?;
+//! assert_eq!(y.dims(), [64, 64, 6, 6]);
+//! // the mode is explicit and set on every Norm of a model at once
+//! let block = set_norm_mode(block, NormMode::EVAL);
+//! assert!(block.forward(Tensor::zeros([1, 3, 8, 8], &device)).is_ok());
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
 
 mod config;
 mod error;

@@ -15,7 +15,7 @@ pub enum StatsSource {
     /// The inference batch's own statistics, under the training batch policy (Wu & Johnson §4.2).
     MiniBatch,
     /// Summers & Dinneen eq. 3: mix each example's own moments with the population ones,
-    /// μ = α·E[xᵢ] + (1−α)·m_x, σ² = α·E[xᵢ²] + (1−α)·m_{x²} − μ².
+    /// `μ = α·E[xᵢ] + (1−α)·m_x`, `σ² = α·E[xᵢ²] + (1−α)·m_{x²} − μ²`.
     ExampleWeighed {
         /// The example's weight α in [0, 1]; 0 is `Population`.
         alpha: f64,

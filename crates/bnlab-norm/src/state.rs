@@ -171,7 +171,7 @@ impl NormState {
         self.running_var.value_sync()
     }
 
-    /// How many updates each population set has received, [P].
+    /// How many updates each population set has received, `[P]`.
     pub fn updates(&self) -> Tensor<1> {
         self.updates.value_sync()
     }
