@@ -24,7 +24,13 @@ impl Rng {
     }
 }
 
+/// The test device: Flex, or the first discrete GPU through Vulkan when built with
+/// `--features vulkan` and run with `BNLAB_TEST_DEVICE=vulkan`.
 pub fn device() -> Device {
+    #[cfg(feature = "vulkan")]
+    if std::env::var("BNLAB_TEST_DEVICE").as_deref() == Ok("vulkan") {
+        return Device::vulkan(burn::tensor::DeviceKind::DiscreteGpu(0));
+    }
     Device::flex()
 }
 
