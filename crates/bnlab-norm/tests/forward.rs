@@ -30,7 +30,7 @@ fn every_unit_affine_and_mode_matches_the_f64_reference() {
                 let config = NormConfig::new(sh.c).with_unit(unit).with_affine(affine);
                 let mut norm = config.init(&device).expect("valid config");
                 let p = randomize_affine(&mut norm, &mut rng);
-                let (_, k) = (0, ref_channel_groups(unit, sh.c).len());
+                let k = ref_channel_groups(unit, sh.c).len();
                 let run_mean = rng.vec(k, -0.5, 0.5);
                 let run_var = rng.vec(k, 0.5, 2.0);
                 norm.state.set_running(

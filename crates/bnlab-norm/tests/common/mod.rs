@@ -346,7 +346,6 @@ use burn::module::Param;
 /// Gives every affine parameter of `norm` random values and returns them for the reference.
 pub fn randomize_affine(norm: &mut Norm, rng: &mut Rng) -> RefAffine {
     let c = norm.config.num_features;
-    let device = device();
     let mut set = |slot: &mut Option<Param<Tensor<2>>>, lo: f64, hi: f64| -> Vec<Vec<f64>> {
         match slot {
             Some(p) => {
@@ -359,7 +358,6 @@ pub fn randomize_affine(norm: &mut Norm, rng: &mut Rng) -> RefAffine {
             None => Vec::new(),
         }
     };
-    let _ = &device;
     let mut r = RefAffine {
         gamma: set(&mut norm.gamma, 0.5, 1.5),
         beta: set(&mut norm.beta, -0.5, 0.5),
