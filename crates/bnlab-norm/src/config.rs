@@ -214,6 +214,24 @@ impl Affine {
         }
     }
 
+    /// This tail with its initial γ set to `gamma` (unchanged for `Off`, which has none).
+    pub fn with_gamma_init(self, gamma: f64) -> Self {
+        match self {
+            Affine::Off => Affine::Off,
+            Affine::Standard { beta_init, .. } => Affine::Standard {
+                gamma_init: gamma,
+                beta_init,
+            },
+            Affine::A1 { .. } => Affine::A1 { gamma_init: gamma },
+            Affine::A2 { .. } => Affine::A2 { gamma_init: gamma },
+            Affine::Rbn { .. } => Affine::Rbn { gamma_init: gamma },
+            Affine::Iebn { .. } => Affine::Iebn { gamma_init: gamma },
+            Affine::RbnMinus { .. } => Affine::RbnMinus { gamma_init: gamma },
+            Affine::IebnMinus { .. } => Affine::IebnMinus { gamma_init: gamma },
+            Affine::ScaleOnly { .. } => Affine::ScaleOnly { gamma_init: gamma },
+        }
+    }
+
     /// The initial γ, where the tail has one.
     pub fn gamma_init(&self) -> Option<f64> {
         match *self {

@@ -3,7 +3,7 @@
 use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
-use crate::state::{TreeOp, run_tree_op};
+use crate::state::{NormSite, TreeOp, run_tree_op};
 use crate::{NormError, PopulationEstimator, StatsReducer};
 use std::sync::Arc;
 
@@ -73,8 +73,14 @@ pub fn finalize_collected<M: Module>(
 
 /// The mode of every [`Norm`](crate::Norm) in `module`, in tree order.
 pub fn norm_modes<M: Module>(module: M) -> (M, Vec<NormMode>) {
-    match run_tree_op(TreeOp::ReadModes(Vec::new()), module) {
-        (module, TreeOp::ReadModes(modes), _) => (module, modes),
+    let (module, sites) = norm_sites(module);
+    (module, sites.into_iter().map(|s| s.mode).collect())
+}
+
+/// Every [`Norm`](crate::Norm) in `module`, in tree order, with its path, settings and mode.
+pub fn norm_sites<M: Module>(module: M) -> (M, Vec<NormSite>) {
+    match run_tree_op(TreeOp::ReadSites(Vec::new()), module) {
+        (module, TreeOp::ReadSites(sites), _) => (module, sites),
         (module, _, _) => (module, Vec::new()),
     }
 }

@@ -85,7 +85,7 @@ impl NormConfig {
             gate_weight,
             gate_bias,
             input_gamma,
-            state: NormState::new(self.population_sets(), k, self.variance, device),
+            state: NormState::new(self, self.population_sets(), k, device),
             config: self.clone(),
         })
     }

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
 
+use crate::state::STATE_CONTAINER;
+
 /// What a parameter is, for optimizer groups (learning rate ÷ c, weight decay, …).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ParamRole {
@@ -74,4 +76,36 @@ pub fn param_roles<M: Module>(module: &M) -> HashMap<ParamId, ParamRole> {
     let mut visitor = RoleVisitor::default();
     module.visit(&mut visitor);
     visitor.roles
+}
+
+/// Counts learnable values, skipping the buffers (running statistics) of every norm layer.
+#[derive(Default)]
+struct ParamCounter {
+    stack: Vec<String>,
+    count: usize,
+}
+
+impl ModuleVisitor for ParamCounter {
+    fn enter_module(&mut self, _name: &str, container_type: &str) {
+        self.stack.push(container_type.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if self.stack.last().map(String::as_str) != Some(STATE_CONTAINER) {
+            self.count += param.lazy_shape().num_elements();
+        }
+    }
+}
+
+/// The number of learnable values in `module`: what PyTorch's
+/// `sum(p.numel() for p in m.parameters())` counts. Burn's `num_params` also counts running
+/// statistics, which are buffers, not parameters.
+pub fn count_parameters<M: Module>(module: &M) -> usize {
+    let mut counter = ParamCounter::default();
+    module.visit(&mut counter);
+    counter.count
 }

@@ -13,7 +13,7 @@ use burn::module::{
 };
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::{NormError, NormMode, PopulationEstimator, StatsReducer, VarianceStorage};
+use crate::{NormConfig, NormError, NormMode, PopulationEstimator, StatsReducer, VarianceStorage};
 
 /// Host-side f64 sums of the batches seen in `Collect` mode, per population set and channel group.
 #[derive(Debug, Clone, Default)]
@@ -113,6 +113,8 @@ impl Accumulator {
 #[derive(Clone)]
 pub struct NormState {
     pub(crate) mode: NormMode,
+    /// The settings of the owning layer, so tree-wide reads can report them.
+    pub(crate) config: NormConfig,
     pub(crate) storage: VarianceStorage,
     pub(crate) running_mean: RunningState<Tensor<2>>,
     pub(crate) running_var: RunningState<Tensor<2>>,
@@ -134,15 +136,11 @@ impl core::fmt::Debug for NormState {
 
 impl NormState {
     /// Fresh state: mean 0, variance 1, no updates, mode `Train`.
-    pub(crate) fn new(
-        sets: usize,
-        groups: usize,
-        storage: VarianceStorage,
-        device: &Device,
-    ) -> Self {
+    pub(crate) fn new(config: &NormConfig, sets: usize, groups: usize, device: &Device) -> Self {
         Self {
             mode: NormMode::Train,
-            storage,
+            config: config.clone(),
+            storage: config.variance,
             running_mean: RunningState::new(Tensor::zeros([sets, groups], device)),
             running_var: RunningState::new(Tensor::ones([sets, groups], device)),
             updates: RunningState::new(Tensor::zeros([sets], device)),
@@ -236,7 +234,7 @@ impl NormState {
         Ok(())
     }
 
-    fn apply(&mut self, op: &mut TreeOp, errors: &mut Vec<NormError>) {
+    fn apply(&mut self, op: &mut TreeOp, errors: &mut Vec<NormError>, path: &[String]) {
         match op {
             TreeOp::SetMode(mode) => self.mode = *mode,
             TreeOp::SetReducer(r) => self.reducer = Some(r.clone()),
@@ -250,7 +248,11 @@ impl NormState {
                     errors.push(e);
                 }
             }
-            TreeOp::ReadModes(modes) => modes.push(self.mode),
+            TreeOp::ReadSites(sites) => sites.push(NormSite {
+                path: site_path(path),
+                config: self.config.clone(),
+                mode: self.mode,
+            }),
         }
     }
 }
@@ -263,18 +265,39 @@ pub(crate) fn to_f64<const D: usize>(t: Tensor<D>) -> Vec<f64> {
         .unwrap_or_default()
 }
 
+/// The container type a [`NormState`] reports to visitors and mappers.
+pub(crate) const STATE_CONTAINER: &str = "Struct:NormState";
+
 /// An operation applied to every [`NormState`] of a module tree by one `map` pass.
 pub(crate) enum TreeOp {
     SetMode(NormMode),
     SetReducer(Arc<dyn StatsReducer>),
     ResetCollect,
     Finalize(PopulationEstimator),
-    ReadModes(Vec<NormMode>),
+    ReadSites(Vec<NormSite>),
+}
+
+/// One [`Norm`](crate::Norm) of a module tree: where it is, how it is set up, its mode.
+#[derive(Debug, Clone)]
+pub struct NormSite {
+    /// Field path from the root module, e.g. `stages.0.blocks.1.conv2.norm`.
+    pub path: String,
+    /// The layer's settings.
+    pub config: NormConfig,
+    /// The layer's current mode.
+    pub mode: NormMode,
+}
+
+/// The path of the `Norm` owning a state, from the module path of the state itself.
+fn site_path(path: &[String]) -> String {
+    path[..path.len().saturating_sub(1)].join(".")
 }
 
 struct Pending {
     op: TreeOp,
     errors: Vec<NormError>,
+    /// Field names of the modules the mapper is inside.
+    path: Vec<String>,
 }
 
 thread_local! {
@@ -290,10 +313,27 @@ impl Drop for PendingGuard {
     }
 }
 
-/// Identity mapper: the tree op is carried by the thread-local, not by the mapper.
+/// Identity mapper: the tree op is carried by the thread-local, not by the mapper; the mapper
+/// only keeps the module path there.
 struct Passthrough;
 
-impl ModuleMapper for Passthrough {}
+impl ModuleMapper for Passthrough {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        PENDING.with(|p| {
+            if let Some(pending) = p.borrow_mut().as_mut() {
+                pending.path.push(name.to_string());
+            }
+        });
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        PENDING.with(|p| {
+            if let Some(pending) = p.borrow_mut().as_mut() {
+                pending.path.pop();
+            }
+        });
+    }
+}
 
 /// Applies `op` to every [`NormState`] in `module`; returns the module, the op (with anything it
 /// gathered) and the errors met.
@@ -303,14 +343,15 @@ pub(crate) fn run_tree_op<M: Module>(op: TreeOp, module: M) -> (M, TreeOp, Vec<N
         *p.borrow_mut() = Some(Pending {
             op,
             errors: Vec::new(),
+            path: Vec::new(),
         })
     });
     let module = module.map(&mut Passthrough);
     let pending = PENDING.with(|p| p.borrow_mut().take());
     drop(guard);
     match pending {
-        Some(Pending { op, errors }) => (module, op, errors),
-        None => (module, TreeOp::ReadModes(Vec::new()), Vec::new()),
+        Some(Pending { op, errors, .. }) => (module, op, errors),
+        None => (module, TreeOp::ReadSites(Vec::new()), Vec::new()),
     }
 }
 
@@ -363,35 +404,33 @@ impl Module for NormState {
 
     fn visit<V: ModuleVisitor>(&self, visitor: &mut V) {
         self.sync();
-        const TY: &str = "Struct:NormState";
-        visitor.enter_module("running_mean", TY);
+        visitor.enter_module("running_mean", STATE_CONTAINER);
         self.running_mean.visit(visitor);
-        visitor.exit_module("running_mean", TY);
-        visitor.enter_module("running_var", TY);
+        visitor.exit_module("running_mean", STATE_CONTAINER);
+        visitor.enter_module("running_var", STATE_CONTAINER);
         self.running_var.visit(visitor);
-        visitor.exit_module("running_var", TY);
-        visitor.enter_module("updates", TY);
+        visitor.exit_module("running_var", STATE_CONTAINER);
+        visitor.enter_module("updates", STATE_CONTAINER);
         self.updates.visit(visitor);
-        visitor.exit_module("updates", TY);
+        visitor.exit_module("updates", STATE_CONTAINER);
     }
 
     fn map<M: ModuleMapper>(mut self, mapper: &mut M) -> Self {
         self.sync();
         PENDING.with(|p| {
             if let Some(pending) = p.borrow_mut().as_mut() {
-                self.apply(&mut pending.op, &mut pending.errors);
+                self.apply(&mut pending.op, &mut pending.errors, &pending.path);
             }
         });
-        const TY: &str = "Struct:NormState";
-        mapper.enter_module("running_mean", TY);
+        mapper.enter_module("running_mean", STATE_CONTAINER);
         let running_mean = self.running_mean.map(mapper);
-        mapper.exit_module("running_mean", TY);
-        mapper.enter_module("running_var", TY);
+        mapper.exit_module("running_mean", STATE_CONTAINER);
+        mapper.enter_module("running_var", STATE_CONTAINER);
         let running_var = self.running_var.map(mapper);
-        mapper.exit_module("running_var", TY);
-        mapper.enter_module("updates", TY);
+        mapper.exit_module("running_var", STATE_CONTAINER);
+        mapper.enter_module("updates", STATE_CONTAINER);
         let updates = self.updates.map(mapper);
-        mapper.exit_module("updates", TY);
+        mapper.exit_module("updates", STATE_CONTAINER);
         Self {
             running_mean,
             running_var,

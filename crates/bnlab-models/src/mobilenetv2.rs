@@ -1,0 +1,246 @@
+//! MobileNetV2 (Sandler et al., torchvision layout: width multiplier, channels rounded to
+//! multiples of 8, last conv 1280, dropout 0.2 before the classifier).
+//!
+//! CIFAR modification (Davis & Frank §4.4): the first convolution and the 2nd and 3rd
+//! bottleneck rows of Sandler et al.'s Table 2 (24 and 32 channels) have stride 1, so a
+//! 32×32 input leaves the last stage at 4×4 instead of 1×1.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::tensor::activation::relu6;
+use burn::tensor::{Device, Tensor};
+
+use crate::fold::fold_fields;
+use crate::head::{Classifier, check_input, check_io};
+use crate::init::ConvShape;
+use crate::norms::Builder;
+use crate::{ConvNorm, InputNorm, InputNormConfig, ModelError, NormSpec};
+
+/// (expansion t, channels c, repeats n, stride s) of Sandler et al.'s Table 2.
+const ROWS: [(usize, usize, usize, usize); 7] = [
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+];
+
+/// Configuration of a [`MobileNetV2`].
+#[derive(Config, Debug)]
+pub struct MobileNetV2Config {
+    /// Number of classes. Default: 1000.
+    #[config(default = 1000)]
+    pub num_classes: usize,
+    /// Input channels. Default: 3.
+    #[config(default = 3)]
+    pub in_channels: usize,
+    /// Width multiplier. Default: 1.0.
+    #[config(default = 1.0)]
+    pub width_mult: f64,
+    /// The CIFAR strides (Davis & Frank §4.4). Default: false.
+    #[config(default = false)]
+    pub cifar: bool,
+    /// Dropout before the classifier. Default: 0.2 (torchvision).
+    #[config(default = 0.2)]
+    pub dropout: f64,
+    /// Input normalization before the first convolution. Default: none.
+    #[config(default = "None")]
+    pub input_norm: Option<InputNormConfig>,
+    /// The normalization at every site. Default: BatchNorm.
+    #[config(default = "NormSpec::default()")]
+    pub norm: NormSpec,
+}
+
+/// torchvision's `_make_divisible(v, 8)`: the nearest multiple of 8, never 10 % below `v`.
+fn make_divisible(v: f64) -> usize {
+    let rounded = (((v + 4.0) as usize) / 8 * 8).max(8);
+    if (rounded as f64) < 0.9 * v {
+        rounded + 8
+    } else {
+        rounded
+    }
+}
+
+impl MobileNetV2Config {
+    /// Builds the network on `device`.
+    pub fn init(&self, device: &Device) -> Result<MobileNetV2, ModelError> {
+        check_io(self.num_classes, self.in_channels)?;
+        if !(self.width_mult.is_finite() && self.width_mult > 0.0) {
+            return Err(ModelError::InvalidConfig(format!(
+                "width_mult must be > 0, got {}",
+                self.width_mult
+            )));
+        }
+        let b = Builder::new(&self.norm, device);
+        let input_norm = self
+            .input_norm
+            .as_ref()
+            .map(|c| c.init(&b, self.in_channels))
+            .transpose()?;
+        let first = make_divisible(32.0 * self.width_mult);
+        let last = make_divisible(1280.0 * self.width_mult.max(1.0));
+        let stem_stride = if self.cifar { 1 } else { 2 };
+        let stem = ConvNorm::new(
+            &b,
+            "stem",
+            ConvShape::square(self.in_channels, first, 3).stride(stem_stride),
+        )?;
+        let mut blocks = Vec::new();
+        let mut cin = first;
+        for (row, &(t, c, n, s)) in ROWS.iter().enumerate() {
+            let cout = make_divisible(c as f64 * self.width_mult);
+            let s = if self.cifar && (row == 1 || row == 2) {
+                1
+            } else {
+                s
+            };
+            for i in 0..n {
+                let stride = if i == 0 { s } else { 1 };
+                let path = format!("blocks.{}", blocks.len());
+                blocks.push(InvertedResidual::new(&b, &path, cin, cout, stride, t)?);
+                cin = cout;
+            }
+        }
+        let last_conv = ConvNorm::new(&b, "last", ConvShape::square(cin, last, 1))?;
+        b.finish()?;
+        Ok(MobileNetV2 {
+            input_norm,
+            stem,
+            blocks,
+            last: last_conv,
+            head: Classifier::new(last, self.num_classes, self.dropout, device),
+            in_channels: self.in_channels,
+        })
+    }
+}
+
+/// Inverted residual: 1×1 expansion (ReLU6), 3×3 depthwise (ReLU6), linear 1×1 projection,
+/// and an identity shortcut where shapes allow.
+#[derive(Module, Debug)]
+pub struct InvertedResidual {
+    /// The 1×1 expansion (absent when t = 1).
+    pub expand: Option<ConvNorm>,
+    /// The 3×3 depthwise convolution.
+    pub depthwise: ConvNorm,
+    /// The linear 1×1 projection.
+    pub project: ConvNorm,
+    /// Whether the input is added to the output.
+    pub residual: bool,
+}
+
+impl InvertedResidual {
+    fn new(
+        b: &Builder,
+        path: &str,
+        cin: usize,
+        cout: usize,
+        stride: usize,
+        t: usize,
+    ) -> Result<Self, ModelError> {
+        let hidden = cin * t;
+        let expand = (t != 1)
+            .then(|| {
+                ConvNorm::new(
+                    b,
+                    &format!("{path}.expand"),
+                    ConvShape::square(cin, hidden, 1),
+                )
+            })
+            .transpose()?;
+        Ok(Self {
+            expand,
+            depthwise: ConvNorm::new(
+                b,
+                &format!("{path}.depthwise"),
+                ConvShape::square(hidden, hidden, 3)
+                    .stride(stride)
+                    .groups(hidden),
+            )?,
+            project: ConvNorm::new(
+                b,
+                &format!("{path}.project"),
+                ConvShape::square(hidden, cout, 1),
+            )?,
+            residual: stride == 1 && cin == cout,
+        })
+    }
+
+    /// The block's output.
+    ///
+    /// # Shapes
+    /// - input `[N, C_in, H, W]`, output `[N, C_out, H/s, W/s]`.
+    pub fn forward(&self, x: Tensor<4>, d: Option<&[usize]>) -> Result<Tensor<4>, ModelError> {
+        let mut y = x.clone();
+        if let Some(expand) = &self.expand {
+            y = relu6(expand.forward(y, d)?);
+        }
+        y = relu6(self.depthwise.forward(y, d)?);
+        y = self.project.forward(y, d)?;
+        Ok(if self.residual { x + y } else { y })
+    }
+}
+
+/// MobileNetV2 with a [`bnlab_norm::Norm`] at every normalization site.
+#[derive(Module, Debug)]
+pub struct MobileNetV2 {
+    /// Optional input normalization.
+    pub input_norm: Option<InputNorm>,
+    /// The first 3×3 convolution.
+    pub stem: ConvNorm,
+    /// The inverted residual blocks.
+    pub blocks: Vec<InvertedResidual>,
+    /// The last 1×1 convolution (1280 channels at width 1).
+    pub last: ConvNorm,
+    /// Pooling, dropout and the classifier.
+    pub head: Classifier,
+    /// Expected input channels.
+    pub in_channels: usize,
+}
+
+impl MobileNetV2 {
+    /// Logits; `domains` are the examples' domain ids for domain-aware normalization.
+    ///
+    /// # Shapes
+    /// - input `[N, in_channels, H, W]`, output `[N, num_classes]`.
+    pub fn forward(
+        &self,
+        x: Tensor<4>,
+        domains: Option<&[usize]>,
+    ) -> Result<Tensor<2>, ModelError> {
+        check_input(&x, self.in_channels, 1)?;
+        let x = match &self.input_norm {
+            Some(n) => n.forward(x, domains)?,
+            None => x,
+        };
+        let mut x = relu6(self.stem.forward(x, domains)?);
+        for block in &self.blocks {
+            x = block.forward(x, domains)?;
+        }
+        let x = relu6(self.last.forward(x, domains)?);
+        Ok(self.head.forward(x))
+    }
+}
+
+fold_fields!(InvertedResidual {
+    expand,
+    depthwise,
+    project
+});
+fold_fields!(MobileNetV2 { stem, blocks, last });
+
+#[cfg(test)]
+mod tests {
+    use super::make_divisible;
+
+    #[test]
+    fn make_divisible_matches_torchvision_rounding() {
+        // by hand: int(v + 4) // 8 * 8, raised by 8 when it falls below 0.9·v
+        assert_eq!(make_divisible(32.0), 32);
+        assert_eq!(make_divisible(24.0 * 0.5), 16);
+        assert_eq!(make_divisible(16.0 * 0.35), 8);
+        assert_eq!(make_divisible(1280.0 * 1.4), 1792);
+        assert_eq!(make_divisible(96.0 * 0.35), 32);
+    }
+}

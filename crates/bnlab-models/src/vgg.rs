@@ -1,0 +1,130 @@
+//! A plain VGG-style CNN (Simonyan & Zisserman's conv–norm–ReLU stacks with 2×2 max-pools,
+//! global average pooling and one linear classifier). It has no residual paths: every
+//! normalization layer but the last reaches the output only through another one. It is the
+//! control for Summers & Dinneen §3.3, who argue weight decay on γ/β helps only where residual
+//! paths carry a layer's output to the network's output.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::pool::MaxPool2dConfig;
+use burn::tensor::{Device, Tensor};
+
+use crate::fold::fold_fields;
+use crate::head::{Classifier, check_input, check_io};
+use crate::init::ConvShape;
+use crate::norms::Builder;
+use crate::{ConvNorm, InputNorm, InputNormConfig, ModelError, NormSpec};
+
+/// Configuration of a [`Vgg`]: 3×3 conv widths per stage, a 2×2 max-pool after each stage.
+#[derive(Config, Debug)]
+pub struct VggConfig {
+    /// Output channels of each 3×3 convolution, per stage.
+    pub stages: Vec<Vec<usize>>,
+    /// Number of classes. Default: 10.
+    #[config(default = 10)]
+    pub num_classes: usize,
+    /// Input channels. Default: 3.
+    #[config(default = 3)]
+    pub in_channels: usize,
+    /// Input normalization before the first convolution. Default: none.
+    #[config(default = "None")]
+    pub input_norm: Option<InputNormConfig>,
+    /// The normalization at every site. Default: BatchNorm.
+    #[config(default = "NormSpec::default()")]
+    pub norm: NormSpec,
+}
+
+impl VggConfig {
+    /// VGG-11's convolutions (configuration A), with a GAP head for 32×32 inputs.
+    pub fn vgg11() -> Self {
+        Self::new(vec![
+            vec![64],
+            vec![128],
+            vec![256, 256],
+            vec![512, 512],
+            vec![512, 512],
+        ])
+    }
+
+    /// A small plain CNN: (32, 32), (64, 64), (128, 128), for CPU-sized runs.
+    pub fn plain_cnn() -> Self {
+        Self::new(vec![vec![32, 32], vec![64, 64], vec![128, 128]])
+    }
+
+    /// Builds the network on `device`.
+    pub fn init(&self, device: &Device) -> Result<Vgg, ModelError> {
+        check_io(self.num_classes, self.in_channels)?;
+        if self.stages.is_empty() || self.stages.iter().any(|s| s.is_empty() || s.contains(&0)) {
+            return Err(ModelError::InvalidConfig(
+                "a VGG needs at least one stage, each with at least one conv of width ≥ 1".into(),
+            ));
+        }
+        let b = Builder::new(&self.norm, device);
+        let input_norm = self
+            .input_norm
+            .as_ref()
+            .map(|c| c.init(&b, self.in_channels))
+            .transpose()?;
+        let mut cin = self.in_channels;
+        let mut stages = Vec::new();
+        for (i, widths) in self.stages.iter().enumerate() {
+            let mut stage = Vec::new();
+            for (j, &w) in widths.iter().enumerate() {
+                stage.push(ConvNorm::new(
+                    &b,
+                    &format!("stages.{i}.{j}"),
+                    ConvShape::square(cin, w, 3),
+                )?);
+                cin = w;
+            }
+            stages.push(stage);
+        }
+        b.finish()?;
+        Ok(Vgg {
+            input_norm,
+            stages,
+            head: Classifier::new(cin, self.num_classes, 0.0, device),
+            in_channels: self.in_channels,
+        })
+    }
+}
+
+/// A plain VGG-style CNN with a [`bnlab_norm::Norm`] at every normalization site.
+#[derive(Module, Debug)]
+pub struct Vgg {
+    /// Optional input normalization.
+    pub input_norm: Option<InputNorm>,
+    /// Conv–norm–ReLU stacks, each followed by a 2×2 max-pool.
+    pub stages: Vec<Vec<ConvNorm>>,
+    /// Pooling and the classifier.
+    pub head: Classifier,
+    /// Expected input channels.
+    pub in_channels: usize,
+}
+
+impl Vgg {
+    /// Logits; `domains` are the examples' domain ids for domain-aware normalization.
+    ///
+    /// # Shapes
+    /// - input `[N, in_channels, H, W]` with H, W ≥ 2^stages, output `[N, num_classes]`.
+    pub fn forward(
+        &self,
+        x: Tensor<4>,
+        domains: Option<&[usize]>,
+    ) -> Result<Tensor<2>, ModelError> {
+        check_input(&x, self.in_channels, 1 << self.stages.len())?;
+        let mut x = match &self.input_norm {
+            Some(n) => n.forward(x, domains)?,
+            None => x,
+        };
+        for stage in &self.stages {
+            for conv in stage {
+                x = conv.forward_relu(x, domains)?;
+            }
+            x = MaxPool2dConfig::new([2, 2]).init().forward(x);
+        }
+        Ok(self.head.forward(x))
+    }
+}
+
+fold_fields!(Vgg { stages });
