@@ -533,3 +533,64 @@ fold_fields!(InceptionV3 {
     mixed_7a,
     mixed_7
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FoldNorms;
+    use crate::testing::{bn_last_batch, device, input, max_diff, with_inference_stats};
+    use bnlab_norm::{NormMode, count_parameters, set_norm_mode};
+
+    /// torchvision 0.29.2 `inception_v3(init_weights=False, aux_logits=…, num_classes=…)`.
+    #[test]
+    fn parameter_counts_equal_torchvision() {
+        let count = |c: InceptionV3Config| count_parameters(&c.init(&device()).unwrap());
+        assert_eq!(count(InceptionV3Config::new()), 27_161_264);
+        assert_eq!(
+            count(InceptionV3Config::new().with_aux_logits(false)),
+            23_834_568
+        );
+        assert_eq!(
+            count(InceptionV3Config::new().with_num_classes(257)),
+            25_067_490
+        );
+    }
+
+    #[test]
+    fn output_shapes_at_299_with_aux() {
+        let net = set_norm_mode(
+            InceptionV3Config::new()
+                .with_num_classes(257)
+                .init(&device())
+                .unwrap(),
+            NormMode::EVAL,
+        );
+        let (logits, aux) = net
+            .forward_with_aux(input([1, 3, 299, 299], 1), None)
+            .unwrap();
+        assert_eq!(logits.dims(), [1, 257]);
+        assert_eq!(aux.expect("aux head").dims(), [1, 257]);
+        let small = net.forward(input([1, 3, 74, 74], 1), None);
+        assert!(matches!(small, Err(ModelError::Shape { .. })));
+    }
+
+    #[test]
+    fn fold_norms_keeps_outputs_at_the_smallest_input() {
+        let config = InceptionV3Config::new()
+            .with_num_classes(5)
+            .with_norm(bn_last_batch());
+        let net = with_inference_stats(
+            config.init(&device()).unwrap(),
+            |m, x| m.forward(x, None),
+            [4, 3, 75, 75],
+        );
+        let x = input([2, 3, 75, 75], 6);
+        let before = net.forward(x.clone(), None).unwrap();
+        let after = net.fold_norms().unwrap().forward(x, None).unwrap();
+        let (diff, scale) = max_diff(before, after);
+        assert!(
+            diff <= 1e-4 * scale.max(1.0),
+            "diff {diff} at scale {scale}"
+        );
+    }
+}

@@ -107,3 +107,53 @@ pub fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
     layer.bias = Some(Param::from_tensor(Tensor::zeros([d_out], device)));
     layer
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::device;
+
+    fn moments(t: Tensor<4>) -> (f64, f64, usize) {
+        let v: Vec<f32> = t.into_data().try_to_vec().unwrap();
+        let n = v.len();
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n as f64;
+        let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+        (mean, var.sqrt(), n)
+    }
+
+    #[test]
+    fn conv_weights_are_kaiming_normal_fan_in() {
+        device().seed(11);
+        // fan_in = 64·9 = 576 differs from fan_out = 512·9, so either mistake shows
+        let conv = ConvShape::square(64, 512, 3).init(&device());
+        let (mean, std, n) = moments(conv.weight.val());
+        let expected = (2.0f64 / 576.0).sqrt();
+        // the sample std's relative standard error is 1/√(2n) ≈ 0.1 %; allow 1 %
+        assert!(
+            (std / expected - 1.0).abs() < 0.01,
+            "std {std} vs {expected}"
+        );
+        assert!(
+            mean.abs() < 5.0 * expected / (n as f64).sqrt(),
+            "mean {mean}"
+        );
+        assert!(conv.bias.is_none());
+    }
+
+    #[test]
+    fn linear_weights_are_uniform_fan_in_and_bias_zero() {
+        device().seed(12);
+        let layer = linear(512, 1000, &device());
+        let w: Vec<f32> = layer.weight.val().into_data().try_to_vec().unwrap();
+        let bound = 1.0 / 512f64.sqrt();
+        assert!(w.iter().all(|&x| (x as f64).abs() <= bound + 1e-7));
+        let var = w.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / w.len() as f64;
+        let expected = bound * bound / 3.0;
+        assert!(
+            (var / expected - 1.0).abs() < 0.01,
+            "var {var} vs {expected}"
+        );
+        let b: Vec<f32> = layer.bias.unwrap().val().into_data().try_to_vec().unwrap();
+        assert!(b.iter().all(|&x| x == 0.0));
+    }
+}

@@ -110,3 +110,115 @@ impl InputNorm {
         Ok((x - column(&self.shift)) * column(&self.scale))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::device;
+    use crate::{ModelOptions, Network, build};
+    use bnlab_norm::{NormConfig, ParamRole, param_roles};
+
+    fn values(t: Tensor<4>) -> Vec<f32> {
+        t.into_data().try_to_vec().unwrap()
+    }
+
+    fn net(input_norm: InputNormConfig, channels: usize) -> Result<Network, ModelError> {
+        let mut options = ModelOptions::new(10, channels);
+        options.input_norm = Some(input_norm);
+        options.norm = crate::NormSpec::new(NormConfig::new(1).with_affine(Affine::standard(0.5)));
+        build("resnet20", &options, &device())
+    }
+
+    fn input_norm(n: &Network) -> &InputNorm {
+        match n {
+            Network::ResNet(r) => r.input_norm.as_ref().unwrap(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn fixed_maps_8_bit_values_to_about_unit_range() {
+        let n = net(InputNormConfig::Fixed, 1).unwrap();
+        let raw = [0.0f32, 64.0, 128.0, 255.0];
+        let x = Tensor::<4>::from_data(TensorData::new(raw.to_vec(), [1, 1, 2, 2]), &device());
+        let y = values(input_norm(&n).forward(x, None).unwrap());
+        for (r, y) in raw.iter().zip(y) {
+            assert!((y - (r - 128.0) / 128.0).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn offline_uses_each_channels_mean_and_std() {
+        let (mean, std) = (vec![10.0, -2.0], vec![2.0, 0.5]);
+        let n = net(
+            InputNormConfig::Offline {
+                mean: mean.clone(),
+                std: std.clone(),
+            },
+            2,
+        )
+        .unwrap();
+        let raw: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        let x = Tensor::<4>::from_data(TensorData::new(raw.clone(), [1, 2, 2, 2]), &device());
+        let y = values(input_norm(&n).forward(x, None).unwrap());
+        for (i, (r, y)) in raw.iter().zip(y).enumerate() {
+            let c = i / 4;
+            let want = (*r as f64 - mean[c]) / std[c];
+            assert!((y as f64 - want).abs() < 1e-5, "{i}: {y} vs {want}");
+        }
+        assert!(
+            net(
+                InputNormConfig::Offline {
+                    mean: vec![0.0],
+                    std: vec![1.0]
+                },
+                2
+            )
+            .is_err()
+        );
+        assert!(
+            net(
+                InputNormConfig::Offline {
+                    mean: vec![0.0],
+                    std: vec![0.0]
+                },
+                1
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn bn_input_norm_is_scale_only_at_0_58_gamma() {
+        let n = net(InputNormConfig::Bn, 3).unwrap();
+        let layer = input_norm(&n).norm.as_ref().unwrap();
+        assert!(layer.gamma.is_none() && layer.beta.is_none());
+        let g: Vec<f32> = layer
+            .input_gamma
+            .as_ref()
+            .unwrap()
+            .val()
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        assert!(
+            g.iter().all(|&v| (v as f64 - 0.58 * 0.5).abs() < 1e-7),
+            "{g:?}"
+        );
+        let roles = param_roles(&n);
+        let id = layer.input_gamma.as_ref().unwrap().id;
+        assert_eq!(roles.get(&id), Some(&ParamRole::InputNormGamma));
+        // in training each channel comes out with mean 0 and std γ̂
+        let x = crate::testing::input([16, 3, 8, 8], 3) * 50.0 + 90.0;
+        let y = values(input_norm(&n).forward(x, None).unwrap());
+        let c0: Vec<f64> = (0..16)
+            .flat_map(|i| y[i * 192..i * 192 + 64].iter().map(|&v| v as f64))
+            .collect();
+        let mean = c0.iter().sum::<f64>() / c0.len() as f64;
+        let std = (c0.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / c0.len() as f64).sqrt();
+        assert!(
+            mean.abs() < 1e-4 && (std - 0.29).abs() < 1e-3,
+            "mean {mean} std {std}"
+        );
+    }
+}

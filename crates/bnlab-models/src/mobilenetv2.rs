@@ -232,7 +232,90 @@ fold_fields!(MobileNetV2 { stem, blocks, last });
 
 #[cfg(test)]
 mod tests {
-    use super::make_divisible;
+    use super::*;
+    use crate::FoldNorms;
+    use crate::testing::{bn_last_batch, device, input, max_diff, with_inference_stats};
+    use bnlab_norm::{NormMode, count_parameters, set_norm_mode};
+
+    /// torchvision 0.29.2 `mobilenet_v2()` and `mobilenet_v2(num_classes=10)`.
+    #[test]
+    fn parameter_counts_equal_torchvision() {
+        let count = |c: MobileNetV2Config| count_parameters(&c.init(&device()).unwrap());
+        assert_eq!(count(MobileNetV2Config::new()), 3_504_872);
+        assert_eq!(
+            count(MobileNetV2Config::new().with_num_classes(10)),
+            2_236_682
+        );
+        // the CIFAR strides change no shapes of parameters
+        assert_eq!(count(MobileNetV2Config::new().with_cifar(true)), 3_504_872);
+    }
+
+    #[test]
+    fn output_shapes_at_224_and_cifar_32() {
+        let net = set_norm_mode(
+            MobileNetV2Config::new().init(&device()).unwrap(),
+            NormMode::EVAL,
+        );
+        assert_eq!(
+            net.forward(input([1, 3, 224, 224], 1), None)
+                .unwrap()
+                .dims(),
+            [1, 1000]
+        );
+        // CIFAR: total stride 8 instead of 32, so the last feature map of a 32×32 input is 4×4
+        let cifar = MobileNetV2Config::new()
+            .with_cifar(true)
+            .with_num_classes(10);
+        let net = cifar.init(&device()).unwrap();
+        let strides: Vec<usize> = net
+            .blocks
+            .iter()
+            .map(|b| b.depthwise.conv.stride[0])
+            .collect();
+        assert_eq!(net.stem.conv.stride, [1, 1]);
+        assert_eq!(strides.iter().product::<usize>(), 4, "{strides:?}");
+        assert_eq!(
+            net.forward(input([2, 3, 32, 32], 2), None).unwrap().dims(),
+            [2, 10]
+        );
+    }
+
+    #[test]
+    fn forward_and_backward_cifar() {
+        let device = device().autodiff();
+        let net = MobileNetV2Config::new()
+            .with_cifar(true)
+            .with_num_classes(10)
+            .init(&device)
+            .unwrap();
+        let y = net
+            .forward(input([2, 3, 16, 16], 3).to_device(&device), None)
+            .unwrap();
+        let grads = y.sum().backward();
+        let g = net.stem.conv.weight.grad(&grads).expect("stem gradient");
+        assert!(g.abs().sum().into_scalar::<f32>() > 0.0);
+    }
+
+    #[test]
+    fn fold_norms_keeps_outputs() {
+        let config = MobileNetV2Config::new()
+            .with_cifar(true)
+            .with_num_classes(10)
+            .with_norm(bn_last_batch());
+        let net = with_inference_stats(
+            config.init(&device()).unwrap(),
+            |m, x| m.forward(x, None),
+            [8, 3, 16, 16],
+        );
+        let x = input([3, 3, 16, 16], 4);
+        let before = net.forward(x.clone(), None).unwrap();
+        let after = net.fold_norms().unwrap().forward(x, None).unwrap();
+        let (diff, scale) = max_diff(before, after);
+        assert!(
+            diff <= 1e-4 * scale.max(1.0),
+            "diff {diff} at scale {scale}"
+        );
+    }
 
     #[test]
     fn make_divisible_matches_torchvision_rounding() {

@@ -111,3 +111,27 @@ impl<'a> Builder<'a> {
         Ok(sites)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bnlab_norm::StatUnit;
+
+    #[test]
+    fn exact_and_prefix_patterns_last_wins() {
+        let gn = NormConfig::new(1).with_unit(StatUnit::Group { groups: 2 });
+        let ln = NormConfig::new(1).with_unit(StatUnit::Layer);
+        let spec = NormSpec::default()
+            .with_override("stages.1.*", gn)
+            .with_override("stages.1.0.conv1.norm", ln);
+        assert_eq!(spec.at("stem.norm", 8).0.unit, StatUnit::Batch);
+        assert_eq!(
+            spec.at("stages.1.2.conv2.norm", 8).0.unit,
+            StatUnit::Group { groups: 2 }
+        );
+        assert_eq!(spec.at("stages.1.0.conv1.norm", 8).0.unit, StatUnit::Layer);
+        assert_eq!(spec.at("stages.1.0.conv1.norm", 8).0.num_features, 8);
+        assert!(!spec.at("stages.10.0.conv1.norm", 8).1 || matches("stages.1.*", "stages.10.0"));
+        assert!(!matches("stages.1", "stages.1.0.conv1.norm"));
+    }
+}

@@ -93,6 +93,8 @@ impl ModelOptions {
 }
 
 /// A network built by name.
+// Built once per run and moved rarely; boxing would cost Burn's derive for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Network {
     /// ResNets, ResNeXt and the CIFAR ResNets.
@@ -234,5 +236,195 @@ pub fn build(name: &str, options: &ModelOptions, device: &Device) -> Result<Netw
                 }),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{device, input};
+    use bnlab_norm::{
+        DomainChoice, DomainConfig, NormConfig, NormMode, StatUnit, count_parameters, norm_sites,
+        param_roles, set_norm_mode,
+    };
+    use burn::module::{ModuleVisitor, Param};
+
+    /// Sums the sizes of the parameters that carry a role.
+    struct RoleSizes<'a>(
+        &'a std::collections::HashMap<burn::module::ParamId, bnlab_norm::ParamRole>,
+        usize,
+    );
+
+    impl ModuleVisitor for RoleSizes<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if self.0.contains_key(&param.id) {
+                self.1 += param.lazy_shape().num_elements();
+            }
+        }
+    }
+
+    #[test]
+    fn every_name_builds_for_one_channel_data_and_every_parameter_has_a_role() {
+        for name in model_names() {
+            let net = build(name, &ModelOptions::new(10, 1), &device()).unwrap();
+            let roles = param_roles(&net);
+            let mut sizes = RoleSizes(&roles, 0);
+            net.visit(&mut sizes);
+            assert_eq!(
+                sizes.1,
+                count_parameters(&net),
+                "{name}: a parameter without a role"
+            );
+        }
+    }
+
+    #[test]
+    fn small_networks_run_on_fashion_mnist_shaped_input() {
+        for name in [
+            "resnet20",
+            "plain-cnn",
+            "resnet18-cifar",
+            "mobilenetv2-cifar",
+            "repvgg-a0-cifar",
+        ] {
+            let net = build(name, &ModelOptions::new(10, 1), &device()).unwrap();
+            let y = net.forward(input([4, 1, 28, 28], 1), None).unwrap();
+            assert_eq!(y.dims(), [4, 10], "{name}");
+        }
+    }
+
+    #[test]
+    fn unknown_names_list_the_known_ones() {
+        let err = build("resnet19", &ModelOptions::new(10, 3), &device()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("resnet19")
+                && msg.contains("resnet20")
+                && msg.contains("mobilenetv2-cifar"),
+            "{msg}"
+        );
+        assert!(build("resnet20-cifar", &ModelOptions::new(10, 3), &device()).is_err());
+    }
+
+    #[test]
+    fn swapping_the_norm_config_changes_every_site() {
+        let gn = NormConfig::new(1).with_unit(StatUnit::Group { groups: 8 });
+        for name in model_names() {
+            let options = ModelOptions::new(10, 3).with_norm(NormSpec::new(gn.clone()));
+            let (_, sites) = norm_sites(build(name, &options, &device()).unwrap());
+            assert!(!sites.is_empty());
+            for site in &sites {
+                assert_eq!(
+                    site.config.unit,
+                    StatUnit::Group { groups: 8 },
+                    "{name}: {}",
+                    site.path
+                );
+            }
+            let (_, bn_sites) =
+                norm_sites(build(name, &ModelOptions::new(10, 3), &device()).unwrap());
+            assert_eq!(bn_sites.len(), sites.len());
+            assert!(bn_sites.iter().all(|s| s.config.unit == StatUnit::Batch));
+        }
+    }
+
+    #[test]
+    fn a_site_override_changes_that_site_only() {
+        let (_, sites) =
+            norm_sites(build("resnet20", &ModelOptions::new(10, 3), &device()).unwrap());
+        // the override keys are the tree paths (inside the `ResNet` variant)
+        for target in &sites {
+            let path = target.path.strip_prefix("ResNet.").expect("variant prefix");
+            let spec = NormSpec::default()
+                .with_override(path, NormConfig::new(1).with_unit(StatUnit::Layer));
+            let (_, got) = norm_sites(
+                build(
+                    "resnet20",
+                    &ModelOptions::new(10, 3).with_norm(spec),
+                    &device(),
+                )
+                .unwrap(),
+            );
+            for s in &got {
+                let want = if s.path == target.path {
+                    StatUnit::Layer
+                } else {
+                    StatUnit::Batch
+                };
+                assert_eq!(s.config.unit, want, "override {path}, site {}", s.path);
+            }
+        }
+        let typo = NormSpec::default().with_override("stages.9.*", NormConfig::new(1));
+        let err = build(
+            "resnet20",
+            &ModelOptions::new(10, 3).with_norm(typo),
+            &device(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("stages.9.*"));
+    }
+
+    #[test]
+    fn per_domain_statistics_reach_every_layer() {
+        let domains = DomainConfig {
+            count: 2,
+            train_stats: DomainChoice::PerDomain,
+            population_stats: DomainChoice::PerDomain,
+            affine: DomainChoice::Shared,
+        };
+        let spec = NormSpec::new(NormConfig::new(1).with_domains(Some(domains)));
+        let net = build(
+            "resnet20",
+            &ModelOptions::new(10, 3).with_norm(spec),
+            &device(),
+        )
+        .unwrap();
+        let (a, b) = (input([3, 3, 8, 8], 1), input([3, 3, 8, 8], 2) * 3.0 + 1.0);
+        let ids = [0, 0, 0, 1, 1, 1];
+        let mixed = net
+            .forward(Tensor::cat(vec![a.clone(), b.clone()], 0), Some(&ids))
+            .unwrap();
+        // each domain normalized only with itself, in every layer: equal to running them apart
+        let apart = Tensor::cat(
+            vec![
+                net.forward(a, Some(&[0, 0, 0])).unwrap(),
+                net.forward(b, Some(&[1, 1, 1])).unwrap(),
+            ],
+            0,
+        );
+        let (diff, scale) = crate::testing::max_diff(mixed, apart);
+        assert!(diff <= 1e-4 * scale.max(1.0), "diff {diff}");
+    }
+
+    #[test]
+    fn bad_input_is_an_error_naming_the_problem() {
+        let net = build("resnet20", &ModelOptions::new(10, 3), &device()).unwrap();
+        assert!(matches!(
+            net.forward(input([2, 1, 8, 8], 1), None),
+            Err(ModelError::Shape { .. })
+        ));
+        // a batch the ghost size does not divide is refused; the error names the site
+        let ghost = NormSpec::new(
+            NormConfig::new(1).with_batch(bnlab_norm::BatchPolicy::ghost(
+                4,
+                bnlab_norm::GhostSplit::Contiguous,
+            )),
+        );
+        let ghosted = build(
+            "resnet20",
+            &ModelOptions::new(10, 3).with_norm(ghost),
+            &device(),
+        )
+        .unwrap();
+        match ghosted.forward(input([6, 3, 8, 8], 1), None) {
+            Err(ModelError::Norm { site, .. }) => assert_eq!(site, "stem.norm"),
+            other => panic!("expected a norm error, got {other:?}"),
+        }
+        let net = set_norm_mode(net, NormMode::EVAL);
+        assert!(net.forward(input([1, 3, 8, 8], 1), None).is_ok());
+        assert!(matches!(
+            build("resnet20", &ModelOptions::new(0, 3), &device()),
+            Err(ModelError::InvalidConfig(_))
+        ));
     }
 }

@@ -287,3 +287,105 @@ impl FoldNorms for RepVgg {
         self.reparameterize()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{bn_last_batch, device, input, max_diff, with_inference_stats};
+    use bnlab_norm::{NormMode, count_parameters, norm_sites, set_norm_mode};
+
+    /// DingXiaoH/RepVGG's `create_RepVGG_A0` re-typed in PyTorch (equal to timm 1.0.31's
+    /// `repvgg_a0`): 9,108,968 training-time and 8,309,384 deploy parameters (the paper's 8.30 M).
+    #[test]
+    fn parameter_counts_equal_reference() {
+        let net = RepVggConfig::a0().init(&device()).unwrap();
+        assert_eq!(count_parameters(&net), 9_108_968);
+        let widths: Vec<usize> = net
+            .stages
+            .iter()
+            .map(|s| s[0].dense.as_ref().unwrap().conv.weight.dims()[0])
+            .collect();
+        assert_eq!(widths, [48, 48, 96, 192, 1280]);
+        let deploy = set_norm_mode(net, NormMode::EVAL).reparameterize().unwrap();
+        assert_eq!(count_parameters(&deploy), 8_309_384);
+        let ten = RepVggConfig::a0()
+            .with_num_classes(10)
+            .init(&device())
+            .unwrap();
+        assert_eq!(count_parameters(&ten), 7_840_778);
+    }
+
+    #[test]
+    fn output_shapes_at_224_and_cifar_32() {
+        let net = set_norm_mode(RepVggConfig::a0().init(&device()).unwrap(), NormMode::EVAL);
+        assert_eq!(
+            net.forward(input([1, 3, 224, 224], 1), None)
+                .unwrap()
+                .dims(),
+            [1, 1000]
+        );
+        let cifar = RepVggConfig::a0()
+            .with_cifar(true)
+            .with_num_classes(10)
+            .init(&device())
+            .unwrap();
+        let strides: Vec<usize> = cifar
+            .stages
+            .iter()
+            .map(|s| s[0].dense.as_ref().unwrap().conv.stride[0])
+            .collect();
+        assert_eq!(strides, [1, 1, 2, 2, 2]);
+        assert_eq!(
+            cifar
+                .forward(input([2, 3, 32, 32], 2), None)
+                .unwrap()
+                .dims(),
+            [2, 10]
+        );
+    }
+
+    #[test]
+    fn reparameterize_gives_the_plain_network_with_equal_outputs() {
+        let config = RepVggConfig::a0()
+            .with_cifar(true)
+            .with_num_classes(10)
+            .with_norm(bn_last_batch());
+        let net = with_inference_stats(
+            config.init(&device()).unwrap(),
+            |m, x| m.forward(x, None),
+            [8, 3, 16, 16],
+        );
+        let x = input([3, 3, 16, 16], 5);
+        let before = net.forward(x.clone(), None).unwrap();
+        let deploy = net.reparameterize().unwrap();
+        let (deploy, sites) = norm_sites(deploy);
+        assert!(sites.is_empty(), "no normalization left");
+        assert!(
+            deploy
+                .stages
+                .iter()
+                .flatten()
+                .all(|b| b.fused.is_some() && b.dense.is_none())
+        );
+        let (diff, scale) = max_diff(before, deploy.forward(x, None).unwrap());
+        assert!(
+            diff <= 1e-4 * scale.max(1.0),
+            "diff {diff} at scale {scale}"
+        );
+    }
+
+    #[test]
+    fn reparameterize_refuses_batch_statistics() {
+        let net = RepVggConfig::a0().with_cifar(true).init(&device()).unwrap();
+        assert!(matches!(net.reparameterize(), Err(ModelError::Norm { .. })));
+    }
+
+    #[test]
+    fn one_by_one_kernel_lands_in_the_centre() {
+        let w = Tensor::<4>::ones([2, 3, 1, 1], &device());
+        let padded: Vec<f32> = pad_to_3x3(w).into_data().try_to_vec::<f32>().unwrap();
+        for (i, v) in padded.iter().enumerate() {
+            assert_eq!(*v, if i % 9 == 4 { 1.0 } else { 0.0 }, "index {i}");
+        }
+    }
+}

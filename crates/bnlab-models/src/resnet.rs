@@ -130,7 +130,7 @@ impl ResNetConfig {
     /// He et al.'s CIFAR ResNet-`depth` (depth = 6n + 2: 20, 32, 44, 56, 110): a 3×3 stem of
     /// 16 channels, three stages of n basic blocks of widths 16, 32, 64, option-A shortcuts.
     pub fn cifar(depth: usize) -> Result<Self, ModelError> {
-        if depth < 8 || (depth - 2) % 6 != 0 {
+        if depth < 8 || !(depth - 2).is_multiple_of(6) {
             return Err(ModelError::InvalidConfig(format!(
                 "CIFAR ResNet depth {depth} is not 6n + 2 (20, 32, 44, 56, 110)"
             )));

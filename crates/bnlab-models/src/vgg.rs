@@ -128,3 +128,63 @@ impl Vgg {
 }
 
 fold_fields!(Vgg { stages });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FoldNorms;
+    use crate::testing::{bn_last_batch, device, input, max_diff, with_inference_stats};
+    use bnlab_norm::count_parameters;
+
+    #[test]
+    fn parameter_count_by_hand() {
+        // 3×3 convs 3→32→32→64→64→128→128, each with γ and β, then 128→10
+        let convs = [(3, 32), (32, 32), (32, 64), (64, 64), (64, 128), (128, 128)];
+        let by_hand: usize =
+            convs.iter().map(|(i, o)| i * o * 9 + 2 * o).sum::<usize>() + 128 * 10 + 10;
+        assert_eq!(
+            count_parameters(&VggConfig::plain_cnn().init(&device()).unwrap()),
+            by_hand
+        );
+    }
+
+    #[test]
+    fn forward_backward_and_fold() {
+        let device = device();
+        let net = VggConfig::plain_cnn()
+            .with_in_channels(1)
+            .init(&device.clone().autodiff())
+            .unwrap();
+        let y = net
+            .forward(
+                input([2, 1, 28, 28], 1).to_device(&device.clone().autodiff()),
+                None,
+            )
+            .unwrap();
+        assert_eq!(y.dims(), [2, 10]);
+        let grads = y.sum().backward();
+        assert!(net.stages[0][0].conv.weight.grad(&grads).is_some());
+
+        let net = VggConfig::vgg11()
+            .with_norm(bn_last_batch())
+            .init(&device)
+            .unwrap();
+        let net = with_inference_stats(net, |m, x| m.forward(x, None), [8, 3, 32, 32]);
+        let x = input([2, 3, 32, 32], 2);
+        let before = net.forward(x.clone(), None).unwrap();
+        let (diff, scale) = max_diff(before, net.fold_norms().unwrap().forward(x, None).unwrap());
+        assert!(
+            diff <= 1e-4 * scale.max(1.0),
+            "diff {diff} at scale {scale}"
+        );
+    }
+
+    #[test]
+    fn too_small_an_input_is_an_error() {
+        let net = VggConfig::vgg11().init(&device()).unwrap();
+        assert!(matches!(
+            net.forward(input([2, 3, 16, 16], 1), None),
+            Err(ModelError::Shape { .. })
+        ));
+    }
+}

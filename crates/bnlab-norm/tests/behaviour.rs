@@ -501,3 +501,20 @@ fn accumulation_is_in_f64_on_flex() {
         max_abs_diff(&y, &expected)
     );
 }
+
+#[test]
+fn norm_sites_report_paths_and_settings_and_parameters_exclude_buffers() {
+    let model = tiny(&NormConfig::new(3));
+    let (model, sites) = bnlab_norm::norm_sites(model);
+    let paths: Vec<&str> = sites.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(paths, ["first", "rest.0", "rest.1"]);
+    assert_eq!(sites[1].config.unit, StatUnit::Group { groups: 3 });
+    assert_eq!(sites[1].config.num_features, 3);
+    // conv 3·2·3·3 + 3 bias; γ, β of two layers; γ̂ of the input norm; running stats excluded
+    let by_hand = 3 * 2 * 9 + 3 + 2 * (3 + 3) + 3;
+    assert_eq!(bnlab_norm::count_parameters(&model), by_hand);
+    assert!(
+        model.num_params() > by_hand,
+        "Burn's count includes the running statistics"
+    );
+}
