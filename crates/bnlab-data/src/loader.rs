@@ -1,0 +1,211 @@
+//! The loader: decodes, corrupts, augments and scales batches on a thread pool, a few batches
+//! ahead of the consumer, and yields Burn tensors.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, sync_channel};
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rayon::prelude::*;
+
+use crate::{Augment, BatchPlan, Batching, Corruption, DataError, Scaling, Source};
+
+/// How a loader turns dataset images into batches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoaderConfig {
+    /// How batches are formed.
+    pub batching: Batching,
+    /// Augmentation (use `Augment::None` for evaluation).
+    pub augment: Augment,
+    /// Pixel scaling.
+    pub scaling: Scaling,
+    /// A corruption applied before augmentation (target domains for Adaptive BN).
+    pub corruption: Option<Corruption>,
+    /// Worker threads decoding and augmenting (≥ 1).
+    pub threads: usize,
+    /// Batches prepared ahead of the consumer (≥ 1).
+    pub prefetch: usize,
+    /// Seed of shuffling, augmentation and corruption noise.
+    pub seed: u64,
+}
+
+impl LoaderConfig {
+    /// Shuffled batches of `batch_size` with `augment`, unit scaling, 2 threads, prefetch 2.
+    pub fn new(batching: Batching, augment: Augment, seed: u64) -> Self {
+        Self {
+            batching,
+            augment,
+            scaling: Scaling::Unit,
+            corruption: None,
+            threads: 2,
+            prefetch: 2,
+            seed,
+        }
+    }
+}
+
+/// One batch on the host: f32 NCHW pixels, labels, domains.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostBatch {
+    /// Pixels, `shape` row-major.
+    pub pixels: Vec<f32>,
+    /// [N, C, H, W].
+    pub shape: [usize; 4],
+    /// Class of each example.
+    pub labels: Vec<usize>,
+    /// Domain of each example, for the domain policies.
+    pub domains: Option<Vec<usize>>,
+    /// Dataset index of each example.
+    pub indices: Vec<usize>,
+}
+
+/// One batch as Burn tensors.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// Images [N, C, H, W].
+    pub images: Tensor<4>,
+    /// Labels [N].
+    pub labels: Tensor<1, Int>,
+    /// Domain of each example, for the domain policies.
+    pub domains: Option<Vec<usize>>,
+    /// Dataset index of each example.
+    pub indices: Vec<usize>,
+}
+
+impl HostBatch {
+    /// The batch as tensors on `device`.
+    pub fn to_device(self, device: &Device) -> Batch {
+        let n = self.labels.len();
+        let labels: Vec<i64> = self.labels.iter().map(|&l| l as i64).collect();
+        Batch {
+            images: Tensor::from_data(TensorData::new(self.pixels, self.shape), device),
+            labels: Tensor::from_data(TensorData::new(labels, [n]), device),
+            domains: self.domains,
+            indices: self.indices,
+        }
+    }
+}
+
+/// Decodes and prepares one planned batch (the work the loader spreads over threads).
+pub fn prepare_batch(
+    source: &dyn Source,
+    config: &LoaderConfig,
+    plan: &BatchPlan,
+    epoch: u64,
+) -> Result<HostBatch, DataError> {
+    let in_shape = source.shape();
+    let out_shape = config.augment.output_shape(in_shape);
+    let per = out_shape.iter().product::<usize>();
+    let affine = config.scaling.affine(in_shape[0])?;
+    let plane = out_shape[1] * out_shape[2];
+    let mut pixels = vec![0f32; plan.indices.len() * per];
+    pixels
+        .par_chunks_mut(per)
+        .zip(plan.indices.par_iter())
+        .try_for_each_init(
+            || (Vec::new(), vec![0u8; per]),
+            |(raw, aug), (out, &i)| -> Result<(), DataError> {
+                source.read(i, raw)?;
+                if let Some(c) = &config.corruption {
+                    c.apply(raw, in_shape, config.seed, i as u64)?;
+                }
+                config
+                    .augment
+                    .apply(raw, in_shape, config.seed, epoch, i as u64, aug);
+                for (ch, &(shift, scale)) in affine.iter().enumerate() {
+                    let src = &aug[ch * plane..(ch + 1) * plane];
+                    for (o, &v) in out[ch * plane..(ch + 1) * plane].iter_mut().zip(src) {
+                        *o = (v as f32 - shift) * scale;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+    Ok(HostBatch {
+        pixels,
+        shape: [plan.indices.len(), out_shape[0], out_shape[1], out_shape[2]],
+        labels: plan.indices.iter().map(|&i| source.label(i)).collect(),
+        domains: plan.domains.clone(),
+        indices: plan.indices.clone(),
+    })
+}
+
+/// The batches of one epoch, prepared in the background; dropping it stops the work.
+pub struct EpochBatches {
+    rx: Receiver<Result<HostBatch, DataError>>,
+    /// Number of batches planned.
+    pub len: usize,
+}
+
+impl Iterator for EpochBatches {
+    type Item = Result<HostBatch, DataError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.rx.recv().ok()
+    }
+}
+
+/// Loads batches of a [`Source`] as a [`LoaderConfig`] says.
+pub struct Loader {
+    source: Arc<dyn Source>,
+    config: LoaderConfig,
+    pool: Arc<rayon::ThreadPool>,
+}
+
+impl Loader {
+    /// A loader of `source` with `config`.
+    pub fn new(source: Arc<dyn Source>, config: LoaderConfig) -> Result<Self, DataError> {
+        if config.threads == 0 || config.prefetch == 0 {
+            return Err(DataError::Invalid(
+                "loader threads and prefetch must be at least 1".into(),
+            ));
+        }
+        let [_, h, w] = source.shape();
+        if let Augment::CropFlip { crop } | Augment::CenterCrop { crop } = config.augment
+            && (crop == 0 || crop > h || crop > w)
+        {
+            return Err(DataError::Invalid(format!(
+                "crop {crop} does not fit images of {h}×{w}"
+            )));
+        }
+        config.scaling.affine(source.shape()[0])?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.threads)
+            .build()
+            .map_err(|e| DataError::Invalid(format!("loader thread pool: {e}")))?;
+        Ok(Self {
+            source,
+            config,
+            pool: Arc::new(pool),
+        })
+    }
+
+    /// The batches of epoch `epoch` over dataset indices `pool`, with per-example `domains`
+    /// (indexed like the dataset) for the domain policies.
+    pub fn epoch(
+        &self,
+        pool: &[usize],
+        domains: Option<&[usize]>,
+        epoch: u64,
+    ) -> Result<EpochBatches, DataError> {
+        let labels = self.source.labels();
+        let plans = self
+            .config
+            .batching
+            .epoch(pool, &labels, domains, self.config.seed, epoch)?;
+        let (tx, rx) = sync_channel(self.config.prefetch);
+        let len = plans.len();
+        let (source, config, workers) =
+            (self.source.clone(), self.config.clone(), self.pool.clone());
+        std::thread::spawn(move || {
+            for plan in &plans {
+                let batch =
+                    workers.install(|| prepare_batch(source.as_ref(), &config, plan, epoch));
+                let failed = batch.is_err();
+                if tx.send(batch).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(EpochBatches { rx, len })
+    }
+}
