@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::Rng;
+use crate::rng::stream;
 
 /// The augmentation applied to a training image (evaluation uses [`Augment::None`] or
 /// [`Augment::CenterCrop`]).
@@ -53,7 +54,7 @@ impl Augment {
     ) {
         let [c, h, w] = shape;
         let [_, oh, ow] = self.output_shape(shape);
-        let mut rng = Rng::new(seed, 0xa06, epoch, index);
+        let mut rng = Rng::new(seed, stream::AUGMENT, epoch, index);
         // (row offset, column offset) of the window in padded coordinates, pad, flip
         let (dy, dx, pad, flip) = match *self {
             Augment::None => (0, 0, 0, false),
@@ -97,5 +98,101 @@ impl Augment {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(c: usize, h: usize, w: usize) -> Vec<u8> {
+        (0..c * h * w).map(|i| (i % 251) as u8 + 1).collect()
+    }
+
+    /// The window of `src` at padded offset (dy, dx), optionally mirrored: plain loops.
+    fn window(
+        src: &[u8],
+        [c, h, w]: [usize; 3],
+        pad: usize,
+        (dy, dx): (usize, usize),
+        (oh, ow): (usize, usize),
+        flip: bool,
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        for ch in 0..c {
+            for y in 0..oh {
+                for x in 0..ow {
+                    let x = if flip { ow - 1 - x } else { x };
+                    let (sy, sx) = ((y + dy) as i64 - pad as i64, (x + dx) as i64 - pad as i64);
+                    let inside = (0..h as i64).contains(&sy) && (0..w as i64).contains(&sx);
+                    out.push(if inside {
+                        src[(ch * h + sy as usize) * w + sx as usize]
+                    } else {
+                        0
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn run(a: Augment, src: &[u8], shape: [usize; 3], index: u64) -> Vec<u8> {
+        let [c, h, w] = a.output_shape(shape);
+        let mut out = vec![0; c * h * w];
+        a.apply(src, shape, 5, 1, index, &mut out);
+        out
+    }
+
+    #[test]
+    fn flip_really_mirrors_and_happens_about_half_the_time() {
+        let shape = [3, 4, 5];
+        let src = image(3, 4, 5);
+        let mirrored = window(&src, shape, 0, (0, 0), (4, 5), true);
+        let mut flips = 0;
+        for i in 0..400 {
+            let out = run(Augment::Flip, &src, shape, i);
+            if out == mirrored {
+                flips += 1;
+            } else {
+                assert_eq!(out, src);
+            }
+        }
+        assert!((150..250).contains(&flips), "{flips} flips of 400");
+    }
+
+    #[test]
+    fn pad_crop_is_a_shifted_window_and_deterministic() {
+        let shape = [2, 6, 6];
+        let src = image(2, 6, 6);
+        let mut offsets = std::collections::HashSet::new();
+        for i in 0..200 {
+            let out = run(Augment::PadCropFlip { pad: 2 }, &src, shape, i);
+            assert_eq!(out, run(Augment::PadCropFlip { pad: 2 }, &src, shape, i));
+            let found = (0..5)
+                .flat_map(|dy| (0..5).flat_map(move |dx| [false, true].map(move |f| (dy, dx, f))))
+                .find(|&(dy, dx, f)| window(&src, shape, 2, (dy, dx), (6, 6), f) == out);
+            offsets.insert(found.expect("output is a padded window"));
+        }
+        assert!(offsets.len() > 30, "offsets vary: {}", offsets.len());
+    }
+
+    #[test]
+    fn crop_and_center_crop() {
+        let shape = [3, 10, 12];
+        let src = image(3, 10, 12);
+        assert_eq!(
+            run(Augment::CenterCrop { crop: 6 }, &src, shape, 0),
+            window(&src, shape, 0, (2, 3), (6, 6), false)
+        );
+        let out = run(Augment::CropFlip { crop: 6 }, &src, shape, 9);
+        let ok = (0..5).any(|dy| {
+            (0..7).any(|dx| {
+                [false, true]
+                    .iter()
+                    .any(|&f| window(&src, shape, 0, (dy, dx), (6, 6), f) == out)
+            })
+        });
+        assert!(ok);
+        assert_eq!(run(Augment::None, &src, shape, 3), src);
     }
 }

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::rng::stream;
 use crate::{DataError, Rng};
 
 /// How the images of an epoch are cut into batches.
@@ -86,7 +87,7 @@ impl Batching {
                 labels.len()
             )));
         }
-        let mut rng = Rng::new(seed, 0xba7c, epoch, 0);
+        let mut rng = Rng::new(seed, stream::BATCH, epoch, 0);
         let plain = |idx: Vec<usize>| BatchPlan {
             indices: idx,
             domains: None,
@@ -110,7 +111,7 @@ impl Batching {
                 per_class: m,
                 ghost_size: g,
             } => {
-                if g == 0 || g > k || b % g != 0 {
+                if g == 0 || g > k || !b.is_multiple_of(g) {
                     return Err(DataError::Invalid(format!(
                         "class-distinct ghosts need 1 ≤ ghost_size ({g}) ≤ classes_per_batch ({k}) and ghost_size dividing batch_size ({b})"
                     )));
@@ -217,5 +218,160 @@ impl Batching {
             batches.push(batch);
         }
         Ok(batches)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn labels() -> Vec<usize> {
+        (0..1000).map(|i| (i * 7) % 10).collect()
+    }
+
+    #[test]
+    fn shuffle_covers_the_pool_once_and_drop_last_drops() {
+        let pool: Vec<usize> = (0..103).collect();
+        let keep = Batching::shuffle(10, false)
+            .epoch(&pool, &labels(), None, 1, 0)
+            .unwrap();
+        assert_eq!(keep.len(), 11);
+        let mut seen: Vec<usize> = keep.iter().flat_map(|b| b.indices.clone()).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, pool);
+        let drop = Batching::shuffle(10, true)
+            .epoch(&pool, &labels(), None, 1, 0)
+            .unwrap();
+        assert_eq!(drop.len(), 10);
+        assert!(drop.iter().all(|b| b.indices.len() == 10));
+        let next = Batching::shuffle(10, true)
+            .epoch(&pool, &labels(), None, 1, 1)
+            .unwrap();
+        assert_ne!(drop, next, "epochs differ");
+        assert_eq!(
+            drop,
+            Batching::shuffle(10, true)
+                .epoch(&pool, &labels(), None, 1, 0)
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn class_pattern_batches_hold_k_classes_of_m() {
+        let labels = labels();
+        let pool: Vec<usize> = (0..1000).collect();
+        let b = Batching {
+            order: BatchOrder::ClassPattern {
+                classes_per_batch: 4,
+                per_class: 8,
+            },
+            batch_size: 32,
+            drop_last: true,
+        };
+        let batches = b.epoch(&pool, &labels, None, 3, 0).unwrap();
+        assert!(batches.len() >= 25);
+        for batch in &batches {
+            let mut count = std::collections::HashMap::new();
+            for &i in &batch.indices {
+                *count.entry(labels[i]).or_insert(0) += 1;
+            }
+            assert_eq!(count.len(), 4);
+            assert!(count.values().all(|&n| n == 8));
+            // grouped by class: each contiguous run of m is one class (the leaky layout)
+            for run in batch.indices.chunks(8) {
+                assert_eq!(
+                    run.iter().map(|&i| labels[i]).collect::<HashSet<_>>().len(),
+                    1
+                );
+            }
+        }
+        let wrong = Batching {
+            batch_size: 30,
+            ..b
+        };
+        assert!(wrong.epoch(&pool, &labels, None, 3, 0).is_err());
+    }
+
+    #[test]
+    fn class_distinct_ghosts_are_distinct() {
+        let labels = labels();
+        let pool: Vec<usize> = (0..1000).collect();
+        for ghost in [2, 3, 4] {
+            let b = Batching {
+                order: BatchOrder::ClassDistinctGhosts {
+                    classes_per_batch: 4,
+                    per_class: 6,
+                    ghost_size: ghost,
+                },
+                batch_size: 24,
+                drop_last: true,
+            };
+            for batch in b.epoch(&pool, &labels, None, 4, 2).unwrap() {
+                assert_eq!(
+                    batch
+                        .indices
+                        .iter()
+                        .map(|&i| labels[i])
+                        .collect::<HashSet<_>>()
+                        .len(),
+                    4
+                );
+                for g in batch.indices.chunks(ghost) {
+                    let classes: HashSet<usize> = g.iter().map(|&i| labels[i]).collect();
+                    assert_eq!(classes.len(), g.len(), "ghost {ghost}: {g:?}");
+                }
+            }
+        }
+        let too_big = Batching {
+            order: BatchOrder::ClassDistinctGhosts {
+                classes_per_batch: 4,
+                per_class: 6,
+                ghost_size: 8,
+            },
+            batch_size: 24,
+            drop_last: true,
+        };
+        assert!(too_big.epoch(&pool, &labels, None, 4, 2).is_err());
+    }
+
+    #[test]
+    fn domain_policies_carry_domain_ids() {
+        let labels = labels();
+        let domains: Vec<usize> = (0..1000).map(|i| i / 400).collect();
+        let pool: Vec<usize> = (0..1000).collect();
+        let per = Batching {
+            order: BatchOrder::PerDomain,
+            batch_size: 50,
+            drop_last: false,
+        };
+        let batches = per.epoch(&pool, &labels, Some(&domains), 1, 0).unwrap();
+        assert_eq!(batches.len(), 8 + 8 + 4);
+        for b in &batches {
+            let d = b.domains.as_ref().unwrap();
+            assert!(d.iter().all(|&x| x == d[0]), "one domain per batch");
+            assert!(b.indices.iter().zip(d).all(|(&i, &x)| domains[i] == x));
+        }
+        let mixed = Batching {
+            order: BatchOrder::MixedDomains,
+            ..per
+        };
+        let batches = mixed.epoch(&pool, &labels, Some(&domains), 1, 0).unwrap();
+        assert!(batches.iter().any(|b| {
+            b.domains
+                .as_ref()
+                .unwrap()
+                .iter()
+                .collect::<HashSet<_>>()
+                .len()
+                > 1
+        }));
+        assert!(batches.iter().all(|b| {
+            b.indices
+                .iter()
+                .zip(b.domains.as_ref().unwrap())
+                .all(|(&i, &x)| domains[i] == x)
+        }));
+        assert!(per.epoch(&pool, &labels, None, 1, 0).is_err());
     }
 }

@@ -247,3 +247,112 @@ pub fn list() -> Vec<DatasetStatus> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_fashion_mnist_is_read_whole_when_installed() {
+        let dir = Path::new(DEBIAN_FASHION_MNIST);
+        if !dir.join("t10k-labels-idx1-ubyte.gz").is_file() {
+            eprintln!(
+                "skipped: {DEBIAN_FASHION_MNIST} is absent (apt-get install dataset-fashion-mnist)"
+            );
+            return;
+        }
+        let train = DatasetId::FashionMnist.load_from(dir, Part::Train).unwrap();
+        let test = DatasetId::FashionMnist.load_from(dir, Part::Test).unwrap();
+        assert_eq!((train.labels.len(), test.labels.len()), (60_000, 10_000));
+        assert_eq!(train.shape, [1, 28, 28]);
+        assert_eq!(train.class_counts(), vec![6_000; 10]);
+        assert_eq!(test.class_counts(), vec![1_000; 10]);
+        // the bundled subset is the first 600 / 100 images of each class of the real data
+        let bundled = bundled_root().join("fashion-mnist-subset");
+        let sub = DatasetId::FashionMnistSubset
+            .load_from(&bundled, Part::Train)
+            .unwrap();
+        assert_eq!(sub, crate::class_balanced_subset(&train, 600).unwrap());
+        let sub = DatasetId::FashionMnistSubset
+            .load_from(&bundled, Part::Test)
+            .unwrap();
+        assert_eq!(sub, crate::class_balanced_subset(&test, 100).unwrap());
+    }
+
+    #[test]
+    fn the_bundled_subset_is_balanced() {
+        let train = DatasetId::FashionMnistSubset.load(Part::Train).unwrap();
+        let test = DatasetId::FashionMnistSubset.load(Part::Test).unwrap();
+        assert_eq!(train.class_counts(), vec![600; 10]);
+        assert_eq!(test.class_counts(), vec![100; 10]);
+        assert!(
+            bundled_root()
+                .join("fashion-mnist-subset")
+                .join("LICENSE")
+                .is_file()
+        );
+    }
+
+    #[test]
+    fn a_missing_dataset_says_where_it_looked_and_how_to_get_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = DatasetId::Cifar10
+            .load_from(dir.path(), Part::Train)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("data_batch_1.bin"), "{err}");
+        if DatasetId::Cifar10.locate().is_err() {
+            let err = DatasetId::Cifar10
+                .load(Part::Train)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("data/cifar-10-batches-bin")
+                    && err.contains("bnlab data fetch cifar10"),
+                "{err}"
+            );
+        }
+        assert!(
+            DatasetId::from_name("imagenet")
+                .unwrap_err()
+                .to_string()
+                .contains("fashion-mnist")
+        );
+        assert_eq!(list().len(), DatasetId::ALL.len());
+    }
+
+    #[test]
+    fn cifar_folders_load_by_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = |l: u8| [vec![l], vec![l; 3072]].concat();
+        for (i, name) in [
+            "data_batch_1",
+            "data_batch_2",
+            "data_batch_3",
+            "data_batch_4",
+            "data_batch_5",
+            "test_batch",
+        ]
+        .iter()
+        .enumerate()
+        {
+            std::fs::write(dir.path().join(format!("{name}.bin")), rec(i as u8)).unwrap();
+        }
+        let train = DatasetId::Cifar10
+            .load_from(dir.path(), Part::Train)
+            .unwrap();
+        assert_eq!(train.labels, [0, 1, 2, 3, 4]);
+        assert_eq!(
+            DatasetId::Cifar10
+                .load_from(dir.path(), Part::Test)
+                .unwrap()
+                .labels,
+            [5]
+        );
+        assert!(
+            DatasetId::Cifar10
+                .load_from(dir.path(), Part::Extra)
+                .is_err()
+        );
+    }
+}

@@ -7,6 +7,7 @@ use image::codecs::jpeg::{JpegDecoder, JpegEncoder};
 use image::{ExtendedColorType, ImageDecoder};
 use serde::{Deserialize, Serialize};
 
+use crate::rng::stream;
 use crate::{DataError, Rng};
 
 /// A corruption family.
@@ -59,7 +60,7 @@ impl Corruption {
             }
             CorruptionKind::GaussianNoise => {
                 let sigma = [0.08, 0.12, 0.18, 0.26, 0.38][s] * 255.0;
-                let mut rng = Rng::new(seed, 0xc0_77, index, 0);
+                let mut rng = Rng::new(seed, stream::NOISE, index, 0);
                 for v in img.iter_mut() {
                     *v = (*v as f64 + sigma * rng.normal()).round().clamp(0.0, 255.0) as u8;
                 }
@@ -115,4 +116,87 @@ fn jpeg_roundtrip(img: &mut [u8], shape: [usize; 3], quality: u8) -> Result<(), 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn moments(v: &[u8]) -> (f64, f64) {
+        let n = v.len() as f64;
+        let m = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+        (
+            m,
+            (v.iter().map(|&x| (x as f64 - m).powi(2)).sum::<f64>() / n).sqrt(),
+        )
+    }
+
+    fn image() -> Vec<u8> {
+        (0..3 * 32 * 32)
+            .map(|i| ((i * 37) % 200 + 20) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn contrast_scales_spread_around_the_mean() {
+        let src = image();
+        let (m0, s0) = moments(&src);
+        for sev in 1..=5 {
+            let mut img = src.clone();
+            Corruption::new(CorruptionKind::Contrast, sev)
+                .unwrap()
+                .apply(&mut img, [3, 32, 32], 0, 0)
+                .unwrap();
+            let (m, s) = moments(&img);
+            let c = [0.4, 0.3, 0.2, 0.1, 0.05][sev as usize - 1];
+            assert!((m - m0).abs() < 0.6, "mean kept");
+            assert!(
+                (s - c * s0).abs() < 0.6,
+                "severity {sev}: std {s} vs {}",
+                c * s0
+            );
+        }
+    }
+
+    #[test]
+    fn gaussian_noise_has_the_severity_sigma_and_is_seeded() {
+        let src = vec![128u8; 3 * 64 * 64];
+        let mut a = src.clone();
+        let c = Corruption::new(CorruptionKind::GaussianNoise, 2).unwrap();
+        c.apply(&mut a, [3, 64, 64], 1, 5).unwrap();
+        let (m, s) = moments(&a);
+        assert!(
+            (m - 128.0).abs() < 1.0 && (s - 0.12 * 255.0).abs() < 0.5,
+            "mean {m} std {s}"
+        );
+        let mut b = src.clone();
+        c.apply(&mut b, [3, 64, 64], 1, 5).unwrap();
+        assert_eq!(a, b);
+        c.apply(&mut b, [3, 64, 64], 1, 6).unwrap();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn jpeg_degrades_more_at_higher_severity() {
+        let src = image();
+        let err = |sev| {
+            let mut img = src.clone();
+            Corruption::new(CorruptionKind::Jpeg, sev)
+                .unwrap()
+                .apply(&mut img, [3, 32, 32], 0, 0)
+                .unwrap();
+            img.iter()
+                .zip(&src)
+                .map(|(&a, &b)| (a as f64 - b as f64).abs())
+                .sum::<f64>()
+        };
+        assert!(err(1) > 0.0 && err(5) > err(1));
+        let mut gray = vec![100u8; 16 * 16];
+        Corruption::new(CorruptionKind::Jpeg, 3)
+            .unwrap()
+            .apply(&mut gray, [1, 16, 16], 0, 0)
+            .unwrap();
+        assert!(Corruption::new(CorruptionKind::Jpeg, 0).is_err());
+        assert!(Corruption::new(CorruptionKind::Jpeg, 6).is_err());
+    }
 }

@@ -162,3 +162,33 @@ pub fn fetch(id: DatasetId, root: &Path) -> Result<PathBuf, DataError> {
     }
     Ok(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn md5_matches_rfc_1321_vectors() {
+        assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
+        assert_eq!(md5_hex(b"abc"), "900150983cd24fb0d6963f7d28e17f72");
+    }
+
+    #[test]
+    fn fetch_fails_fast_and_clearly_without_network() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = std::time::Instant::now();
+        match fetch(DatasetId::FashionMnist, dir.path()) {
+            // with internet the files arrive verified
+            Ok(found) => assert!(found.join("t10k-labels-idx1-ubyte.gz").is_file()),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("fashion-mnist.s3") && msg.contains("failed"),
+                    "{msg}"
+                );
+                assert!(start.elapsed().as_secs() < 60);
+            }
+        }
+        assert!(fetch(DatasetId::FashionMnistSubset, dir.path()).is_err());
+    }
+}

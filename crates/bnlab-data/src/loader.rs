@@ -209,3 +209,105 @@ impl Loader {
         Ok(EpochBatches { rx, len })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Corruption, CorruptionKind, synthetic};
+
+    fn config(threads: usize) -> LoaderConfig {
+        LoaderConfig {
+            threads,
+            corruption: Some(Corruption::new(CorruptionKind::GaussianNoise, 1).unwrap()),
+            scaling: Scaling::Fixed,
+            ..LoaderConfig::new(
+                Batching::shuffle(16, false),
+                Augment::PadCropFlip { pad: 4 },
+                9,
+            )
+        }
+    }
+
+    #[test]
+    fn batches_are_identical_whatever_the_thread_count() {
+        let set = Arc::new(synthetic(10, 10, [3, 32, 32], 0.2, 1).unwrap());
+        let pool: Vec<usize> = (0..100).collect();
+        let run = |threads| -> Vec<HostBatch> {
+            Loader::new(set.clone(), config(threads))
+                .unwrap()
+                .epoch(&pool, None, 3)
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let (one, two) = (run(1), run(2));
+        assert_eq!(one.len(), 7);
+        assert_eq!(one, two);
+        assert_eq!(one[6].shape, [4, 3, 32, 32]);
+    }
+
+    #[test]
+    fn a_batch_is_each_image_corrupted_augmented_and_scaled() {
+        let set = synthetic(4, 5, [1, 6, 6], 0.2, 2).unwrap();
+        let cfg = config(1);
+        let plan = BatchPlan {
+            indices: vec![3, 0, 7],
+            domains: None,
+        };
+        let batch = prepare_batch(&set, &cfg, &plan, 1).unwrap();
+        for (k, &i) in plan.indices.iter().enumerate() {
+            let mut img = set.image(i).to_vec();
+            cfg.corruption
+                .unwrap()
+                .apply(&mut img, [1, 6, 6], 9, i as u64)
+                .unwrap();
+            let mut aug = vec![0; 36];
+            cfg.augment.apply(&img, [1, 6, 6], 9, 1, i as u64, &mut aug);
+            let want: Vec<f32> = aug.iter().map(|&v| (v as f32 - 128.0) / 128.0).collect();
+            assert_eq!(&batch.pixels[k * 36..(k + 1) * 36], &want[..]);
+            assert_eq!(batch.labels[k], set.label(i));
+        }
+        let tensors = batch.to_device(&burn::tensor::Device::flex());
+        assert_eq!(tensors.images.dims(), [3, 1, 6, 6]);
+        let labels: Vec<i64> = tensors
+            .labels
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec()
+            .unwrap();
+        assert_eq!(
+            labels,
+            plan.indices
+                .iter()
+                .map(|&i| set.label(i) as i64)
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn bad_settings_and_unreadable_images_are_errors() {
+        let set: Arc<dyn Source> = Arc::new(synthetic(2, 2, [1, 4, 4], 0.0, 1).unwrap());
+        let crop = LoaderConfig::new(
+            Batching::shuffle(2, false),
+            Augment::CropFlip { crop: 5 },
+            0,
+        );
+        assert!(Loader::new(set.clone(), crop).is_err());
+        let zero = LoaderConfig {
+            threads: 0,
+            ..LoaderConfig::new(Batching::shuffle(2, false), Augment::None, 0)
+        };
+        assert!(Loader::new(set, zero).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("c")).unwrap();
+        std::fs::write(dir.path().join("c").join("a.png"), b"garbage").unwrap();
+        let folder: Arc<dyn Source> = Arc::new(crate::ImageFolder::open(dir.path(), 8).unwrap());
+        let loader = Loader::new(
+            folder,
+            LoaderConfig::new(Batching::shuffle(1, false), Augment::None, 0),
+        )
+        .unwrap();
+        let first = loader.epoch(&[0], None, 0).unwrap().next().unwrap();
+        assert!(first.unwrap_err().to_string().contains("a.png"));
+    }
+}

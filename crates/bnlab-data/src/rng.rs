@@ -1,6 +1,22 @@
 //! Counter-based randomness: every random choice is a pure function of (seed, stream, index),
 //! so results do not depend on thread count or order of work.
 
+/// Stream ids: each kind of random choice draws from its own stream.
+pub(crate) mod stream {
+    /// Class-wise split shuffles.
+    pub const SPLIT: u64 = 1;
+    /// Augmentation offsets and flips.
+    pub const AUGMENT: u64 = 2;
+    /// Batch order.
+    pub const BATCH: u64 = 3;
+    /// Corruption noise.
+    pub const NOISE: u64 = 4;
+    /// Synthetic class prototypes.
+    pub const PROTOTYPE: u64 = 5;
+    /// Synthetic images.
+    pub const SYNTHETIC: u64 = 6;
+}
+
 /// SplitMix64's finalizer: a bijective 64-bit mix.
 fn splitmix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);

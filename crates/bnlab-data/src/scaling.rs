@@ -103,3 +103,57 @@ pub fn channel_stats(
         .collect();
     Ok((mean, std))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic;
+
+    #[test]
+    fn channel_stats_match_plain_f64_loops() {
+        let set = synthetic(3, 40, [3, 8, 8], 0.5, 4).unwrap();
+        let idx: Vec<usize> = (0..120).step_by(3).collect();
+        let (mean, std) = channel_stats(&set, &idx).unwrap();
+        for c in 0..3 {
+            let vals: Vec<f64> = idx
+                .iter()
+                .flat_map(|&i| set.image(i)[c * 64..(c + 1) * 64].iter().map(|&v| v as f64))
+                .collect();
+            let m = vals.iter().sum::<f64>() / vals.len() as f64;
+            let s = (vals.iter().map(|v| (v - m).powi(2)).sum::<f64>() / vals.len() as f64).sqrt();
+            assert!((mean[c] - m).abs() < 1e-9 && (std[c] - s).abs() < 1e-9);
+        }
+        assert!(channel_stats(&set, &[]).is_err());
+    }
+
+    #[test]
+    fn affine_maps() {
+        let f = Scaling::Fixed.affine(1).unwrap()[0];
+        assert_eq!(((128.0 - f.0) * f.1, (0.0 - f.0) * f.1), (0.0, -1.0));
+        let u = Scaling::Unit.affine(1).unwrap()[0];
+        assert_eq!((255.0 - u.0) * u.1, 1.0);
+        let o = Scaling::Offline {
+            mean: vec![10.0, 20.0],
+            std: vec![2.0, 4.0],
+        }
+        .affine(2)
+        .unwrap();
+        assert_eq!(o, vec![(10.0, 0.5), (20.0, 0.25)]);
+        assert!(
+            Scaling::Offline {
+                mean: vec![1.0],
+                std: vec![0.0]
+            }
+            .affine(1)
+            .is_err()
+        );
+        assert!(
+            Scaling::Offline {
+                mean: vec![1.0],
+                std: vec![1.0]
+            }
+            .affine(3)
+            .is_err()
+        );
+    }
+}

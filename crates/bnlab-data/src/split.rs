@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::rng::stream;
 use crate::{DataError, Rng};
 
 /// How much of each class goes to the held-out part.
@@ -31,7 +32,7 @@ fn shuffled_by_class(
             .push(i);
     }
     for (c, idx) in by_class.iter_mut().enumerate() {
-        Rng::new(seed, 0x5b1_17, c as u64, 0).shuffle(idx);
+        Rng::new(seed, stream::SPLIT, c as u64, 0).shuffle(idx);
     }
     Ok(by_class)
 }
@@ -104,4 +105,64 @@ pub fn per_class_parts(
         p.sort_unstable();
     }
     Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn per_class(idx: &[usize], labels: &[usize], classes: usize) -> Vec<usize> {
+        let mut n = vec![0; classes];
+        for &i in idx {
+            n[labels[i]] += 1;
+        }
+        n
+    }
+
+    proptest! {
+        #[test]
+        fn fraction_split_is_exact_per_class_disjoint_and_seeded(
+            labels in proptest::collection::vec(0usize..5, 1..300),
+            frac in 0.0f64..=1.0,
+            seed in any::<u64>(),
+        ) {
+            let (kept, held) = stratified_split(&labels, 5, Holdout::Fraction(frac), seed).unwrap();
+            let total = per_class(&(0..labels.len()).collect::<Vec<_>>(), &labels, 5);
+            let h = per_class(&held, &labels, 5);
+            for c in 0..5 {
+                prop_assert_eq!(h[c], (frac * total[c] as f64).round() as usize);
+            }
+            let mut all: Vec<usize> = kept.iter().chain(&held).copied().collect();
+            all.sort_unstable();
+            prop_assert_eq!(all, (0..labels.len()).collect::<Vec<_>>());
+            prop_assert_eq!(stratified_split(&labels, 5, Holdout::Fraction(frac), seed).unwrap(), (kept, held));
+        }
+    }
+
+    #[test]
+    fn per_class_counts_and_parts() {
+        let labels: Vec<usize> = (0..1000).map(|i| i % 10).collect();
+        let (kept, held) = stratified_split(&labels, 10, Holdout::PerClass(20), 1).unwrap();
+        assert_eq!(per_class(&held, &labels, 10), vec![20; 10]);
+        assert_eq!(kept.len(), 800);
+        let other = stratified_split(&labels, 10, Holdout::PerClass(20), 2)
+            .unwrap()
+            .1;
+        assert_ne!(held, other, "the seed matters");
+        let parts = per_class_parts(&labels, 10, &[40, 10, 30], 3).unwrap();
+        for (part, k) in parts.iter().zip([40, 10, 30]) {
+            assert_eq!(per_class(part, &labels, 10), vec![k; 10]);
+        }
+        let mut seen: Vec<usize> = parts.concat();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 800, "parts are disjoint");
+        assert!(per_class_parts(&labels, 10, &[90, 20], 3).is_err());
+        assert!(
+            stratified_split(&labels, 5, Holdout::Fraction(0.1), 3).is_err(),
+            "label 5 ≥ 5 classes"
+        );
+        assert!(stratified_split(&labels, 10, Holdout::Fraction(1.5), 3).is_err());
+    }
 }

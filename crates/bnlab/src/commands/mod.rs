@@ -1,0 +1,4 @@
+//! One module per subcommand: `data`, `models`.
+
+pub mod data;
+pub mod models;
