@@ -9,7 +9,11 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 fn loader(c: &mut Criterion) {
     let set = Arc::new(synthetic(10, 1000, [3, 32, 32], 0.3, 1).expect("synthetic set"));
     let pool: Vec<usize> = (0..10_000).collect();
-    let config = LoaderConfig::new(Batching::shuffle(256, false), Augment::PadCropFlip { pad: 4 }, 1);
+    let config = LoaderConfig::new(
+        Batching::shuffle(256, false),
+        Augment::PadCropFlip { pad: 4 },
+        1,
+    );
     let loader = Loader::new(set, config).expect("loader");
     let device = burn::tensor::Device::flex();
     let mut group = c.benchmark_group("loader");

@@ -428,3 +428,34 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod native_size_tests {
+    use super::*;
+    use crate::testing::{device, input};
+    use bnlab_norm::{NormMode, set_norm_mode};
+
+    /// The input side each registered network is designed for.
+    fn native_side(name: &str) -> usize {
+        match name {
+            "inception-v3" => 299,
+            "resnet20" | "resnet32" | "resnet44" | "resnet56" | "resnet110" | "vgg11"
+            | "plain-cnn" => 32,
+            n if n.ends_with("-cifar") => 32,
+            _ => 224,
+        }
+    }
+
+    #[test]
+    fn every_network_gives_logits_at_its_input_size() {
+        for name in model_names() {
+            let side = native_side(name);
+            let net = set_norm_mode(
+                build(name, &ModelOptions::new(7, 3), &device()).unwrap(),
+                NormMode::EVAL,
+            );
+            let y = net.forward(input([1, 3, side, side], 1), None).unwrap();
+            assert_eq!(y.dims(), [1, 7], "{name} at {side}×{side}");
+        }
+    }
+}

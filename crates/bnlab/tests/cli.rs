@@ -1,0 +1,47 @@
+//! The `bnlab` binary: `data list` works offline; bad input exits non-zero with a message.
+
+use std::process::Command;
+
+fn bnlab(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_bnlab"))
+        .args(args)
+        .output()
+        .expect("runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn data_list_finds_the_bundled_subset_and_says_where_it_looked_for_the_rest() {
+    let (ok, out, _) = bnlab(&["data", "list"]);
+    assert!(ok);
+    let line = |name: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("fashion-mnist-subset").contains("found"), "{out}");
+    for name in ["cifar10", "cifar100", "svhn", "mnist", "fashion-mnist"] {
+        let l = line(name);
+        assert!(
+            l.contains("found") || l.contains("looked in"),
+            "{name}: {out}"
+        );
+    }
+}
+
+#[test]
+fn unknown_datasets_and_models_fail_with_a_clear_message() {
+    let (ok, _, err) = bnlab(&["data", "fetch", "imagenet"]);
+    assert!(!ok);
+    assert!(
+        err.contains("unknown dataset `imagenet`") && err.contains("cifar10"),
+        "{err}"
+    );
+    let (ok, out, _) = bnlab(&["models"]);
+    assert!(ok && out.contains("resnet20") && out.contains("mobilenetv2-cifar"));
+}
