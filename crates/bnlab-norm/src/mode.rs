@@ -46,6 +46,19 @@ pub fn set_norm_mode<M: Module>(module: M, mode: NormMode) -> M {
     run_tree_op(TreeOp::SetMode(mode), module).0
 }
 
+/// Sets `modes[i]` on the i-th [`Norm`](crate::Norm) of `module` in tree order (the order of
+/// [`norm_sites`]); layers past the end of `modes` keep their mode.
+///
+/// With [`finalize_collected`], this gives layer-by-layer population statistics (Wu & Johnson
+/// A.3): earlier layers in `Eval`, one layer in `Collect`.
+pub fn set_norm_modes<M: Module>(module: M, modes: &[NormMode]) -> M {
+    let op = TreeOp::SetModes {
+        modes: modes.to_vec(),
+        next: 0,
+    };
+    run_tree_op(op, module).0
+}
+
 /// Installs `reducer` (for example a SyncBN all-reduce) on every [`Norm`](crate::Norm) in `module`.
 pub fn set_stats_reducer<M: Module>(module: M, reducer: Arc<dyn StatsReducer>) -> M {
     run_tree_op(TreeOp::SetReducer(reducer), module).0
@@ -57,9 +70,10 @@ pub fn reset_collected<M: Module>(module: M) -> M {
 }
 
 /// Writes the statistics collected in `Collect` mode into the running statistics of every
-/// [`Norm`](crate::Norm) in `module`, then clears the accumulators.
+/// [`Norm`](crate::Norm) of `module` that is in `Collect` mode, then clears their accumulators.
+/// Layers in other modes are left alone.
 ///
-/// Fails if a layer collected nothing.
+/// Fails if a layer in `Collect` mode collected nothing.
 pub fn finalize_collected<M: Module>(
     module: M,
     estimator: PopulationEstimator,

@@ -237,6 +237,12 @@ impl NormState {
     fn apply(&mut self, op: &mut TreeOp, errors: &mut Vec<NormError>, path: &[String]) {
         match op {
             TreeOp::SetMode(mode) => self.mode = *mode,
+            TreeOp::SetModes { modes, next } => {
+                if let Some(mode) = modes.get(*next) {
+                    self.mode = *mode;
+                }
+                *next += 1;
+            }
             TreeOp::SetReducer(r) => self.reducer = Some(r.clone()),
             TreeOp::ResetCollect => {
                 if let Ok(mut acc) = self.collected.lock() {
@@ -244,6 +250,9 @@ impl NormState {
                 }
             }
             TreeOp::Finalize(estimator) => {
+                if self.mode != NormMode::Collect {
+                    return;
+                }
                 if let Err(e) = self.finalize(*estimator) {
                     errors.push(e);
                 }
@@ -271,6 +280,11 @@ pub(crate) const STATE_CONTAINER: &str = "Struct:NormState";
 /// An operation applied to every [`NormState`] of a module tree by one `map` pass.
 pub(crate) enum TreeOp {
     SetMode(NormMode),
+    /// Mode `modes[i]` for the i-th layer in tree order.
+    SetModes {
+        modes: Vec<NormMode>,
+        next: usize,
+    },
     SetReducer(Arc<dyn StatsReducer>),
     ResetCollect,
     Finalize(PopulationEstimator),
@@ -390,10 +404,13 @@ impl Module for NormState {
     }
 
     fn valid(&self) -> Self {
+        // an independent copy: running statistics and the PreciseBN accumulator
+        let collected = self.collected.lock().map(|a| a.clone()).unwrap_or_default();
         Self {
             running_mean: self.running_mean.valid(),
             running_var: self.running_var.valid(),
             updates: self.updates.valid(),
+            collected: Arc::new(Mutex::new(collected)),
             ..self.clone()
         }
     }

@@ -1,0 +1,178 @@
+//! Epoch checkpoints of a run: the model, the optimizer state, the best model so far and the
+//! loop state, written as a directory under a temporary name and renamed into place, so a run
+//! killed at any moment resumes from its last complete epoch.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use bnlab_data::write_atomic;
+use bnlab_models::Network;
+use burn::module::Module;
+use serde::{Deserialize, Serialize};
+
+use crate::{EpochRecord, Histogram, TrainError};
+
+/// The loop state after an epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoopState {
+    /// Epochs done.
+    pub epochs_done: usize,
+    /// Optimizer updates done.
+    pub updates_done: usize,
+    /// Metrics of every epoch done.
+    pub history: Vec<EpochRecord>,
+    /// The best epoch so far and its validation accuracy.
+    pub best: Option<(usize, f64)>,
+    /// Whether the norm layers are frozen (FrozenBN).
+    pub frozen: bool,
+    /// γ and β at initialization, by layer.
+    pub init_affine: BTreeMap<String, (Vec<f32>, Vec<f32>)>,
+    /// γ/√(σ²+ε) at the first step, by layer.
+    pub gradient_factors: BTreeMap<String, Vec<f64>>,
+    /// Epoch-1 histograms, once epoch 1 is done.
+    pub histograms: BTreeMap<String, Histogram>,
+}
+
+const STATE: &str = "state.json";
+const MODEL: &str = "model.bpk";
+const OPTIM: &str = "optim.bpk";
+const BEST: &str = "best.bpk";
+const PREFIX: &str = "epoch-";
+
+/// The checkpoints of one run, under `dir`.
+pub struct Checkpoints {
+    dir: PathBuf,
+}
+
+/// A complete checkpoint on disk.
+pub struct Checkpoint {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// The loop state.
+    pub state: LoopState,
+}
+
+impl Checkpoint {
+    /// The model file.
+    pub fn model(&self) -> PathBuf {
+        self.dir.join(MODEL)
+    }
+    /// The optimizer-state file.
+    pub fn optimizer(&self) -> PathBuf {
+        self.dir.join(OPTIM)
+    }
+    /// The best model so far.
+    pub fn best(&self) -> PathBuf {
+        self.dir.join(BEST)
+    }
+}
+
+fn corrupt(path: &Path, why: impl std::fmt::Display) -> TrainError {
+    TrainError::Corrupt {
+        path: path.into(),
+        why: why.to_string(),
+    }
+}
+
+/// Saves `model` (its parameters and running statistics) to `path`.
+pub fn save_model(model: &Network, path: &Path) -> Result<(), TrainError> {
+    model
+        .clone()
+        .save_file(path)
+        .map_err(|e| corrupt(path, format!("writing model: {e}")))
+}
+
+/// Loads parameters and running statistics from `path` into `model` (same architecture).
+pub fn load_model(model: Network, path: &Path) -> Result<Network, TrainError> {
+    model
+        .try_load_file(path)
+        .map_err(|e| corrupt(path, format!("reading model: {e}")))
+}
+
+impl Checkpoints {
+    /// Checkpoints under `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    fn epoch_dirs(&self) -> Vec<(usize, PathBuf)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(usize, PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let epoch = name.strip_prefix(PREFIX)?.parse().ok()?;
+                Some((epoch, e.path()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The latest complete checkpoint, if any.
+    /// Temporary directories a killed process left are removed first.
+    pub fn latest(&self) -> Result<Option<Checkpoint>, TrainError> {
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                    std::fs::remove_dir_all(e.path()).map_err(TrainError::io(e.path()))?;
+                }
+            }
+        }
+        let Some((_, dir)) = self.epoch_dirs().pop() else {
+            return Ok(None);
+        };
+        let path = dir.join(STATE);
+        let bytes = std::fs::read(&path).map_err(TrainError::io(&path))?;
+        let state = serde_json::from_slice(&bytes).map_err(|e| corrupt(&path, e))?;
+        Ok(Some(Checkpoint { dir, state }))
+    }
+
+    /// Writes the checkpoint after epoch `state.epochs_done`; `best` is the best model so far
+    /// (a file to copy) or `None` when `model` itself is the best. Older checkpoints go.
+    pub fn save(
+        &self,
+        state: &LoopState,
+        model: &Network,
+        optimizer: &crate::GroupedOptimizer,
+        best: Option<&Path>,
+    ) -> Result<(), TrainError> {
+        let name = format!("{PREFIX}{:04}", state.epochs_done);
+        let tmp = self.dir.join(format!(".tmp-{name}-{}", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(TrainError::io(&tmp))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(TrainError::io(&tmp))?;
+        save_model(model, &tmp.join(MODEL))?;
+        optimizer.save(&tmp.join(OPTIM))?;
+        match best {
+            Some(file) => {
+                std::fs::copy(file, tmp.join(BEST)).map_err(TrainError::io(file))?;
+            }
+            None => save_model(model, &tmp.join(BEST))?,
+        }
+        let json = serde_json::to_vec_pretty(state).map_err(|e| corrupt(&tmp, e))?;
+        write_atomic(&tmp.join(STATE), &json)?;
+        let target = self.dir.join(&name);
+        if target.exists() {
+            std::fs::remove_dir_all(&target).map_err(TrainError::io(&target))?;
+        }
+        std::fs::rename(&tmp, &target).map_err(TrainError::io(&target))?;
+        for (epoch, dir) in self.epoch_dirs() {
+            if epoch < state.epochs_done {
+                std::fs::remove_dir_all(&dir).map_err(TrainError::io(&dir))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every checkpoint and leftover temporary directory.
+    pub fn clear(&self) -> Result<(), TrainError> {
+        if self.dir.exists() {
+            std::fs::remove_dir_all(&self.dir).map_err(TrainError::io(&self.dir))?;
+        }
+        Ok(())
+    }
+}

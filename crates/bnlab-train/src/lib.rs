@@ -1,0 +1,46 @@
+//! bnlab-train: the papers' recipes and a resumable multi-seed experiment runner.
+//!
+//! - optimizer parameter groups by role ([`GroupedOptimizer`]): γ at α/c, weight decay on
+//!   conv/linear weights or also on γ/β (toward 0 or 1), SGD without dampening, Adam;
+//! - schedules ([`Schedule`], [`LrCurve`]): half-period cosine, constant, step, warm-up;
+//! - the run ([`train_run`]): training with gradient accumulation, validation, the
+//!   best-validation checkpoint, FrozenBN, and evaluation under population, PreciseBN,
+//!   mini-batch and example-weighed statistics, plus Adaptive BN on corrupted data;
+//! - the sweep ([`Spec`], [`run_sweep`]): TOML specs with variants, grids and MD5 seeds,
+//!   one JSON per run, resumable after a kill at any moment.
+
+#![warn(missing_docs)]
+
+mod checkpoint;
+mod config;
+mod data;
+mod diagnostics;
+mod error;
+mod eval;
+mod optim;
+mod progress;
+mod result;
+mod run;
+mod runner;
+mod schedule;
+mod seeds;
+mod spec;
+
+pub use checkpoint::{Checkpoint, Checkpoints, LoopState, load_model, save_model};
+pub use config::*;
+pub use data::RunData;
+pub use diagnostics::{
+    Diagnostics, HISTOGRAM_BINS, HISTOGRAM_UPDATES, Histogram, LayerDiagnostics,
+};
+pub use error::TrainError;
+pub use eval::{
+    Metrics, cross_entropy_sum, evaluate_batches, precise_bn, precise_bn_exact, with_source,
+};
+pub use optim::*;
+pub use progress::{Bars, Progress, Quiet};
+pub use result::*;
+pub use run::*;
+pub use runner::*;
+pub use schedule::{GroupLr, LrCurve, Schedule};
+pub use seeds::run_seed;
+pub use spec::*;

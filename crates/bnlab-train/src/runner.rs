@@ -1,0 +1,219 @@
+//! The sweep runner: every configuration × seed of a spec, each run's result written
+//! atomically as one JSON file, runs resumed from their epoch checkpoints, several at once
+//! with `jobs`.
+//!
+//! Layout of the output directory:
+//! - `sweep.json`: the spec's name, baseline, configurations (with axes) and seeds;
+//! - `results/<run id>.json`: one [`RunResult`] per finished (or failed) run;
+//! - `runs/<run id>/`: `run.json`, `model.bpk` (the evaluated model) and, while the run is
+//!   unfinished, `checkpoints/`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::Checkpoints;
+use crate::{
+    Budget, Progress, RESULT_FORMAT, RunKey, RunRequest, RunResult, Spec, Status, TrainError,
+    is_run_failure, train_run,
+};
+
+/// How a sweep runs.
+pub struct SweepOptions {
+    /// Runs trained at once (≥ 1).
+    pub jobs: usize,
+    /// Stop after this many epochs in this process (then rerun to continue).
+    pub budget: Option<usize>,
+    /// Progress reporting.
+    pub progress: Arc<dyn Progress>,
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepSummary {
+    /// Runs finished by this invocation.
+    pub finished: usize,
+    /// Runs recorded as failed by this invocation.
+    pub failed: usize,
+    /// Runs already done before it.
+    pub already_done: usize,
+}
+
+/// `sweep.json`: what the report needs to know about the spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepFile {
+    /// The spec's name.
+    pub name: String,
+    /// The baseline configuration or variant.
+    pub baseline: Option<String>,
+    /// Configuration name → axes.
+    pub configurations: BTreeMap<String, BTreeMap<String, String>>,
+    /// The configurations in spec order.
+    pub order: Vec<String>,
+    /// Run indices.
+    pub seeds: Vec<u32>,
+}
+
+/// Where the result of run `id` goes.
+pub fn result_path(out: &Path, id: &str) -> PathBuf {
+    out.join("results").join(format!("{id}.json"))
+}
+
+/// Where run `id` works.
+pub fn run_dir(out: &Path, id: &str) -> PathBuf {
+    out.join("runs").join(id)
+}
+
+/// Runs every run of `spec` not yet done under `out`.
+pub fn run_sweep(
+    spec: &Spec,
+    out: &Path,
+    options: &SweepOptions,
+) -> Result<SweepSummary, TrainError> {
+    if options.jobs == 0 {
+        return Err(TrainError::Config("jobs must be at least 1".into()));
+    }
+    let sweep = SweepFile {
+        name: spec.name.clone(),
+        baseline: spec.baseline.clone(),
+        configurations: spec
+            .configurations
+            .iter()
+            .map(|c| (c.name.clone(), c.axes.clone()))
+            .collect(),
+        order: spec.configurations.iter().map(|c| c.name.clone()).collect(),
+        seeds: spec.seeds.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&sweep).map_err(|e| TrainError::Corrupt {
+        path: out.join("sweep.json"),
+        why: e.to_string(),
+    })?;
+    bnlab_data::write_atomic(&out.join("sweep.json"), &json)?;
+
+    let runs = spec.runs();
+    let (done, pending): (Vec<RunKey>, Vec<RunKey>) = runs
+        .into_iter()
+        .partition(|r| result_path(out, &r.id).exists());
+    let summary = Mutex::new(SweepSummary {
+        already_done: done.len(),
+        ..SweepSummary::default()
+    });
+    tracing::info!(
+        sweep = %spec.name,
+        done = done.len(),
+        pending = pending.len(),
+        "sweep starts"
+    );
+    let queue = Mutex::new(VecDeque::from(pending));
+    let stop = AtomicBool::new(false);
+    let first_error: Mutex<Option<TrainError>> = Mutex::new(None);
+    let budget = options.budget.map(Budget::new);
+
+    let worker = || {
+        while !stop.load(Ordering::SeqCst) {
+            let Some(key) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+                return;
+            };
+            if let Err(e) = one_run(spec, out, &key, options, budget.as_ref(), &summary) {
+                stop.store(true, Ordering::SeqCst);
+                if let Ok(mut slot) = first_error.lock()
+                    && slot.is_none()
+                {
+                    *slot = Some(e);
+                }
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 0..options.jobs {
+            s.spawn(worker);
+        }
+    });
+    if let Some(e) = first_error.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    let summary = *summary
+        .lock()
+        .map_err(|_| TrainError::Config("poisoned".into()))?;
+    tracing::info!(?summary, "sweep done");
+    Ok(summary)
+}
+
+/// Trains one run and records its result or failure.
+fn one_run(
+    spec: &Spec,
+    out: &Path,
+    key: &RunKey,
+    options: &SweepOptions,
+    budget: Option<&Budget>,
+    summary: &Mutex<SweepSummary>,
+) -> Result<(), TrainError> {
+    let configuration = &spec.configurations[key.configuration];
+    let work_dir = run_dir(out, &key.id);
+    let request = RunRequest {
+        sweep: &spec.name,
+        configuration,
+        index: key.index,
+        seed: key.seed,
+        id: &key.id,
+        work_dir: work_dir.clone(),
+        progress: options.progress.as_ref(),
+        budget,
+    };
+    tracing::info!(run = %key.id, seed = key.seed, "run starts");
+    let result = match train_run(&request) {
+        Ok(result) => result,
+        Err(e) if is_run_failure(&e) => {
+            tracing::warn!(run = %key.id, error = %e, "run failed");
+            RunResult {
+                format: RESULT_FORMAT,
+                sweep: spec.name.clone(),
+                configuration: configuration.name.clone(),
+                axes: configuration.axes.clone(),
+                index: key.index,
+                seed: key.seed,
+                config: configuration.config.clone(),
+                status: Status::Failed {
+                    reason: e.to_string(),
+                },
+                epochs: Vec::new(),
+                best_epoch: None,
+                test: BTreeMap::new(),
+                diagnostics: Default::default(),
+            }
+        }
+        Err(e) => {
+            if !matches!(e, TrainError::Interrupted) {
+                tracing::error!(run = %key.id, error = %e, "sweep stops");
+            }
+            return Err(e);
+        }
+    };
+    result.save(&result_path(out, &key.id))?;
+    Checkpoints::new(work_dir.join("checkpoints")).clear()?;
+    let line = match &result.status {
+        Status::Finished => {
+            let acc = result
+                .test
+                .get("population")
+                .or_else(|| result.test.values().next())
+                .map_or(String::new(), |m| {
+                    format!("test acc {:.2}%", 100.0 * m.accuracy)
+                });
+            format!("finished, {acc}")
+        }
+        Status::Failed { reason } => format!("failed: {reason}"),
+    };
+    tracing::info!(run = %key.id, "{line}");
+    options.progress.run_done(&key.id, &line);
+    if let Ok(mut s) = summary.lock() {
+        match result.status {
+            Status::Finished => s.finished += 1,
+            Status::Failed { .. } => s.failed += 1,
+        }
+    }
+    Ok(())
+}

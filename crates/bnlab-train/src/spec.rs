@@ -1,0 +1,377 @@
+//! The TOML experiment spec: one base [`RunConfig`], named variants, a grid over any field,
+//! the seeds and the baseline. Every unknown key and impossible combination is an error with
+//! its line number, before any training starts.
+//!
+//! ```toml
+//! name = "gamma"
+//! seeds = 3                 # run seeds 1..=3, each through MD5
+//! baseline = "base"
+//!
+//! [data]
+//! dataset = "fashion-mnist-subset"
+//! [model]
+//! name = "resnet20"
+//! [train]
+//! epochs = 2
+//! batch_size = 128
+//!
+//! [[variant]]
+//! name = "base"
+//! [[variant]]
+//! name = "gamma0.1-c100"
+//! "model.norm.gamma" = 0.1
+//! "optimizer.gamma_lr_divisor" = 100.0
+//!
+//! [grid]
+//! "optimizer.lr" = [0.1, 0.01]
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use toml::{Table, Value};
+
+use crate::{
+    DataConfig, EvalConfig, ModelConfig, OptimizerConfig, RunConfig, Schedule, TrainConfig,
+    TrainError, run_seed,
+};
+
+/// Which seeds a spec runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Seeds {
+    /// Runs 1..=n.
+    Count(u32),
+    /// These run indices.
+    List(Vec<u32>),
+}
+
+/// The spec file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecFile {
+    #[serde(default = "default_name")]
+    name: String,
+    seeds: Seeds,
+    #[serde(default)]
+    baseline: Option<String>,
+    data: DataConfig,
+    model: ModelConfig,
+    #[serde(default)]
+    optimizer: OptimizerConfig,
+    #[serde(default = "default_schedule")]
+    schedule: Schedule,
+    train: TrainConfig,
+    #[serde(default)]
+    eval: EvalConfig,
+    #[serde(default)]
+    variant: Vec<Table>,
+    #[serde(default)]
+    grid: Table,
+}
+
+fn default_name() -> String {
+    "sweep".into()
+}
+fn default_schedule() -> Schedule {
+    Schedule::Cosine
+}
+
+/// One configuration of a sweep: its name, axes and settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Configuration {
+    /// `variant` or `variant,key=value,…`: unique in the sweep, used in run ids.
+    pub name: String,
+    /// Axis → value: `variant` and each grid key (for report tables).
+    pub axes: BTreeMap<String, String>,
+    /// The settings.
+    pub config: RunConfig,
+}
+
+/// A parsed, expanded and checked spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    /// The sweep's name.
+    pub name: String,
+    /// The configurations (variants × grid points), in spec order.
+    pub configurations: Vec<Configuration>,
+    /// Run indices (1-based); the seed of index i is [`run_seed`]`(i)`.
+    pub seeds: Vec<u32>,
+    /// The configuration the others are compared with.
+    pub baseline: Option<String>,
+}
+
+/// One run of a sweep: a configuration at a seed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunKey {
+    /// The configuration's position in [`Spec::configurations`].
+    pub configuration: usize,
+    /// The run index (1-based).
+    pub index: u32,
+    /// The MD5 seed of `index`.
+    pub seed: u32,
+    /// `<configuration name>-s<index>`, file-safe.
+    pub id: String,
+}
+
+impl Spec {
+    /// Reads and checks the spec at `path`.
+    pub fn load(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(TrainError::io(path))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks spec `text`; errors name `file` and the line.
+    pub fn parse(text: &str, file: &str) -> Result<Self, TrainError> {
+        let err = |line: usize, message: String| TrainError::Spec {
+            file: file.to_string(),
+            line,
+            message,
+        };
+        let spec: SpecFile = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(0, |s| line_at(text, s.start));
+            err(line, e.message().trim().to_string())
+        })?;
+        let base = RunConfig {
+            data: spec.data,
+            model: spec.model,
+            optimizer: spec.optimizer,
+            schedule: spec.schedule,
+            train: spec.train,
+            eval: spec.eval,
+        };
+        let base_value = Value::try_from(&base).map_err(|e| err(0, e.to_string()))?;
+
+        let mut variants: Vec<(String, Vec<(String, Value)>)> = Vec::new();
+        for table in &spec.variant {
+            let name = match table.get("name") {
+                Some(Value::String(s)) if !s.is_empty() => s.clone(),
+                _ => {
+                    return Err(err(
+                        line_of(text, "[[variant]]"),
+                        "every [[variant]] needs a name".into(),
+                    ));
+                }
+            };
+            if variants.iter().any(|(n, _)| *n == name) {
+                return Err(err(
+                    line_of(text, &name),
+                    format!("variant `{name}` is defined twice"),
+                ));
+            }
+            let mut sets = Vec::new();
+            for (k, v) in table.iter().filter(|(k, _)| *k != "name") {
+                flatten(k, v, &mut sets);
+            }
+            variants.push((name, sets));
+        }
+        if variants.is_empty() {
+            variants.push(("base".into(), Vec::new()));
+        }
+        let mut axes: Vec<(String, Vec<Value>)> = Vec::new();
+        for (k, v) in &spec.grid {
+            match v {
+                Value::Array(values) if !values.is_empty() => {
+                    axes.push((k.clone(), values.clone()))
+                }
+                _ => {
+                    return Err(err(
+                        line_of(text, k),
+                        format!("grid key `{k}` needs a non-empty array of values"),
+                    ));
+                }
+            }
+        }
+
+        let mut configurations = Vec::new();
+        for (variant, sets) in &variants {
+            for point in grid_points(&axes) {
+                let mut value = base_value.clone();
+                let mut name = variant.clone();
+                let mut axis_values = BTreeMap::from([("variant".to_string(), variant.clone())]);
+                for (k, v) in sets.iter().chain(point.iter()) {
+                    set_path(&mut value, k)
+                        .map(|slot| *slot = v.clone())
+                        .ok_or_else(|| {
+                            err(line_of(text, k), format!("`{k}` does not name a setting"))
+                        })?;
+                }
+                for (k, v) in &point {
+                    let shown = show(v);
+                    name.push_str(&format!(",{}={shown}", k.rsplit('.').next().unwrap_or(k)));
+                    axis_values.insert(k.clone(), shown);
+                }
+                let config: RunConfig = value.try_into().map_err(|e: toml::de::Error| {
+                    let key = sets
+                        .iter()
+                        .chain(point.iter())
+                        .map(|(k, _)| k.as_str())
+                        .find(|k| e.message().contains(k.rsplit('.').next().unwrap_or(k)))
+                        .unwrap_or(variant);
+                    err(
+                        line_of(text, key),
+                        format!("{variant}: {}", e.message().trim()),
+                    )
+                })?;
+                if let Some((key, message)) = config.problems().into_iter().next() {
+                    let overridden = sets
+                        .iter()
+                        .chain(point.iter())
+                        .find(|(k, _)| k.starts_with(key) || key.starts_with(k.as_str()))
+                        .map(|(k, _)| k.as_str());
+                    let line = line_of(text, overridden.unwrap_or(key));
+                    return Err(err(line, format!("configuration `{name}`: {message}")));
+                }
+                configurations.push(Configuration {
+                    name,
+                    axes: axis_values,
+                    config,
+                });
+            }
+        }
+
+        let seeds = match spec.seeds {
+            Seeds::Count(n) => (1..=n).collect(),
+            Seeds::List(list) => list,
+        };
+        if seeds.is_empty() || seeds.contains(&0) {
+            return Err(err(
+                line_of(text, "seeds"),
+                "seeds must be a count ≥ 1 or a list of run indices ≥ 1".into(),
+            ));
+        }
+        let mut sorted = seeds.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != seeds.len() {
+            return Err(err(line_of(text, "seeds"), "seeds repeat an index".into()));
+        }
+        if let Some(b) = &spec.baseline
+            && !configurations
+                .iter()
+                .any(|c| c.axes.get("variant") == Some(b) || &c.name == b)
+        {
+            return Err(err(
+                line_of(text, "baseline"),
+                format!("baseline `{b}` is not a variant or configuration of this spec"),
+            ));
+        }
+        Ok(Spec {
+            name: spec.name,
+            configurations,
+            seeds,
+            baseline: spec.baseline,
+        })
+    }
+
+    /// Every run: configurations × seeds, configuration-major.
+    pub fn runs(&self) -> Vec<RunKey> {
+        let mut out = Vec::new();
+        for (c, conf) in self.configurations.iter().enumerate() {
+            for &index in &self.seeds {
+                out.push(RunKey {
+                    configuration: c,
+                    index,
+                    seed: run_seed(index),
+                    id: format!("{}-s{index}", file_safe(&conf.name)),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// `name` with every character outside `[A-Za-z0-9._=+-]` replaced by `_`.
+pub fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._=+-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// A grid value as it appears in names.
+fn show(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Every combination of the axes' values (one empty point without axes).
+fn grid_points(axes: &[(String, Vec<Value>)]) -> Vec<Vec<(String, Value)>> {
+    let mut points = vec![Vec::new()];
+    for (key, values) in axes {
+        points = points
+            .into_iter()
+            .flat_map(|p| {
+                values.iter().map(move |v| {
+                    let mut q = p.clone();
+                    q.push((key.clone(), v.clone()));
+                    q
+                })
+            })
+            .collect();
+    }
+    points
+}
+
+/// Leaves of a (possibly nested) variant table as dotted keys.
+fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
+    match v {
+        Value::Table(t) => {
+            for (k, v) in t {
+                flatten(&format!("{prefix}.{k}"), v, out);
+            }
+        }
+        v => out.push((prefix.to_string(), v.clone())),
+    }
+}
+
+/// The slot at dotted `path` inside `root`, creating the leaf (not the tables above it).
+fn set_path<'a>(root: &'a mut Value, path: &str) -> Option<&'a mut Value> {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let last = parts.pop()?;
+    let mut here = root;
+    for p in parts {
+        let table = here.as_table_mut()?;
+        if !table.contains_key(p) {
+            // an optional section left out of the base, e.g. `data.synthetic`
+            table.insert(p.to_string(), Value::Table(Table::new()));
+        }
+        here = table.get_mut(p)?;
+    }
+    let table = here.as_table_mut()?;
+    Some(
+        table
+            .entry(last.to_string())
+            .or_insert(Value::Boolean(false)),
+    )
+}
+
+/// The 1-based line of byte `offset`.
+fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The line where `key` (a dotted key or its last part) is written, or 0.
+fn line_of(text: &str, key: &str) -> usize {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    let quoted = format!("\"{key}\"");
+    let lines: Vec<&str> = text.lines().collect();
+    let find = |pred: &dyn Fn(&str) -> bool| lines.iter().position(|l| pred(l.trim_start()));
+    find(&|l: &str| l.starts_with(&quoted))
+        .or_else(|| {
+            find(&|l: &str| l.starts_with(key) && l[key.len()..].trim_start().starts_with('='))
+        })
+        .or_else(|| {
+            find(&|l: &str| l.starts_with(last) && l[last.len()..].trim_start().starts_with('='))
+        })
+        .or_else(|| find(&|l: &str| l.contains(key)))
+        .map_or(0, |i| i + 1)
+}
