@@ -359,19 +359,36 @@ fn line_at(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
-/// The line where `key` (a dotted key or its last part) is written, or 0.
+/// The line where `key` (a dotted key) is written, or 0: a quoted dotted key (variants,
+/// grid), else `last = …` inside the `[parent]` section, else any mention.
 fn line_of(text: &str, key: &str) -> usize {
-    let last = key.rsplit('.').next().unwrap_or(key);
+    let (parent, last) = key.rsplit_once('.').unwrap_or(("", key));
     let quoted = format!("\"{key}\"");
-    let lines: Vec<&str> = text.lines().collect();
-    let find = |pred: &dyn Fn(&str) -> bool| lines.iter().position(|l| pred(l.trim_start()));
-    find(&|l: &str| l.starts_with(&quoted))
+    let lines: Vec<&str> = text.lines().map(str::trim_start).collect();
+    let assigns = |l: &str, k: &str| l.starts_with(k) && l[k.len()..].trim_start().starts_with('=');
+    let in_section = || {
+        let header = format!("[{parent}]");
+        let start = if parent.is_empty() {
+            0
+        } else {
+            lines.iter().position(|l| l.starts_with(&header))? + 1
+        };
+        lines[start..]
+            .iter()
+            .take_while(|l| parent.is_empty() || !l.starts_with('['))
+            .position(|l| assigns(l, last))
+            .map(|i| start + i)
+    };
+    lines
+        .iter()
+        .position(|l| l.starts_with(&quoted))
+        .or_else(|| lines.iter().position(|l| assigns(l, key)))
+        .or_else(in_section)
+        .or_else(|| lines.iter().position(|l| l.contains(key)))
         .or_else(|| {
-            find(&|l: &str| l.starts_with(key) && l[key.len()..].trim_start().starts_with('='))
+            lines
+                .iter()
+                .position(|l| l.starts_with(&format!("[{key}]")))
         })
-        .or_else(|| {
-            find(&|l: &str| l.starts_with(last) && l[last.len()..].trim_start().starts_with('='))
-        })
-        .or_else(|| find(&|l: &str| l.contains(key)))
         .map_or(0, |i| i + 1)
 }

@@ -21,6 +21,67 @@ pub enum Command {
     Data(DataCommand),
     /// List the registered networks.
     Models,
+    /// Run every configuration × seed of a TOML spec; rerun to resume.
+    Run {
+        /// The spec file.
+        spec: PathBuf,
+        /// Output directory (results, checkpoints, log).
+        #[arg(long)]
+        out: PathBuf,
+        /// Runs trained at once.
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+        /// Stop after this many epochs (then rerun to continue).
+        #[arg(long, hide = true)]
+        stop_after_epochs: Option<usize>,
+    },
+    /// Evaluate a finished run's model on its test set under one statistics source.
+    Eval {
+        /// The run directory (`OUT/runs/<run id>`).
+        run: PathBuf,
+        /// population, precise, minibatch or alpha=A.
+        #[arg(long, default_value = "population")]
+        stats: String,
+        /// Batch size of the evaluation (and of `precise` statistics).
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Training images for `precise` statistics.
+        #[arg(long, default_value_t = 10_000)]
+        samples: usize,
+    },
+    /// Recompute a run's population statistics with PreciseBN and save the model with them.
+    PreciseBn {
+        /// The run directory (`OUT/runs/<run id>`).
+        run: PathBuf,
+        /// Training images N.
+        #[arg(long, default_value_t = 10_000)]
+        samples: usize,
+        /// Batch size B.
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Layer-by-layer population statistics (Wu & Johnson A.3): one pass per layer.
+        #[arg(long)]
+        exact: bool,
+        /// Where to write the model (default: `<run>/model-precise.bpk`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The README's main job: BASE vs γ = 0.1 with c = 100 on a CIFAR-style ResNet-20,
+    /// 3 seeds, on the bundled Fashion-MNIST subset; prints the comparison table.
+    Quickstart {
+        /// Output directory.
+        #[arg(long, default_value = "quickstart-out")]
+        out: PathBuf,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+        /// Runs trained at once (2 keeps both cores of a small machine busy).
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+    },
 }
 
 /// `bnlab data …`.

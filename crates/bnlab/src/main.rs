@@ -14,6 +14,27 @@ fn main() -> ExitCode {
     let result = match args.command {
         Command::Data(c) => commands::data::run(c),
         Command::Models => commands::models::run(),
+        Command::Run {
+            spec,
+            out,
+            jobs,
+            quiet,
+            stop_after_epochs,
+        } => commands::run::run(&spec, &out, jobs, quiet, stop_after_epochs).map(|_| ()),
+        Command::Eval {
+            run,
+            stats,
+            batch,
+            samples,
+        } => commands::eval::eval(&run, &stats, batch, samples),
+        Command::PreciseBn {
+            run,
+            samples,
+            batch,
+            exact,
+            out,
+        } => commands::eval::precise(&run, samples, batch, exact, out),
+        Command::Quickstart { out, quiet, jobs } => commands::quickstart::run(&out, quiet, jobs),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

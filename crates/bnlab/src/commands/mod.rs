@@ -1,4 +1,7 @@
-//! One module per subcommand: `data`, `models`.
+//! One module per subcommand.
 
 pub mod data;
+pub mod eval;
 pub mod models;
+pub mod quickstart;
+pub mod run;

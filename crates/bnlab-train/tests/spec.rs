@@ -1,0 +1,204 @@
+//! Spec parsing: expansion into variants × grid, and one error per kind of bad spec, each with
+//! its line.
+
+use bnlab_train::{Spec, TrainError, run_seed};
+
+const GOOD: &str = r#"name = "gamma"
+seeds = 3
+baseline = "base"
+
+[data]
+dataset = "fashion-mnist-subset"
+
+[model]
+name = "resnet20"
+
+[model.norm]
+ghost_size = 32
+
+[train]
+epochs = 2
+batch_size = 128
+
+[[variant]]
+name = "base"
+
+[[variant]]
+name = "ours"
+"model.norm.gamma" = 0.1
+optimizer.gamma_lr_divisor = 100.0
+
+[grid]
+"optimizer.lr" = [0.1, 0.01]
+"#;
+
+#[test]
+fn variants_times_grid_times_seeds() {
+    let spec = Spec::parse(GOOD, "good.toml").unwrap();
+    let names: Vec<&str> = spec
+        .configurations
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["base,lr=0.1", "base,lr=0.01", "ours,lr=0.1", "ours,lr=0.01"]
+    );
+    let ours = &spec.configurations[3];
+    assert_eq!(ours.config.model.norm.gamma, 0.1);
+    assert_eq!(ours.config.optimizer.gamma_lr_divisor, 100.0);
+    assert_eq!(ours.config.optimizer.lr, 0.01);
+    assert_eq!(ours.config.model.norm.ghost_size, Some(32));
+    assert_eq!(ours.axes["optimizer.lr"], "0.01");
+    assert_eq!(ours.axes["variant"], "ours");
+    assert_eq!(spec.configurations[0].config.model.norm.gamma, 1.0);
+    let runs = spec.runs();
+    assert_eq!(runs.len(), 12);
+    assert_eq!(runs[0].id, "base_lr=0.1-s1");
+    assert_eq!(runs[2].seed, run_seed(3));
+}
+
+/// The error of `text`: its line and message.
+fn error(text: &str) -> (usize, String) {
+    match Spec::parse(text, "bad.toml") {
+        Err(TrainError::Spec { line, message, .. }) => (line, message),
+        Err(other) => panic!("not a spec error: {other}"),
+        Ok(_) => panic!("accepted:\n{text}"),
+    }
+}
+
+/// The line (1-based) of the first line of `text` containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
+#[test]
+fn each_bad_spec_gives_its_error_at_its_line() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        // (replace, with, expected line containing, expected message part)
+        (
+            "epochs = 2",
+            "epochs = 2\nepoch = 3",
+            "epoch = 3",
+            "unknown field `epoch`",
+        ),
+        (
+            "ghost_size = 32",
+            "ghost_size = 32\ngamma_init = 0.1",
+            "gamma_init",
+            "unknown field `gamma_init`",
+        ),
+        (
+            "ghost_size = 32",
+            "ghost_size = 48",
+            "ghost_size = 48",
+            "does not divide the batch of 128",
+        ),
+        (
+            "name = \"resnet20\"",
+            "name = \"resnet21\"",
+            "resnet21",
+            "unknown model `resnet21`",
+        ),
+        (
+            "dataset = \"fashion-mnist-subset\"",
+            "dataset = \"imagenet\"",
+            "imagenet",
+            "unknown dataset",
+        ),
+        ("seeds = 3", "seeds = 0", "seeds = 0", "seeds"),
+        (
+            "baseline = \"base\"",
+            "baseline = \"nope\"",
+            "nope",
+            "baseline `nope`",
+        ),
+        (
+            "\"optimizer.lr\" = [0.1, 0.01]",
+            "\"optimizer.lr\" = [0.1, -1.0]",
+            "optimizer.lr",
+            "optimizer.lr must be finite and > 0",
+        ),
+        (
+            "\"optimizer.lr\" = [0.1, 0.01]",
+            "\"optimizer.rate\" = [0.1]",
+            "optimizer.rate",
+            "unknown field `rate`",
+        ),
+        (
+            "\"optimizer.lr\" = [0.1, 0.01]",
+            "\"optimizer.lr\" = []",
+            "optimizer.lr",
+            "non-empty array",
+        ),
+        (
+            "batch_size = 128",
+            "batch_size = 128\nmicro_batch_size = 48",
+            "micro_batch_size",
+            "must be ≥ 1 and divide batch_size",
+        ),
+        (
+            "\"model.norm.gamma\" = 0.1",
+            "\"model.norm.ghost_size\" = 24",
+            "ghost_size\" = 24",
+            "ghost_size = 24 does not divide",
+        ),
+        (
+            "epochs = 2",
+            "epochs = 2\nfreeze_at_epoch = 2",
+            "freeze_at_epoch",
+            "freeze_at_epoch = 2",
+        ),
+        (
+            "[model.norm]",
+            "[model.norm]\nunit = \"batch-group\"\nexample_groups = 200",
+            "example_groups",
+            "example_groups = 200 exceeds",
+        ),
+        (
+            "name = \"resnet20\"",
+            "name = \"resnet20\"\ninput_norm = \"fixed\"\n[data2]",
+            "[data2]",
+            "unknown field `data2`",
+        ),
+        (
+            "epochs = 2",
+            "epochs = \"two\"",
+            "epochs = \"two\"",
+            "invalid type",
+        ),
+    ];
+    for (from, to, at, says) in cases {
+        assert!(GOOD.contains(from), "{from}");
+        let text = GOOD.replacen(from, to, 1);
+        let (line, message) = error(&text);
+        assert!(message.contains(says), "{to}: `{message}` lacks `{says}`");
+        assert_eq!(line, line_of(&text, at), "{to}: {message}");
+    }
+}
+
+#[test]
+fn fixed_input_normalization_needs_raw_pixels() {
+    let text = GOOD.replacen(
+        "name = \"resnet20\"",
+        "name = \"resnet20\"\ninput_norm = \"fixed\"",
+        1,
+    );
+    let text = text.replacen("[data]\n", "[data]\nscaling = \"unit\"\n", 1);
+    let (line, message) = error(&text);
+    assert!(message.contains("raw"), "{message}");
+    assert_eq!(line, line_of(&text, "scaling = \"unit\""));
+    // without an explicit scaling, input normalization reads raw pixels
+    let ok = GOOD.replacen(
+        "name = \"resnet20\"",
+        "name = \"resnet20\"\ninput_norm = \"fixed\"",
+        1,
+    );
+    assert!(Spec::parse(&ok, "ok.toml").is_ok());
+}
+
+#[test]
+fn a_missing_file_is_an_io_error() {
+    let e = Spec::load(std::path::Path::new("/nonexistent/spec.toml")).unwrap_err();
+    assert!(matches!(e, TrainError::Io { .. }), "{e}");
+}

@@ -1,0 +1,147 @@
+//! `bnlab eval RUN --stats …` and `bnlab precise-bn RUN …`: a finished run's model under
+//! another statistics source.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use bnlab_models::Network;
+use bnlab_norm::StatsSource;
+use bnlab_train::{
+    Metrics, RunData, RunFile, evaluate_batches, precise_bn, precise_bn_exact, save_model,
+    with_source,
+};
+use burn::module::Module;
+use burn::tensor::Device;
+
+/// A run's data and model on the CPU.
+struct Loaded {
+    run: RunFile,
+    data: RunData,
+    model: Network,
+    device: Device,
+}
+
+fn load(dir: &Path) -> Result<Loaded> {
+    let run = RunFile::load(dir)?;
+    let data = RunData::load(&run.config.data, run.config.scaling())?;
+    let device = Device::flex();
+    let model = run
+        .network(dir, &data, &device)
+        .with_context(|| format!("loading the model of {}", dir.display()))?;
+    Ok(Loaded {
+        run,
+        data,
+        model,
+        device,
+    })
+}
+
+impl Loaded {
+    /// Test metrics of `model` in batches of `batch`.
+    fn test(&self, model: &Network, batch: usize, drop_last: bool) -> Result<Metrics> {
+        let loader = self.data.loader(
+            &self.data.test,
+            batch,
+            drop_last,
+            false,
+            None,
+            self.run.seed as u64,
+        )?;
+        let batches = loader.epoch(&self.data.test_pool, None, 0)?;
+        Ok(evaluate_batches(model, batches, &self.device)?)
+    }
+
+    /// PreciseBN statistics from `samples` training images in batches of `batch`.
+    fn precise(&self, samples: usize, batch: usize, exact: bool) -> Result<Network> {
+        if batch == 0 || samples == 0 {
+            bail!("--samples and --batch must be at least 1");
+        }
+        let loader = self.data.loader(
+            &self.data.train,
+            batch,
+            true,
+            true,
+            None,
+            self.run.seed as u64,
+        )?;
+        let device = &self.device;
+        let batches = |pass: usize| -> Result<_, bnlab_train::TrainError> {
+            Ok(loader
+                .epoch(&self.data.train_pool, None, pass as u64)?
+                .take(samples.div_ceil(batch))
+                .map(|b| {
+                    b.map(|b| b.to_device(device))
+                        .map_err(bnlab_train::TrainError::from)
+                }))
+        };
+        Ok(if exact {
+            precise_bn_exact(self.model.valid(), batches)?
+        } else {
+            precise_bn(self.model.valid(), batches(0)?)?
+        })
+    }
+}
+
+fn print(name: &str, m: &Metrics) {
+    println!(
+        "{name}: accuracy {:.2}%, loss {:.4} on {} test images",
+        100.0 * m.accuracy,
+        m.loss,
+        m.examples
+    );
+}
+
+/// `bnlab eval`.
+pub fn eval(dir: &Path, stats: &str, batch: usize, samples: usize) -> Result<()> {
+    if batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let l = load(dir)?;
+    let (model, drop_last) = match stats {
+        "population" => (with_source(l.model.valid(), StatsSource::Population), false),
+        "precise" => (l.precise(samples, batch, false)?, false),
+        "minibatch" => (with_source(l.model.valid(), StatsSource::MiniBatch), true),
+        other => match other.strip_prefix("alpha=").map(str::parse::<f64>) {
+            Some(Ok(alpha)) if (0.0..=1.0).contains(&alpha) => (
+                with_source(l.model.valid(), StatsSource::ExampleWeighed { alpha }),
+                false,
+            ),
+            _ => bail!(
+                "--stats must be population, precise, minibatch or alpha=A with A in [0, 1], not `{other}`"
+            ),
+        },
+    };
+    print(stats, &l.test(&model, batch, drop_last)?);
+    Ok(())
+}
+
+/// `bnlab precise-bn`.
+pub fn precise(
+    dir: &Path,
+    samples: usize,
+    batch: usize,
+    exact: bool,
+    out: Option<PathBuf>,
+) -> Result<()> {
+    let l = load(dir)?;
+    let before = l.test(
+        &with_source(l.model.valid(), StatsSource::Population),
+        128,
+        false,
+    )?;
+    let model = l.precise(samples, batch, exact)?;
+    let after = l.test(&model, 128, false)?;
+    let out = out.unwrap_or_else(|| dir.join("model-precise.bpk"));
+    let tmp = out.with_extension("bpk.tmp");
+    save_model(&model, &tmp)?;
+    std::fs::rename(&tmp, &out).with_context(|| format!("writing {}", out.display()))?;
+    print("stored (EMA) statistics", &before);
+    let name = if exact {
+        "PreciseBN, layer by layer"
+    } else {
+        "PreciseBN"
+    };
+    print(&format!("{name} (N = {samples}, B = {batch})"), &after);
+    println!("model with PreciseBN statistics: {}", out.display());
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! `bnlab run` killed with SIGKILL at arbitrary moments and rerun ends with the same results,
+//! file for file, as an uninterrupted sweep; `eval` and `precise-bn` on a finished run; bad
+//! specs exit non-zero with their line.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+const SPEC: &str = r#"name = "kill"
+seeds = 2
+
+[data]
+dataset = "synthetic"
+validation = 0.25
+threads = 1
+[data.synthetic]
+classes = 3
+train_per_class = 40
+test_per_class = 10
+shape = [1, 8, 8]
+difficulty = 0.2
+
+[model]
+name = "plain-cnn"
+
+[optimizer]
+lr = 0.05
+
+[train]
+epochs = 4
+batch_size = 10
+
+[eval]
+schemes = ["population", "precise"]
+precise_samples = 40
+precise_batch = 10
+"#;
+
+fn bnlab(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_bnlab"))
+        .args(args)
+        .output()
+        .expect("runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn results(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir.join("results"))
+        .map(|entries| {
+            entries
+                .map(|e| {
+                    let e = e.unwrap();
+                    let name = e.file_name().into_string().unwrap();
+                    (name, std::fs::read(e.path()).unwrap())
+                })
+                .filter(|(name, _)| name.ends_with(".json"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_sweep_killed_at_any_moment_resumes_without_loss_or_duplication() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("kill.toml");
+    std::fs::write(&spec, SPEC).unwrap();
+    let spec = spec.to_str().unwrap();
+
+    let whole = tmp.path().join("whole");
+    let start = Instant::now();
+    let (ok, _, err) = bnlab(&["run", spec, "--out", whole.to_str().unwrap(), "--quiet"]);
+    assert!(ok, "{err}");
+    let full_time = start.elapsed();
+    let reference = results(&whole);
+    assert_eq!(reference.len(), 2);
+
+    // kill at moments spread over the sweep, each time rerunning from where it stopped
+    let killed = tmp.path().join("killed");
+    let mut kills = 0;
+    for k in 1.. {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bnlab"))
+            .args(["run", spec, "--out", killed.to_str().unwrap(), "--quiet"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let wait = full_time.mul_f64(0.13 * k as f64 % 0.5 + 0.05);
+        std::thread::sleep(wait);
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                assert!(status.success());
+                break;
+            }
+            None => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+            }
+        }
+        assert!(k < 100, "never finished");
+    }
+    assert!(kills >= 2, "only {kills} kills");
+    let got = results(&killed);
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        reference.keys().collect::<Vec<_>>()
+    );
+    for (name, bytes) in &reference {
+        assert!(got[name] == *bytes, "{name} differs after {kills} kills");
+    }
+    // no temporary file survives next to the results
+    let leftovers: Vec<_> = std::fs::read_dir(killed.join("results"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| !n.to_string_lossy().ends_with(".json"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // eval and precise-bn on the finished run
+    let run = whole.join("runs").join("base-s1");
+    let run = run.to_str().unwrap();
+    let (ok, out, err) = bnlab(&["eval", run, "--stats", "population"]);
+    assert!(ok && out.contains("accuracy"), "{out}{err}");
+    let r: serde_json::Value = serde_json::from_slice(&reference["base-s1.json"]).unwrap();
+    let expected = r["test"]["population"]["accuracy"].as_f64().unwrap();
+    assert!(
+        out.contains(&format!("{:.2}%", 100.0 * expected)),
+        "{out} vs {expected}"
+    );
+    for stats in ["minibatch", "alpha=0.5", "precise"] {
+        let (ok, out, err) = bnlab(&[
+            "eval",
+            run,
+            "--stats",
+            stats,
+            "--batch",
+            "10",
+            "--samples",
+            "40",
+        ]);
+        assert!(ok && out.contains("accuracy"), "{stats}: {out}{err}");
+    }
+    let (ok, _, err) = bnlab(&["eval", run, "--stats", "alpha=2"]);
+    assert!(!ok && err.contains("alpha=A"), "{err}");
+    for exact in [false, true] {
+        let mut args = vec!["precise-bn", run, "--samples", "40", "--batch", "10"];
+        if exact {
+            args.push("--exact");
+        }
+        let (ok, out, err) = bnlab(&args);
+        assert!(ok && out.contains("PreciseBN"), "{out}{err}");
+    }
+    assert!(Path::new(run).join("model-precise.bpk").exists());
+}
+
+#[test]
+fn a_bad_spec_exits_non_zero_naming_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("bad.toml");
+    std::fs::write(&spec, SPEC.replace("epochs = 4", "epochs = 4\nepoch = 4")).unwrap();
+    let out = tmp.path().join("out");
+    let (ok, _, err) = bnlab(&[
+        "run",
+        spec.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    let line = SPEC.lines().position(|l| l.starts_with("epochs")).unwrap() + 2;
+    assert!(err.contains(&format!("bad.toml:{line}:")), "{err}");
+    assert!(err.contains("unknown field `epoch`"), "{err}");
+    let (ok, _, err) = bnlab(&["eval", tmp.path().to_str().unwrap()]);
+    assert!(!ok && err.contains("run.json"), "{err}");
+}
