@@ -62,4 +62,4 @@ pub use mode::*;
 pub use norm::*;
 pub use reducer::*;
 pub use roles::*;
-pub use state::{NormSite, NormState};
+pub use state::{NormSite, NormState, Outliers};

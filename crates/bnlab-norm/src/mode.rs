@@ -59,6 +59,13 @@ pub fn set_norm_modes<M: Module>(module: M, modes: &[NormMode]) -> M {
     run_tree_op(op, module).0
 }
 
+/// Installs (with `Some(threshold)`) or removes a probe on every [`Norm`](crate::Norm) of
+/// `module` that counts the normalized values with |x̂| > `threshold` in every later forward
+/// pass; [`norm_sites`] reports the counts. The count costs one extra reduction per layer.
+pub fn set_outlier_probe<M: Module>(module: M, threshold: Option<f64>) -> M {
+    run_tree_op(TreeOp::SetOutlierProbe(threshold), module).0
+}
+
 /// Installs `reducer` (for example a SyncBN all-reduce) on every [`Norm`](crate::Norm) in `module`.
 pub fn set_stats_reducer<M: Module>(module: M, reducer: Arc<dyn StatsReducer>) -> M {
     run_tree_op(TreeOp::SetReducer(reducer), module).0

@@ -234,6 +234,19 @@ impl Norm {
                 }
             }
         };
+        if let Some(probe) = &self.state.outliers
+            && let Ok(mut o) = probe.lock()
+        {
+            let over = xhat
+                .clone()
+                .abs()
+                .greater_elem(o.threshold)
+                .int()
+                .sum()
+                .into_scalar::<i64>();
+            o.over += over.max(0) as u64;
+            o.total += (n * c * s) as u64;
+        }
         Ok(self.affine(&x3, xhat, &plan).reshape(shape))
     }
 

@@ -122,6 +122,30 @@ pub struct NormState {
     pub(crate) updates: RunningState<Tensor<1>>,
     pub(crate) collected: Arc<Mutex<Accumulator>>,
     pub(crate) reducer: Option<Arc<dyn StatsReducer>>,
+    /// Counts of |x̂| above a threshold, when a probe is installed.
+    pub(crate) outliers: Option<Arc<Mutex<Outliers>>>,
+}
+
+/// How many normalized values |x̂| exceeded a threshold, out of how many (Davis & Frank §1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outliers {
+    /// The threshold on |x̂|.
+    pub threshold: f64,
+    /// Values above it.
+    pub over: u64,
+    /// Values seen.
+    pub total: u64,
+}
+
+impl Outliers {
+    /// The share of values above the threshold (0 when none was seen).
+    pub fn share(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.over as f64 / self.total as f64
+        }
+    }
 }
 
 impl core::fmt::Debug for NormState {
@@ -146,6 +170,7 @@ impl NormState {
             updates: RunningState::new(Tensor::zeros([sets], device)),
             collected: Arc::new(Mutex::new(Accumulator::default())),
             reducer: None,
+            outliers: None,
         }
     }
 
@@ -261,7 +286,20 @@ impl NormState {
                 path: site_path(path),
                 config: self.config.clone(),
                 mode: self.mode,
+                outliers: self
+                    .outliers
+                    .as_ref()
+                    .and_then(|o| o.lock().ok().map(|o| *o)),
             }),
+            TreeOp::SetOutlierProbe(threshold) => {
+                self.outliers = threshold.map(|threshold| {
+                    Arc::new(Mutex::new(Outliers {
+                        threshold,
+                        over: 0,
+                        total: 0,
+                    }))
+                })
+            }
         }
     }
 }
@@ -289,6 +327,7 @@ pub(crate) enum TreeOp {
     ResetCollect,
     Finalize(PopulationEstimator),
     ReadSites(Vec<NormSite>),
+    SetOutlierProbe(Option<f64>),
 }
 
 /// One [`Norm`](crate::Norm) of a module tree: where it is, how it is set up, its mode.
@@ -300,6 +339,8 @@ pub struct NormSite {
     pub config: NormConfig,
     /// The layer's current mode.
     pub mode: NormMode,
+    /// The |x̂| outlier counts, when a probe is installed.
+    pub outliers: Option<Outliers>,
 }
 
 /// The path of the `Norm` owning a state, from the module path of the state itself.

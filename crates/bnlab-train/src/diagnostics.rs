@@ -149,7 +149,13 @@ pub struct Diagnostics {
     pub layers: Vec<LayerDiagnostics>,
     /// Histograms by name (`first-layer weights, first 20 updates`, …).
     pub histograms: BTreeMap<String, Histogram>,
+    /// Share of normalized values with |x̂| > [`OUTLIER_THRESHOLD`] per norm layer, on the
+    /// test set under population statistics (Davis & Frank §1).
+    pub outlier_share: BTreeMap<String, f64>,
 }
+
+/// The |x̂| threshold of [`Diagnostics::outlier_share`].
+pub const OUTLIER_THRESHOLD: f64 = 6.0;
 
 /// γ and β of every norm layer, by layer path: (γ, β).
 pub(crate) fn affine_params<M: Module>(module: &M) -> BTreeMap<String, (Vec<f32>, Vec<f32>)> {

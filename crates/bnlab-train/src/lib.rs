@@ -30,7 +30,7 @@ pub use checkpoint::{Checkpoint, Checkpoints, LoopState, load_model, save_model}
 pub use config::*;
 pub use data::RunData;
 pub use diagnostics::{
-    Diagnostics, HISTOGRAM_BINS, HISTOGRAM_UPDATES, Histogram, LayerDiagnostics,
+    Diagnostics, HISTOGRAM_BINS, HISTOGRAM_UPDATES, Histogram, LayerDiagnostics, OUTLIER_THRESHOLD,
 };
 pub use error::TrainError;
 pub use eval::{

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use bnlab_data::{Batch, Corruption, ImageSet};
 use bnlab_models::{InputNormConfig, Network, build};
-use bnlab_norm::{NormError, NormMode, StatsSource, set_norm_mode};
+use bnlab_norm::{NormError, NormMode, StatsSource, norm_sites, set_norm_mode, set_outlier_probe};
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::Device;
@@ -404,6 +404,7 @@ pub fn train_run(req: &RunRequest) -> Result<RunResult, TrainError> {
             &state.gradient_factors,
         ),
         histograms: state.histograms.clone(),
+        outlier_share: outlier_shares(&data, &best, seed, config.eval.batch_size, &device)?,
     };
     save_model(&best, &req.work_dir.join(format!("{MODEL_FILE}.tmp")))?;
     std::fs::rename(
@@ -425,6 +426,31 @@ pub fn train_run(req: &RunRequest) -> Result<RunResult, TrainError> {
         test,
         diagnostics,
     })
+}
+
+/// The share of |x̂| > 6 per norm layer of `model` over the test set, population statistics.
+fn outlier_shares(
+    data: &RunData,
+    model: &Network,
+    seed: u64,
+    batch: usize,
+    device: &Device,
+) -> Result<BTreeMap<String, f64>, TrainError> {
+    let probed = set_outlier_probe(
+        with_source(model.valid(), StatsSource::Population),
+        Some(crate::OUTLIER_THRESHOLD),
+    );
+    let loader = data.loader(&data.test, batch, false, false, None, seed)?;
+    evaluate_batches(
+        &probed,
+        loader.epoch(&data.test_pool, None, EVAL_PASS)?,
+        device,
+    )?;
+    let (_, sites) = norm_sites(probed);
+    Ok(sites
+        .into_iter()
+        .filter_map(|s| s.outliers.map(|o| (s.path, o.share())))
+        .collect())
 }
 
 /// Whether an error ends only its run (recorded as a failure) rather than the sweep.

@@ -137,6 +137,14 @@ fn a_sweep_learns_is_deterministic_and_resumes_file_for_file() {
         assert!(r.best_epoch.is_some());
         assert!(!r.diagnostics.layers.is_empty());
         assert_eq!(r.diagnostics.histograms.len(), 8);
+        // resnet20: 19 norm layers, each with an outlier share in [0, 1]
+        let shares = &r.diagnostics.outlier_share;
+        assert_eq!(shares.len(), 19, "{shares:?}");
+        assert!(shares.values().all(|s| (0.0..=1.0).contains(s)));
+        let layer = &r.diagnostics.layers[0];
+        assert_eq!(layer.gamma.len(), layer.gamma_init.len());
+        assert_eq!(layer.gradient_factor.len(), layer.gamma.len());
+        assert!(r.diagnostics.layers.iter().any(|l| l.gamma_drift > 0.0));
     }
     // the same seed, the same bytes
     let again = tempfile::tempdir().unwrap();
