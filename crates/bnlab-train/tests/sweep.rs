@@ -184,3 +184,34 @@ fn a_diverging_run_is_recorded_as_failed_and_the_sweep_goes_on() {
         .collect();
     assert!(!failed.is_empty());
 }
+
+#[test]
+fn frozen_bn_accumulation_precise_every_epoch_and_adaptive_bn_run_end_to_end() {
+    let text = SPEC
+        .replace("seeds = 2", "seeds = 1")
+        .replace(
+            "batch_size = 16\n",
+            "batch_size = 16\nmicro_batch_size = 8\nfreeze_at_epoch = 2\nprecise_every_epoch = true\n",
+        )
+        .replace(
+            "batch_size = 32\n",
+            "batch_size = 32\nadapt = [{ corruption = \"Contrast\", severity = 3 }]\n",
+        );
+    let spec = Spec::parse(&text, "features.toml").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    run_sweep(&spec, dir.path(), &options(None, 1)).unwrap();
+    for bytes in results(dir.path()).values() {
+        let r: RunResult = serde_json::from_slice(bytes).unwrap();
+        assert_eq!(r.status, Status::Finished);
+        let frozen: Vec<bool> = r.epochs.iter().map(|e| e.frozen).collect();
+        assert_eq!(frozen, [false, false, true]);
+        assert!(r.epochs.iter().all(|e| e.val_precise.is_some()));
+        // the frozen epoch re-warms its rate linearly: its last update is at the full rate
+        // of the cosine curve there
+        assert!(r.epochs[2].lr > 0.0);
+        for key in ["adapt-contrast-3-source", "adapt-contrast-3-adapted"] {
+            assert!(r.test.contains_key(key), "{key}: {:?}", r.test.keys());
+        }
+        assert!(r.epochs[2].train_loss < 1.0, "{:?}", r.epochs);
+    }
+}
