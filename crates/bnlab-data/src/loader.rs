@@ -63,7 +63,7 @@ pub struct HostBatch {
 pub struct Batch {
     /// Images [N, C, H, W].
     pub images: Tensor<4>,
-    /// Labels [N].
+    /// Labels, shape \[N\].
     pub labels: Tensor<1, Int>,
     /// Domain of each example, for the domain policies.
     pub domains: Option<Vec<usize>>,

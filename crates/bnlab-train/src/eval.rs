@@ -68,7 +68,7 @@ impl Tally {
     }
 }
 
-/// Σᵢ −log softmax(logitsᵢ)[labelᵢ], as a one-element tensor (differentiable).
+/// Σᵢ −log softmax(logitsᵢ)\[labelᵢ\], as a one-element tensor (differentiable).
 pub fn cross_entropy_sum(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
     let n = labels.dims()[0];
     let picked = log_softmax(logits, 1).gather(1, labels.reshape([n, 1]));
