@@ -25,6 +25,7 @@ mod runner;
 mod schedule;
 mod seeds;
 mod spec;
+mod stats;
 
 pub use checkpoint::{Checkpoint, Checkpoints, LoopState, load_model, save_model};
 pub use config::*;
@@ -44,3 +45,4 @@ pub use runner::*;
 pub use schedule::{GroupLr, LrCurve, Schedule};
 pub use seeds::run_seed;
 pub use spec::*;
+pub use stats::{Alternative, Summary, TTest, paired_t_test, summary, welch_t_test};

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use bnlab_train::{RunResult, Spec, Status, result_path};
+use bnlab_train::{Alternative, RunResult, Spec, Status, paired_t_test, result_path, summary};
 
 /// The quickstart's spec (also written to `OUT/quickstart.toml`).
 pub const SPEC: &str = r#"# bnlab quickstart: Davis & Frank's γ < 1 with γ learning rate ÷ c against BASE
@@ -44,57 +44,66 @@ name = "gamma0.1-c100"
 "optimizer.gamma_lr_divisor" = 100.0
 "#;
 
-/// Mean and sample standard deviation.
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 {
-        v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
-    (mean, var.sqrt())
+/// Test accuracy (%) under `scheme` of every finished run, by run index.
+fn accuracies(runs: &[RunResult], scheme: &str) -> BTreeMap<u32, f64> {
+    runs.iter()
+        .filter(|r| r.status == Status::Finished)
+        .filter_map(|r| r.test.get(scheme).map(|m| (r.index, 100.0 * m.accuracy)))
+        .collect()
 }
 
-/// The comparison table of a finished quickstart under `out`.
+/// The comparison table of a finished quickstart under `out`: mean ± std over seeds, and a
+/// one-sided paired t-test (paired by seed) of each configuration against the baseline.
 pub fn table(spec: &Spec, out: &Path) -> Result<String> {
-    let mut rows = String::from(
-        "| configuration | seeds | test acc. (EMA stats) | test acc. (PreciseBN) | per seed (EMA) |\n|---|---|---|---|---|\n",
-    );
     let mut by_config: BTreeMap<usize, Vec<RunResult>> = BTreeMap::new();
     for key in spec.runs() {
         let path = result_path(out, &key.id);
         let r = RunResult::load(&path).with_context(|| format!("reading {}", path.display()))?;
         by_config.entry(key.configuration).or_default().push(r);
     }
-    for (c, runs) in by_config {
-        let ok: Vec<&RunResult> = runs
-            .iter()
-            .filter(|r| r.status == Status::Finished)
-            .collect();
-        let acc = |scheme: &str| -> Vec<f64> {
-            ok.iter()
-                .filter_map(|r| r.test.get(scheme).map(|m| 100.0 * m.accuracy))
-                .collect()
+    let baseline = spec
+        .configurations
+        .iter()
+        .position(|c| Some(&c.name) == spec.baseline.as_ref());
+    let base_acc = baseline
+        .and_then(|b| by_config.get(&b))
+        .map(|runs| accuracies(runs, "population"))
+        .unwrap_or_default();
+    let mut rows = String::from(
+        "| configuration | seeds | test acc. (EMA stats) | test acc. (PreciseBN) | vs baseline: one-sided paired t-test |\n|---|---|---|---|---|\n",
+    );
+    for (c, runs) in &by_config {
+        let (pop, precise) = (accuracies(runs, "population"), accuracies(runs, "precise"));
+        let cell = |v: &BTreeMap<u32, f64>| match summary(&v.values().copied().collect::<Vec<_>>())
+        {
+            Some(s) => format!("{:.2} ± {:.2} %", s.mean, s.std),
+            None => "–".into(),
         };
-        let (pop, precise) = (acc("population"), acc("precise"));
-        let cell = |v: &[f64]| {
-            if v.is_empty() {
-                "–".to_string()
-            } else {
-                let (m, s) = mean_std(v);
-                format!("{m:.2} ± {s:.2} %")
+        let test = if Some(*c) == baseline {
+            "baseline".to_string()
+        } else {
+            let (a, b): (Vec<f64>, Vec<f64>) = pop
+                .iter()
+                .filter_map(|(i, a)| base_acc.get(i).map(|b| (*a, *b)))
+                .unzip();
+            match paired_t_test(&a, &b, Alternative::Greater) {
+                Ok(t) => format!(
+                    "t = {:.2}, p = {:.3} ({} pairs)",
+                    t.statistic,
+                    t.p_value,
+                    a.len()
+                ),
+                Err(e) => format!("n/a: {e}"),
             }
         };
-        let seeds: Vec<String> = pop.iter().map(|a| format!("{a:.2}")).collect();
         rows.push_str(&format!(
             "| {} | {}/{} | {} | {} | {} |\n",
-            spec.configurations[c].name,
-            ok.len(),
+            spec.configurations[*c].name,
+            pop.len(),
             runs.len(),
             cell(&pop),
             cell(&precise),
-            seeds.join(", ")
+            test
         ));
     }
     Ok(rows)
