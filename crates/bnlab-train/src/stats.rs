@@ -77,7 +77,7 @@ fn invalid(msg: String) -> TrainError {
 
 /// The one-sided p-value of `t` with `df` degrees of freedom.
 fn one_sided(t: f64, df: f64, alternative: Alternative) -> Result<TTest, TrainError> {
-    if !t.is_finite() || !(df > 0.0) {
+    if !t.is_finite() || df.is_nan() || df <= 0.0 {
         return Err(invalid(format!(
             "t-test undefined: t = {t}, df = {df} (zero variance?)"
         )));
