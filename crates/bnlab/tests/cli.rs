@@ -1,18 +1,8 @@
 //! The `bnlab` binary: `data list` works offline; bad input exits non-zero with a message.
 
-use std::process::Command;
+mod common;
 
-fn bnlab(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_bnlab"))
-        .args(args)
-        .output()
-        .expect("runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::bnlab;
 
 #[test]
 fn data_list_finds_the_bundled_subset_and_says_where_it_looked_for_the_rest() {

@@ -2,6 +2,9 @@
 //! file for file, as an uninterrupted sweep; `eval` and `precise-bn` on a finished run; bad
 //! specs exit non-zero with their line.
 
+mod common;
+
+use common::bnlab;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -36,18 +39,6 @@ schemes = ["population", "precise"]
 precise_samples = 40
 precise_batch = 10
 "#;
-
-fn bnlab(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_bnlab"))
-        .args(args)
-        .output()
-        .expect("runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn results(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir.join("results"))
