@@ -132,13 +132,14 @@ impl Checkpoints {
 
     /// Writes the checkpoint after epoch `state.epochs_done`; `best` is the best model so far
     /// (a file to copy) or `None` when `model` itself is the best. Older checkpoints go.
+    /// Returns the path of the best model in the new checkpoint.
     pub fn save(
         &self,
         state: &LoopState,
         model: &Network,
         optimizer: &crate::GroupedOptimizer,
         best: Option<&Path>,
-    ) -> Result<(), TrainError> {
+    ) -> Result<PathBuf, TrainError> {
         let name = format!("{PREFIX}{:04}", state.epochs_done);
         let tmp = self.dir.join(format!(".tmp-{name}-{}", std::process::id()));
         if tmp.exists() {
@@ -165,7 +166,7 @@ impl Checkpoints {
                 std::fs::remove_dir_all(&dir).map_err(TrainError::io(&dir))?;
             }
         }
-        Ok(())
+        Ok(target.join(BEST))
     }
 
     /// Removes every checkpoint and leftover temporary directory.

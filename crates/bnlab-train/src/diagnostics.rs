@@ -73,10 +73,9 @@ pub(crate) fn read_tensors<M: Module>(module: &M) -> Vec<Entry> {
     reader.out
 }
 
-/// The tensors with ids `ids` only.
+/// The tensors with ids `ids` only (without their roles: callers want values).
 fn read_some<M: Module>(module: &M, ids: &[ParamId]) -> Vec<Entry> {
     let mut reader = Reader {
-        roles: param_roles(module),
         wanted: Some(ids.to_vec()),
         ..Reader::default()
     };

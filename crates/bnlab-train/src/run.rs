@@ -375,8 +375,7 @@ pub fn train_run(req: &RunRequest) -> Result<RunResult, TrainError> {
             None => format!("train loss {:.4}", trained.loss),
         };
         let keep = if is_best { None } else { best_file.as_deref() };
-        ckpts.save(&state, &model, &optim, keep)?;
-        best_file = ckpts.latest()?.map(|c| c.best());
+        best_file = Some(ckpts.save(&state, &model, &optim, keep)?);
         req.progress.epoch_done(req.id, epoch + 1, &summary);
         if let Some(b) = req.budget
             && !b.left()

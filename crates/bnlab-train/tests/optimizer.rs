@@ -161,7 +161,7 @@ fn sgd_groups_equal_a_hand_computation_without_dampening() {
         let damped: Vec<f64> = v1
             .iter()
             .zip(b.iter().zip(&g1[id]))
-            .map(|(v, (w, g))| b_minus(w, lr, 0.9 * v + 0.9 * (g + wd * w)))
+            .map(|(v, (w, g))| w - lr * (0.9 * v + 0.9 * (g + wd * w)))
             .collect();
         let gap = damped
             .iter()
@@ -188,10 +188,6 @@ fn sgd_groups_equal_a_hand_computation_without_dampening() {
         assert!(seen.contains(&role), "{role:?} not covered");
     }
     assert!(sensitive >= 4);
-}
-
-fn b_minus(w: &f64, lr: f64, v: f64) -> f64 {
-    w - lr * v
 }
 
 #[test]

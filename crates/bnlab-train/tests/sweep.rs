@@ -206,9 +206,15 @@ fn frozen_bn_accumulation_precise_every_epoch_and_adaptive_bn_run_end_to_end() {
         let frozen: Vec<bool> = r.epochs.iter().map(|e| e.frozen).collect();
         assert_eq!(frozen, [false, false, true]);
         assert!(r.epochs.iter().all(|e| e.val_precise.is_some()));
-        // the frozen epoch re-warms its rate linearly: its last update is at the full rate
-        // of the cosine curve there
-        assert!(r.epochs[2].lr > 0.0);
+        // 144 training images in micro-batches of 8, two per update: 9 updates per epoch, 27
+        // in all; the frozen epoch's re-warm-up ends at its last update (t = 26), so that update
+        // is at the cosine rate 0.1 · ½(1 + cos(π · 26/27))
+        let cosine = 0.1 * 0.5 * (1.0 + (std::f64::consts::PI * 26.0 / 27.0).cos());
+        assert!(
+            (r.epochs[2].lr - cosine).abs() < 1e-12,
+            "{}",
+            r.epochs[2].lr
+        );
         for key in ["adapt-contrast-3-source", "adapt-contrast-3-adapted"] {
             assert!(r.test.contains_key(key), "{key}: {:?}", r.test.keys());
         }
