@@ -144,7 +144,7 @@ pub struct LayerDiagnostics {
 /// Everything diagnostic of a run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Diagnostics {
-    /// Per normalization layer with γ or β.
+    /// Per normalization layer with γ or β, from input to output.
     pub layers: Vec<LayerDiagnostics>,
     /// Histograms by name (`first-layer weights, first 20 updates`, …).
     pub histograms: BTreeMap<String, Histogram>,
@@ -156,18 +156,38 @@ pub struct Diagnostics {
 /// The |x̂| threshold of [`Diagnostics::outlier_share`].
 pub const OUTLIER_THRESHOLD: f64 = 6.0;
 
-/// γ and β of every norm layer, by layer path: (γ, β).
-pub(crate) fn affine_params<M: Module>(module: &M) -> BTreeMap<String, (Vec<f32>, Vec<f32>)> {
-    let mut out: BTreeMap<String, (Vec<f32>, Vec<f32>)> = BTreeMap::new();
+/// A norm layer's γ and β.
+pub(crate) type Affine = (Vec<f32>, Vec<f32>);
+
+/// γ and β of every norm layer in the network's order: (layer path, (γ, β)).
+pub(crate) fn affine_layers<M: Module>(module: &M) -> Vec<(String, Affine)> {
+    let mut out: Vec<(String, Affine)> = Vec::new();
     for e in read_tensors(module) {
         let layer = e.path.rsplit_once('.').map_or("", |(l, _)| l).to_string();
-        match e.role {
-            Some(ParamRole::NormGamma) => out.entry(layer).or_default().0 = e.values,
-            Some(ParamRole::NormBeta) => out.entry(layer).or_default().1 = e.values,
-            _ => {}
+        let slot = match e.role {
+            Some(ParamRole::NormGamma | ParamRole::NormBeta) => {
+                match out.iter().position(|(l, _)| *l == layer) {
+                    Some(i) => &mut out[i].1,
+                    None => {
+                        out.push((layer, Default::default()));
+                        &mut out.last_mut().expect("just pushed").1
+                    }
+                }
+            }
+            _ => continue,
+        };
+        if e.role == Some(ParamRole::NormGamma) {
+            slot.0 = e.values;
+        } else {
+            slot.1 = e.values;
         }
     }
     out
+}
+
+/// γ and β of every norm layer, by layer path: (γ, β).
+pub(crate) fn affine_params<M: Module>(module: &M) -> BTreeMap<String, (Vec<f32>, Vec<f32>)> {
+    affine_layers(module).into_iter().collect()
 }
 
 /// γ/√(σ²+ε) per norm layer from γ and the running variance of `module` (whose running
@@ -201,10 +221,11 @@ pub(crate) fn gradient_factors<M: Module>(module: &M, epsilon: f64) -> BTreeMap<
     out
 }
 
-/// Joins initial and final γ/β and the gradient factors into per-layer diagnostics.
+/// Joins initial and final γ/β (in the network's order) and the gradient factors into
+/// per-layer diagnostics.
 pub(crate) fn layer_diagnostics(
     init: &BTreeMap<String, (Vec<f32>, Vec<f32>)>,
-    end: &BTreeMap<String, (Vec<f32>, Vec<f32>)>,
+    end: &[(String, Affine)],
     factors: &BTreeMap<String, Vec<f64>>,
 ) -> Vec<LayerDiagnostics> {
     let drift = |a: &[f32], b: &[f32]| {

@@ -59,6 +59,9 @@ pub enum TrainError {
         /// The loss value.
         loss: f32,
     },
+    /// A report cannot be made as asked (unknown axis or baseline, nothing to report).
+    #[error("report: {0}")]
+    Report(String),
     /// The sweep was asked to stop (a budget ran out); rerunning continues it.
     #[error("stopped before the sweep finished; run again to continue")]
     Interrupted,

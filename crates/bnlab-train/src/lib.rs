@@ -7,7 +7,9 @@
 //!   best-validation checkpoint, FrozenBN, and evaluation under population, PreciseBN,
 //!   mini-batch and example-weighed statistics, plus Adaptive BN on corrupted data;
 //! - the sweep ([`Spec`], [`run_sweep`]): TOML specs with variants, grids and MD5 seeds,
-//!   one JSON per run, resumable after a kill at any moment.
+//!   one JSON per run, resumable after a kill at any moment;
+//! - the report ([`write_report`]): mean ± std tables with one-sided t-tests against a
+//!   baseline, CSV, and the papers' figures.
 
 #![warn(missing_docs)]
 
@@ -19,6 +21,7 @@ mod error;
 mod eval;
 mod optim;
 mod progress;
+mod report;
 mod result;
 mod run;
 mod runner;
@@ -39,6 +42,7 @@ pub use eval::{
 };
 pub use optim::*;
 pub use progress::{Bars, Progress, Quiet};
+pub use report::*;
 pub use result::*;
 pub use run::*;
 pub use runner::*;

@@ -16,7 +16,9 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoints, LoopState, load_model, save_model};
-use crate::diagnostics::{HistogramProbe, affine_params, gradient_factors, layer_diagnostics};
+use crate::diagnostics::{
+    HistogramProbe, affine_layers, affine_params, gradient_factors, layer_diagnostics,
+};
 use crate::eval::{Tally, evaluate_batches, precise_bn, with_source};
 use crate::{
     Configuration, Diagnostics, EpochRecord, GroupedOptimizer, InputNormName, LrCurve, Metrics,
@@ -399,7 +401,7 @@ pub fn train_run(req: &RunRequest) -> Result<RunResult, TrainError> {
     let diagnostics = Diagnostics {
         layers: layer_diagnostics(
             &state.init_affine,
-            &affine_params(&best),
+            &affine_layers(&best),
             &state.gradient_factors,
         ),
         histograms: state.histograms.clone(),

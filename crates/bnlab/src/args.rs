@@ -69,6 +69,9 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Tables with one-sided t-tests against a baseline, CSV and figures of a sweep's results
+    /// (works on an unfinished sweep).
+    Report(ReportArgs),
     /// The README's main job: BASE vs γ = 0.1 with c = 100 on a CIFAR-style ResNet-20,
     /// 3 seeds, on the bundled Fashion-MNIST subset; prints the comparison table.
     Quickstart {
@@ -109,4 +112,40 @@ pub enum DataCommand {
         #[arg(long, default_value = "data/fashion-mnist-subset")]
         out: PathBuf,
     },
+}
+
+/// `bnlab report …`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// The sweep's directory (what `bnlab run` got as `--out`).
+    pub dir: PathBuf,
+    /// The baseline: a configuration, a variant or AXIS=VALUE[,AXIS=VALUE] (the rest of each
+    /// configuration's grid point kept); default: the spec's `baseline`.
+    #[arg(long)]
+    pub baseline: Option<String>,
+    /// Axes whose values label the rows, comma-separated (default: every varying axis not in
+    /// --cols; the others make one table each).
+    #[arg(long, value_delimiter = ',')]
+    pub rows: Vec<String>,
+    /// Axes whose values label the columns, comma-separated (default: one column).
+    #[arg(long, value_delimiter = ',')]
+    pub cols: Vec<String>,
+    /// accuracy (higher is better), error or loss (lower is better).
+    #[arg(long, default_value = "accuracy")]
+    pub metric: String,
+    /// paired (runs paired by seed) or welch (unpaired).
+    #[arg(long, default_value = "paired")]
+    pub test: String,
+    /// Significance level of the one-sided test.
+    #[arg(long, default_value_t = 0.05)]
+    pub level: f64,
+    /// Evaluation schemes to tabulate, comma-separated (default: all but the α grid).
+    #[arg(long, value_delimiter = ',')]
+    pub schemes: Vec<String>,
+    /// The scheme of the batch-size figure.
+    #[arg(long, default_value = "population")]
+    pub figure_scheme: String,
+    /// Output directory (default: DIR/report).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
             exact,
             out,
         } => commands::eval::precise(&run, samples, batch, exact, out),
+        Command::Report(a) => commands::report::run(&a),
         Command::Quickstart { out, quiet, jobs } => commands::quickstart::run(&out, quiet, jobs),
     };
     match result {

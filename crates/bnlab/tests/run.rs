@@ -1,6 +1,6 @@
 //! `bnlab run` killed with SIGKILL at arbitrary moments and rerun ends with the same results,
-//! file for file, as an uninterrupted sweep; `eval` and `precise-bn` on a finished run; bad
-//! specs exit non-zero with their line.
+//! file for file, as an uninterrupted sweep; `report`, `eval` and `precise-bn` on a finished
+//! run; bad specs exit non-zero with their line.
 
 mod common;
 
@@ -111,6 +111,25 @@ fn a_sweep_killed_at_any_moment_resumes_without_loss_or_duplication() {
         .filter(|n| !n.to_string_lossy().ends_with(".json"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // the report of the finished sweep, then of one with a truncated result file
+    let (ok, out, err) = bnlab(&["report", whole.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    let report = whole.join("report");
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(md.starts_with("# Report: kill"), "{md}");
+    assert!(md.contains("2 of 2 runs"), "{md}");
+    assert!(report.join("figures/validation-per-epoch.png").is_file());
+    let (ok, _, err) = bnlab(&["report", whole.to_str().unwrap(), "--rows", "nope"]);
+    assert!(!ok && err.contains("`nope` is not an axis"), "{err}");
+    let broken = tmp.path().join("broken");
+    std::fs::create_dir_all(broken.join("results")).unwrap();
+    std::fs::copy(whole.join("sweep.json"), broken.join("sweep.json")).unwrap();
+    let bad = broken.join("results/base-s1.json");
+    std::fs::write(&bad, &reference["base-s1.json"][..100]).unwrap();
+    let (ok, _, err) = bnlab(&["report", broken.to_str().unwrap()]);
+    assert!(!ok && err.contains(&bad.display().to_string()), "{err}");
+    assert!(!broken.join("report").exists());
 
     // eval and precise-bn on the finished run
     let run = whole.join("runs").join("base-s1");

@@ -4,4 +4,5 @@ pub mod data;
 pub mod eval;
 pub mod models;
 pub mod quickstart;
+pub mod report;
 pub mod run;

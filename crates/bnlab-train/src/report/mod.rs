@@ -1,0 +1,461 @@
+//! `bnlab report`: a sweep's results as Markdown tables with significance marks, CSV and
+//! figures. Everything is computed in memory first; files are written only when all of it
+//! succeeded, each one atomically, `report.md` last.
+
+mod figures;
+mod plot;
+mod results;
+mod table;
+
+use std::path::{Path, PathBuf};
+
+use bnlab_data::write_atomic;
+
+use crate::{Alternative, Status, TrainError, run_seed};
+
+pub use figures::{Figure, HistPanel, HistSeries, LinePanel, LineSeries, Panel, figures};
+pub use plot::{PALETTE, PANEL, png, size, svg};
+pub use results::{Metric, MissingRun, Pairs, SweepResults, pair};
+pub use table::{
+    Baseline, Cell, Comparison, Table, TableSettings, TestKind, all_axes, cell, tables,
+};
+
+/// What `bnlab report` is asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportOptions {
+    /// The baseline (configuration, variant or `AXIS=VALUE`); default: the spec's.
+    pub baseline: Option<String>,
+    /// Layout and statistics of the tables.
+    pub table: TableSettings,
+    /// Schemes tabulated; default: every scheme except the α grid (which is a figure).
+    pub schemes: Vec<String>,
+    /// The scheme of the batch-size figure (default `population`).
+    pub figure_scheme: String,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        Self {
+            baseline: None,
+            table: TableSettings {
+                rows: vec![],
+                cols: vec![],
+                metric: Metric::Accuracy,
+                test: TestKind::Paired,
+                level: 0.05,
+            },
+            schemes: vec![],
+            figure_scheme: "population".into(),
+        }
+    }
+}
+
+/// A report in memory: its files relative to the output directory, `report.md` last.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// (relative path, contents).
+    pub files: Vec<(PathBuf, Vec<u8>)>,
+    /// Runs the sweep asks for.
+    pub expected: usize,
+    /// Runs with a result file.
+    pub present: usize,
+    /// Runs that failed.
+    pub failed: usize,
+}
+
+/// What a scheme measures, for headings.
+pub fn describe_scheme(scheme: &str) -> String {
+    if let Some(b) = scheme.strip_prefix("minibatch-") {
+        return format!("test set, statistics of each test mini-batch of {b}");
+    }
+    if let Some(a) = scheme.strip_prefix("alpha-") {
+        return format!("test set, example weighing at inference with α = {a}");
+    }
+    if let Some(rest) = scheme.strip_prefix("adapt-") {
+        let (what, source) = match rest.rsplit_once('-') {
+            Some((what, "adapted")) => (what, "statistics re-estimated on it (Adaptive BN)"),
+            Some((what, _)) => (what, "the source population statistics"),
+            None => (rest, "population statistics"),
+        };
+        let (kind, severity) = what.rsplit_once('-').unwrap_or((what, "?"));
+        return format!("test set corrupted by {kind} at severity {severity}, {source}");
+    }
+    match scheme {
+        "population" => "test set, population statistics from the training EMA".into(),
+        "precise" => "test set, PreciseBN population statistics".into(),
+        "train-minibatch" => {
+            "training set, mini-batch statistics at the training normalization batch".into()
+        }
+        "train-population" => "training set, population statistics from the training EMA".into(),
+        other => other.into(),
+    }
+}
+
+fn csv_error(e: impl std::fmt::Display) -> TrainError {
+    TrainError::Report(format!("writing CSV: {e}"))
+}
+
+/// Formats an optional number, or empty.
+fn num(v: Option<f64>) -> String {
+    v.map(|v| format!("{v}")).unwrap_or_default()
+}
+
+/// The long-format CSV of `tables`: one line per cell.
+fn tables_csv(tables: &[Table]) -> Result<Vec<u8>, TrainError> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "block",
+        "row",
+        "column",
+        "configuration",
+        "scheme",
+        "metric",
+        "n",
+        "mean",
+        "std",
+        "baseline",
+        "compared",
+        "delta",
+        "t",
+        "df",
+        "p_value",
+        "significant",
+        "best_in_column",
+    ])
+    .map_err(csv_error)?;
+    for t in tables {
+        let block: Vec<String> = t.block.iter().map(|(a, v)| format!("{a}={v}")).collect();
+        for (row, cells) in &t.rows {
+            for (col, cell) in t.col_labels.iter().zip(cells) {
+                let Some(c) = cell else { continue };
+                let test = c.comparison.as_ref();
+                let ok = test.and_then(|c| c.outcome.as_ref().ok());
+                w.write_record([
+                    block.join(";"),
+                    row.clone(),
+                    col.clone(),
+                    c.configuration.clone(),
+                    t.scheme.clone(),
+                    t.metric.name().to_string(),
+                    c.summary.map_or(0, |s| s.n).to_string(),
+                    num(c.summary.map(|s| s.mean)),
+                    num(c.summary.map(|s| s.std)),
+                    test.map(|c| c.baseline.clone()).unwrap_or_default(),
+                    test.map(|c| c.compared.clone()).unwrap_or_default(),
+                    num(test.and_then(|c| c.delta)),
+                    num(ok.map(|t| t.statistic)),
+                    num(ok.map(|t| t.df)),
+                    num(ok.map(|t| t.p_value)),
+                    test.is_some_and(|c| c.significant).to_string(),
+                    c.best.to_string(),
+                ])
+                .map_err(csv_error)?;
+            }
+        }
+    }
+    w.into_inner().map_err(csv_error)
+}
+
+/// Every run × scheme as CSV, with each run's axes.
+fn runs_csv(results: &SweepResults) -> Result<Vec<u8>, TrainError> {
+    let axes = all_axes(results);
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header: Vec<String> = vec!["configuration".into()];
+    header.extend(axes.iter().cloned());
+    header.extend(
+        [
+            "index", "seed", "status", "scheme", "accuracy", "error", "loss", "examples",
+        ]
+        .map(String::from),
+    );
+    w.write_record(&header).map_err(csv_error)?;
+    for r in &results.runs {
+        let mut base: Vec<String> = vec![r.configuration.clone()];
+        base.extend(
+            axes.iter()
+                .map(|a| r.axes.get(a).cloned().unwrap_or_default()),
+        );
+        base.push(r.index.to_string());
+        base.push(format!("{:#010x}", r.seed));
+        let status = match &r.status {
+            Status::Finished => "finished".to_string(),
+            Status::Failed { reason } => format!("failed: {reason}"),
+        };
+        base.push(status);
+        if r.test.is_empty() {
+            let mut line = base.clone();
+            line.extend(std::iter::repeat_n(String::new(), 5));
+            w.write_record(&line).map_err(csv_error)?;
+        }
+        for (scheme, m) in &r.test {
+            let mut line = base.clone();
+            line.extend([
+                scheme.clone(),
+                format!("{}", Metric::Accuracy.of(m)),
+                format!("{}", Metric::Error.of(m)),
+                format!("{}", m.loss),
+                m.examples.to_string(),
+            ]);
+            w.write_record(&line).map_err(csv_error)?;
+        }
+    }
+    w.into_inner().map_err(csv_error)
+}
+
+/// The comparisons of every configuration under one scheme, as a Markdown table, followed
+/// by the seeds left out of the pairing.
+fn comparisons_markdown(tables: &[Table], decimals: usize, alternative: Alternative) -> String {
+    let cells: Vec<&Cell> = tables
+        .iter()
+        .flat_map(|t| t.cells())
+        .filter(|c| c.comparison.is_some())
+        .collect();
+    if cells.is_empty() {
+        return String::new();
+    }
+    let d = decimals;
+    let side = match alternative {
+        Alternative::Greater => "greater",
+        Alternative::Less => "less",
+    };
+    let mut out = format!(
+        "| configuration | baseline | mean ± std | Δ mean | t | df | p ({side}) | runs compared |\n\
+         |---|---|---|---|---|---|---|---|\n"
+    );
+    let mut notes = String::new();
+    for c in &cells {
+        let Some(cmp) = &c.comparison else { continue };
+        let stats = c
+            .summary
+            .map_or("–".into(), |s| format!("{:.d$} ± {:.d$}", s.mean, s.std));
+        let delta = cmp.delta.map_or("–".into(), |v| format!("{v:+.d$}"));
+        let (t, df, p) = match &cmp.outcome {
+            Ok(t) => (
+                format!("{:.3}", t.statistic),
+                format!("{:.1}", t.df),
+                if cmp.significant {
+                    format!("**{:.4}**", t.p_value)
+                } else {
+                    format!("{:.4}", t.p_value)
+                },
+            ),
+            Err(why) => ("–".into(), "–".into(), format!("n/a: {why}")),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {stats} | {delta} | {t} | {df} | {p} | {} |\n",
+            c.configuration, cmp.baseline, cmp.compared
+        ));
+        if !cmp.unmatched.is_empty() {
+            let runs: Vec<String> = cmp.unmatched.iter().map(u32::to_string).collect();
+            notes.push_str(&format!(
+                "- `{}` against `{}`: run{} {} finished on one side only, left out of the pairing.\n",
+                c.configuration,
+                cmp.baseline,
+                if runs.len() == 1 { "" } else { "s" },
+                runs.join(", ")
+            ));
+        }
+    }
+    if !notes.is_empty() {
+        out.push('\n');
+        out.push_str(&notes);
+    }
+    out
+}
+
+/// The Markdown section of one scheme (its tables, then the tests against the baseline) and
+/// its CSV.
+pub fn scheme_section(
+    results: &SweepResults,
+    scheme: &str,
+    baseline: Option<&Baseline>,
+    settings: &TableSettings,
+) -> Result<(String, Vec<u8>), TrainError> {
+    let metric = settings.metric;
+    let tables = tables(results, scheme, baseline, settings)?;
+    let mut md = format!(
+        "## {}: {}\n\n",
+        capitalized(metric.label()),
+        describe_scheme(scheme)
+    );
+    for t in &tables {
+        if !t.block.is_empty() {
+            let block: Vec<String> = t.block.iter().map(|(a, v)| format!("{a} = {v}")).collect();
+            md.push_str(&format!("### {}\n\n", block.join(", ")));
+        }
+        md.push_str(&t.markdown());
+        md.push('\n');
+    }
+    let alternative = Alternative::for_metric(metric.name());
+    let comparisons = comparisons_markdown(&tables, metric.decimals(), alternative);
+    if !comparisons.is_empty() {
+        md.push_str(&format!(
+            "Against the baseline ({}):\n\n",
+            settings.test.describe()
+        ));
+        md.push_str(&comparisons);
+        md.push('\n');
+    }
+    Ok((md, tables_csv(&tables)?))
+}
+
+/// Builds the report of `results` in memory.
+pub fn build_report(results: &SweepResults, options: &ReportOptions) -> Result<Report, TrainError> {
+    let settings = &options.table;
+    if !(settings.level > 0.0 && settings.level < 1.0) {
+        return Err(TrainError::Report(format!(
+            "the significance level must lie in (0, 1), not {}",
+            settings.level
+        )));
+    }
+    let metric = settings.metric;
+    let sweep = &results.sweep;
+    let baseline_name = options.baseline.clone().or_else(|| sweep.baseline.clone());
+    let baseline = match &baseline_name {
+        Some(name) => Some(Baseline::resolve(name, results)?),
+        None => None,
+    };
+    let available = results.schemes();
+    let schemes: Vec<String> = if options.schemes.is_empty() {
+        available
+            .iter()
+            .filter(|s| !s.starts_with("alpha-"))
+            .cloned()
+            .collect()
+    } else {
+        for s in &options.schemes {
+            if !available.contains(s) {
+                return Err(TrainError::Report(format!(
+                    "no run has scheme `{s}`; the results have {}",
+                    available.join(", ")
+                )));
+            }
+        }
+        options.schemes.clone()
+    };
+
+    let expected = sweep.order.len() * sweep.seeds.len();
+    let failed: Vec<_> = results.failed().collect();
+    let alternative = Alternative::for_metric(metric.name());
+    let mut md = format!("# Report: {}\n\n", sweep.name);
+    md.push_str(&format!(
+        "- Results: `{}`: {} of {expected} runs ({} configurations × {} seeds); {} missing, {} failed.\n",
+        results.dir.join("results").display(),
+        results.runs.len(),
+        sweep.order.len(),
+        sweep.seeds.len(),
+        results.missing.len(),
+        failed.len(),
+    ));
+    md.push_str(&format!(
+        "- Metric: {} on the test set unless the heading says otherwise; {} is better.\n",
+        metric.label(),
+        match alternative {
+            Alternative::Greater => "higher",
+            Alternative::Less => "lower",
+        }
+    ));
+    md.push_str(&format!(
+        "- Cells: mean ± sample standard deviation over seeds; `(n=k)` where fewer than {} runs finished.\n",
+        sweep.seeds.len()
+    ));
+    match &baseline {
+        Some(b) => md.push_str(&format!(
+            "- Significance: {} against the baseline `{}`, p from Student's t; **bold**: better than its baseline at p < {}; <ins>underlined</ins>: best mean of its column.\n",
+            settings.test.describe(),
+            b.name,
+            settings.level
+        )),
+        None => md.push_str(
+            "- No baseline (none in the spec, none given with `--baseline`): no significance tests; <ins>underlined</ins>: best mean of its column.\n",
+        ),
+    }
+    let seeds: Vec<String> = sweep
+        .seeds
+        .iter()
+        .map(|&i| format!("{i} → {:#010x}", run_seed(i)))
+        .collect();
+    md.push_str(&format!(
+        "- Seeds (run index → MD5 seed): {}.\n\n",
+        seeds.join(", ")
+    ));
+
+    md.push_str("## Missing and failed runs\n\n");
+    if results.missing.is_empty() && failed.is_empty() {
+        md.push_str("Every run of the sweep finished.\n\n");
+    } else {
+        for m in &results.missing {
+            md.push_str(&format!(
+                "- `{}` run {}: missing (no result file yet)\n",
+                m.configuration, m.index
+            ));
+        }
+        for r in &failed {
+            let reason = match &r.status {
+                Status::Failed { reason } => reason.as_str(),
+                Status::Finished => "",
+            };
+            md.push_str(&format!(
+                "- `{}` run {}: failed: {reason}\n",
+                r.configuration, r.index
+            ));
+        }
+        md.push('\n');
+    }
+
+    let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    for scheme in &schemes {
+        let (section, csv) = scheme_section(results, scheme, baseline.as_ref(), settings)?;
+        md.push_str(&section);
+        let csv_path = PathBuf::from("tables").join(format!("{}.csv", crate::file_safe(scheme)));
+        md.push_str(&format!("CSV: [{0}]({0})\n\n", csv_path.display()));
+        files.push((csv_path, csv));
+    }
+
+    let figs = figures(results, &options.figure_scheme, metric);
+    if !figs.is_empty() {
+        md.push_str("## Figures\n\n");
+    }
+    for f in &figs {
+        let png_path = PathBuf::from("figures").join(format!("{}.png", f.name));
+        let svg_path = PathBuf::from("figures").join(format!("{}.svg", f.name));
+        files.push((png_path.clone(), png(f)?));
+        files.push((svg_path.clone(), svg(f)?.into_bytes()));
+        md.push_str(&format!(
+            "### {}\n\n{}\n\n![{}]({}) ([SVG]({}))\n\n",
+            f.title,
+            f.caption,
+            f.title,
+            png_path.display(),
+            svg_path.display()
+        ));
+    }
+
+    files.push(("runs.csv".into(), runs_csv(results)?));
+    md.push_str("## Every run\n\nOne line per run and scheme: [runs.csv](runs.csv)\n");
+    files.push(("report.md".into(), md.into_bytes()));
+    Ok(Report {
+        files,
+        expected,
+        present: results.runs.len(),
+        failed: failed.len(),
+    })
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+/// Reads the sweep under `dir`, builds its report and writes it under `out`: nothing is
+/// written unless every part was made.
+pub fn write_report(dir: &Path, options: &ReportOptions, out: &Path) -> Result<Report, TrainError> {
+    let results = SweepResults::load(dir)?;
+    let report = build_report(&results, options)?;
+    for (path, bytes) in &report.files {
+        write_atomic(&out.join(path), bytes)?;
+    }
+    Ok(report)
+}

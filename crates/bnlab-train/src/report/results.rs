@@ -1,0 +1,341 @@
+//! A sweep's results as the report reads them: `sweep.json` and every `results/*.json`,
+//! checked file by file, with the runs that are missing or failed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::{Metrics, RESULT_FORMAT, RunResult, Status, SweepFile, TrainError};
+
+/// The quantity a table or figure shows for one run and scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Accuracy in %: higher is better.
+    Accuracy,
+    /// Error in % (100 − accuracy): lower is better.
+    Error,
+    /// Mean cross-entropy: lower is better.
+    Loss,
+}
+
+impl Metric {
+    /// The value of `m`.
+    pub fn of(self, m: &Metrics) -> f64 {
+        match self {
+            Metric::Accuracy => 100.0 * m.accuracy,
+            Metric::Error => 100.0 * (1.0 - m.accuracy),
+            Metric::Loss => m.loss,
+        }
+    }
+
+    /// The metric's name, as used by [`crate::Alternative::for_metric`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Accuracy => "accuracy",
+            Metric::Error => "error",
+            Metric::Loss => "loss",
+        }
+    }
+
+    /// A label with the unit.
+    pub fn label(self) -> &'static str {
+        match self {
+            Metric::Accuracy => "accuracy (%)",
+            Metric::Error => "error (%)",
+            Metric::Loss => "cross-entropy",
+        }
+    }
+
+    /// Decimals shown in tables.
+    pub fn decimals(self) -> usize {
+        match self {
+            Metric::Accuracy | Metric::Error => 2,
+            Metric::Loss => 4,
+        }
+    }
+}
+
+impl std::str::FromStr for Metric {
+    type Err = TrainError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "accuracy" => Ok(Metric::Accuracy),
+            "error" => Ok(Metric::Error),
+            "loss" => Ok(Metric::Loss),
+            other => Err(TrainError::Report(format!(
+                "unknown metric `{other}` (accuracy, error or loss)"
+            ))),
+        }
+    }
+}
+
+/// A run the sweep asks for that has no result file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingRun {
+    /// The configuration.
+    pub configuration: String,
+    /// The run index.
+    pub index: u32,
+}
+
+/// `sweep.json` and the result files of one sweep directory.
+#[derive(Debug, Clone)]
+pub struct SweepResults {
+    /// The sweep directory.
+    pub dir: PathBuf,
+    /// What the spec asked for.
+    pub sweep: SweepFile,
+    /// Every result, in configuration order then run index.
+    pub runs: Vec<RunResult>,
+    /// Configuration × seed pairs without a result file.
+    pub missing: Vec<MissingRun>,
+}
+
+fn corrupt(path: &Path, why: impl Into<String>) -> TrainError {
+    TrainError::Corrupt {
+        path: path.into(),
+        why: why.into(),
+    }
+}
+
+impl SweepResults {
+    /// Reads `dir/sweep.json` and every `dir/results/*.json`. A malformed or empty file is an
+    /// error naming it; so is a result of another sweep or of an unknown configuration.
+    pub fn load(dir: &Path) -> Result<Self, TrainError> {
+        let sweep_path = dir.join("sweep.json");
+        let bytes = std::fs::read(&sweep_path).map_err(TrainError::io(&sweep_path))?;
+        let sweep: SweepFile = serde_json::from_slice(&bytes)
+            .map_err(|e| corrupt(&sweep_path, format!("not a bnlab sweep file: {e}")))?;
+
+        let results_dir = dir.join("results");
+        let mut files = Vec::new();
+        if results_dir.is_dir() {
+            for entry in std::fs::read_dir(&results_dir).map_err(TrainError::io(&results_dir))? {
+                let path = entry.map_err(TrainError::io(&results_dir))?.path();
+                if path.extension().is_some_and(|e| e == "json") && path.is_file() {
+                    files.push(path);
+                }
+            }
+        }
+        if files.is_empty() {
+            return Err(TrainError::Report(format!(
+                "no result files in {}: run the sweep first",
+                results_dir.display()
+            )));
+        }
+        files.sort();
+
+        let position = |name: &str| sweep.order.iter().position(|c| c == name);
+        let mut seen: BTreeMap<(usize, u32), PathBuf> = BTreeMap::new();
+        let mut runs = Vec::new();
+        for path in files {
+            let run = RunResult::load(&path)?;
+            if run.format != RESULT_FORMAT {
+                return Err(corrupt(
+                    &path,
+                    format!(
+                        "result format {} (this bnlab reads {RESULT_FORMAT})",
+                        run.format
+                    ),
+                ));
+            }
+            if run.sweep != sweep.name {
+                return Err(corrupt(
+                    &path,
+                    format!("belongs to sweep `{}`, not `{}`", run.sweep, sweep.name),
+                ));
+            }
+            let Some(c) = position(&run.configuration) else {
+                return Err(corrupt(
+                    &path,
+                    format!(
+                        "configuration `{}` is not in {}",
+                        run.configuration,
+                        sweep_path.display()
+                    ),
+                ));
+            };
+            if let Some(other) = seen.insert((c, run.index), path.clone()) {
+                return Err(corrupt(
+                    &path,
+                    format!(
+                        "a second result for `{}` run {} (also {})",
+                        run.configuration,
+                        run.index,
+                        other.display()
+                    ),
+                ));
+            }
+            runs.push((c, run));
+        }
+        runs.sort_by_key(|(c, r)| (*c, r.index));
+        let missing = sweep
+            .order
+            .iter()
+            .enumerate()
+            .flat_map(|(c, name)| {
+                let seen = &seen;
+                sweep
+                    .seeds
+                    .iter()
+                    .filter(move |&&index| !seen.contains_key(&(c, index)))
+                    .map(move |&index| MissingRun {
+                        configuration: name.clone(),
+                        index,
+                    })
+            })
+            .collect();
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            runs: runs.into_iter().map(|(_, r)| r).collect(),
+            sweep,
+            missing,
+        })
+    }
+
+    /// The finished runs of `configuration`.
+    pub fn finished<'a>(&'a self, configuration: &'a str) -> impl Iterator<Item = &'a RunResult> {
+        self.runs
+            .iter()
+            .filter(move |r| r.configuration == configuration && r.status == Status::Finished)
+    }
+
+    /// The failed runs.
+    pub fn failed(&self) -> impl Iterator<Item = &RunResult> {
+        self.runs.iter().filter(|r| r.status != Status::Finished)
+    }
+
+    /// `metric` under test scheme `scheme` of every finished run of `configuration`, by run
+    /// index.
+    pub fn values(&self, configuration: &str, scheme: &str, metric: Metric) -> BTreeMap<u32, f64> {
+        self.finished(configuration)
+            .filter_map(|r| r.test.get(scheme).map(|m| (r.index, metric.of(m))))
+            .collect()
+    }
+
+    /// Every test scheme of a finished run, in a reading order: population, precise, the
+    /// mini-batch sizes ascending, α ascending, the training-set schemes, Adaptive BN.
+    pub fn schemes(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .runs
+            .iter()
+            .filter(|r| r.status == Status::Finished)
+            .flat_map(|r| r.test.keys().cloned())
+            .collect();
+        all.sort_by(|a, b| {
+            scheme_rank(a)
+                .partial_cmp(&scheme_rank(b))
+                .unwrap_or(a.cmp(b))
+        });
+        all.dedup();
+        all
+    }
+
+    /// The axes of configuration `name`.
+    pub fn axes(&self, name: &str) -> Option<&BTreeMap<String, String>> {
+        self.sweep.configurations.get(name)
+    }
+}
+
+/// A scheme's place in [`SweepResults::schemes`]: (group, number, name).
+fn scheme_rank(name: &str) -> (u8, f64, String) {
+    let number = |prefix: &str| {
+        name.strip_prefix(prefix)
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let (group, n) = match name {
+        "population" => (0, 0.0),
+        "precise" => (1, 0.0),
+        _ if number("minibatch-").is_some() => (2, number("minibatch-").unwrap_or(0.0)),
+        _ if number("alpha-").is_some() => (3, number("alpha-").unwrap_or(0.0)),
+        "train-minibatch" => (4, 0.0),
+        "train-population" => (5, 0.0),
+        _ => (6, 0.0),
+    };
+    (group, n, name.to_string())
+}
+
+/// Runs present in both `a` and `b` (by run index) as paired vectors, and the indices
+/// present in only one of them.
+pub fn pair(a: &BTreeMap<u32, f64>, b: &BTreeMap<u32, f64>) -> Pairs {
+    let mut pairs = Pairs::default();
+    for (i, x) in a {
+        match b.get(i) {
+            Some(y) => {
+                pairs.indices.push(*i);
+                pairs.a.push(*x);
+                pairs.b.push(*y);
+            }
+            None => pairs.unmatched.push(*i),
+        }
+    }
+    pairs
+        .unmatched
+        .extend(b.keys().filter(|i| !a.contains_key(i)));
+    pairs.unmatched.sort_unstable();
+    pairs
+}
+
+/// The result of [`pair`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Pairs {
+    /// Run indices present in both.
+    pub indices: Vec<u32>,
+    /// Values of the first sample at `indices`.
+    pub a: Vec<f64>,
+    /// Values of the second sample at `indices`.
+    pub b: Vec<f64>,
+    /// Run indices present in only one sample: skipped.
+    pub unmatched: Vec<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairing_keeps_matched_indices_and_names_the_rest() {
+        let a = BTreeMap::from([(1, 10.0), (2, 11.0), (4, 13.0)]);
+        let b = BTreeMap::from([(1, 9.0), (3, 8.0), (4, 12.5)]);
+        let p = pair(&a, &b);
+        assert_eq!(p.indices, vec![1, 4]);
+        assert_eq!(p.a, vec![10.0, 13.0]);
+        assert_eq!(p.b, vec![9.0, 12.5]);
+        assert_eq!(p.unmatched, vec![2, 3]);
+    }
+
+    #[test]
+    fn schemes_sort_numerically_within_groups() {
+        let mut v = vec![
+            "alpha-0.5",
+            "minibatch-32",
+            "alpha-0.05",
+            "minibatch-4",
+            "precise",
+        ];
+        v.sort_by(|a, b| scheme_rank(a).partial_cmp(&scheme_rank(b)).unwrap());
+        assert_eq!(
+            v,
+            [
+                "precise",
+                "minibatch-4",
+                "minibatch-32",
+                "alpha-0.05",
+                "alpha-0.5"
+            ]
+        );
+    }
+
+    #[test]
+    fn metrics_convert() {
+        let m = Metrics {
+            loss: 0.5,
+            accuracy: 0.8125,
+            examples: 16,
+        };
+        assert_eq!(Metric::Accuracy.of(&m), 81.25);
+        assert_eq!(Metric::Error.of(&m), 18.75);
+        assert_eq!(Metric::Loss.of(&m), 0.5);
+        assert!("bogus".parse::<Metric>().is_err());
+    }
+}

@@ -1,0 +1,38 @@
+//! `bnlab report DIR`: the sweep's tables, tests, CSV and figures under `DIR/report`.
+
+use anyhow::{Context, Result};
+use bnlab_train::{ReportOptions, TableSettings, write_report};
+
+use crate::args::ReportArgs;
+
+/// The options `a` asks for.
+pub fn options(a: &ReportArgs) -> Result<ReportOptions> {
+    Ok(ReportOptions {
+        baseline: a.baseline.clone(),
+        table: TableSettings {
+            rows: a.rows.clone(),
+            cols: a.cols.clone(),
+            metric: a.metric.parse()?,
+            test: a.test.parse()?,
+            level: a.level,
+        },
+        schemes: a.schemes.clone(),
+        figure_scheme: a.figure_scheme.clone(),
+    })
+}
+
+/// Writes the report and says where.
+pub fn run(a: &ReportArgs) -> Result<()> {
+    let out = a.out.clone().unwrap_or_else(|| a.dir.join("report"));
+    let report = write_report(&a.dir, &options(a)?, &out)
+        .with_context(|| format!("reporting on {}", a.dir.display()))?;
+    println!(
+        "{}: {} of {} runs ({} failed); {} files",
+        out.join("report.md").display(),
+        report.present,
+        report.expected,
+        report.failed,
+        report.files.len()
+    );
+    Ok(())
+}
