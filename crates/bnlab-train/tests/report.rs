@@ -126,6 +126,9 @@ fn settings(rows: &[&str], cols: &[&str], metric: Metric) -> TableSettings {
 //   ttest_rel([83,86,84], [80,82,81], alternative='greater') → t = 10.0, p = 0.004926228511662845
 //   ttest_rel([71,69,75], [70,72,74], alternative='greater') → t = -0.25, p = 0.5870388279778489
 //   ttest_rel([83,86], [80,82], alternative='greater')       → t = 7.0, p = 0.04516723530086655
+//   ttest_ind([83,86,84], [80,82,81], equal_var=False, alternative='greater')
+//                                       → t = 3.1622776601683746, p = 0.02095725873572711,
+//                                         df = 3.4482758620689657
 // Means and sample standard deviations by hand: [83,86,84] → 84.333…, 1.5275…;
 // [71,69,75] → 71.666…, 3.0550…; [80,82,81] → 81, 1; [70,72,74] → 72, 2.
 
@@ -167,6 +170,25 @@ Against the baseline (one-sided paired t-test, runs paired by seed):
 | base | 19.00 ± 1.00 | <ins>28.00 ± 2.00</ins> |
 | better | <ins>**15.67 ± 1.53**</ins> | 28.33 ± 3.06 |
 "
+    );
+}
+
+#[test]
+fn the_unpaired_test_is_welchs() {
+    let tmp = tempfile::tempdir().unwrap();
+    table_fixture(tmp.path());
+    let results = SweepResults::load(tmp.path()).unwrap();
+    let baseline = Baseline::resolve("base", &results).unwrap();
+    let mut s = settings(&["variant"], &["optimizer.lr"], Metric::Accuracy);
+    s.test = TestKind::Welch;
+    let (md, _) = scheme_section(&results, "population", Some(&baseline), &s).unwrap();
+    assert!(
+        md.contains("| better,lr=0.1 | base,lr=0.1 | 84.33 ± 1.53 | +3.33 | 3.162 | 3.4 | **0.0210** | 3 vs 3 runs |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("Against the baseline (one-sided Welch t-test"),
+        "{md}"
     );
 }
 

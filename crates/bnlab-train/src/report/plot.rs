@@ -252,7 +252,7 @@ fn lines<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &LinePanel) -> Re
         .label_style(("sans-serif", 14))
         .axis_desc_style(("sans-serif", 16));
     if log2 || (integral && x1 - x0 <= 24.0) {
-        mesh.x_labels(((x1 - x0).ceil() as usize + 1) * 4);
+        mesh.x_labels((x1 - x0).ceil() as usize + 1);
     }
     mesh.draw().map_err(e)?;
     for s in &p.series {

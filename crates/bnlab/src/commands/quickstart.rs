@@ -28,6 +28,7 @@ weight_decay = 1e-4
 [train]
 epochs = 2
 batch_size = 128
+precise_every_epoch = true
 
 [eval]
 schemes = ["population", "precise"]
