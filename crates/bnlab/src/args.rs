@@ -72,6 +72,9 @@ pub enum Command {
     /// Tables with one-sided t-tests against a baseline, CSV and figures of a sweep's results
     /// (works on an unfinished sweep).
     Report(ReportArgs),
+    /// Benchmarks (record their figures in BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// The README's main job: BASE vs γ = 0.1 with c = 100 on a CIFAR-style ResNet-20,
     /// 3 seeds, on the bundled Fashion-MNIST subset; prints the comparison table.
     Quickstart {
@@ -111,6 +114,30 @@ pub enum DataCommand {
         /// Output folder.
         #[arg(long, default_value = "data/fashion-mnist-subset")]
         out: PathBuf,
+    },
+}
+
+/// `bnlab bench …`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Images/s of a training step on Flex (forward, backward, SGD step with momentum and
+    /// weight decay) on random CIFAR-shaped batches.
+    Train {
+        /// A registered network (`bnlab models`): resnet20, resnet18-cifar, …
+        #[arg(long, default_value = "resnet20")]
+        model: String,
+        /// Batch size.
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Timed steps (the medians are reported).
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Image height and width.
+        #[arg(long, default_value_t = 32)]
+        size: usize,
     },
 }
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use args::{Args, Command};
+use args::{Args, BenchCommand, Command};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -35,6 +35,13 @@ fn main() -> ExitCode {
             out,
         } => commands::eval::precise(&run, samples, batch, exact, out),
         Command::Report(a) => commands::report::run(&a),
+        Command::Bench(BenchCommand::Train {
+            model,
+            batch,
+            steps,
+            warmup,
+            size,
+        }) => commands::bench::train(&model, batch, steps, warmup, size),
         Command::Quickstart { out, quiet, jobs } => commands::quickstart::run(&out, quiet, jobs),
     };
     match result {

@@ -35,3 +35,33 @@ fn unknown_datasets_and_models_fail_with_a_clear_message() {
     let (ok, out, _) = bnlab(&["models"]);
     assert!(ok && out.contains("resnet20") && out.contains("mobilenetv2-cifar"));
 }
+
+#[test]
+fn bench_train_times_a_step_and_refuses_an_empty_batch() {
+    let (ok, out, err) = bnlab(&[
+        "bench",
+        "train",
+        "--model",
+        "plain-cnn",
+        "--batch",
+        "4",
+        "--steps",
+        "2",
+        "--warmup",
+        "0",
+        "--size",
+        "8",
+    ]);
+    assert!(ok, "{out}{err}");
+    let last = out.lines().last().unwrap_or_default();
+    let rate: f64 = last
+        .strip_prefix("step ")
+        .and_then(|r| r.strip_suffix(" img/s"))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("last line: {last}"));
+    assert!(rate > 0.0, "{out}");
+    let (ok, _, err) = bnlab(&["bench", "train", "--batch", "0"]);
+    assert!(!ok && err.contains("at least 1"), "{err}");
+    let (ok, _, err) = bnlab(&["bench", "train", "--model", "resnet-nope"]);
+    assert!(!ok && err.contains("resnet-nope"), "{err}");
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs `bnlab bench train` and bench/torch_train.py on the same model and batch, one after the
+# other, and prints both and the ratio of their whole-step images/s.
+#   bench/train.sh [MODEL] [BATCH]          (MODEL: resnet20 | resnet18-cifar)
+# PyTorch comes from a venv: $TORCH_VENV (default .venv-bench), created with `pip install torch`
+# from PyPI when missing.
+set -euo pipefail
+model=${1:-resnet20}
+batch=${2:-128}
+cd "$(dirname "$0")/.."
+venv=${TORCH_VENV:-.venv-bench}
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet torch --index-url https://download.pytorch.org/whl/cpu \
+        || "$venv/bin/pip" install --quiet torch
+fi
+cargo build --release --quiet -p bnlab
+ours=$(./target/release/bnlab bench train --model "$model" --batch "$batch")
+theirs=$("$venv/bin/python" bench/torch_train.py --model "$model" --batch "$batch" --threads 2)
+echo "$ours"
+echo "$theirs"
+a=$(echo "$ours" | awk '/^step/ {print $2}')
+b=$(echo "$theirs" | awk '/^step/ {print $2}')
+echo "bnlab/torch whole-step ratio: $(python3 -c "print(f'{$a / $b:.3f}')")"
