@@ -139,6 +139,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 32)]
         size: usize,
     },
+    /// Normalization variants per training forward and forward + backward on Flex, as
+    /// bandwidth against a triad measured in the same run, beside burn-nn's BatchNorm.
+    Norm {
+        /// Only the (128, 64, 32, 32) shape: under a minute.
+        #[arg(long)]
+        quick: bool,
+        /// Timed repetitions per figure (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+    },
 }
 
 /// `bnlab report …`.

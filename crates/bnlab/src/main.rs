@@ -41,7 +41,10 @@ fn main() -> ExitCode {
             steps,
             warmup,
             size,
-        }) => commands::bench::train(&model, batch, steps, warmup, size),
+        }) => commands::bench::train::train(&model, batch, steps, warmup, size),
+        Command::Bench(BenchCommand::Norm { quick, reps }) => {
+            commands::bench::norm::norm(quick, reps)
+        }
         Command::Quickstart { out, quiet, jobs } => commands::quickstart::run(&out, quiet, jobs),
     };
     match result {

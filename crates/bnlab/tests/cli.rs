@@ -64,4 +64,6 @@ fn bench_train_times_a_step_and_refuses_an_empty_batch() {
     assert!(!ok && err.contains("at least 1"), "{err}");
     let (ok, _, err) = bnlab(&["bench", "train", "--model", "resnet-nope"]);
     assert!(!ok && err.contains("resnet-nope"), "{err}");
+    let (ok, _, err) = bnlab(&["bench", "norm", "--reps", "0"]);
+    assert!(!ok && err.contains("--reps"), "{err}");
 }

@@ -10,16 +10,7 @@ use bnlab_train::{GroupedOptimizer, LrCurve, OptimizerConfig, Schedule, cross_en
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor};
 
-/// The median of `v` (sorted in place).
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
-}
+use super::median;
 
 /// Times `steps` training steps of `model` at `batch` (after `warmup` untimed ones) and prints
 /// images/s of the forward pass, the backward pass, the optimizer step and the whole step.

@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""PyTorch peer of `bnlab bench norm`: BatchNorm2d, GroupNorm(32) and the usual
+chunk-and-cat Ghost BN (ghost 32), per training forward and forward + backward, on CPU.
+
+    python bench/torch_norm.py [--quick] [--reps 5] [--threads 2]
+
+The backward is driven by y.sum().backward(), as in `bnlab bench norm`.
+"""
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+
+SHAPES = [(128, 64, 32, 32), (128, 256, 8, 8), (32, 512, 4, 4), (8, 256, 56, 56)]
+
+
+class GhostBN(nn.Module):
+    def __init__(self, c, ghost):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(c)
+        self.ghost = ghost
+
+    def forward(self, x):
+        return torch.cat([self.bn(chunk) for chunk in x.split(self.ghost, 0)], 0)
+
+
+def timed(reps, f):
+    f()
+    t = []
+    for _ in range(reps):
+        s = time.perf_counter()
+        f()
+        t.append(time.perf_counter() - s)
+    return statistics.median(t)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(1)
+    print(f"torch {torch.__version__}, {a.threads} threads")
+    print(f"{'variant':<28} {'shape':>18} {'fwd ms':>10} {'fwd+bwd ms':>12}")
+    for shape in SHAPES[:1] if a.quick else SHAPES:
+        n, c, h, w = shape
+        x = torch.randn(*shape)
+        xg = x.clone().requires_grad_(True)
+        layers = [("BatchNorm2d", nn.BatchNorm2d(c)), ("GroupNorm 32", nn.GroupNorm(32, c))]
+        if n % 32 == 0:
+            layers.append(("Ghost 32 chunk-and-cat", GhostBN(c, 32)))
+        for name, layer in layers:
+            layer.train()
+            fwd = timed(a.reps, lambda: layer(x))
+
+            def both():
+                layer(xg).sum().backward()
+
+            bwd = timed(a.reps, both)
+            print(f"{name:<28} {f'{n}x{c}x{h}x{w}':>18} {1e3 * fwd:>10.2f} {1e3 * bwd:>12.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+//! `bnlab bench …`: speed figures recorded in BENCHMARKS.md.
+
+pub mod norm;
+pub mod train;
+mod triad;
+
+/// The median of `v` (sorted in place); 0 for none.
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+    }
+}

@@ -1,0 +1,194 @@
+//! `bnlab bench norm`: time of the normalization variants per training forward and per
+//! forward + backward, as effective bandwidth against a triad measured in the same run, with
+//! Burn's own `burn-nn` BatchNorm beside them.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use bnlab_norm::{BatchPolicy, GhostSplit, Norm, NormConfig, NormMode, StatUnit, StatsSource};
+use burn::nn::{BatchNorm, BatchNormConfig};
+use burn::tensor::{Device, Distribution, Tensor};
+
+use super::median;
+use super::triad::triad_gbs;
+
+/// The shapes of the issue, (N, C, H, W).
+const SHAPES: [[usize; 4]; 4] = [
+    [128, 64, 32, 32],
+    [128, 256, 8, 8],
+    [32, 512, 4, 4],
+    [8, 256, 56, 56],
+];
+
+/// A layer under test.
+enum Layer {
+    Ours(Box<Norm>),
+    BurnNn(BatchNorm),
+}
+
+impl Layer {
+    fn forward(&self, x: Tensor<4>) -> Result<Tensor<4>> {
+        Ok(match self {
+            Layer::Ours(n) => n.forward(x)?,
+            Layer::BurnNn(b) => b.forward(x),
+        })
+    }
+}
+
+/// (name, has a backward pass, layer) of every variant at `c` channels.
+fn variants(c: usize, device: &Device) -> Vec<(&'static str, bool, Result<Layer>)> {
+    let ours = |config: NormConfig, mode: NormMode| -> Result<Layer> {
+        Ok(Layer::Ours(Box::new(config.init(device)?.with_mode(mode))))
+    };
+    let train = NormMode::Train;
+    vec![
+        ("plain BN", true, ours(NormConfig::new(c), train)),
+        (
+            "Ghost 32 contiguous",
+            true,
+            ours(
+                NormConfig::new(c).with_batch(BatchPolicy::ghost(32, GhostSplit::Contiguous)),
+                train,
+            ),
+        ),
+        (
+            "Ghost 32 strided",
+            true,
+            ours(
+                NormConfig::new(c).with_batch(BatchPolicy::ghost(32, GhostSplit::Strided)),
+                train,
+            ),
+        ),
+        (
+            "BatchGroup 32 × 2",
+            true,
+            ours(
+                NormConfig::new(c).with_unit(StatUnit::BatchGroup {
+                    channel_groups: 32,
+                    example_groups: 2,
+                }),
+                train,
+            ),
+        ),
+        (
+            "GroupNorm 32",
+            true,
+            ours(
+                NormConfig::new(c).with_unit(StatUnit::Group { groups: 32 }),
+                train,
+            ),
+        ),
+        (
+            "ExampleWeighed eval α=0.5",
+            false,
+            ours(
+                NormConfig::new(c),
+                NormMode::Eval(StatsSource::ExampleWeighed { alpha: 0.5 }),
+            ),
+        ),
+        (
+            "Collect",
+            false,
+            ours(NormConfig::new(c), NormMode::Collect),
+        ),
+        (
+            "burn-nn BatchNorm",
+            true,
+            Ok(Layer::BurnNn(BatchNormConfig::new(c).init(device))),
+        ),
+    ]
+}
+
+/// Median seconds of `reps` calls of `f` after one untimed call.
+fn time(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut t = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let start = Instant::now();
+        f()?;
+        t.push(start.elapsed().as_secs_f64());
+    }
+    Ok(median(&mut t))
+}
+
+/// Runs the benchmark and prints its table; the last line is plain BN forward + backward at
+/// (128, 64, 32, 32) as a share of the triad bandwidth.
+pub fn norm(quick: bool, reps: usize) -> Result<()> {
+    if reps == 0 {
+        bail!("--reps must be at least 1");
+    }
+    let device = Device::flex();
+    let ad = device.clone().autodiff();
+    device.seed(1);
+    let shapes: &[[usize; 4]] = if quick { &SHAPES[..1] } else { &SHAPES };
+    let largest = shapes.iter().map(|s| s.iter().product::<usize>()).max();
+    let triad = triad_gbs(largest.unwrap_or(1 << 22), 5, 2)?;
+    println!("triad (2 threads, 2 reads + 1 write): {triad:.2} GB/s");
+    println!(
+        "{:<28} {:>18} {:>10} {:>8} {:>12} {:>8} {:>7}",
+        "variant", "shape", "fwd ms", "GB/s", "fwd+bwd ms", "GB/s", "triad"
+    );
+    let mut headline = None;
+    for &shape in shapes {
+        let [n, c, h, w] = shape;
+        let bytes = (n * c * h * w * 4) as f64;
+        let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &ad);
+        let xg = x.clone().require_grad();
+        for (name, backward, layer) in variants(c, &ad) {
+            let shape_text = format!("{n}×{c}×{h}×{w}");
+            let layer = match layer {
+                Ok(l) => l,
+                Err(e) => {
+                    println!("{name:<28} {shape_text:>18} n/a: {e}");
+                    continue;
+                }
+            };
+            let fwd = match time(reps, || layer.forward(x.clone()).map(|_| ())) {
+                Ok(t) => t,
+                Err(e) => {
+                    println!("{name:<28} {shape_text:>18} n/a: {e}");
+                    continue;
+                }
+            };
+            // minimal traffic: forward 2 reads + 1 write, backward 3 reads + 1 write
+            let fwd_gbs = 3.0 * bytes / fwd / 1e9;
+            let both = if backward {
+                let t = time(reps, || {
+                    let y = layer.forward(xg.clone())?;
+                    let _ = y.sum().backward();
+                    Ok(())
+                })?;
+                Some((t, 7.0 * bytes / t / 1e9))
+            } else {
+                None
+            };
+            let (both_ms, both_gbs, share) = match both {
+                Some((t, g)) => (
+                    format!("{:.2}", 1e3 * t),
+                    format!("{g:.2}"),
+                    format!("{:.1} %", 100.0 * g / triad),
+                ),
+                None => (
+                    "–".into(),
+                    "–".into(),
+                    format!("{:.1} %", 100.0 * fwd_gbs / triad),
+                ),
+            };
+            println!(
+                "{name:<28} {shape_text:>18} {:>10.2} {fwd_gbs:>8.2} {both_ms:>12} {both_gbs:>8} {share:>7}",
+                1e3 * fwd
+            );
+            if name == "plain BN" && shape == SHAPES[0] {
+                headline = both;
+            }
+        }
+    }
+    if let Some((t, g)) = headline {
+        println!(
+            "plain BN forward+backward at (128, 64, 32, 32): {:.2} ms, {g:.2} GB/s = {:.1} % of the triad's {triad:.2} GB/s",
+            1e3 * t,
+            100.0 * g / triad
+        );
+    }
+    Ok(())
+}
