@@ -23,7 +23,7 @@ const SHAPES: [[usize; 4]; 4] = [
 /// A layer under test.
 enum Layer {
     Ours(Box<Norm>),
-    BurnNn(BatchNorm),
+    BurnNn(Box<BatchNorm>),
 }
 
 impl Layer {
@@ -94,7 +94,9 @@ fn variants(c: usize, device: &Device) -> Vec<(&'static str, bool, Result<Layer>
         (
             "burn-nn BatchNorm",
             true,
-            Ok(Layer::BurnNn(BatchNormConfig::new(c).init(device))),
+            Ok(Layer::BurnNn(Box::new(
+                BatchNormConfig::new(c).init(device),
+            ))),
         ),
     ]
 }
