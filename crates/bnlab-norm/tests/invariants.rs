@@ -43,7 +43,12 @@ proptest! {
         let m = blocks[0].len() * groups[0].len() * sh.s;
         prop_assume!(m >= 2);
         // skip degenerate units whose values are (nearly) all equal
-        for b in &blocks { for g in &groups { prop_assume!(ref_moments(&x, sh, b, g).1 > 1e-6); } }
+        let mut min_var = f64::INFINITY;
+        for b in &blocks { for g in &groups {
+            let var = ref_moments(&x, sh, b, g).1;
+            prop_assume!(var > 1e-6);
+            min_var = min_var.min(var);
+        } }
         let config = NormConfig::new(sh.c).with_unit(unit).with_affine(Affine::Off).with_epsilon(TINY_EPS);
         let y = run(&config, NormMode::Train, &x, sh);
         let bound = ((m - 1) as f64).sqrt();
@@ -54,7 +59,11 @@ proptest! {
                 prop_assert!((var - 1.0).abs() < 1e-3, "var {}", var);
             }
         }
-        for v in &y { prop_assert!(v.abs() <= bound * (1.0 + 1e-5) + 1e-6, "|x̂| = {} > √(m−1) = {}", v, bound); }
+        // f32 centring loses about ε·|x|/σ relatively: the bound's tolerance follows the
+        // conditioning of the worst unit (1.5e-5 seen at |x| = 2.3, σ = 0.008).
+        let max_abs = x.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        let tol = 1e-5 + 4.0 * f32::EPSILON as f64 * max_abs / min_var.sqrt();
+        for v in &y { prop_assert!(v.abs() <= bound * (1.0 + tol) + 1e-6, "|x̂| = {} > √(m−1) = {} (tolerance {})", v, bound, tol); }
     }
 
     #[test]

@@ -154,8 +154,6 @@ pub struct Cell {
     pub summary: Option<Summary>,
     /// The comparison, absent for the baseline itself or without a baseline partner.
     pub comparison: Option<Comparison>,
-    /// Whether this is its own baseline.
-    pub is_baseline: bool,
     /// Best mean of its column within its table.
     pub best: bool,
 }
@@ -272,7 +270,6 @@ pub fn cell(
         .into_values()
         .collect();
     let partner = baseline.and_then(|b| b.partner(configuration, results));
-    let is_baseline = partner.as_deref() == Some(configuration);
     let comparison = partner
         .filter(|p| p != configuration)
         .map(|p| compare(results, configuration, &p, scheme, settings));
@@ -280,7 +277,6 @@ pub fn cell(
         configuration: configuration.to_string(),
         summary: summary(&values),
         comparison,
-        is_baseline,
         best: false,
     }
 }
