@@ -16,7 +16,7 @@ ours=$(./target/release/bnlab bench norm "$@")
 theirs=$("$venv/bin/python" bench/torch_norm.py --threads 2 "$@")
 echo "$ours"
 echo "$theirs"
-pick() { echo "$1" | awk -v name="$2" 'index($0, name) == 1 && /128.*64.*32.*32/ {print $(NF-'"$3"')}'; }
+pick() { echo "$1" | awk -v name="$2" 'index($0, name) == 1 && /128.*64.*32.*32/ && !/backward at/ {print $(NF-'"$3"')}'; }
 bn=$(pick "$ours" "plain BN" 3)
 gn=$(pick "$ours" "GroupNorm 32" 3)
 ghost=$(pick "$ours" "Ghost 32 contiguous" 3)
