@@ -5,12 +5,7 @@
 # PyTorch comes from $TORCH_VENV (default .venv-bench), created from PyPI when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv=${TORCH_VENV:-.venv-bench}
-if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet torch --index-url https://download.pytorch.org/whl/cpu \
-        || "$venv/bin/pip" install --quiet torch
-fi
+. bench/torch_venv.sh
 cargo build --release --quiet -p bnlab
 ours=$(./target/release/bnlab bench norm "$@")
 theirs=$("$venv/bin/python" bench/torch_norm.py --threads 2 "$@")

@@ -8,12 +8,7 @@ set -euo pipefail
 model=${1:-resnet20}
 batch=${2:-128}
 cd "$(dirname "$0")/.."
-venv=${TORCH_VENV:-.venv-bench}
-if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet torch --index-url https://download.pytorch.org/whl/cpu \
-        || "$venv/bin/pip" install --quiet torch
-fi
+. bench/torch_venv.sh
 cargo build --release --quiet -p bnlab
 ours=$(./target/release/bnlab bench train --model "$model" --batch "$batch")
 theirs=$("$venv/bin/python" bench/torch_train.py --model "$model" --batch "$batch" --threads 2)

@@ -57,6 +57,23 @@ pub struct SweepFile {
     pub seeds: Vec<u32>,
 }
 
+impl SweepFile {
+    /// What `spec` asks for.
+    pub fn of(spec: &Spec) -> Self {
+        Self {
+            name: spec.name.clone(),
+            baseline: spec.baseline.clone(),
+            configurations: spec
+                .configurations
+                .iter()
+                .map(|c| (c.name.clone(), c.axes.clone()))
+                .collect(),
+            order: spec.configurations.iter().map(|c| c.name.clone()).collect(),
+            seeds: spec.seeds.clone(),
+        }
+    }
+}
+
 /// Where the result of run `id` goes.
 pub fn result_path(out: &Path, id: &str) -> PathBuf {
     out.join("results").join(format!("{id}.json"))
@@ -76,17 +93,7 @@ pub fn run_sweep(
     if options.jobs == 0 {
         return Err(TrainError::Config("jobs must be at least 1".into()));
     }
-    let sweep = SweepFile {
-        name: spec.name.clone(),
-        baseline: spec.baseline.clone(),
-        configurations: spec
-            .configurations
-            .iter()
-            .map(|c| (c.name.clone(), c.axes.clone()))
-            .collect(),
-        order: spec.configurations.iter().map(|c| c.name.clone()).collect(),
-        seeds: spec.seeds.clone(),
-    };
+    let sweep = SweepFile::of(spec);
     let json = serde_json::to_vec_pretty(&sweep).map_err(|e| TrainError::Corrupt {
         path: out.join("sweep.json"),
         why: e.to_string(),

@@ -48,17 +48,7 @@ fn metrics(accuracy_percent: f64, loss: f64) -> Metrics {
 }
 
 fn write_sweep(dir: &Path, spec: &Spec) {
-    let sweep = SweepFile {
-        name: spec.name.clone(),
-        baseline: spec.baseline.clone(),
-        configurations: spec
-            .configurations
-            .iter()
-            .map(|c| (c.name.clone(), c.axes.clone()))
-            .collect(),
-        order: spec.configurations.iter().map(|c| c.name.clone()).collect(),
-        seeds: spec.seeds.clone(),
-    };
+    let sweep = SweepFile::of(spec);
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
         dir.join("sweep.json"),
