@@ -268,15 +268,10 @@ const BATCH_AXES: [&str; 3] = [
 /// The values of every axis except the batch-size axes, joined: a series' name.
 fn series_name(results: &SweepResults, configuration: &str) -> String {
     let axes = results.axes(configuration);
-    let varying = super::table::all_axes(results)
+    let varying: Vec<String> = super::table::varying_axes(results)
         .into_iter()
         .filter(|a| !BATCH_AXES.contains(&a.as_str()))
-        .filter(|a| {
-            let mut values = results.sweep.configurations.values().map(|c| c.get(a));
-            let first = values.next();
-            values.any(|v| v != first.unwrap_or(None))
-        })
-        .collect::<Vec<_>>();
+        .collect();
     let name: Vec<&str> = varying
         .iter()
         .filter_map(|a| axes.and_then(|x| x.get(a)).map(String::as_str))

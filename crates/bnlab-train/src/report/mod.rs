@@ -63,6 +63,16 @@ pub struct Report {
     pub failed: usize,
 }
 
+impl Report {
+    /// Writes every file under `out`, each atomically, `report.md` last.
+    pub fn write(&self, out: &Path) -> Result<(), TrainError> {
+        for (path, bytes) in &self.files {
+            write_atomic(&out.join(path), bytes)?;
+        }
+        Ok(())
+    }
+}
+
 /// What a scheme measures, for headings.
 pub fn describe_scheme(scheme: &str) -> String {
     if let Some(b) = scheme.strip_prefix("minibatch-") {
@@ -225,9 +235,7 @@ fn comparisons_markdown(tables: &[Table], decimals: usize, alternative: Alternat
     let mut notes = String::new();
     for c in &cells {
         let Some(cmp) = &c.comparison else { continue };
-        let stats = c
-            .summary
-            .map_or("–".into(), |s| format!("{:.d$} ± {:.d$}", s.mean, s.std));
+        let stats = c.summary.map_or("–".into(), |s| table::mean_std(&s, d));
         let delta = cmp.delta.map_or("–".into(), |v| format!("{v:+.d$}"));
         let (t, df, p) = match &cmp.outcome {
             Ok(t) => (
@@ -454,8 +462,6 @@ fn capitalized(s: &str) -> String {
 pub fn write_report(dir: &Path, options: &ReportOptions, out: &Path) -> Result<Report, TrainError> {
     let results = SweepResults::load(dir)?;
     let report = build_report(&results, options)?;
-    for (path, bytes) in &report.files {
-        write_atomic(&out.join(path), bytes)?;
-    }
+    report.write(out)?;
     Ok(report)
 }

@@ -113,6 +113,28 @@ pub fn all_axes(results: &SweepResults) -> Vec<String> {
     axes
 }
 
+/// The axes whose value differs between configurations, sorted.
+pub(super) fn varying_axes(results: &SweepResults) -> Vec<String> {
+    let order = &results.sweep.order;
+    all_axes(results)
+        .into_iter()
+        .filter(|a| {
+            distinct(
+                order
+                    .iter()
+                    .map(|c| label(results, c, std::slice::from_ref(a))),
+            )
+            .len()
+                > 1
+        })
+        .collect()
+}
+
+/// `mean ± std` with `d` decimals.
+pub(super) fn mean_std(s: &Summary, d: usize) -> String {
+    format!("{:.d$} ± {:.d$}", s.mean, s.std)
+}
+
 /// How a table is laid out and what it shows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableSettings {
@@ -221,7 +243,7 @@ fn compare(
     let alternative = Alternative::for_metric(metric.name());
     let a = results.values(configuration, scheme, metric);
     let b = results.values(baseline, scheme, metric);
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let mean = |v: &[f64]| summary(v).map_or(f64::NAN, |s| s.mean);
     let (outcome, delta, compared, unmatched) = match settings.test {
         TestKind::Paired => {
             let p = pair(&a, &b);
@@ -299,11 +321,7 @@ pub fn tables(
         }
     }
     let order = &results.sweep.order;
-    let varying: Vec<String> = axes
-        .iter()
-        .filter(|a| distinct(order.iter().map(|c| label(results, c, &[a.to_string()]))).len() > 1)
-        .cloned()
-        .collect();
+    let varying = varying_axes(results);
     let laid_out = |a: &String| settings.rows.contains(a) || settings.cols.contains(a);
     let rows = if settings.rows.is_empty() {
         let mut rest: Vec<String> = varying.iter().filter(|a| !laid_out(a)).cloned().collect();
@@ -415,7 +433,7 @@ impl Table {
             return "no finished run".into();
         };
         let d = self.metric.decimals();
-        let mut text = format!("{:.d$} ± {:.d$}", s.mean, s.std);
+        let mut text = mean_std(&s, d);
         if cell.comparison.as_ref().is_some_and(|c| c.significant) {
             text = format!("**{text}**");
         }

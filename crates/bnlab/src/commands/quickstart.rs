@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use bnlab_train::{Baseline, ReportOptions, Spec, SweepResults, scheme_section, write_report};
+use bnlab_train::{Baseline, ReportOptions, Spec, SweepResults, build_report, scheme_section};
 
 /// The quickstart's spec (also written to `OUT/quickstart.toml`).
 pub const SPEC: &str = r#"# bnlab quickstart: Davis & Frank's γ < 1 with γ learning rate ÷ c against BASE
@@ -59,7 +59,7 @@ pub fn run(out: &Path, quiet: bool, jobs: usize) -> Result<()> {
         println!("{section}");
     }
     let report = out.join("report");
-    write_report(out, &options, &report)?;
+    build_report(&results, &options)?.write(&report)?;
     println!(
         "Report with figures: {}",
         report.join("report.md").display()
