@@ -248,6 +248,17 @@ impl Affine {
     }
 }
 
+/// Which implementation runs a [`Norm`](crate::Norm) layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Kernel {
+    /// The fused kernels where the backend has them (f32 on Flex, without a stats reducer
+    /// in batch-statistics modes), else the composed path.
+    #[default]
+    Auto,
+    /// Burn tensor operations on every backend: the reference implementation.
+    Composed,
+}
+
 /// Configuration of a [`Norm`](crate::Norm) layer. Every choice of the four papers is a field.
 #[derive(Config, Debug)]
 pub struct NormConfig {
@@ -277,6 +288,9 @@ pub struct NormConfig {
     /// Return an error when a batch statistic is NaN or infinite. Default: false.
     #[config(default = false)]
     pub check_finite: bool,
+    /// Fused kernels or the composed reference. Default: fused where available.
+    #[config(default = "Kernel::Auto")]
+    pub kernel: Kernel,
 }
 
 impl NormConfig {

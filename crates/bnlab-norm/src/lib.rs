@@ -48,6 +48,7 @@
 mod config;
 mod error;
 mod fold;
+mod fused;
 mod mode;
 mod norm;
 mod plan;

@@ -6,10 +6,11 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{DType, Device, Int, Tensor, TensorCreationOptions, TensorData};
 
+use crate::fused::{self, FusedPlan};
 use crate::plan::{Plan, plan};
 use crate::state::{NormState, to_f64};
 use crate::{
-    Affine, LocalReducer, Moments, NormConfig, NormError, NormMode, RunningStats, StatUnit,
+    Affine, Kernel, LocalReducer, Moments, NormConfig, NormError, NormMode, RunningStats, StatUnit,
     StatsReducer, StatsSource, VarianceStorage,
 };
 
@@ -96,6 +97,8 @@ struct BatchStats {
     /// Per example block, [B, K], accumulation dtype.
     mean: Tensor<2>,
     var: Tensor<2>,
+    /// Values per example block (after the reducer).
+    unit_count: Vec<f64>,
     /// Pooled over each population set: value count, Σx, Σx² ([P, K], detached).
     pop_count: Vec<f64>,
     pop_sum: Tensor<2>,
@@ -217,6 +220,9 @@ impl Norm {
             NormMode::Train | NormMode::Collect | NormMode::Eval(StatsSource::MiniBatch)
         );
         let plan = plan(&self.config, n, domains, batch_stats)?;
+        if self.uses_fused(&x3, batch_stats) {
+            return Ok(self.forward_fused(x3, &plan, &shape)?.reshape(shape));
+        }
         let xhat = if self.config.unit == StatUnit::None {
             x3.clone()
         } else {
@@ -234,6 +240,12 @@ impl Norm {
                 }
             }
         };
+        self.record_outliers(&xhat);
+        Ok(self.affine(&x3, xhat, &plan).reshape(shape))
+    }
+
+    /// Counts |x̂| above the probe's threshold, when a probe is attached.
+    fn record_outliers(&self, xhat: &Tensor<3>) {
         if let Some(probe) = &self.state.outliers
             && let Ok(mut o) = probe.lock()
         {
@@ -245,9 +257,128 @@ impl Norm {
                 .sum()
                 .into_scalar::<i64>();
             o.over += over.max(0) as u64;
-            o.total += (n * c * s) as u64;
+            o.total += xhat.shape().num_elements() as u64;
         }
-        Ok(self.affine(&x3, xhat, &plan).reshape(shape))
+    }
+
+    /// Whether this call takes the fused path: asked for, supported by the backend, and with
+    /// no reducer when batch statistics are used (SyncBN runs composed).
+    fn uses_fused(&self, x3: &Tensor<3>, batch_stats: bool) -> bool {
+        self.config.kernel == Kernel::Auto
+            && self.config.unit != StatUnit::None
+            && (!batch_stats || self.state.reducer.is_none())
+            && fused::supported(x3)
+    }
+
+    /// Every mode on the fused path: statistics on the host from one read pass, then one
+    /// normalize + affine pass (affine tails that depend on x̂ itself, and the outlier probe,
+    /// apply the composed affine to the fused x̂).
+    fn forward_fused(
+        &self,
+        x3: Tensor<3>,
+        plan: &Plan,
+        shape: &[usize],
+    ) -> Result<Tensor<3>, NormError> {
+        let [n, c, s] = x3.dims();
+        let (cpg, k) = self.config.channel_grouping();
+        let values = (cpg * s) as f64;
+        let device = x3.device();
+        let mode = self.state.mode;
+        let (stat_row, mean, var, count, alpha) = match mode {
+            NormMode::Train | NormMode::Collect | NormMode::Eval(StatsSource::MiniBatch) => {
+                let (s1, s2) = fused::example_sums(&x3, cpg);
+                let acc = accumulation_dtype(&device);
+                let host = |v: Vec<f64>| {
+                    Tensor::<2>::from_data(
+                        TensorData::new(v, [n, k]),
+                        TensorCreationOptions::new(device.clone())
+                            .with_dtype(acc.unwrap_or(DType::F32)),
+                    )
+                };
+                let stats = self.batch_stats_from(host(s1), host(s2), values, plan, shape)?;
+                match mode {
+                    NormMode::Train => self.update_running(&stats),
+                    NormMode::Collect => self.accumulate(&stats)?,
+                    _ => {}
+                }
+                let (mean, var) = (to_f64(stats.mean), to_f64(stats.var));
+                (plan.block_of.clone(), mean, var, stats.unit_count, 1.0)
+            }
+            NormMode::Eval(StatsSource::Population) | NormMode::Frozen => {
+                let mean = to_f64(self.state.running_mean());
+                let var = to_f64(self.state.running_var());
+                let rows = mean.len() / k.max(1);
+                (plan.pop_of.clone(), mean, var, vec![1.0; rows], 0.0)
+            }
+            NormMode::Eval(StatsSource::ExampleWeighed { alpha }) => {
+                let (s1, s2) = fused::example_sums(&x3, cpg);
+                let pop_mean = to_f64(self.state.running_mean());
+                let pop_var = to_f64(self.state.running_var());
+                let (mut mean, mut var) = (Vec::with_capacity(n * k), Vec::with_capacity(n * k));
+                for i in 0..n {
+                    for g in 0..k {
+                        let (m, v) = (
+                            pop_mean[plan.pop_of[i] * k + g],
+                            pop_var[plan.pop_of[i] * k + g],
+                        );
+                        let mu = alpha * s1[i * k + g] / values + (1.0 - alpha) * m;
+                        let sq = alpha * s2[i * k + g] / values + (1.0 - alpha) * (v + m * m);
+                        mean.push(mu);
+                        var.push((sq - mu * mu).max(0.0));
+                    }
+                }
+                ((0..n).collect(), mean, var, vec![values; n], alpha)
+            }
+        };
+        let eps = self.config.epsilon;
+        let mut fused_plan = FusedPlan {
+            shape: [n, c, s],
+            cpg,
+            stat_row,
+            affine_row: plan.affine_of.clone(),
+            mean,
+            rstd: var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect(),
+            count,
+            alpha,
+        };
+        let folded = match self.state.outliers {
+            Some(_) => None,
+            None => self.folded_affine(),
+        };
+        if let Some((scale, shift)) = folded {
+            return Ok(fused::apply(x3, scale, shift, fused_plan));
+        }
+        fused_plan.affine_row = vec![0; n];
+        let ones = Tensor::<2>::ones([1, c], &device);
+        let xhat = fused::apply(x3.clone(), ones.clone(), ones.zeros_like(), fused_plan);
+        self.record_outliers(&xhat);
+        Ok(self.affine(&x3, xhat, plan))
+    }
+
+    /// The affine tail as y = x̂·scale + shift with scale and shift [A, C] computed from the
+    /// parameters, when it has that form (every tail but RBN/IEBN, which depend on x̂ itself).
+    fn folded_affine(&self) -> Option<(Tensor<2>, Tensor<2>)> {
+        let val = |p: &Option<Param<Tensor<2>>>| p.as_ref().map(|p| p.val().cast(DType::F32));
+        let (gamma, beta) = (val(&self.gamma), val(&self.beta));
+        match self.config.affine {
+            Affine::Standard { .. } => Some((gamma?, beta?)),
+            Affine::A1 { .. } => {
+                let (g, b) = (gamma?, beta?);
+                Some((g.clone(), b * g))
+            }
+            Affine::A2 { .. } => {
+                let (g, b, g0) = (gamma?, beta?, val(&self.gamma0)?);
+                Some((g0 * g.clone(), b * g))
+            }
+            Affine::RbnMinus { .. } | Affine::IebnMinus { .. } => {
+                Some((gamma? * sigmoid(val(&self.gate_bias)?), beta?))
+            }
+            Affine::ScaleOnly { .. } => {
+                let g = val(&self.input_gamma)?;
+                Some((g.clone(), g.zeros_like()))
+            }
+            Affine::Off | Affine::Rbn { .. } | Affine::Iebn { .. } => None,
+        }
     }
 
     /// `Train`: batch statistics, then the running-statistics update.
@@ -270,6 +401,12 @@ impl Norm {
         shape: &[usize],
     ) -> Result<Tensor<3>, NormError> {
         let stats = self.batch_stats(x3, plan, shape)?;
+        self.accumulate(&stats)?;
+        Ok(self.normalize(x3, stats.mean, stats.var, &plan.block_of))
+    }
+
+    /// Adds this batch's pooled statistics to the PreciseBN accumulator.
+    fn accumulate(&self, stats: &BatchStats) -> Result<(), NormError> {
         let sum = to_f64(stats.pop_sum.clone());
         let sum_sq = to_f64(stats.pop_sum_sq.clone());
         self.state
@@ -277,7 +414,7 @@ impl Norm {
             .lock()
             .map_err(|_| NormError::Reducer("accumulator lock poisoned".into()))?
             .add(&stats.pop_count, &sum, &sum_sq);
-        Ok(self.normalize(x3, stats.mean, stats.var, &plan.block_of))
+        Ok(())
     }
 
     /// `Eval(MiniBatch)`: the inference batch's own statistics under the batch policy.
@@ -339,11 +476,23 @@ impl Norm {
         plan: &Plan,
         shape: &[usize],
     ) -> Result<BatchStats, NormError> {
-        let device = x3.device();
-        let acc = accumulation_dtype(&device);
-        let dtype = acc.unwrap_or(x3.dtype());
+        let (s1, s2, values) = self.example_sums(x3, accumulation_dtype(&x3.device()));
+        self.batch_stats_from(s1, s2, values, plan, shape)
+    }
+
+    /// [`Self::batch_stats`] from Σx and Σx² per example and channel group ([N, K]) over
+    /// `values` values each.
+    fn batch_stats_from(
+        &self,
+        s1: Tensor<2>,
+        s2: Tensor<2>,
+        values: f64,
+        plan: &Plan,
+        shape: &[usize],
+    ) -> Result<BatchStats, NormError> {
+        let device = s1.device();
+        let dtype = s1.dtype();
         let n = plan.block_of.len();
-        let (s1, s2, values) = self.example_sums(x3, acc);
         let b = plan.blocks.len();
         let (unit_sum, unit_sq) = if plan.is_identity() {
             (s1.clone(), s2.clone())
@@ -424,6 +573,7 @@ impl Norm {
         Ok(BatchStats {
             mean,
             var,
+            unit_count: combined.count[..b].to_vec(),
             pop_count: combined.count[b..].to_vec(),
             pop_sum: combined.sum.narrow(0, b, p).detach(),
             pop_sum_sq: combined.sum_sq.narrow(0, b, p).detach(),

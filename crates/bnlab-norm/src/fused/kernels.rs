@@ -1,0 +1,246 @@
+//! Plain-Rust kernels of the fused layer over contiguous `[N, C, S]` f32 data, one plane
+//! (one example and channel, S values) at a time.
+//!
+//! Every reduction runs over one plane in a fixed order (eight f64 lanes, then the tail), and
+//! planes are combined by the caller in a fixed order, so results do not depend on the number
+//! of threads. Work is split over planes with rayon.
+
+use rayon::prelude::*;
+
+/// Accumulator lanes per plane reduction.
+const LANES: usize = 8;
+
+/// Values each rayon task handles at least, so small planes are batched together.
+const MIN_TASK_VALUES: usize = 1 << 14;
+
+/// Planes per rayon task for planes of `s` values.
+fn min_planes(s: usize) -> usize {
+    (MIN_TASK_VALUES / s.max(1)).max(1)
+}
+
+/// Per-plane coefficients of `out = (x − shift)·scale + offset`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Affine1 {
+    /// Subtracted from x first (the mean).
+    pub shift: f32,
+    /// Multiplies x − shift.
+    pub scale: f32,
+    /// Added last.
+    pub offset: f32,
+}
+
+/// Per-plane coefficients of `dx = dy·dy_scale + (x − shift)·x_scale + offset`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Affine2 {
+    /// Subtracted from x first (the mean).
+    pub shift: f32,
+    /// Multiplies dy.
+    pub dy_scale: f32,
+    /// Multiplies x − shift.
+    pub x_scale: f32,
+    /// Added last.
+    pub offset: f32,
+}
+
+/// Σx and Σx² of one plane, accumulated in f64.
+#[inline(always)]
+fn plane_moments(x: &[f32]) -> [f64; 2] {
+    let mut s = [0.0f64; LANES];
+    let mut q = [0.0f64; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for j in 0..LANES {
+            let v = f64::from(chunk[j]);
+            s[j] += v;
+            q[j] += v * v;
+        }
+    }
+    let (mut s0, mut q0) = (0.0, 0.0);
+    for j in 0..LANES {
+        s0 += s[j];
+        q0 += q[j];
+    }
+    for &v in tail {
+        let v = f64::from(v);
+        s0 += v;
+        q0 += v * v;
+    }
+    [s0, q0]
+}
+
+/// Σdy and Σdy·(x − shift) of one plane, accumulated in f64.
+#[inline(always)]
+fn plane_grad_moments(dy: &[f32], x: &[f32], shift: f32) -> [f64; 2] {
+    let shift = f64::from(shift);
+    let mut s = [0.0f64; LANES];
+    let mut q = [0.0f64; LANES];
+    let dy_chunks = dy.chunks_exact(LANES);
+    let x_chunks = x.chunks_exact(LANES);
+    let (dy_tail, x_tail) = (dy_chunks.remainder(), x_chunks.remainder());
+    for (g, v) in dy_chunks.zip(x_chunks) {
+        for j in 0..LANES {
+            let g = f64::from(g[j]);
+            s[j] += g;
+            q[j] += g * (f64::from(v[j]) - shift);
+        }
+    }
+    let (mut s0, mut q0) = (0.0, 0.0);
+    for j in 0..LANES {
+        s0 += s[j];
+        q0 += q[j];
+    }
+    for (&g, &v) in dy_tail.iter().zip(x_tail) {
+        let g = f64::from(g);
+        s0 += g;
+        q0 += g * (f64::from(v) - shift);
+    }
+    [s0, q0]
+}
+
+/// [Σx, Σx²] of every plane of `x` (planes of `s` values), in plane order.
+pub(crate) fn moments(x: &[f32], s: usize) -> Vec<[f64; 2]> {
+    if s == 0 {
+        return Vec::new();
+    }
+    x.par_chunks(s)
+        .with_min_len(min_planes(s))
+        .map(plane_moments)
+        .collect()
+}
+
+/// [Σdy, Σdy·(x − shift)] of every plane, with one shift per plane.
+pub(crate) fn grad_moments(dy: &[f32], x: &[f32], shifts: &[f32], s: usize) -> Vec<[f64; 2]> {
+    if s == 0 {
+        return Vec::new();
+    }
+    dy.par_chunks(s)
+        .zip(x.par_chunks(s))
+        .zip(shifts.par_iter())
+        .with_min_len(min_planes(s))
+        .map(|((dy, x), &shift)| plane_grad_moments(dy, x, shift))
+        .collect()
+}
+
+/// `(x − shift)·scale + offset` per plane.
+pub(crate) fn affine1(x: &[f32], coef: &[Affine1], s: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    if s == 0 {
+        return out;
+    }
+    out.par_chunks_mut(s)
+        .zip(x.par_chunks(s))
+        .zip(coef.par_iter())
+        .with_min_len(min_planes(s))
+        .for_each(|((out, x), k)| {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = (v - k.shift) * k.scale + k.offset;
+            }
+        });
+    out
+}
+
+/// `dy·dy_scale + (x − shift)·x_scale + offset` per plane.
+pub(crate) fn affine2(dy: &[f32], x: &[f32], coef: &[Affine2], s: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    if s == 0 {
+        return out;
+    }
+    out.par_chunks_mut(s)
+        .zip(dy.par_chunks(s).zip(x.par_chunks(s)))
+        .zip(coef.par_iter())
+        .with_min_len(min_planes(s))
+        .for_each(|((out, (dy, x)), k)| {
+            for ((o, &g), &v) in out.iter_mut().zip(dy).zip(x) {
+                *o = g * k.dy_scale + (v - k.shift) * k.x_scale + k.offset;
+            }
+        });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32 - 0.3)
+            .collect()
+    }
+
+    #[test]
+    fn plane_sums_match_f64_loops_for_odd_plane_sizes() {
+        for s in [1, 3, 7, 8, 9, 17, 100] {
+            let x = data(5 * s, 7);
+            let dy = data(5 * s, 11);
+            let shifts = [0.1f32, -0.2, 0.0, 0.3, 1.0];
+            let m = moments(&x, s);
+            let g = grad_moments(&dy, &x, &shifts, s);
+            for p in 0..5 {
+                let plane = &x[p * s..(p + 1) * s];
+                let grad = &dy[p * s..(p + 1) * s];
+                let sum: f64 = plane.iter().map(|&v| f64::from(v)).sum();
+                let sq: f64 = plane.iter().map(|&v| f64::from(v).powi(2)).sum();
+                let gs: f64 = grad.iter().map(|&v| f64::from(v)).sum();
+                let gx: f64 = grad
+                    .iter()
+                    .zip(plane)
+                    .map(|(&g, &v)| f64::from(g) * (f64::from(v) - f64::from(shifts[p])))
+                    .sum();
+                for (got, want) in [(m[p][0], sum), (m[p][1], sq), (g[p][0], gs), (g[p][1], gx)] {
+                    assert!((got - want).abs() <= 1e-12 * (1.0 + want.abs()), "s={s}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn elementwise_passes_match_their_formulas() {
+        let s = 13;
+        let (x, dy) = (data(3 * s, 3), data(3 * s, 5));
+        let c1: Vec<Affine1> = (0..3)
+            .map(|p| Affine1 {
+                shift: p as f32 * 0.1,
+                scale: 1.5 - p as f32,
+                offset: 0.25 * p as f32,
+            })
+            .collect();
+        let c2: Vec<Affine2> = (0..3)
+            .map(|p| Affine2 {
+                shift: p as f32 * 0.1,
+                dy_scale: 2.0,
+                x_scale: -0.5 * p as f32,
+                offset: 0.01,
+            })
+            .collect();
+        let (y, dx) = (affine1(&x, &c1, s), affine2(&dy, &x, &c2, s));
+        for i in 0..3 * s {
+            let (a, b) = (c1[i / s], c2[i / s]);
+            assert_eq!(y[i], (x[i] - a.shift) * a.scale + a.offset);
+            assert_eq!(
+                dx[i],
+                dy[i] * b.dy_scale + (x[i] - b.shift) * b.x_scale + b.offset
+            );
+        }
+    }
+
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let s = 37;
+        let x = data(300 * s, 1);
+        let dy = data(300 * s, 2);
+        let shifts: Vec<f32> = (0..300).map(|p| p as f32 * 1e-3).collect();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("thread pool");
+            pool.install(|| (moments(&x, s), grad_moments(&dy, &x, &shifts, s)))
+        };
+        let (a, b) = (run(1), run(3));
+        let bits =
+            |v: &[[f64; 2]]| -> Vec<u64> { v.iter().flat_map(|p| p.map(f64::to_bits)).collect() };
+        assert_eq!(bits(&a.0), bits(&b.0));
+        assert_eq!(bits(&a.1), bits(&b.1));
+    }
+}

@@ -1,0 +1,285 @@
+//! The fused path against the composed path (the reference), forward and backward, for every
+//! unit, ghost split, domain setting, affine tail and mode, on the reference suite's shape and
+//! on odd ones; and the fused path's independence of the thread count.
+
+mod common;
+
+use bnlab_norm::{
+    Affine, BatchPolicy, DomainChoice, DomainConfig, GhostSplit, Kernel, Norm, NormConfig,
+    NormMode, PopulationEstimator, StatUnit, StatsSource, finalize_collected,
+};
+use burn::tensor::{Device, Tensor};
+use common::*;
+
+const FORWARD_TOL: f64 = 1e-5;
+const BACKWARD_TOL: f64 = 1e-4;
+
+fn modes() -> Vec<NormMode> {
+    vec![
+        NormMode::Train,
+        NormMode::Collect,
+        NormMode::Eval(StatsSource::Population),
+        NormMode::Eval(StatsSource::MiniBatch),
+        NormMode::Eval(StatsSource::ExampleWeighed { alpha: 0.3 }),
+        NormMode::Frozen,
+    ]
+}
+
+/// Units sized for C channels (even C) and N examples (even N).
+fn units() -> Vec<StatUnit> {
+    vec![
+        StatUnit::Batch,
+        StatUnit::Group { groups: 2 },
+        StatUnit::Layer,
+        StatUnit::Instance,
+        StatUnit::BatchGroup {
+            channel_groups: 2,
+            example_groups: 2,
+        },
+    ]
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Variant {
+    Plain,
+    Ghost(GhostSplit),
+    Domains,
+}
+
+const VARIANTS: [Variant; 4] = [
+    Variant::Plain,
+    Variant::Ghost(GhostSplit::Contiguous),
+    Variant::Ghost(GhostSplit::Strided),
+    Variant::Domains,
+];
+
+fn config(c: usize, unit: StatUnit, affine: Affine, variant: Variant) -> NormConfig {
+    let config = NormConfig::new(c).with_unit(unit).with_affine(affine);
+    match variant {
+        Variant::Plain => config,
+        Variant::Ghost(split) => config.with_batch(BatchPolicy::ghost(2, split)),
+        Variant::Domains => config.with_domains(Some(DomainConfig {
+            count: 2,
+            train_stats: DomainChoice::PerDomain,
+            population_stats: DomainChoice::PerDomain,
+            affine: DomainChoice::PerDomain,
+        })),
+    }
+}
+
+/// Everything one run produces: output, input and parameter gradients, running statistics.
+struct Outcome {
+    y: Vec<f64>,
+    dx: Vec<f64>,
+    dparams: Vec<Vec<f64>>,
+    running: Vec<f64>,
+}
+
+fn params(norm: &Norm) -> Vec<Tensor<2>> {
+    [
+        &norm.gamma,
+        &norm.beta,
+        &norm.gamma0,
+        &norm.gate_weight,
+        &norm.gate_bias,
+        &norm.input_gamma,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|p| p.val())
+    .collect()
+}
+
+/// Runs one forward and backward of Σ w·y with `kernel`, from the same random state.
+fn run(
+    config: &NormConfig,
+    kernel: Kernel,
+    mode: NormMode,
+    sh: Shape,
+    domains: Option<&[usize]>,
+    seed: u64,
+) -> Outcome {
+    let device = Device::flex().autodiff();
+    let mut rng = Rng(seed);
+    let config = config.clone().with_kernel(kernel);
+    let mut norm = config.init(&device).expect("valid config");
+    randomize_affine(&mut norm, &mut rng);
+    let [p, k] = norm.state.running_mean().dims();
+    norm.state.set_running(
+        tensor(&rng.vec(p * k, -0.5, 0.5), [p, k], &device),
+        tensor(&rng.vec(p * k, 0.5, 2.0), [p, k], &device),
+    );
+    let norm = norm.with_mode(mode);
+    let x = tensor(&rng.vec(sh.len(), -2.0, 3.0), [sh.n, sh.c, sh.s], &device).require_grad();
+    let w = tensor(&rng.vec(sh.len(), -1.0, 1.0), [sh.n, sh.c, sh.s], &device);
+    let y = norm.forward_domains(x.clone(), domains).expect("forward");
+    let y_values = values(y.clone());
+    let grads = (y * w).sum().backward();
+    let dx = x.grad(&grads).map(values).unwrap_or_default();
+    let dparams = params(&norm)
+        .into_iter()
+        .map(|p| p.grad(&grads).map(values).unwrap_or_default())
+        .collect();
+    let norm = if mode == NormMode::Collect {
+        finalize_collected(norm, PopulationEstimator::Pooled).expect("finalize")
+    } else {
+        norm
+    };
+    let mut running = values(norm.state.running_mean());
+    running.extend(values(norm.state.running_var()));
+    Outcome {
+        y: y_values,
+        dx,
+        dparams,
+        running,
+    }
+}
+
+fn compare(config: &NormConfig, mode: NormMode, sh: Shape, domains: Option<&[usize]>, what: &str) {
+    let fused = run(config, Kernel::Auto, mode, sh, domains, 17);
+    let composed = run(config, Kernel::Composed, mode, sh, domains, 17);
+    let fwd = max_abs_diff(&fused.y, &composed.y);
+    assert!(fwd <= FORWARD_TOL, "{what}: forward differs by {fwd}");
+    let bwd = rel_err(&fused.dx, &composed.dx);
+    assert!(
+        bwd <= BACKWARD_TOL,
+        "{what}: input gradient differs by {bwd}"
+    );
+    assert_eq!(fused.dparams.len(), composed.dparams.len());
+    for (i, (a, b)) in fused.dparams.iter().zip(&composed.dparams).enumerate() {
+        assert!(!b.is_empty(), "{what}: parameter {i} has no gradient");
+        let e = rel_err(a, b);
+        assert!(
+            e <= BACKWARD_TOL,
+            "{what}: parameter {i} gradient differs by {e}"
+        );
+    }
+    let run_err = max_abs_diff(&fused.running, &composed.running);
+    assert!(
+        run_err <= FORWARD_TOL,
+        "{what}: running statistics differ by {run_err}"
+    );
+}
+
+#[test]
+fn fused_matches_composed_for_every_unit_variant_affine_and_mode() {
+    let sh = Shape { n: 4, c: 4, s: 3 };
+    let domains = [0, 1, 1, 0];
+    let mut checked = 0;
+    for unit in units() {
+        for variant in VARIANTS {
+            if matches!(variant, Variant::Ghost(_)) && unit != StatUnit::Batch {
+                continue;
+            }
+            let ids = matches!(variant, Variant::Domains).then_some(&domains[..]);
+            for affine in all_affines() {
+                for mode in modes() {
+                    let config = config(sh.c, unit, affine, variant);
+                    let what = format!("{unit:?} {variant:?} {affine:?} {mode:?}");
+                    compare(&config, mode, sh, ids, &what);
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, (4 + 4 * 2) * 9 * 6);
+}
+
+/// Values per statistic unit of `unit` on `sh` (ghost size `ghost` for Batch).
+fn unit_values(unit: StatUnit, sh: Shape, ghost: Option<usize>) -> usize {
+    match unit {
+        StatUnit::Batch => ghost.unwrap_or(sh.n) * sh.s,
+        StatUnit::Group { groups } => sh.c / groups * sh.s,
+        StatUnit::Layer => sh.c * sh.s,
+        StatUnit::Instance => sh.s,
+        StatUnit::BatchGroup {
+            channel_groups,
+            example_groups,
+        } => sh.n / example_groups * (sh.c / channel_groups) * sh.s,
+        StatUnit::None => 0,
+    }
+}
+
+#[test]
+fn fused_matches_composed_on_odd_shapes() {
+    // C not a multiple of the 8 lanes, H·W = 1, N = 2, and planes longer than the lanes. Units
+    // of fewer than 3 values are left out: with 2 values x̂ = ±1 and the exact input gradient
+    // is O(ε), so both paths return f32 rounding noise there.
+    let shapes = [
+        Shape { n: 2, c: 6, s: 5 },
+        Shape { n: 6, c: 10, s: 1 },
+        Shape { n: 2, c: 2, s: 3 },
+        Shape { n: 4, c: 2, s: 67 },
+    ];
+    let standard = Affine::Standard {
+        gamma_init: 0.5,
+        beta_init: 0.1,
+    };
+    let mut checked = 0;
+    for sh in shapes {
+        for unit in units() {
+            if unit_values(unit, sh, None) < 3 {
+                continue;
+            }
+            for mode in modes() {
+                let config = config(sh.c, unit, standard, Variant::Plain);
+                compare(
+                    &config,
+                    mode,
+                    sh,
+                    None,
+                    &format!("{sh:?} {unit:?} {mode:?}"),
+                );
+                checked += 1;
+            }
+        }
+        let g = sh.n / 2;
+        if g >= 2 && unit_values(StatUnit::Batch, sh, Some(g)) >= 3 {
+            for split in [GhostSplit::Contiguous, GhostSplit::Strided] {
+                let ghost = config(sh.c, StatUnit::Batch, standard, Variant::Plain)
+                    .with_batch(BatchPolicy::ghost(g, split));
+                compare(
+                    &ghost,
+                    NormMode::Train,
+                    sh,
+                    None,
+                    &format!("{sh:?} ghost {g}"),
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 80, "only {checked} cases ran");
+}
+
+#[test]
+fn fused_results_do_not_depend_on_the_thread_count() {
+    let sh = Shape { n: 8, c: 12, s: 50 };
+    let config = config(
+        sh.c,
+        StatUnit::Batch,
+        Affine::Standard {
+            gamma_init: 0.5,
+            beta_init: 0.1,
+        },
+        Variant::Ghost(GhostSplit::Strided),
+    );
+    let run_with = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("thread pool");
+        pool.install(|| run(&config, Kernel::Auto, NormMode::Train, sh, None, 5))
+    };
+    let bits = |o: &Outcome| -> Vec<u64> {
+        o.y.iter()
+            .chain(&o.dx)
+            .chain(o.dparams.iter().flatten())
+            .chain(&o.running)
+            .map(|v| v.to_bits())
+            .collect()
+    };
+    let (one, two) = (run_with(1), run_with(2));
+    assert!(!one.dx.is_empty());
+    assert_eq!(bits(&one), bits(&two));
+}
