@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 . bench/torch_venv.sh
 cargo build --release --quiet -p bnlab
 ours=$(./target/release/bnlab bench norm "$@")
-theirs=$("$venv/bin/python" bench/torch_norm.py --threads 2 "$@")
+theirs=$(GLIBC_TUNABLES=$tuned "$venv/bin/python" bench/torch_norm.py --threads 2 "$@")
 echo "$ours"
 echo "$theirs"
 pick() { echo "$1" | awk -v name="$2" 'index($0, name) == 1 && /128.*64.*32.*32/ && !/backward at/ {print $(NF-'"$3"')}'; }

@@ -5,8 +5,10 @@
         target/release/bnlab bench train --model resnet20 --steps 3 --warmup 1
     perf script -i perf.data -F ip,sym | python3 bench/profile_shares.py
 
-Each sample goes to the first category (in the order below) whose pattern one of its frames
-matches; the leaf frame decides allocation and zero-filling.
+The leaf frame decides first (allocation, the fused normalization kernels, gemm, convolution
+loops): with rayon these run on worker threads whose stacks do not show the calling layer.
+Other samples go to the first category (in the order below) whose pattern one of their frames
+matches.
 """
 import re
 import sys
@@ -16,15 +18,21 @@ LEAF = [
     ("allocation, page faults, zero-fill",
      r"clear_page|page_fault|do_anonymous_page|__handle_mm_fault|_int_malloc|_int_free|malloc|"
      r"free|memset|filled_typed|mmap|munmap|alloc_pages|memcg"),
+    ("normalization kernels (bnlab fused, forward and backward)", r"bnlab_norm::fused::kernels"),
+    ("matrix multiply (gemm microkernels: convolutions, linear)", r"gemm_"),
+    ("convolution data movement (burn_flex conv loops, im2col, copy_2d_tiled)",
+     r"burn_flex::ops::conv|copy_2d_tiled"),
 ]
 STACK = [
     ("optimizer step", r"burn_optim|GroupedOptimizer|bnlab_train::optim"),
     ("conv2d weight gradient", r"conv2d_weight_backward"),
     ("conv2d input gradient", r"conv2d_x_backward"),
     ("conv2d forward", r"burn_flex::ops::conv::conv2d_f32"),
-    ("normalization forward (bnlab Norm, composed ops)", r"bnlab_norm::"),
+    ("normalization backward (fused kernel)", r"FusedBackward"),
+    ("normalization forward (bnlab Norm)", r"bnlab_norm::"),
     ("other forward (ReLU, residual add, pooling, loss, linear)", r"bnlab_models::|cross_entropy|Network>::forward"),
-    ("backward of elementwise ops and reductions (mostly normalization)", r"burn_autodiff"),
+    ("backward of elementwise ops and reductions (the composed normalization's, ReLU, add)",
+     r"burn_autodiff"),
 ]
 
 

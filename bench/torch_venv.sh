@@ -6,3 +6,6 @@ if [ ! -x "$venv/bin/python" ]; then
     "$venv/bin/pip" install --quiet torch --index-url https://download.pytorch.org/whl/cpu \
         || "$venv/bin/pip" install --quiet torch
 fi
+# PyTorch runs with the glibc malloc settings `bnlab` sets for itself (src/alloc.rs): large
+# blocks from the heap, never trimmed, so neither side pays page faults for fresh activations.
+tuned=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647

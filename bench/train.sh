@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 . bench/torch_venv.sh
 cargo build --release --quiet -p bnlab
 ours=$(./target/release/bnlab bench train --model "$model" --batch "$batch")
-theirs=$("$venv/bin/python" bench/torch_train.py --model "$model" --batch "$batch" --threads 2)
+theirs=$(GLIBC_TUNABLES=$tuned "$venv/bin/python" bench/torch_train.py --model "$model" --batch "$batch" --threads 2)
 echo "$ours"
 echo "$theirs"
 a=$(echo "$ours" | awk '/^step/ {print $2}')

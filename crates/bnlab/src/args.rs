@@ -122,23 +122,7 @@ pub enum DataCommand {
 pub enum BenchCommand {
     /// Images/s of a training step on Flex (forward, backward, SGD step with momentum and
     /// weight decay) on random CIFAR-shaped batches.
-    Train {
-        /// A registered network (`bnlab models`): resnet20, resnet18-cifar, …
-        #[arg(long, default_value = "resnet20")]
-        model: String,
-        /// Batch size.
-        #[arg(long, default_value_t = 128)]
-        batch: usize,
-        /// Timed steps (the medians are reported).
-        #[arg(long, default_value_t = 10)]
-        steps: usize,
-        /// Untimed steps first.
-        #[arg(long, default_value_t = 2)]
-        warmup: usize,
-        /// Image height and width.
-        #[arg(long, default_value_t = 32)]
-        size: usize,
-    },
+    Train(TrainBenchArgs),
     /// Normalization variants per training forward and forward + backward on Flex, as
     /// bandwidth against a triad measured in the same run, beside burn-nn's BatchNorm.
     Norm {
@@ -148,6 +132,9 @@ pub enum BenchCommand {
         /// Timed repetitions per figure (the median is reported).
         #[arg(long, default_value_t = 5)]
         reps: usize,
+        /// Only the variants whose name contains this text (e.g. "plain").
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -185,4 +172,39 @@ pub struct ReportArgs {
     /// Output directory (default: DIR/report).
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+/// `bnlab bench train …`.
+#[derive(Debug, clap::Args)]
+pub struct TrainBenchArgs {
+    /// A registered network (`bnlab models`): resnet20, resnet18-cifar, …
+    #[arg(long, default_value = "resnet20")]
+    pub model: String,
+    /// Batch size.
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Timed steps (the medians are reported).
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Image height and width.
+    #[arg(long, default_value_t = 32)]
+    pub size: usize,
+    /// The normalization kernels: fused (where available) or composed (the reference).
+    #[arg(long, value_enum, default_value_t = KernelArg::Fused)]
+    pub kernel: KernelArg,
+    /// Also time PreciseBN over this many samples (0: skip) against one epoch of 50,000.
+    #[arg(long, default_value_t = 0)]
+    pub precise: usize,
+}
+
+/// `--kernel` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KernelArg {
+    /// Fused kernels where the backend has them.
+    Fused,
+    /// Burn tensor operations (the reference path).
+    Composed,
 }

@@ -1,5 +1,6 @@
 //! The `bnlab` command line.
 
+mod alloc;
 mod args;
 mod commands;
 
@@ -10,6 +11,7 @@ use clap::Parser;
 use args::{Args, BenchCommand, Command};
 
 fn main() -> ExitCode {
+    alloc::keep_freed_memory();
     let args = Args::parse();
     let result = match args.command {
         Command::Data(c) => commands::data::run(c),
@@ -35,15 +37,9 @@ fn main() -> ExitCode {
             out,
         } => commands::eval::precise(&run, samples, batch, exact, out),
         Command::Report(a) => commands::report::run(&a),
-        Command::Bench(BenchCommand::Train {
-            model,
-            batch,
-            steps,
-            warmup,
-            size,
-        }) => commands::bench::train::train(&model, batch, steps, warmup, size),
-        Command::Bench(BenchCommand::Norm { quick, reps }) => {
-            commands::bench::norm::norm(quick, reps)
+        Command::Bench(BenchCommand::Train(a)) => commands::bench::train::train(&a),
+        Command::Bench(BenchCommand::Norm { quick, reps, only }) => {
+            commands::bench::norm::norm(quick, reps, only.as_deref())
         }
         Command::Quickstart { out, quiet, jobs } => commands::quickstart::run(&out, quiet, jobs),
     };

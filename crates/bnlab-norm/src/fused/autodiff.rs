@@ -60,7 +60,7 @@ impl Backward<Flex, 3> for FusedBackward {
 
 impl<C: CheckpointStrategy> FusedNorm for Autodiff<Flex, C> {
     fn fused_norm_sums(x: FloatTensor<Self>, cpg: usize) -> FloatTensor<Self> {
-        let device = burn::backend::flex::FlexDevice::default();
+        let device = burn::backend::flex::FlexDevice;
         let sums = Flex::fused_norm_sums(x.into_primitive(), cpg).into_data();
         Self::float_from_data(sums, &device)
     }

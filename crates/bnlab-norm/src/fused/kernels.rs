@@ -5,6 +5,8 @@
 //! planes are combined by the caller in a fixed order, so results do not depend on the number
 //! of threads. Work is split over planes with rayon.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 /// Accumulator lanes per plane reduction.
@@ -42,19 +44,61 @@ pub(crate) struct Affine2 {
     pub offset: f32,
 }
 
+/// Runs `$body` compiled for AVX2 where the CPU has it, else for the baseline target. The
+/// arithmetic is the same in both (no FMA contraction), so both give the same bits.
+macro_rules! with_avx2 {
+    ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                fn avx2($($arg: $ty),*) -> $ret {
+                    $body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU was just checked to have AVX2.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+/// Σx and Σx² of one plane in f64 (explicit AVX2 where the CPU has it: LLVM does not
+/// vectorize the f32 → f64 widening of the portable body).
+fn plane_moments(x: &[f32]) -> [f64; 2] {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU was just checked to have AVX2.
+        return unsafe { avx2::moments(x, None) };
+    }
+    plane_moments_body(x)
+}
+
+/// Σdy and Σdy·(x − shift) of one plane in f64 (explicit AVX2 where the CPU has it).
+fn plane_grad_moments(dy: &[f32], x: &[f32], shift: f32) -> [f64; 2] {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU was just checked to have AVX2.
+        return unsafe { avx2::moments(dy, Some((x, shift))) };
+    }
+    plane_grad_moments_body(dy, x, shift)
+}
+with_avx2!(plane_affine1, plane_affine1_body, (out: &mut [MaybeUninit<f32>], x: &[f32], k: &Affine1) -> ());
+with_avx2!(plane_affine2, plane_affine2_body, (out: &mut [MaybeUninit<f32>], dy: &[f32], x: &[f32], k: &Affine2) -> ());
+
 /// Σx and Σx² of one plane, accumulated in f64.
 #[inline(always)]
-fn plane_moments(x: &[f32]) -> [f64; 2] {
+fn plane_moments_body(x: &[f32]) -> [f64; 2] {
     let mut s = [0.0f64; LANES];
     let mut q = [0.0f64; LANES];
     let chunks = x.chunks_exact(LANES);
     let tail = chunks.remainder();
     for chunk in chunks {
-        for j in 0..LANES {
-            let v = f64::from(chunk[j]);
-            s[j] += v;
-            q[j] += v * v;
-        }
+        let v: [f64; LANES] = std::array::from_fn(|j| f64::from(chunk[j]));
+        s = std::array::from_fn(|j| s[j] + v[j]);
+        q = std::array::from_fn(|j| q[j] + v[j] * v[j]);
     }
     let (mut s0, mut q0) = (0.0, 0.0);
     for j in 0..LANES {
@@ -71,7 +115,7 @@ fn plane_moments(x: &[f32]) -> [f64; 2] {
 
 /// Σdy and Σdy·(x − shift) of one plane, accumulated in f64.
 #[inline(always)]
-fn plane_grad_moments(dy: &[f32], x: &[f32], shift: f32) -> [f64; 2] {
+fn plane_grad_moments_body(dy: &[f32], x: &[f32], shift: f32) -> [f64; 2] {
     let shift = f64::from(shift);
     let mut s = [0.0f64; LANES];
     let mut q = [0.0f64; LANES];
@@ -122,40 +166,121 @@ pub(crate) fn grad_moments(dy: &[f32], x: &[f32], shifts: &[f32], s: usize) -> V
         .collect()
 }
 
+/// out = (x − shift)·scale + offset over one plane.
+#[inline(always)]
+fn plane_affine1_body(out: &mut [MaybeUninit<f32>], x: &[f32], k: &Affine1) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        o.write((v - k.shift) * k.scale + k.offset);
+    }
+}
+
+/// out = dy·dy_scale + (x − shift)·x_scale + offset over one plane.
+#[inline(always)]
+fn plane_affine2_body(out: &mut [MaybeUninit<f32>], dy: &[f32], x: &[f32], k: &Affine2) {
+    for ((o, &g), &v) in out.iter_mut().zip(dy).zip(x) {
+        o.write(g * k.dy_scale + (v - k.shift) * k.x_scale + k.offset);
+    }
+}
+
+/// A vector of `len` values, every one written by `fill` over planes of `s` values (`len` a
+/// multiple of `s`), without zeroing the memory first.
+fn filled(
+    len: usize,
+    s: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    if s > 0 {
+        out.spare_capacity_mut()[..len]
+            .par_chunks_mut(s)
+            .with_min_len(min_planes(s))
+            .enumerate()
+            .for_each(|(p, plane)| fill(p, plane));
+        // SAFETY: the planes cover the first `len` slots (len is a multiple of s) and `fill`
+        // writes every slot of its plane.
+        unsafe { out.set_len(len) };
+    }
+    out
+}
+
 /// `(x − shift)·scale + offset` per plane.
 pub(crate) fn affine1(x: &[f32], coef: &[Affine1], s: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; x.len()];
-    if s == 0 {
-        return out;
-    }
-    out.par_chunks_mut(s)
-        .zip(x.par_chunks(s))
-        .zip(coef.par_iter())
-        .with_min_len(min_planes(s))
-        .for_each(|((out, x), k)| {
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = (v - k.shift) * k.scale + k.offset;
-            }
-        });
-    out
+    filled(x.len(), s, |p, out| {
+        plane_affine1(out, &x[p * s..(p + 1) * s], &coef[p])
+    })
 }
 
 /// `dy·dy_scale + (x − shift)·x_scale + offset` per plane.
 pub(crate) fn affine2(dy: &[f32], x: &[f32], coef: &[Affine2], s: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; x.len()];
-    if s == 0 {
-        return out;
+    filled(x.len(), s, |p, out| {
+        let plane = p * s..(p + 1) * s;
+        plane_affine2(out, &dy[plane.clone()], &x[plane], &coef[p])
+    })
+}
+
+/// The plane reductions with AVX2 intrinsics, in the portable bodies' exact order: lanes
+/// 0–3 and 4–7 of each chunk of eight, then the lanes summed in order, then the tail.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// [Σa, Σa²] for `weights = None`; [Σa, Σa·(x − shift)] for `Some((x, shift))`.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn moments(a: &[f32], weights: Option<(&[f32], f32)>) -> [f64; 2] {
+        let len = match weights {
+            Some((x, _)) => a.len().min(x.len()),
+            None => a.len(),
+        };
+        let full = len / 8 * 8;
+        let shift = weights.map_or(0.0, |(_, s)| f64::from(s));
+        let shift_v = _mm256_set1_pd(shift);
+        let (mut s_lo, mut s_hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        let (mut q_lo, mut q_hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        let mut i = 0;
+        while i < full {
+            // SAFETY: i + 8 ≤ full ≤ len of both slices; unaligned loads.
+            let (a_lo, a_hi) = unsafe {
+                (
+                    _mm256_cvtps_pd(_mm_loadu_ps(a.as_ptr().add(i))),
+                    _mm256_cvtps_pd(_mm_loadu_ps(a.as_ptr().add(i + 4))),
+                )
+            };
+            let (m_lo, m_hi) = match weights {
+                None => (a_lo, a_hi),
+                // SAFETY: as above.
+                Some((x, _)) => unsafe {
+                    (
+                        _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x.as_ptr().add(i))), shift_v),
+                        _mm256_sub_pd(
+                            _mm256_cvtps_pd(_mm_loadu_ps(x.as_ptr().add(i + 4))),
+                            shift_v,
+                        ),
+                    )
+                },
+            };
+            s_lo = _mm256_add_pd(s_lo, a_lo);
+            s_hi = _mm256_add_pd(s_hi, a_hi);
+            q_lo = _mm256_add_pd(q_lo, _mm256_mul_pd(a_lo, m_lo));
+            q_hi = _mm256_add_pd(q_hi, _mm256_mul_pd(a_hi, m_hi));
+            i += 8;
+        }
+        let mut lanes = [[0.0f64; 4]; 4];
+        for (out, v) in lanes.iter_mut().zip([s_lo, s_hi, q_lo, q_hi]) {
+            // SAFETY: `out` holds four f64.
+            unsafe { _mm256_storeu_pd(out.as_mut_ptr(), v) };
+        }
+        let (mut s0, mut q0) = (0.0, 0.0);
+        for j in 0..8 {
+            s0 += lanes[j / 4][j % 4];
+            q0 += lanes[2 + j / 4][j % 4];
+        }
+        for j in full..len {
+            let v = f64::from(a[j]);
+            s0 += v;
+            q0 += v * weights.map_or(v, |(x, _)| f64::from(x[j]) - shift);
+        }
+        [s0, q0]
     }
-    out.par_chunks_mut(s)
-        .zip(dy.par_chunks(s).zip(x.par_chunks(s)))
-        .zip(coef.par_iter())
-        .with_min_len(min_planes(s))
-        .for_each(|((out, (dy, x)), k)| {
-            for ((o, &g), &v) in out.iter_mut().zip(dy).zip(x) {
-                *o = g * k.dy_scale + (v - k.shift) * k.x_scale + k.offset;
-            }
-        });
-    out
 }
 
 #[cfg(test)]
@@ -191,6 +316,31 @@ mod tests {
                     assert!((got - want).abs() <= 1e-12 * (1.0 + want.abs()), "s={s}");
                 }
             }
+        }
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn avx2_and_portable_reductions_give_the_same_bits() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let bits = |v: [f64; 2]| v.map(f64::to_bits);
+        for s in [1, 7, 8, 9, 100, 1027] {
+            let (x, dy) = (data(s, 3), data(s, 4));
+            // SAFETY: AVX2 was checked above.
+            let (a, b) = unsafe {
+                (
+                    avx2::moments(&x, None),
+                    avx2::moments(&dy, Some((&x, 0.25))),
+                )
+            };
+            assert_eq!(bits(a), bits(plane_moments_body(&x)), "s={s}");
+            assert_eq!(
+                bits(b),
+                bits(plane_grad_moments_body(&dy, &x, 0.25)),
+                "s={s}"
+            );
         }
     }
 

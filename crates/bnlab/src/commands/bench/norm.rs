@@ -5,7 +5,9 @@
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use bnlab_norm::{BatchPolicy, GhostSplit, Norm, NormConfig, NormMode, StatUnit, StatsSource};
+use bnlab_norm::{
+    BatchPolicy, GhostSplit, Kernel, Norm, NormConfig, NormMode, StatUnit, StatsSource,
+};
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::tensor::{Device, Distribution, Tensor};
 
@@ -92,6 +94,11 @@ fn variants(c: usize, device: &Device) -> Vec<(&'static str, bool, Result<Layer>
             ours(NormConfig::new(c), NormMode::Collect),
         ),
         (
+            "composed BN (reference)",
+            true,
+            ours(NormConfig::new(c).with_kernel(Kernel::Composed), train),
+        ),
+        (
             "burn-nn BatchNorm",
             true,
             Ok(Layer::BurnNn(Box::new(
@@ -114,8 +121,9 @@ fn time(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 }
 
 /// Runs the benchmark and prints its table; the last line is plain BN forward + backward at
-/// (128, 64, 32, 32) as a share of the triad bandwidth.
-pub fn norm(quick: bool, reps: usize) -> Result<()> {
+/// (128, 64, 32, 32) as a share of the triad bandwidth; `only` keeps the variants whose name
+/// contains it.
+pub fn norm(quick: bool, reps: usize, only: Option<&str>) -> Result<()> {
     if reps == 0 {
         bail!("--reps must be at least 1");
     }
@@ -137,6 +145,9 @@ pub fn norm(quick: bool, reps: usize) -> Result<()> {
         let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &ad);
         let xg = x.clone().require_grad();
         for (name, backward, layer) in variants(c, &ad) {
+            if only.is_some_and(|o| !name.contains(o)) {
+                continue;
+            }
             let shape_text = format!("{n}×{c}×{h}×{w}");
             let layer = match layer {
                 Ok(l) => l,

@@ -5,16 +5,35 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use bnlab_data::Batch;
 use bnlab_models::{ModelOptions, NormSpec, build};
-use bnlab_train::{GroupedOptimizer, LrCurve, OptimizerConfig, Schedule, cross_entropy_sum};
+use bnlab_norm::{Kernel, NormConfig};
+use bnlab_train::{
+    GroupedOptimizer, LrCurve, OptimizerConfig, Schedule, cross_entropy_sum, precise_bn,
+};
+use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor};
 
 use super::median;
+use crate::args::{KernelArg, TrainBenchArgs};
+
+/// Training-set size the PreciseBN cost is compared against (CIFAR).
+const EPOCH_IMAGES: usize = 50_000;
 
 /// Times `steps` training steps of `model` at `batch` (after `warmup` untimed ones) and prints
-/// images/s of the forward pass, the backward pass, the optimizer step and the whole step.
-pub fn train(model: &str, batch: usize, steps: usize, warmup: usize, size: usize) -> Result<()> {
+/// images/s of the forward pass, the backward pass, the optimizer step and the whole step;
+/// with `precise`, also PreciseBN over that many samples as a share of one epoch.
+pub fn train(args: &TrainBenchArgs) -> Result<()> {
+    let TrainBenchArgs {
+        ref model,
+        batch,
+        steps,
+        warmup,
+        size,
+        kernel,
+        precise,
+    } = *args;
     if batch == 0 || steps == 0 {
         bail!("--batch and --steps must be at least 1");
     }
@@ -24,7 +43,10 @@ pub fn train(model: &str, batch: usize, steps: usize, warmup: usize, size: usize
     let options = ModelOptions {
         num_classes: 10,
         in_channels: 3,
-        norm: NormSpec::default(),
+        norm: NormSpec::new(NormConfig::new(1).with_kernel(match kernel {
+            KernelArg::Fused => Kernel::Auto,
+            KernelArg::Composed => Kernel::Composed,
+        })),
         input_norm: None,
         zero_init_residual: false,
     };
@@ -89,5 +111,35 @@ pub fn train(model: &str, batch: usize, steps: usize, warmup: usize, size: usize
     println!("  optimizer  {:8.1} ms", 1e3 * o);
     println!("  whole step {:8.1} ms", 1e3 * s);
     println!("step {:.1} img/s", rate(&mut total));
+    if precise > 0 {
+        let t = precise_time(net.valid(), precise, batch, size, &device)?;
+        let epoch = s * EPOCH_IMAGES as f64 / batch as f64;
+        println!(
+            "PreciseBN over {precise} samples: {t:.2} s = {:.2} % of one {EPOCH_IMAGES}-image epoch ({epoch:.1} s)",
+            100.0 * t / epoch
+        );
+    }
     Ok(())
+}
+
+/// Seconds of PreciseBN over `samples` random images in batches of `batch`.
+fn precise_time(
+    net: bnlab_models::Network,
+    samples: usize,
+    batch: usize,
+    size: usize,
+    device: &Device,
+) -> Result<f64> {
+    let batches = (0..samples.div_ceil(batch)).map(|b| {
+        let n = batch.min(samples - b * batch);
+        Ok(Batch {
+            images: Tensor::random([n, 3, size, size], Distribution::Normal(0.0, 1.0), device),
+            labels: Tensor::zeros([n], device),
+            domains: None,
+            indices: Vec::new(),
+        })
+    });
+    let start = Instant::now();
+    precise_bn(net, batches)?;
+    Ok(start.elapsed().as_secs_f64())
 }
