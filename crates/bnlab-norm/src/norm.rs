@@ -270,12 +270,37 @@ impl Norm {
             && fused::supported(x3)
     }
 
-    /// Every mode on the fused path: statistics on the host from one read pass, then one
-    /// normalize + affine pass (affine tails that depend on x̂ itself, and the outlier probe,
-    /// apply the composed affine to the fused x̂).
+    /// Every mode on the fused path. Affine tails that depend on x̂ itself (RBN/IEBN), and the
+    /// outlier probe, apply the composed affine to the fused x̂.
     fn forward_fused(
         &self,
         x3: Tensor<3>,
+        plan: &Plan,
+        shape: &[usize],
+    ) -> Result<Tensor<3>, NormError> {
+        let [n, c, _] = x3.dims();
+        let folded = match self.state.outliers {
+            Some(_) => None,
+            None => self.folded_affine(),
+        };
+        let Some((scale, shift)) = folded else {
+            let ones = Tensor::<2>::ones([1, c], &x3.device());
+            let (zeros, rows) = (ones.zeros_like(), vec![0; n]);
+            let xhat = self.fused_normalize(x3.clone(), [ones, zeros], rows, plan, shape)?;
+            self.record_outliers(&xhat);
+            return Ok(self.affine(&x3, xhat, plan));
+        };
+        self.fused_normalize(x3, [scale, shift], plan.affine_of.clone(), plan, shape)
+    }
+
+    /// y = x̂·scale + shift ([A, C] each, row `affine_row[i]` for example i) with this mode's
+    /// statistics: from one read pass on the host, then one normalize + affine pass; per-example
+    /// units with batch statistics are normalized unit by unit while in cache.
+    fn fused_normalize(
+        &self,
+        x3: Tensor<3>,
+        [scale, shift]: [Tensor<2>; 2],
+        affine_row: Vec<usize>,
         plan: &Plan,
         shape: &[usize],
     ) -> Result<Tensor<3>, NormError> {
@@ -283,24 +308,40 @@ impl Norm {
         let (cpg, k) = self.config.channel_grouping();
         let values = (cpg * s) as f64;
         let device = x3.device();
+        let acc = accumulation_dtype(&device);
+        let host = |v: Vec<f64>| {
+            Tensor::<2>::from_data(
+                TensorData::new(v, [n, k]),
+                TensorCreationOptions::new(device.clone()).with_dtype(acc.unwrap_or(DType::F32)),
+            )
+        };
+        let mut fused_plan = FusedPlan {
+            shape: [n, c, s],
+            cpg,
+            stat_row: (0..n).collect(),
+            affine_row,
+            mean: Vec::new(),
+            rstd: Vec::new(),
+            count: vec![values; n],
+            alpha: 1.0,
+            epsilon: self.config.epsilon,
+        };
         let mode = self.state.mode;
+        let batch = matches!(
+            mode,
+            NormMode::Train | NormMode::Collect | NormMode::Eval(StatsSource::MiniBatch)
+        );
+        if batch && plan.is_identity() {
+            let (y, s1, s2) = fused::normalize_units(x3, scale, shift, fused_plan);
+            let stats = self.batch_stats_from(host(s1), host(s2), values, plan, shape)?;
+            self.record_batch_stats(&stats)?;
+            return Ok(y);
+        }
         let (stat_row, mean, var, count, alpha) = match mode {
             NormMode::Train | NormMode::Collect | NormMode::Eval(StatsSource::MiniBatch) => {
                 let (s1, s2) = fused::example_sums(&x3, cpg);
-                let acc = accumulation_dtype(&device);
-                let host = |v: Vec<f64>| {
-                    Tensor::<2>::from_data(
-                        TensorData::new(v, [n, k]),
-                        TensorCreationOptions::new(device.clone())
-                            .with_dtype(acc.unwrap_or(DType::F32)),
-                    )
-                };
                 let stats = self.batch_stats_from(host(s1), host(s2), values, plan, shape)?;
-                match mode {
-                    NormMode::Train => self.update_running(&stats),
-                    NormMode::Collect => self.accumulate(&stats)?,
-                    _ => {}
-                }
+                self.record_batch_stats(&stats)?;
                 let (mean, var) = (to_f64(stats.mean), to_f64(stats.var));
                 (plan.block_of.clone(), mean, var, stats.unit_count, 1.0)
             }
@@ -331,28 +372,22 @@ impl Norm {
             }
         };
         let eps = self.config.epsilon;
-        let mut fused_plan = FusedPlan {
-            shape: [n, c, s],
-            cpg,
-            stat_row,
-            affine_row: plan.affine_of.clone(),
-            mean,
-            rstd: var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect(),
-            count,
-            alpha,
-        };
-        let folded = match self.state.outliers {
-            Some(_) => None,
-            None => self.folded_affine(),
-        };
-        if let Some((scale, shift)) = folded {
-            return Ok(fused::apply(x3, scale, shift, fused_plan));
+        fused_plan.stat_row = stat_row;
+        fused_plan.rstd = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+        fused_plan.mean = mean;
+        fused_plan.count = count;
+        fused_plan.alpha = alpha;
+        Ok(fused::apply(x3, scale, shift, fused_plan))
+    }
+
+    /// Train: the running-statistics update; Collect: the PreciseBN accumulator.
+    fn record_batch_stats(&self, stats: &BatchStats) -> Result<(), NormError> {
+        match self.state.mode {
+            NormMode::Train => self.update_running(stats),
+            NormMode::Collect => self.accumulate(stats)?,
+            _ => {}
         }
-        fused_plan.affine_row = vec![0; n];
-        let ones = Tensor::<2>::ones([1, c], &device);
-        let xhat = fused::apply(x3.clone(), ones.clone(), ones.zeros_like(), fused_plan);
-        self.record_outliers(&xhat);
-        Ok(self.affine(&x3, xhat, plan))
+        Ok(())
     }
 
     /// The affine tail as y = x̂·scale + shift with scale and shift [A, C] computed from the

@@ -202,7 +202,7 @@ fn unit_values(unit: StatUnit, sh: Shape, ghost: Option<usize>) -> usize {
 
 #[test]
 fn fused_matches_composed_on_odd_shapes() {
-    // C not a multiple of the 8 lanes, H·W = 1, N = 2, and planes longer than the lanes. Units
+    // C odd, H·W = 1 and plane sizes that are not multiples of the 16 lanes, N = 2. Units
     // of fewer than 3 values are left out: with 2 values x̂ = ±1 and the exact input gradient
     // is O(ε), so both paths return f32 rounding noise there.
     let shapes = [
@@ -255,22 +255,26 @@ fn fused_matches_composed_on_odd_shapes() {
 #[test]
 fn fused_results_do_not_depend_on_the_thread_count() {
     let sh = Shape { n: 8, c: 12, s: 50 };
-    let config = config(
-        sh.c,
-        StatUnit::Batch,
-        Affine::Standard {
-            gamma_init: 0.5,
-            beta_init: 0.1,
-        },
-        Variant::Ghost(GhostSplit::Strided),
-    );
-    let run_with = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("thread pool");
-        pool.install(|| run(&config, Kernel::Auto, NormMode::Train, sh, None, 5))
+    let standard = Affine::Standard {
+        gamma_init: 0.5,
+        beta_init: 0.1,
     };
+    // two-pass kernels (ghost batches) and the unit-by-unit kernels (GroupNorm, LayerNorm)
+    let configs = [
+        config(
+            sh.c,
+            StatUnit::Batch,
+            standard,
+            Variant::Ghost(GhostSplit::Strided),
+        ),
+        config(
+            sh.c,
+            StatUnit::Group { groups: 3 },
+            standard,
+            Variant::Plain,
+        ),
+        config(sh.c, StatUnit::Layer, standard, Variant::Plain),
+    ];
     let bits = |o: &Outcome| -> Vec<u64> {
         o.y.iter()
             .chain(&o.dx)
@@ -279,7 +283,16 @@ fn fused_results_do_not_depend_on_the_thread_count() {
             .map(|v| v.to_bits())
             .collect()
     };
-    let (one, two) = (run_with(1), run_with(2));
-    assert!(!one.dx.is_empty());
-    assert_eq!(bits(&one), bits(&two));
+    for config in configs {
+        let run_with = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("thread pool");
+            pool.install(|| run(&config, Kernel::Auto, NormMode::Train, sh, None, 5))
+        };
+        let (one, two) = (run_with(1), run_with(2));
+        assert!(!one.dx.is_empty());
+        assert_eq!(bits(&one), bits(&two), "{:?}", config.unit);
+    }
 }

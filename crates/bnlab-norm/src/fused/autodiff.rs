@@ -94,4 +94,34 @@ impl<C: CheckpointStrategy> FusedNorm for Autodiff<Flex, C> {
             )),
         }
     }
+
+    fn fused_norm_units(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        plan: Arc<FusedPlan>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (xp, sp) = (x.primitive().clone(), scale.primitive().clone());
+        let (y, sums) = Flex::fused_norm_units(
+            xp.clone(),
+            sp.clone(),
+            shift.primitive().clone(),
+            plan.clone(),
+        );
+        let sums = sums.into_data();
+        let values = sums.try_to_vec::<f64>().unwrap_or_default();
+        let sums = Self::float_from_data(sums, &burn::backend::flex::FlexDevice);
+        let y = match FusedBackward
+            .prepare::<C>([x.node(), scale.node(), shift.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let plan = Arc::new((*plan).clone().with_unit_stats(&values));
+                prep.finish((xp, sp, plan), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        (y, sums)
+    }
 }

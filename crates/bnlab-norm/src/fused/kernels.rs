@@ -1,7 +1,7 @@
 //! Plain-Rust kernels of the fused layer over contiguous `[N, C, S]` f32 data, one plane
 //! (one example and channel, S values) at a time.
 //!
-//! Every reduction runs over one plane in a fixed order (eight f64 lanes, then the tail), and
+//! Every reduction runs over one plane in a fixed order (16 f64 lanes, then the tail), and
 //! planes are combined by the caller in a fixed order, so results do not depend on the number
 //! of threads. Work is split over planes with rayon.
 
@@ -10,7 +10,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 /// Accumulator lanes per plane reduction.
-const LANES: usize = 8;
+const LANES: usize = 16;
 
 /// Values each rayon task handles at least, so small planes are batched together.
 const MIN_TASK_VALUES: usize = 1 << 14;
@@ -182,25 +182,27 @@ fn plane_affine2_body(out: &mut [MaybeUninit<f32>], dy: &[f32], x: &[f32], k: &A
     }
 }
 
-/// A vector of `len` values, every one written by `fill` over planes of `s` values (`len` a
-/// multiple of `s`), without zeroing the memory first.
-fn filled(
+/// A vector of `len` values, every one written by `fill` over chunks of `chunk` values (`len` a
+/// multiple of `chunk`), without zeroing the memory first; with what `fill` returned per chunk.
+fn filled<R: Send>(
     len: usize,
-    s: usize,
-    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send,
-) -> Vec<f32> {
+    chunk: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) -> R + Sync + Send,
+) -> (Vec<f32>, Vec<R>) {
     let mut out = Vec::with_capacity(len);
-    if s > 0 {
-        out.spare_capacity_mut()[..len]
-            .par_chunks_mut(s)
-            .with_min_len(min_planes(s))
-            .enumerate()
-            .for_each(|(p, plane)| fill(p, plane));
-        // SAFETY: the planes cover the first `len` slots (len is a multiple of s) and `fill`
-        // writes every slot of its plane.
-        unsafe { out.set_len(len) };
+    if chunk == 0 {
+        return (out, Vec::new());
     }
-    out
+    let results = out.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk)
+        .with_min_len(min_planes(chunk))
+        .enumerate()
+        .map(|(p, part)| fill(p, part))
+        .collect();
+    // SAFETY: the chunks cover the first `len` slots (len is a multiple of chunk) and `fill`
+    // writes every slot of its chunk.
+    unsafe { out.set_len(len) };
+    (out, results)
 }
 
 /// `(x − shift)·scale + offset` per plane.
@@ -208,6 +210,7 @@ pub(crate) fn affine1(x: &[f32], coef: &[Affine1], s: usize) -> Vec<f32> {
     filled(x.len(), s, |p, out| {
         plane_affine1(out, &x[p * s..(p + 1) * s], &coef[p])
     })
+    .0
 }
 
 /// `dy·dy_scale + (x − shift)·x_scale + offset` per plane.
@@ -216,10 +219,60 @@ pub(crate) fn affine2(dy: &[f32], x: &[f32], coef: &[Affine2], s: usize) -> Vec<
         let plane = p * s..(p + 1) * s;
         plane_affine2(out, &dy[plane.clone()], &x[plane], &coef[p])
     })
+    .0
 }
 
-/// The plane reductions with AVX2 intrinsics, in the portable bodies' exact order: lanes
-/// 0–3 and 4–7 of each chunk of eight, then the lanes summed in order, then the tail.
+/// The forward of units made of `planes` consecutive planes (per-example units), one unit at a
+/// time while it is in cache: the units' [Σx, Σx²] per plane, then `coef(unit, plane sums)`
+/// gives the unit's per-plane coefficients and its output is written.
+pub(crate) fn unit_forward(
+    x: &[f32],
+    s: usize,
+    planes: usize,
+    coef: impl Fn(usize, &[[f64; 2]]) -> Vec<Affine1> + Sync + Send,
+) -> (Vec<f32>, Vec<[f64; 2]>) {
+    let unit = planes * s;
+    let (y, sums) = filled(x.len(), unit, |u, out| {
+        let x = &x[u * unit..(u + 1) * unit];
+        let sums: Vec<[f64; 2]> = x.chunks(s).map(plane_moments).collect();
+        for ((out, x), k) in out.chunks_mut(s).zip(x.chunks(s)).zip(coef(u, &sums)) {
+            plane_affine1(out, x, &k);
+        }
+        sums
+    });
+    (y, sums.into_iter().flatten().collect())
+}
+
+/// The backward of units made of `planes` consecutive planes, one unit at a time while it is in
+/// cache: [Σdy, Σdy·(x − shift)] per plane, then `coef(unit, plane sums)` gives the unit's
+/// per-plane coefficients and its dx is written. Returns dx and the per-plane sums.
+pub(crate) fn unit_backward(
+    dy: &[f32],
+    x: &[f32],
+    shifts: &[f32],
+    s: usize,
+    planes: usize,
+    coef: impl Fn(usize, &[[f64; 2]]) -> Vec<Affine2> + Sync + Send,
+) -> (Vec<f32>, Vec<[f64; 2]>) {
+    let unit = planes * s;
+    let (dx, sums) = filled(x.len(), unit, |u, out| {
+        let span = u * unit..(u + 1) * unit;
+        let (dy, x) = (&dy[span.clone()], &x[span]);
+        let sums: Vec<[f64; 2]> = dy
+            .chunks(s)
+            .zip(x.chunks(s))
+            .zip(&shifts[u * planes..(u + 1) * planes])
+            .map(|((dy, x), &shift)| plane_grad_moments(dy, x, shift))
+            .collect();
+        let planes_out = out.chunks_mut(s).zip(dy.chunks(s).zip(x.chunks(s)));
+        for ((out, (dy, x)), k) in planes_out.zip(coef(u, &sums)) {
+            plane_affine2(out, dy, x, &k);
+        }
+        sums
+    });
+    (dx, sums.into_iter().flatten().collect())
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -227,52 +280,43 @@ mod avx2 {
     /// [Σa, Σa²] for `weights = None`; [Σa, Σa·(x − shift)] for `Some((x, shift))`.
     #[target_feature(enable = "avx2")]
     pub(super) fn moments(a: &[f32], weights: Option<(&[f32], f32)>) -> [f64; 2] {
+        const VECS: usize = super::LANES / 4;
         let len = match weights {
             Some((x, _)) => a.len().min(x.len()),
             None => a.len(),
         };
-        let full = len / 8 * 8;
+        let full = len / super::LANES * super::LANES;
         let shift = weights.map_or(0.0, |(_, s)| f64::from(s));
         let shift_v = _mm256_set1_pd(shift);
-        let (mut s_lo, mut s_hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
-        let (mut q_lo, mut q_hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        let mut sums = [_mm256_setzero_pd(); VECS];
+        let mut squares = [_mm256_setzero_pd(); VECS];
         let mut i = 0;
         while i < full {
-            // SAFETY: i + 8 ≤ full ≤ len of both slices; unaligned loads.
-            let (a_lo, a_hi) = unsafe {
-                (
-                    _mm256_cvtps_pd(_mm_loadu_ps(a.as_ptr().add(i))),
-                    _mm256_cvtps_pd(_mm_loadu_ps(a.as_ptr().add(i + 4))),
-                )
-            };
-            let (m_lo, m_hi) = match weights {
-                None => (a_lo, a_hi),
-                // SAFETY: as above.
-                Some((x, _)) => unsafe {
-                    (
-                        _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x.as_ptr().add(i))), shift_v),
-                        _mm256_sub_pd(
-                            _mm256_cvtps_pd(_mm_loadu_ps(x.as_ptr().add(i + 4))),
-                            shift_v,
-                        ),
-                    )
-                },
-            };
-            s_lo = _mm256_add_pd(s_lo, a_lo);
-            s_hi = _mm256_add_pd(s_hi, a_hi);
-            q_lo = _mm256_add_pd(q_lo, _mm256_mul_pd(a_lo, m_lo));
-            q_hi = _mm256_add_pd(q_hi, _mm256_mul_pd(a_hi, m_hi));
-            i += 8;
+            for v in 0..VECS {
+                let at = i + 4 * v;
+                // SAFETY: at + 4 ≤ full ≤ len of both slices; unaligned loads.
+                let av = unsafe { _mm256_cvtps_pd(_mm_loadu_ps(a.as_ptr().add(at))) };
+                let mv = match weights {
+                    None => av,
+                    // SAFETY: as above.
+                    Some((x, _)) => unsafe {
+                        _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x.as_ptr().add(at))), shift_v)
+                    },
+                };
+                sums[v] = _mm256_add_pd(sums[v], av);
+                squares[v] = _mm256_add_pd(squares[v], _mm256_mul_pd(av, mv));
+            }
+            i += super::LANES;
         }
-        let mut lanes = [[0.0f64; 4]; 4];
-        for (out, v) in lanes.iter_mut().zip([s_lo, s_hi, q_lo, q_hi]) {
+        let mut lanes = [[0.0f64; 4]; 2 * VECS];
+        for (out, v) in lanes.iter_mut().zip(sums.into_iter().chain(squares)) {
             // SAFETY: `out` holds four f64.
             unsafe { _mm256_storeu_pd(out.as_mut_ptr(), v) };
         }
         let (mut s0, mut q0) = (0.0, 0.0);
-        for j in 0..8 {
+        for j in 0..super::LANES {
             s0 += lanes[j / 4][j % 4];
-            q0 += lanes[2 + j / 4][j % 4];
+            q0 += lanes[VECS + j / 4][j % 4];
         }
         for j in full..len {
             let v = f64::from(a[j]);

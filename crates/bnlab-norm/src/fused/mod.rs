@@ -41,6 +41,8 @@ pub(crate) struct FusedPlan {
     /// How much the statistics depend on x: 1 for batch statistics, 0 for constants, α for
     /// example weighing (mean = α·batch + (1 − α)·population).
     pub alpha: f64,
+    /// Added to the variance before the square root.
+    pub epsilon: f64,
 }
 
 /// The gradients of one fused call.
@@ -83,6 +85,52 @@ impl FusedPlan {
         coef
     }
 
+    /// Mean and 1/√(var + ε) of a per-example unit from its Σx and Σx².
+    fn unit_stats(&self, sum: f64, sum_sq: f64) -> (f64, f64) {
+        let m = (self.cpg * self.shape[2]) as f64;
+        let mean = sum / m;
+        let var = (sum_sq / m - mean * mean).max(0.0);
+        (mean, 1.0 / (var + self.epsilon).sqrt())
+    }
+
+    /// Per-example units normalized one at a time while in cache (statistics from the unit's
+    /// own values): y and [Σx | Σx²] per example and channel group.
+    fn unit_forward(&self, x: &[f32], scale: &[f32], shift: &[f32]) -> (Vec<f32>, Vec<f64>) {
+        let [n, c, s] = self.shape;
+        let k = self.groups();
+        let (y, planes) = kernels::unit_forward(x, s, self.cpg, |u, sums| {
+            let (i, g) = (u / k, u % k);
+            let (mut s1, mut s2) = (0.0, 0.0);
+            for &[a, b] in sums {
+                s1 += a;
+                s2 += b;
+            }
+            let (mean, rstd) = self.unit_stats(s1, s2);
+            (g * self.cpg..(g + 1) * self.cpg)
+                .map(|ch| {
+                    let a = self.affine_row[i] * c + ch;
+                    Affine1 {
+                        shift: mean as f32,
+                        scale: (rstd * f64::from(scale[a])) as f32,
+                        offset: shift[a],
+                    }
+                })
+                .collect()
+        });
+        (y, group_sums(&planes, n, c, self.cpg))
+    }
+
+    /// This plan with the statistics of per-example units from [Σx | Σx²] per example and
+    /// channel group, computed as [`Self::unit_forward`] computed them.
+    fn with_unit_stats(mut self, sums: &[f64]) -> Self {
+        let half = sums.len() / 2;
+        let (mean, rstd) = (0..half)
+            .map(|u| self.unit_stats(sums[u], sums[half + u]))
+            .unzip();
+        (self.mean, self.rstd) = (mean, rstd);
+        self
+    }
+
     /// The mean of every plane, in plane order.
     fn plane_means(&self) -> Vec<f32> {
         let [n, c, _] = self.shape;
@@ -92,8 +140,74 @@ impl FusedPlan {
             .collect()
     }
 
+    /// Whether every example has statistics rows of its own (GroupNorm, LayerNorm,
+    /// InstanceNorm, example weighing): each unit is then `cpg` consecutive planes, and the
+    /// kernels can finish a unit while it is in cache.
+    fn per_example_units(&self) -> bool {
+        let mut seen = vec![false; self.count.len()];
+        self.stat_row
+            .iter()
+            .all(|&r| r < seen.len() && !std::mem::replace(&mut seen[r], true))
+    }
+
+    /// dx coefficients of plane (i, ch) given its unit's Σ scale·dy and Σ scale·dy·x̂.
+    fn grad_coefficient(
+        &self,
+        i: usize,
+        ch: usize,
+        scale: &[f32],
+        unit_dy: f64,
+        unit_dy_xhat: f64,
+    ) -> Affine2 {
+        let (u, a) = self.indices(i, ch);
+        let r = self.rstd[u];
+        let f = if self.alpha == 0.0 {
+            0.0
+        } else {
+            self.alpha / self.count[self.stat_row[i]]
+        };
+        Affine2 {
+            shift: self.mean[u] as f32,
+            dy_scale: (r * f64::from(scale[a])) as f32,
+            x_scale: (-r * r * f * unit_dy_xhat) as f32,
+            offset: (-r * f * unit_dy) as f32,
+        }
+    }
+
+    /// Σ scale·dy and Σ scale·dy·x̂ per statistics unit, and ∂L/∂scale, ∂L/∂shift, from the
+    /// per-plane [Σdy, Σdy·(x − mean)] in plane order.
+    fn reduce_planes(&self, planes: &[[f64; 2]], scale: &[f32]) -> [Vec<f64>; 4] {
+        let c = self.shape[1];
+        let mut unit_dy = vec![0.0f64; self.rstd.len()];
+        let mut unit_dy_xhat = vec![0.0f64; self.rstd.len()];
+        let mut dscale = vec![0.0f64; scale.len()];
+        let mut dshift = vec![0.0f64; scale.len()];
+        for (p, &sums) in planes.iter().enumerate() {
+            let (u, a, sum_dy, sum_dy_xhat) = self.plane_terms(p / c, p % c, sums);
+            dshift[a] += sum_dy;
+            dscale[a] += sum_dy_xhat;
+            let g = f64::from(scale[a]);
+            unit_dy[u] += g * sum_dy;
+            unit_dy_xhat[u] += g * sum_dy_xhat;
+        }
+        [unit_dy, unit_dy_xhat, dscale, dshift]
+    }
+
+    /// Statistics index, affine index, Σdy and Σdy·x̂ of plane (i, ch) from its
+    /// [Σdy, Σdy·(x − mean)].
+    fn plane_terms(
+        &self,
+        i: usize,
+        ch: usize,
+        [sum_dy, centred]: [f64; 2],
+    ) -> (usize, usize, f64, f64) {
+        let (u, a) = self.indices(i, ch);
+        (u, a, sum_dy, centred * self.rstd[u])
+    }
+
     /// The backward in two passes over the activations: per-plane Σdy and Σdy·x̂, then
-    /// dx = rstd·(scale·dy − α/m·(Σ_unit scale·dy + x̂·Σ_unit scale·dy·x̂)).
+    /// dx = rstd·(scale·dy − α/m·(Σ_unit scale·dy + x̂·Σ_unit scale·dy·x̂)). With per-example
+    /// units both passes run unit by unit, so each unit is read from memory once.
     fn backward(
         &self,
         dy: &[f32],
@@ -103,54 +217,59 @@ impl FusedPlan {
         want_affine: bool,
     ) -> FusedGrads {
         let [n, c, s] = self.shape;
-        let (rows, k) = (self.rstd.len() / self.groups().max(1), self.groups());
-        let affine_len = scale.len();
-        let mut grads = FusedGrads {
-            dx: None,
-            dscale: vec![0.0; affine_len],
-            dshift: vec![0.0; affine_len],
-        };
-        let needs_sums = want_affine || (want_dx && self.alpha != 0.0);
-        let planes = if needs_sums {
-            kernels::grad_moments(dy, x, &self.plane_means(), s)
+        let k = self.groups();
+        let (dx, planes) = if want_dx && self.alpha != 0.0 && self.per_example_units() {
+            let (dx, planes) =
+                kernels::unit_backward(dy, x, &self.plane_means(), s, self.cpg, |u, sums| {
+                    let (i, g) = (u / k, u % k);
+                    let channels = g * self.cpg..(g + 1) * self.cpg;
+                    // the unit's sums, accumulated in the order `reduce_planes` uses
+                    let (mut unit_dy, mut unit_dy_xhat) = (0.0f64, 0.0f64);
+                    for (ch, &sums) in channels.clone().zip(sums) {
+                        let (_, a, sum_dy, sum_dy_xhat) = self.plane_terms(i, ch, sums);
+                        let w = f64::from(scale[a]);
+                        unit_dy += w * sum_dy;
+                        unit_dy_xhat += w * sum_dy_xhat;
+                    }
+                    channels
+                        .map(|ch| self.grad_coefficient(i, ch, scale, unit_dy, unit_dy_xhat))
+                        .collect()
+                });
+            (Some(dx), planes)
+        } else if want_affine || (want_dx && self.alpha != 0.0) {
+            (None, kernels::grad_moments(dy, x, &self.plane_means(), s))
         } else {
-            Vec::new()
+            (None, Vec::new())
         };
-        let mut unit_dy = vec![0.0f64; rows * k];
-        let mut unit_dy_xhat = vec![0.0f64; rows * k];
-        for (p, [sum_dy, sum_dy_centred]) in planes.iter().copied().enumerate() {
-            let (i, ch) = (p / c, p % c);
-            let (u, a) = self.indices(i, ch);
-            let sum_dy_xhat = sum_dy_centred * self.rstd[u];
-            grads.dshift[a] += sum_dy;
-            grads.dscale[a] += sum_dy_xhat;
-            let g = f64::from(scale[a]);
-            unit_dy[u] += g * sum_dy;
-            unit_dy_xhat[u] += g * sum_dy_xhat;
-        }
-        if want_dx {
-            let mut coef = Vec::with_capacity(n * c);
-            for i in 0..n {
-                for ch in 0..c {
-                    let (u, a) = self.indices(i, ch);
-                    let r = self.rstd[u];
-                    let f = if self.alpha == 0.0 {
-                        0.0
-                    } else {
-                        self.alpha / self.count[self.stat_row[i]]
-                    };
-                    coef.push(Affine2 {
-                        shift: self.mean[u] as f32,
-                        dy_scale: (r * f64::from(scale[a])) as f32,
-                        x_scale: (-r * r * f * unit_dy_xhat[u]) as f32,
-                        offset: (-r * f * unit_dy[u]) as f32,
-                    });
-                }
+        let [unit_dy, unit_dy_xhat, dscale, dshift] = self.reduce_planes(&planes, scale);
+        let dx = match dx {
+            Some(dx) => Some(dx),
+            None if want_dx => {
+                let coef: Vec<Affine2> = (0..n * c)
+                    .map(|p| {
+                        let (i, ch) = (p / c, p % c);
+                        let (u, _) = self.indices(i, ch);
+                        self.grad_coefficient(i, ch, scale, unit_dy[u], unit_dy_xhat[u])
+                    })
+                    .collect();
+                Some(kernels::affine2(dy, x, &coef, s))
             }
-            grads.dx = Some(kernels::affine2(dy, x, &coef, s));
-        }
-        grads
+            None => None,
+        };
+        FusedGrads { dx, dscale, dshift }
     }
+}
+
+/// [Σx | Σx²] per example and channel group ([2, N, K] row-major) from per-plane sums.
+fn group_sums(planes: &[[f64; 2]], n: usize, c: usize, cpg: usize) -> Vec<f64> {
+    let k = c / cpg.max(1);
+    let mut out = vec![0.0f64; 2 * n * k];
+    for (p, [sum, sum_sq]) in planes.iter().copied().enumerate() {
+        let (i, ch) = (p / c, p % c);
+        out[i * k + ch / cpg] += sum;
+        out[(n + i) * k + ch / cpg] += sum_sq;
+    }
+    out
 }
 
 /// Fused normalization kernels, implemented for Flex and `Autodiff<Flex>`.
@@ -167,6 +286,16 @@ pub(crate) trait FusedNorm: Backend {
         shift: FloatTensor<Self>,
         plan: Arc<FusedPlan>,
     ) -> FloatTensor<Self>;
+
+    /// Per-example units (the plan's statistics rows are the examples) normalized with their
+    /// own statistics, one unit at a time: y, and Σx, Σx² per example and channel group as a
+    /// [2, N, K] f64 tensor; differentiable in x, scale and shift.
+    fn fused_norm_units(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        plan: Arc<FusedPlan>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// The f32 values of a Flex tensor in row-major order, borrowed when already contiguous.
@@ -195,15 +324,8 @@ fn dims3(t: &FlexTensor) -> [usize; 3] {
 impl FusedNorm for Flex {
     fn fused_norm_sums(x: FloatTensor<Self>, cpg: usize) -> FloatTensor<Self> {
         let [n, c, s] = dims3(&x);
-        let k = c / cpg.max(1);
         let planes = kernels::moments(&f32_values(&x), s);
-        let mut out = vec![0.0f64; 2 * n * k];
-        for (p, [sum, sum_sq]) in planes.into_iter().enumerate() {
-            let (i, ch) = (p / c, p % c);
-            out[i * k + ch / cpg] += sum;
-            out[(n + i) * k + ch / cpg] += sum_sq;
-        }
-        flex_tensor(out, vec![2, n, k])
+        flex_tensor(group_sums(&planes, n, c, cpg), vec![2, n, c / cpg.max(1)])
     }
 
     fn fused_norm_apply(
@@ -215,6 +337,21 @@ impl FusedNorm for Flex {
         let coef = plan.forward_coefficients(&f32_values(&scale), &f32_values(&shift));
         let y = kernels::affine1(&f32_values(&x), &coef, plan.shape[2]);
         flex_tensor(y, plan.shape.to_vec())
+    }
+
+    fn fused_norm_units(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        plan: Arc<FusedPlan>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (y, sums) =
+            plan.unit_forward(&f32_values(&x), &f32_values(&scale), &f32_values(&shift));
+        let [n, c, _] = plan.shape;
+        (
+            flex_tensor(y, plan.shape.to_vec()),
+            flex_tensor(sums, vec![2, n, c / plan.cpg.max(1)]),
+        )
     }
 }
 
@@ -253,4 +390,23 @@ pub(crate) fn apply(
         Arc::new(plan),
     );
     Tensor::from_dispatch(out)
+}
+
+/// Per-example units normalized one at a time with their own statistics (see
+/// [`FusedNorm::fused_norm_units`]): y, then Σx and Σx² per example and channel group.
+pub(crate) fn normalize_units(
+    x: Tensor<3>,
+    scale: Tensor<2>,
+    shift: Tensor<2>,
+    plan: FusedPlan,
+) -> (Tensor<3>, Vec<f64>, Vec<f64>) {
+    let (y, sums) = <Dispatch as FusedNorm>::fused_norm_units(
+        x.into_dispatch(),
+        scale.into_dispatch(),
+        shift.into_dispatch(),
+        Arc::new(plan),
+    );
+    let mut sums = crate::state::to_f64(Tensor::<3>::from_dispatch(sums));
+    let sum_sq = sums.split_off(sums.len() / 2);
+    (Tensor::from_dispatch(y), sums, sum_sq)
 }
