@@ -4,10 +4,8 @@
 mod common;
 
 use bnlab_norm::{
-    Affine, BatchPolicy, DomainChoice, DomainConfig, GhostSplit, Norm, NormConfig, NormMode,
-    StatUnit,
+    Affine, BatchPolicy, DomainChoice, DomainConfig, GhostSplit, NormConfig, NormMode, StatUnit,
 };
-use burn::tensor::Tensor;
 use common::*;
 
 const EPS: f64 = 1e-5;
@@ -81,22 +79,7 @@ impl Case {
     }
 }
 
-fn slots(norm: &Norm) -> Vec<Tensor<2>> {
-    [
-        &norm.gamma,
-        &norm.beta,
-        &norm.gamma0,
-        &norm.gate_weight,
-        &norm.gate_bias,
-        &norm.input_gamma,
-    ]
-    .into_iter()
-    .flatten()
-    .map(|p| p.val())
-    .collect()
-}
-
-/// The reference parameter vectors in the same order as `slots`.
+/// The reference parameter vectors in the same order as `param_tensors`.
 fn ref_slots(p: &mut RefAffine, has_input_gamma: bool) -> Vec<&mut Vec<Vec<f64>>> {
     if has_input_gamma {
         return vec![&mut p.gamma];
@@ -164,7 +147,7 @@ fn check(case: &Case, rng: &mut Rng) {
     assert!(e <= 1e-3, "{name}: input gradient relative error {e}");
 
     // parameter gradients
-    let tensors = slots(&norm);
+    let tensors = param_tensors(&norm);
     let has_input_gamma = norm.input_gamma.is_some();
     let count = tensors.len();
     for (slot, t) in (0..count).zip(tensors) {

@@ -7,17 +7,6 @@ use common::*;
 
 const EPS: f64 = 1e-5;
 
-fn modes() -> Vec<NormMode> {
-    vec![
-        NormMode::Train,
-        NormMode::Collect,
-        NormMode::Eval(StatsSource::Population),
-        NormMode::Eval(StatsSource::MiniBatch),
-        NormMode::Eval(StatsSource::ExampleWeighed { alpha: 0.3 }),
-        NormMode::Frozen,
-    ]
-}
-
 #[test]
 fn every_unit_affine_and_mode_matches_the_f64_reference() {
     let sh = Shape { n: 4, c: 4, s: 3 };
@@ -26,7 +15,7 @@ fn every_unit_affine_and_mode_matches_the_f64_reference() {
     let mut checked = 0;
     for unit in all_units() {
         for affine in all_affines() {
-            for mode in modes() {
+            for mode in all_modes() {
                 let config = NormConfig::new(sh.c).with_unit(unit).with_affine(affine);
                 let mut norm = config.init(&device).expect("valid config");
                 let p = randomize_affine(&mut norm, &mut rng);

@@ -5,25 +5,14 @@
 mod common;
 
 use bnlab_norm::{
-    Affine, BatchPolicy, DomainChoice, DomainConfig, GhostSplit, Kernel, Norm, NormConfig,
-    NormMode, PopulationEstimator, StatUnit, StatsSource, finalize_collected,
+    Affine, BatchPolicy, DomainChoice, DomainConfig, GhostSplit, Kernel, NormConfig, NormMode,
+    PopulationEstimator, StatUnit, finalize_collected,
 };
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use common::*;
 
 const FORWARD_TOL: f64 = 1e-5;
 const BACKWARD_TOL: f64 = 1e-4;
-
-fn modes() -> Vec<NormMode> {
-    vec![
-        NormMode::Train,
-        NormMode::Collect,
-        NormMode::Eval(StatsSource::Population),
-        NormMode::Eval(StatsSource::MiniBatch),
-        NormMode::Eval(StatsSource::ExampleWeighed { alpha: 0.3 }),
-        NormMode::Frozen,
-    ]
-}
 
 /// Units sized for C channels (even C) and N examples (even N).
 fn units() -> Vec<StatUnit> {
@@ -75,21 +64,6 @@ struct Outcome {
     running: Vec<f64>,
 }
 
-fn params(norm: &Norm) -> Vec<Tensor<2>> {
-    [
-        &norm.gamma,
-        &norm.beta,
-        &norm.gamma0,
-        &norm.gate_weight,
-        &norm.gate_bias,
-        &norm.input_gamma,
-    ]
-    .into_iter()
-    .flatten()
-    .map(|p| p.val())
-    .collect()
-}
-
 /// Runs one forward and backward of Σ w·y with `kernel`, from the same random state.
 fn run(
     config: &NormConfig,
@@ -116,7 +90,7 @@ fn run(
     let y_values = values(y.clone());
     let grads = (y * w).sum().backward();
     let dx = x.grad(&grads).map(values).unwrap_or_default();
-    let dparams = params(&norm)
+    let dparams = param_tensors(&norm)
         .into_iter()
         .map(|p| p.grad(&grads).map(values).unwrap_or_default())
         .collect();
@@ -173,7 +147,7 @@ fn fused_matches_composed_for_every_unit_variant_affine_and_mode() {
             }
             let ids = matches!(variant, Variant::Domains).then_some(&domains[..]);
             for affine in all_affines() {
-                for mode in modes() {
+                for mode in all_modes() {
                     let config = config(sh.c, unit, affine, variant);
                     let what = format!("{unit:?} {variant:?} {affine:?} {mode:?}");
                     compare(&config, mode, sh, ids, &what);
@@ -221,7 +195,7 @@ fn fused_matches_composed_on_odd_shapes() {
             if unit_values(unit, sh, None) < 3 {
                 continue;
             }
-            for mode in modes() {
+            for mode in all_modes() {
                 let config = config(sh.c, unit, standard, Variant::Plain);
                 compare(
                     &config,

@@ -370,3 +370,32 @@ pub fn randomize_affine(norm: &mut Norm, rng: &mut Rng) -> RefAffine {
     }
     r
 }
+
+/// Every mode.
+pub fn all_modes() -> Vec<bnlab_norm::NormMode> {
+    use bnlab_norm::{NormMode, StatsSource};
+    vec![
+        NormMode::Train,
+        NormMode::Collect,
+        NormMode::Eval(StatsSource::Population),
+        NormMode::Eval(StatsSource::MiniBatch),
+        NormMode::Eval(StatsSource::ExampleWeighed { alpha: 0.3 }),
+        NormMode::Frozen,
+    ]
+}
+
+/// The parameters of `norm` in a fixed order: γ, β, γ0, w_v, w_b, γ̂ (those it has).
+pub fn param_tensors(norm: &Norm) -> Vec<Tensor<2>> {
+    [
+        &norm.gamma,
+        &norm.beta,
+        &norm.gamma0,
+        &norm.gate_weight,
+        &norm.gate_bias,
+        &norm.input_gamma,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|p| p.val())
+    .collect()
+}
