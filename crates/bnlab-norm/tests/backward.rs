@@ -3,20 +3,11 @@
 
 mod common;
 
-use bnlab_norm::{
-    Affine, BatchPolicy, DomainChoice, DomainConfig, GhostSplit, NormConfig, NormMode, StatUnit,
-};
+use bnlab_norm::{Affine, GhostSplit, NormConfig, NormMode, StatUnit};
 use common::*;
 
 const EPS: f64 = 1e-5;
 const H: f64 = 1e-5;
-
-#[derive(Clone, Copy, Debug)]
-enum Variant {
-    Plain,
-    Ghost(GhostSplit),
-    Domains,
-}
 
 struct Case {
     unit: StatUnit,
@@ -25,24 +16,9 @@ struct Case {
     mode: NormMode,
 }
 
-const DOMAINS: [usize; 4] = [0, 1, 1, 0];
-
 impl Case {
     fn config(&self, c: usize) -> NormConfig {
-        let config = NormConfig::new(c)
-            .with_unit(self.unit)
-            .with_affine(self.affine)
-            .with_epsilon(EPS);
-        match self.variant {
-            Variant::Plain => config,
-            Variant::Ghost(split) => config.with_batch(BatchPolicy::ghost(2, split)),
-            Variant::Domains => config.with_domains(Some(DomainConfig {
-                count: 2,
-                train_stats: DomainChoice::PerDomain,
-                population_stats: DomainChoice::PerDomain,
-                affine: DomainChoice::PerDomain,
-            })),
-        }
+        variant_config(c, self.unit, self.affine, self.variant).with_epsilon(EPS)
     }
 
     fn domains(&self) -> Option<&'static [usize]> {

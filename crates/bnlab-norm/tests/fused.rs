@@ -5,8 +5,8 @@
 mod common;
 
 use bnlab_norm::{
-    Affine, BatchPolicy, DomainChoice, DomainConfig, GhostSplit, Kernel, NormConfig, NormMode,
-    PopulationEstimator, StatUnit, finalize_collected,
+    Affine, BatchPolicy, GhostSplit, Kernel, NormConfig, NormMode, PopulationEstimator, StatUnit,
+    finalize_collected,
 };
 use burn::tensor::Device;
 use common::*;
@@ -14,25 +14,12 @@ use common::*;
 const FORWARD_TOL: f64 = 1e-5;
 const BACKWARD_TOL: f64 = 1e-4;
 
-/// Units sized for C channels (even C) and N examples (even N).
+/// Every unit but `None` (which the fused path does not handle).
 fn units() -> Vec<StatUnit> {
-    vec![
-        StatUnit::Batch,
-        StatUnit::Group { groups: 2 },
-        StatUnit::Layer,
-        StatUnit::Instance,
-        StatUnit::BatchGroup {
-            channel_groups: 2,
-            example_groups: 2,
-        },
-    ]
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Variant {
-    Plain,
-    Ghost(GhostSplit),
-    Domains,
+    all_units()
+        .into_iter()
+        .filter(|u| *u != StatUnit::None)
+        .collect()
 }
 
 const VARIANTS: [Variant; 4] = [
@@ -41,20 +28,6 @@ const VARIANTS: [Variant; 4] = [
     Variant::Ghost(GhostSplit::Strided),
     Variant::Domains,
 ];
-
-fn config(c: usize, unit: StatUnit, affine: Affine, variant: Variant) -> NormConfig {
-    let config = NormConfig::new(c).with_unit(unit).with_affine(affine);
-    match variant {
-        Variant::Plain => config,
-        Variant::Ghost(split) => config.with_batch(BatchPolicy::ghost(2, split)),
-        Variant::Domains => config.with_domains(Some(DomainConfig {
-            count: 2,
-            train_stats: DomainChoice::PerDomain,
-            population_stats: DomainChoice::PerDomain,
-            affine: DomainChoice::PerDomain,
-        })),
-    }
-}
 
 /// Everything one run produces: output, input and parameter gradients, running statistics.
 struct Outcome {
@@ -138,17 +111,16 @@ fn compare(config: &NormConfig, mode: NormMode, sh: Shape, domains: Option<&[usi
 #[test]
 fn fused_matches_composed_for_every_unit_variant_affine_and_mode() {
     let sh = Shape { n: 4, c: 4, s: 3 };
-    let domains = [0, 1, 1, 0];
     let mut checked = 0;
     for unit in units() {
         for variant in VARIANTS {
             if matches!(variant, Variant::Ghost(_)) && unit != StatUnit::Batch {
                 continue;
             }
-            let ids = matches!(variant, Variant::Domains).then_some(&domains[..]);
+            let ids = matches!(variant, Variant::Domains).then_some(&DOMAINS[..]);
             for affine in all_affines() {
                 for mode in all_modes() {
-                    let config = config(sh.c, unit, affine, variant);
+                    let config = variant_config(sh.c, unit, affine, variant);
                     let what = format!("{unit:?} {variant:?} {affine:?} {mode:?}");
                     compare(&config, mode, sh, ids, &what);
                     checked += 1;
@@ -196,7 +168,7 @@ fn fused_matches_composed_on_odd_shapes() {
                 continue;
             }
             for mode in all_modes() {
-                let config = config(sh.c, unit, standard, Variant::Plain);
+                let config = variant_config(sh.c, unit, standard, Variant::Plain);
                 compare(
                     &config,
                     mode,
@@ -210,7 +182,7 @@ fn fused_matches_composed_on_odd_shapes() {
         let g = sh.n / 2;
         if g >= 2 && unit_values(StatUnit::Batch, sh, Some(g)) >= 3 {
             for split in [GhostSplit::Contiguous, GhostSplit::Strided] {
-                let ghost = config(sh.c, StatUnit::Batch, standard, Variant::Plain)
+                let ghost = variant_config(sh.c, StatUnit::Batch, standard, Variant::Plain)
                     .with_batch(BatchPolicy::ghost(g, split));
                 compare(
                     &ghost,
@@ -235,19 +207,19 @@ fn fused_results_do_not_depend_on_the_thread_count() {
     };
     // two-pass kernels (ghost batches) and the unit-by-unit kernels (GroupNorm, LayerNorm)
     let configs = [
-        config(
+        variant_config(
             sh.c,
             StatUnit::Batch,
             standard,
             Variant::Ghost(GhostSplit::Strided),
         ),
-        config(
+        variant_config(
             sh.c,
             StatUnit::Group { groups: 3 },
             standard,
             Variant::Plain,
         ),
-        config(sh.c, StatUnit::Layer, standard, Variant::Plain),
+        variant_config(sh.c, StatUnit::Layer, standard, Variant::Plain),
     ];
     let bits = |o: &Outcome| -> Vec<u64> {
         o.y.iter()

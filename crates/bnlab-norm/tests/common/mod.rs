@@ -399,3 +399,36 @@ pub fn param_tensors(norm: &Norm) -> Vec<Tensor<2>> {
     .map(|p| p.val())
     .collect()
 }
+
+/// How the batch is cut in the variant suites: whole, ghost batches of 2, or two domains.
+#[derive(Clone, Copy, Debug)]
+pub enum Variant {
+    Plain,
+    Ghost(GhostSplit),
+    Domains,
+}
+
+/// The domain ids of the `Domains` variant, for a batch of 4.
+pub const DOMAINS: [usize; 4] = [0, 1, 1, 0];
+
+/// A layer of `c` channels with `unit`, `affine` and the batch of `variant` (per-domain train
+/// statistics, population statistics and affine parameters for `Domains`).
+pub fn variant_config(
+    c: usize,
+    unit: StatUnit,
+    affine: Affine,
+    variant: Variant,
+) -> bnlab_norm::NormConfig {
+    use bnlab_norm::{BatchPolicy, DomainChoice, DomainConfig, NormConfig};
+    let config = NormConfig::new(c).with_unit(unit).with_affine(affine);
+    match variant {
+        Variant::Plain => config,
+        Variant::Ghost(split) => config.with_batch(BatchPolicy::ghost(2, split)),
+        Variant::Domains => config.with_domains(Some(DomainConfig {
+            count: 2,
+            train_stats: DomainChoice::PerDomain,
+            population_stats: DomainChoice::PerDomain,
+            affine: DomainChoice::PerDomain,
+        })),
+    }
+}
