@@ -5,7 +5,9 @@
 //!   [`StatsReducer`] (synced workers);
 //! - where statistics come from: [`NormMode`], [`StatsSource`], [`RunningStats`],
 //!   [`PopulationEstimator`];
-//! - the affine tail: [`Affine`].
+//! - the affine tail: [`Affine`];
+//! - how it runs: [`Kernel`] (fused kernels on Flex, behind a Burn backend extension with a
+//!   hand-written backward; Burn tensor ops everywhere else and as the reference).
 //!
 //! # Example
 //!
