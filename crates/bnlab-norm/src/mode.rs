@@ -37,6 +37,15 @@ pub enum NormMode {
 }
 
 impl NormMode {
+    /// Whether this mode normalizes with the batch's own statistics (Train, Collect,
+    /// Eval(MiniBatch)).
+    pub fn uses_batch_stats(self) -> bool {
+        matches!(
+            self,
+            NormMode::Train | NormMode::Collect | NormMode::Eval(StatsSource::MiniBatch)
+        )
+    }
+
     /// Inference with population statistics.
     pub const EVAL: NormMode = NormMode::Eval(StatsSource::Population);
 }

@@ -215,10 +215,7 @@ impl Norm {
             return Ok(input);
         }
         let x3: Tensor<3> = input.reshape([n, c, s]);
-        let batch_stats = matches!(
-            self.state.mode,
-            NormMode::Train | NormMode::Collect | NormMode::Eval(StatsSource::MiniBatch)
-        );
+        let batch_stats = self.state.mode.uses_batch_stats();
         let plan = plan(&self.config, n, domains, batch_stats)?;
         if self.uses_fused(&x3, batch_stats) {
             return Ok(self.forward_fused(x3, &plan, &shape)?.reshape(shape));
@@ -227,10 +224,8 @@ impl Norm {
             x3.clone()
         } else {
             match self.state.mode {
-                NormMode::Train => self.forward_train(&x3, &plan, &shape)?,
-                NormMode::Collect => self.forward_collect(&x3, &plan, &shape)?,
-                NormMode::Eval(StatsSource::MiniBatch) => {
-                    self.forward_minibatch(&x3, &plan, &shape)?
+                NormMode::Train | NormMode::Collect | NormMode::Eval(StatsSource::MiniBatch) => {
+                    self.forward_batch(&x3, &plan, &shape)?
                 }
                 NormMode::Eval(StatsSource::Population) | NormMode::Frozen => {
                     self.forward_population(&x3, &plan)
@@ -327,11 +322,7 @@ impl Norm {
             epsilon: self.config.epsilon,
         };
         let mode = self.state.mode;
-        let batch = matches!(
-            mode,
-            NormMode::Train | NormMode::Collect | NormMode::Eval(StatsSource::MiniBatch)
-        );
-        if batch && plan.is_identity() {
+        if mode.uses_batch_stats() && plan.is_identity() {
             let (y, s1, s2) = fused::normalize_units(x3, scale, shift, fused_plan);
             let stats = self.batch_stats_from(host(s1), host(s2), values, plan, shape)?;
             self.record_batch_stats(&stats)?;
@@ -416,27 +407,16 @@ impl Norm {
         }
     }
 
-    /// `Train`: batch statistics, then the running-statistics update.
-    fn forward_train(
+    /// `Train`, `Collect` and `Eval(MiniBatch)`: batch statistics under the batch policy,
+    /// recorded as the mode asks (running update, PreciseBN accumulator, nothing).
+    fn forward_batch(
         &self,
         x3: &Tensor<3>,
         plan: &Plan,
         shape: &[usize],
     ) -> Result<Tensor<3>, NormError> {
         let stats = self.batch_stats(x3, plan, shape)?;
-        self.update_running(&stats);
-        Ok(self.normalize(x3, stats.mean, stats.var, &plan.block_of))
-    }
-
-    /// `Collect`: batch statistics for the output, accumulated for PreciseBN.
-    fn forward_collect(
-        &self,
-        x3: &Tensor<3>,
-        plan: &Plan,
-        shape: &[usize],
-    ) -> Result<Tensor<3>, NormError> {
-        let stats = self.batch_stats(x3, plan, shape)?;
-        self.accumulate(&stats)?;
+        self.record_batch_stats(&stats)?;
         Ok(self.normalize(x3, stats.mean, stats.var, &plan.block_of))
     }
 
@@ -450,17 +430,6 @@ impl Norm {
             .map_err(|_| NormError::Reducer("accumulator lock poisoned".into()))?
             .add(&stats.pop_count, &sum, &sum_sq);
         Ok(())
-    }
-
-    /// `Eval(MiniBatch)`: the inference batch's own statistics under the batch policy.
-    fn forward_minibatch(
-        &self,
-        x3: &Tensor<3>,
-        plan: &Plan,
-        shape: &[usize],
-    ) -> Result<Tensor<3>, NormError> {
-        let stats = self.batch_stats(x3, plan, shape)?;
-        Ok(self.normalize(x3, stats.mean, stats.var, &plan.block_of))
     }
 
     /// `Eval(Population)` and `Frozen`: running statistics as constants.
