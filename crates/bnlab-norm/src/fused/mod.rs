@@ -49,7 +49,7 @@ pub(crate) struct FusedPlan {
 struct FusedGrads {
     /// ∂L/∂x, when asked for.
     dx: Option<Vec<f32>>,
-    /// ∂L/∂scale and ∂L/∂shift per affine row and channel, when asked for.
+    /// ∂L/∂scale and ∂L/∂shift per affine row and channel (zeros when not asked for).
     dscale: Vec<f64>,
     dshift: Vec<f64>,
 }
