@@ -35,6 +35,13 @@ pub enum StatUnit {
     None,
 }
 
+impl StatUnit {
+    /// Whether every unit lies within one example (GroupNorm, LayerNorm, InstanceNorm).
+    pub fn is_per_example(&self) -> bool {
+        matches!(self, Self::Group { .. } | Self::Layer | Self::Instance)
+    }
+}
+
 /// How a batch is cut into ghost batches (or example groups).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GhostSplit {

@@ -2,7 +2,7 @@
 //! choice of the BatchNorm literature is an explicit setting.
 //!
 //! - what the batch is: [`StatUnit`], [`BatchPolicy`] (ghost batches), [`DomainConfig`],
-//!   [`StatsReducer`] (synced workers);
+//!   [`StatsReducer`] and [`SyncReducer`] over a [`Collective`] (synced workers: SyncBN);
 //! - where statistics come from: [`NormMode`], [`StatsSource`], [`RunningStats`],
 //!   [`PopulationEstimator`];
 //! - the affine tail: [`Affine`];
@@ -47,6 +47,7 @@
 
 #![warn(missing_docs)]
 
+mod collective;
 mod config;
 mod error;
 mod fold;
@@ -57,7 +58,9 @@ mod plan;
 mod reducer;
 mod roles;
 mod state;
+mod sync;
 
+pub use collective::*;
 pub use config::*;
 pub use error::*;
 
@@ -66,3 +69,4 @@ pub use norm::*;
 pub use reducer::*;
 pub use roles::*;
 pub use state::{NormSite, NormState, Outliers};
+pub use sync::*;

@@ -105,6 +105,14 @@ struct BatchStats {
     pop_sum_sq: Tensor<2>,
 }
 
+/// Whether `x` lives on an autodiff device.
+fn is_autodiff(x: &Tensor<3>) -> bool {
+    matches!(
+        x.device().as_dispatch(),
+        burn::backend::DispatchDevice::Autodiff(_)
+    )
+}
+
 /// The dtype reductions accumulate in: f64 where the device has it, else the input's own.
 fn accumulation_dtype(device: &Device) -> Option<DType> {
     device.supports_dtype(DType::F64).then_some(DType::F64)
@@ -211,13 +219,21 @@ impl Norm {
         }
         let n = shape[0];
         let s: usize = shape[2..].iter().product();
-        if n == 0 || s == 0 {
+        let batch_stats = self.state.mode.uses_batch_stats();
+        // a worker without examples still takes part in its group's statistics
+        let takes_part = batch_stats && self.state.reducer.is_some();
+        if s == 0 || (n == 0 && !takes_part) {
             return Ok(input);
         }
         let x3: Tensor<3> = input.reshape([n, c, s]);
-        let batch_stats = self.state.mode.uses_batch_stats();
         let plan = plan(&self.config, n, domains, batch_stats)?;
-        if self.uses_fused(&x3, batch_stats) {
+        let fused = self.uses_fused(&x3);
+        if self.synced_units() && batch_stats && !fused && (n == 0 || is_autodiff(&x3)) {
+            return Err(NormError::Reducer(
+                "statistics synchronized across workers need the fused path (f32 on Flex, kernel = Auto) for training and for empty batches".into(),
+            ));
+        }
+        if fused {
             return Ok(self.forward_fused(x3, &plan, &shape)?.reshape(shape));
         }
         let xhat = if self.config.unit == StatUnit::None {
@@ -256,13 +272,18 @@ impl Norm {
         }
     }
 
-    /// Whether this call takes the fused path: asked for, supported by the backend, and with
-    /// no reducer when batch statistics are used (SyncBN runs composed).
-    fn uses_fused(&self, x3: &Tensor<3>, batch_stats: bool) -> bool {
+    /// Whether this call takes the fused path: asked for and supported by the backend.
+    fn uses_fused(&self, x3: &Tensor<3>) -> bool {
         self.config.kernel == Kernel::Auto
             && self.config.unit != StatUnit::None
-            && (!batch_stats || self.state.reducer.is_none())
             && fused::supported(x3)
+    }
+
+    /// Whether batch statistics of this layer's units combine other workers' examples (its
+    /// reducer syncs units, and units span examples).
+    fn synced_units(&self) -> bool {
+        !self.config.unit.is_per_example()
+            && self.state.reducer.as_ref().is_some_and(|r| r.syncs_units())
     }
 
     /// Every mode on the fused path. Affine tails that depend on x̂ itself (RBN/IEBN), and the
@@ -320,9 +341,11 @@ impl Norm {
             count: vec![values; n],
             alpha: 1.0,
             epsilon: self.config.epsilon,
+            sync: None,
         };
         let mode = self.state.mode;
-        if mode.uses_batch_stats() && plan.is_identity() {
+        let synced = mode.uses_batch_stats() && self.synced_units();
+        if mode.uses_batch_stats() && plan.is_identity() && !synced {
             let (y, s1, s2) = fused::normalize_units(x3, scale, shift, fused_plan);
             let stats = self.batch_stats_from(host(s1), host(s2), values, plan, shape)?;
             self.record_batch_stats(&stats)?;
@@ -368,6 +391,9 @@ impl Norm {
         fused_plan.mean = mean;
         fused_plan.count = count;
         fused_plan.alpha = alpha;
+        if synced {
+            fused_plan.sync = self.state.reducer.clone().map(fused::GradSync);
+        }
         Ok(fused::apply(x3, scale, shift, fused_plan))
     }
 
@@ -528,15 +554,21 @@ impl Norm {
             count,
             sum: Tensor::cat(vec![unit_sum, pop_sum], 0),
             sum_sq: Tensor::cat(vec![unit_sq, pop_sq], 0),
+            units: b,
+            per_example: self.config.unit.is_per_example(),
+            mode: self.state.mode,
         };
         let combined = match &self.state.reducer {
             Some(r) => r.reduce(local)?,
             None => LocalReducer.reduce(local)?,
         };
-        if combined.count.len() != b + p {
+        // a worker without examples takes the unit rows of its group
+        let b = if n == 0 { combined.units } else { b };
+        if combined.count.len() != b + p || combined.units != b {
             return Err(NormError::Reducer(format!(
-                "returned {} rows, expected {}",
+                "returned {} rows ({} units), expected {} ({b} units)",
                 combined.count.len(),
+                combined.units,
                 b + p
             )));
         }
@@ -547,7 +579,7 @@ impl Norm {
                 unit: format!(
                     "{:?} over examples {:?} × {cpg} channel(s) × {} position(s)",
                     self.config.unit,
-                    plan.blocks[i],
+                    plan.blocks.get(i).map_or(&[][..], |b| &b[..]),
                     values as usize / cpg
                 ),
                 values: combined.count[i] as usize,

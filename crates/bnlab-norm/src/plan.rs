@@ -137,7 +137,7 @@ pub(crate) fn check_domains<'a>(
     Ok(Some(ids))
 }
 
-/// Plans a forward pass over `n` examples (`n` ≥ 1). Without `batch_stats` (population
+/// Plans a forward pass over `n` examples (no units when `n` = 0). Without `batch_stats` (population
 /// statistics) the batch is not split, so no batch-size rule applies.
 pub(crate) fn plan(
     config: &NormConfig,
@@ -146,6 +146,15 @@ pub(crate) fn plan(
     batch_stats: bool,
 ) -> Result<Plan, NormError> {
     let domains = check_domains(config, n, domains)?;
+    if n == 0 {
+        // an empty worker of a synchronized group: no units of its own
+        return Ok(Plan {
+            blocks: Vec::new(),
+            block_of: Vec::new(),
+            pop_of: Vec::new(),
+            affine_of: Vec::new(),
+        });
+    }
     let policy = config.batch;
     let unit = if batch_stats {
         config.unit

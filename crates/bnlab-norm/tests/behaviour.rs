@@ -269,6 +269,7 @@ impl StatsReducer for SimulatedWorkers {
                 .collect(),
             sum: local.sum + flat(|r| &r.1),
             sum_sq: local.sum_sq + flat(|r| &r.2),
+            ..local
         })
     }
 }

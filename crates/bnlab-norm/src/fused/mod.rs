@@ -43,6 +43,19 @@ pub(crate) struct FusedPlan {
     pub alpha: f64,
     /// Added to the variance before the square root.
     pub epsilon: f64,
+    /// Combines the backward's per-unit gradient sums with other workers' (SyncBN).
+    pub sync: Option<GradSync>,
+}
+
+/// The reducer whose [`StatsReducer::reduce_grads`](crate::StatsReducer::reduce_grads) the
+/// backward calls.
+#[derive(Clone)]
+pub(crate) struct GradSync(pub Arc<dyn crate::StatsReducer>);
+
+impl std::fmt::Debug for GradSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GradSync")
+    }
 }
 
 /// The gradients of one fused call.
@@ -218,7 +231,8 @@ impl FusedPlan {
     ) -> FusedGrads {
         let [n, c, s] = self.shape;
         let k = self.groups();
-        let (dx, planes) = if want_dx && self.alpha != 0.0 && self.per_example_units() {
+        let synced = want_dx && self.alpha != 0.0 && self.sync.is_some();
+        let (dx, planes) = if want_dx && self.alpha != 0.0 && !synced && self.per_example_units() {
             let (dx, planes) =
                 kernels::unit_backward(dy, x, &self.plane_means(), s, self.cpg, |u, sums| {
                     let (i, g) = (u / k, u % k);
@@ -241,7 +255,14 @@ impl FusedPlan {
         } else {
             (None, Vec::new())
         };
-        let [unit_dy, unit_dy_xhat, dscale, dshift] = self.reduce_planes(&planes, scale);
+        let [mut unit_dy, mut unit_dy_xhat, dscale, dshift] = self.reduce_planes(&planes, scale);
+        if let (true, Some(GradSync(reducer))) = (synced, &self.sync) {
+            let mut both = std::mem::take(&mut unit_dy);
+            both.append(&mut unit_dy_xhat);
+            reducer.reduce_grads(&mut both);
+            unit_dy_xhat = both.split_off(both.len() / 2);
+            unit_dy = both;
+        }
         let dx = match dx {
             Some(dx) => Some(dx),
             None if want_dx => {
