@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use bnlab_data::{Augment, CorruptionKind};
 use bnlab_models::{InputNormConfig, ModelOptions, NormSpec};
 use bnlab_norm::{
-    Affine, BatchPolicy, GhostSplit, NormConfig, Remainder, RunningStats, StatUnit, VarianceStorage,
+    Affine, BatchPolicy, GhostSplit, NormConfig, Remainder, RunningStats, StatUnit, SyncGroups,
+    SyncWeighting, VarianceStorage,
 };
 use serde::{Deserialize, Serialize};
 
@@ -470,6 +471,82 @@ pub struct TrainConfig {
     /// Also validate with PreciseBN statistics after every epoch (Wu & Johnson Fig. 3–4).
     #[serde(default)]
     pub precise_every_epoch: bool,
+    /// Data-parallel workers and how their normalization batches are formed.
+    #[serde(default)]
+    pub distributed: DistConfig,
+}
+
+/// Data-parallel training (`[train.distributed]`): K workers, each with a replica and a
+/// shard of every forward batch, gradients summed over all workers every update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistConfig {
+    /// Workers K; each forward batch of `micro_batch_size` is split into K equal shards.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Which workers' examples a normalization layer's batch statistics span: `worker` (plain
+    /// data parallelism), `all` (SyncBN) or `groups` of `group_size` consecutive workers.
+    #[serde(default)]
+    pub norm: SyncName,
+    /// Workers per sync group, for `norm = "groups"`.
+    #[serde(default)]
+    pub group_size: Option<usize>,
+    /// `count` (the concatenated batch) or `equal` (every worker's statistics weigh the same).
+    #[serde(default)]
+    pub weighting: SyncWeighting,
+    /// Shuffle BN (Wu & Johnson §6.1): before every forward, examples move to random workers
+    /// (an all-to-all), and their outputs return to their owners after it.
+    #[serde(default)]
+    pub shuffle: bool,
+    /// A worker that waits longer than this for the others stops the job, in seconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+/// The normalization group of data-parallel training, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyncName {
+    /// Each worker alone.
+    #[default]
+    Worker,
+    /// All workers (SyncBN).
+    All,
+    /// Groups of `group_size` consecutive workers.
+    Groups,
+}
+
+fn default_workers() -> usize {
+    1
+}
+fn default_timeout() -> u64 {
+    600
+}
+
+impl Default for DistConfig {
+    fn default() -> Self {
+        Self {
+            workers: default_workers(),
+            norm: SyncName::default(),
+            group_size: None,
+            weighting: SyncWeighting::default(),
+            shuffle: false,
+            timeout_secs: default_timeout(),
+        }
+    }
+}
+
+impl DistConfig {
+    /// The sync groups of [`DistConfig::norm`].
+    pub fn sync_groups(&self) -> SyncGroups {
+        match self.norm {
+            SyncName::Worker => SyncGroups::PerWorker,
+            SyncName::All => SyncGroups::All,
+            SyncName::Groups => {
+                SyncGroups::consecutive(self.workers, self.group_size.unwrap_or(self.workers))
+            }
+        }
+    }
 }
 
 impl TrainConfig {
@@ -614,13 +691,41 @@ impl RunConfig {
                     t.batch_size
                 ),
             ));
-        } else if let Err(e) = self.model.norm.check_batch(n) {
+        } else if t.distributed.workers == 0 || !n.is_multiple_of(t.distributed.workers) {
+            out.push((
+                "train.distributed.workers",
+                format!(
+                    "workers = {} must be ≥ 1 and divide the forward batch of {n}",
+                    t.distributed.workers
+                ),
+            ));
+        } else if let Err(e) = self.model.norm.check_batch(n / t.distributed.workers) {
             let key = match self.model.norm.unit {
                 UnitName::BatchGroup => "model.norm.example_groups",
                 _ if self.model.norm.ghost_size.is_some() => "model.norm.ghost_size",
                 _ => "train.batch_size",
             };
-            out.push((key, format!("{e} (the forward batch)")));
+            out.push((key, format!("{e} (the forward batch of one worker)")));
+        }
+        let d = &t.distributed;
+        if d.norm == SyncName::Groups
+            && !d
+                .group_size
+                .is_some_and(|g| g >= 1 && d.workers.is_multiple_of(g))
+        {
+            out.push((
+                "train.distributed.group_size",
+                format!(
+                    "norm = \"groups\" needs a group_size that divides workers = {}",
+                    d.workers
+                ),
+            ));
+        }
+        if d.timeout_secs == 0 {
+            out.push((
+                "train.distributed.timeout_secs",
+                "timeout_secs must be at least 1".into(),
+            ));
         }
         if let Some(k) = t.freeze_at_epoch
             && (k == 0 || k >= t.epochs)

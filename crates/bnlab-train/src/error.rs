@@ -62,6 +62,9 @@ pub enum TrainError {
     /// A report cannot be made as asked (unknown axis or baseline, nothing to report).
     #[error("report: {0}")]
     Report(String),
+    /// A data-parallel worker failed, left, timed out or disagrees with the others.
+    #[error("distributed training: {0}")]
+    Distributed(String),
     /// The sweep was asked to stop (a budget ran out); rerunning continues it.
     #[error("stopped before the sweep finished; run again to continue")]
     Interrupted,

@@ -17,6 +17,7 @@ mod checkpoint;
 mod config;
 mod data;
 mod diagnostics;
+mod dist;
 mod error;
 mod eval;
 mod optim;
@@ -36,6 +37,7 @@ pub use data::RunData;
 pub use diagnostics::{
     Diagnostics, HISTOGRAM_BINS, HISTOGRAM_UPDATES, Histogram, LayerDiagnostics, OUTLIER_THRESHOLD,
 };
+pub use dist::*;
 pub use error::TrainError;
 pub use eval::{
     Metrics, cross_entropy_sum, evaluate_batches, precise_bn, precise_bn_exact, with_source,

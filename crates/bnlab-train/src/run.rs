@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use bnlab_data::{Batch, Corruption, ImageSet};
 use bnlab_models::{InputNormConfig, Network, build};
-use bnlab_norm::{NormError, NormMode, StatsSource, norm_sites, set_norm_mode, set_outlier_probe};
+use bnlab_norm::{
+    NormError, NormMode, StatsReducer, StatsSource, SyncReducer, norm_sites, set_norm_mode,
+    set_outlier_probe, set_stats_reducer,
+};
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::Device;
@@ -19,10 +22,11 @@ use crate::checkpoint::{Checkpoints, LoopState, load_model, save_model};
 use crate::diagnostics::{
     HistogramProbe, affine_layers, affine_params, gradient_factors, layer_diagnostics,
 };
+use crate::dist::{ShufflePlan, all_reduce_everyone, all_reduce_grads, select, shard, shuffle};
 use crate::eval::{Tally, evaluate_batches, precise_bn, with_source};
 use crate::{
     Configuration, Diagnostics, EpochRecord, GroupedOptimizer, InputNormName, LrCurve, Metrics,
-    Progress, RESULT_FORMAT, RunConfig, RunData, RunResult, Scheme, Status, TrainError,
+    Progress, RESULT_FORMAT, RunConfig, RunData, RunResult, Scheme, Status, TrainError, Worker,
 };
 
 /// Burn's CPU random generator is global: seeding and building a network hold this lock, so
@@ -71,6 +75,8 @@ pub struct RunRequest<'a> {
     pub progress: &'a dyn Progress,
     /// An optional epoch budget.
     pub budget: Option<&'a Budget>,
+    /// This process's place in a data-parallel job (`train.distributed.workers` > 1).
+    pub worker: Option<Worker>,
 }
 
 /// What `bnlab eval` needs to rebuild a run's network: written next to its model.
@@ -158,7 +164,8 @@ impl burn::module::ModuleVisitor for Materialize {
 }
 
 /// Batches of `set` at `pool` for statistics: `samples` images in batches of `batch`
-/// (training augmentation, full batches only), pass `pass` of the run's shuffling.
+/// (training augmentation, full batches only), pass `pass` of the run's shuffling; with a
+/// worker, its shard of each.
 #[allow(clippy::too_many_arguments)]
 fn stat_batches<'a>(
     data: &RunData,
@@ -169,13 +176,40 @@ fn stat_batches<'a>(
     corruption: Option<Corruption>,
     seed: u64,
     pass: u64,
+    worker: Option<&'a Worker>,
     device: &'a Device,
 ) -> Result<impl Iterator<Item = Result<Batch, TrainError>> + 'a, TrainError> {
     let loader = data.loader(set, batch, true, true, corruption, seed)?;
     let batches = loader.epoch(pool, None, pass)?;
-    Ok(batches
-        .take(samples.div_ceil(batch.max(1)))
-        .map(move |b| b.map(|b| b.to_device(device)).map_err(TrainError::from)))
+    Ok(batches.take(samples.div_ceil(batch.max(1))).map(move |b| {
+        let b = b?;
+        let b = match worker {
+            Some(w) => {
+                let mine: Vec<usize> = shard(b.labels.len(), w.rank(), w.size()).collect();
+                select(&b, &mine)
+            }
+            None => b,
+        };
+        Ok(b.to_device(device))
+    }))
+}
+
+/// This worker's examples of a global forward batch: its shard, or with Shuffle BN the
+/// examples the step's shuffle sends it.
+fn local_batch(
+    worker: &Worker,
+    batch: bnlab_data::HostBatch,
+    shuffle_bn: bool,
+    step_seed: u64,
+) -> Result<bnlab_data::HostBatch, TrainError> {
+    let n = batch.labels.len();
+    let mine: Vec<usize> = shard(n, worker.rank(), worker.size()).collect();
+    let own = select(&batch, &mine);
+    if !shuffle_bn {
+        return Ok(own);
+    }
+    let plan = ShufflePlan::new(n, worker.size(), step_seed);
+    shuffle(worker.collective.as_ref(), &own, &plan)
 }
 
 /// Streams of the evaluation loaders, far from the training epochs'.
@@ -197,12 +231,16 @@ pub fn train_run(req: &RunRequest) -> Result<RunResult, TrainError> {
         config: config.clone(),
         input_stats: input_stats.clone(),
     };
-    std::fs::create_dir_all(&req.work_dir).map_err(TrainError::io(&req.work_dir))?;
-    let json = serde_json::to_vec_pretty(&run_file).map_err(|e| TrainError::Corrupt {
-        path: req.work_dir.join(RUN_FILE),
-        why: e.to_string(),
-    })?;
-    bnlab_data::write_atomic(&req.work_dir.join(RUN_FILE), &json)?;
+    // with several workers, the leader (rank 0) writes every file of the run
+    let leads = req.worker.as_ref().is_none_or(Worker::leads);
+    if leads {
+        std::fs::create_dir_all(&req.work_dir).map_err(TrainError::io(&req.work_dir))?;
+        let json = serde_json::to_vec_pretty(&run_file).map_err(|e| TrainError::Corrupt {
+            path: req.work_dir.join(RUN_FILE),
+            why: e.to_string(),
+        })?;
+        bnlab_data::write_atomic(&req.work_dir.join(RUN_FILE), &json)?;
+    }
 
     let device = Device::flex();
     let ad = device.clone().autodiff();
@@ -246,6 +284,7 @@ pub fn train_run(req: &RunRequest) -> Result<RunResult, TrainError> {
             None,
             seed,
             pass,
+            req.worker.as_ref(),
             &device,
         )?;
         precise_bn(model, batches)
@@ -283,8 +322,40 @@ pub fn train_run(req: &RunRequest) -> Result<RunResult, TrainError> {
             (fresh, optim, state, None)
         }
     };
-    req.progress
-        .run_started(req.id, t.epochs, state.epochs_done);
+    let dist = &t.distributed;
+    let sync = match &req.worker {
+        Some(w) => {
+            let c = w.collective.as_ref();
+            if c.size() != dist.workers {
+                return Err(TrainError::Config(format!(
+                    "train.distributed.workers = {} but the job has {} workers",
+                    dist.workers,
+                    c.size()
+                )));
+            }
+            let fingerprint = format!(
+                "{} {} seed {} epochs done {} config {}",
+                req.sweep,
+                req.configuration.name,
+                req.seed,
+                state.epochs_done,
+                serde_json::to_string(config).unwrap_or_default()
+            );
+            bnlab_norm::check_same(c, "the run", &fingerprint)?;
+            let reducer = Arc::new(SyncReducer::new(
+                w.collective.clone(),
+                dist.sync_groups(),
+                dist.weighting,
+            )?);
+            model = set_stats_reducer(model, reducer.clone());
+            Some(reducer)
+        }
+        None => None,
+    };
+    if leads {
+        req.progress
+            .run_started(req.id, t.epochs, state.epochs_done);
+    }
 
     while state.epochs_done < t.epochs {
         let epoch = state.epochs_done;
@@ -297,57 +368,85 @@ pub fn train_run(req: &RunRequest) -> Result<RunResult, TrainError> {
             model = set_norm_mode(precise(model, EVAL_PASS + epoch as u64)?, NormMode::Frozen);
             state.frozen = true;
         }
-        let mut probe = (epoch == 0).then(|| HistogramProbe::new(&model));
-        req.progress
-            .epoch_started(req.id, epoch + 1, updates_per_epoch * accum);
+        let mut probe = (epoch == 0 && leads).then(|| HistogramProbe::new(&model));
+        if leads {
+            req.progress
+                .epoch_started(req.id, epoch + 1, updates_per_epoch * accum);
+        }
         let mut tally = Tally::default();
         let mut accumulated = GradientsAccumulator::new();
         let batches = train_loader.epoch(&data.train_pool, None, epoch as u64)?;
         for (i, batch) in batches.take(updates_per_epoch * accum).enumerate() {
-            let batch = batch?.to_device(&ad);
+            let batch = match &req.worker {
+                Some(w) => {
+                    let step_seed = seed ^ ((epoch as u64) << 32) ^ i as u64;
+                    local_batch(w, batch?, dist.shuffle, step_seed)?
+                }
+                None => batch?,
+            };
+            let batch = batch.to_device(&ad);
             let logits = model.forward(batch.images, batch.domains.as_deref())?;
             let before = tally.loss;
             let loss = tally.add(logits, batch.labels);
-            if !(tally.loss - before).is_finite() {
+            let mut step_loss = [tally.loss - before];
+            if let Some(w) = &req.worker {
+                // every worker stops on the same step when any one diverges
+                all_reduce_everyone(w.collective.as_ref(), &mut step_loss)?;
+            }
+            if !step_loss[0].is_finite() {
                 return Err(TrainError::Diverged {
                     epoch: epoch + 1,
                     step: state.updates_done,
-                    loss: (tally.loss - before) as f32,
+                    loss: step_loss[0] as f32,
                 });
             }
+            // each worker's share of the batch's mean loss; their gradients are summed
             let grads = loss.div_scalar(t.batch_size as f64).backward();
+            if let Some(e) = sync.as_ref().and_then(|r| r.take_failure()) {
+                return Err(e.into());
+            }
             accumulated.accumulate(&model, GradientsParams::from_grads(grads, &model));
             if (i + 1) % accum == 0 {
-                let grads = accumulated.grads();
+                let mut grads = accumulated.grads();
+                if let Some(w) = &req.worker {
+                    grads = all_reduce_grads(w.collective.as_ref(), &model, grads)?;
+                }
                 if let Some(p) = probe.as_mut() {
                     p.record(&model, &grads, i / accum, updates_per_epoch);
                 }
                 model = optim.step(model, grads);
                 state.updates_done += 1;
             }
-            let m = tally.metrics();
-            req.progress.batch_done(req.id, m.loss, m.accuracy);
+            if leads {
+                let m = tally.metrics();
+                req.progress.batch_done(req.id, m.loss, m.accuracy);
+            }
         }
         if let Some(p) = probe {
             state.histograms = p.finish();
+        }
+        if let Some(w) = &req.worker {
+            let mut sums = [tally.loss, tally.correct as f64, tally.examples as f64];
+            all_reduce_everyone(w.collective.as_ref(), &mut sums)?;
+            tally.loss = sums[0];
+            (tally.correct, tally.examples) = (sums[1] as usize, sums[2] as usize);
         }
         let trained = tally.metrics();
         let val_batches = |model: &Network| -> Result<Metrics, TrainError> {
             let batches = eval_loader.epoch(&data.val_pool, None, EVAL_PASS)?;
             evaluate_batches(model, batches, &device)
         };
-        let (val, val_precise) = if data.val_pool.is_empty() {
+        // PreciseBN runs on every worker (each on its shard); only the leader validates
+        let precise_model = if t.precise_every_epoch && !data.val_pool.is_empty() {
+            Some(precise(model.valid(), EVAL_PASS + epoch as u64)?)
+        } else {
+            None
+        };
+        let (val, val_precise) = if data.val_pool.is_empty() || !leads {
             (None, None)
         } else {
             let val = val_batches(&with_source(model.valid(), StatsSource::Population))?;
-            let val_precise = if t.precise_every_epoch {
-                Some(val_batches(&precise(
-                    model.valid(),
-                    EVAL_PASS + epoch as u64,
-                )?)?)
-            } else {
-                None
-            };
+            let val_precise = precise_model.as_ref().map(val_batches).transpose()?;
             (Some(val), val_precise)
         };
         let record = EpochRecord {
@@ -376,9 +475,11 @@ pub fn train_run(req: &RunRequest) -> Result<RunResult, TrainError> {
             ),
             None => format!("train loss {:.4}", trained.loss),
         };
-        let keep = if is_best { None } else { best_file.as_deref() };
-        best_file = Some(ckpts.save(&state, &model, &optim, keep)?);
-        req.progress.epoch_done(req.id, epoch + 1, &summary);
+        if leads {
+            let keep = if is_best { None } else { best_file.as_deref() };
+            best_file = Some(ckpts.save(&state, &model, &optim, keep)?);
+            req.progress.epoch_done(req.id, epoch + 1, &summary);
+        }
         if let Some(b) = req.budget
             && !b.left()
             && state.epochs_done < t.epochs
@@ -387,6 +488,23 @@ pub fn train_run(req: &RunRequest) -> Result<RunResult, TrainError> {
         }
     }
 
+    if !leads {
+        // the other workers' replicas are the leader's; it evaluates and reports
+        return Ok(RunResult {
+            format: RESULT_FORMAT,
+            sweep: req.sweep.to_string(),
+            configuration: req.configuration.name.clone(),
+            axes: req.configuration.axes.clone(),
+            index: req.index,
+            seed: req.seed,
+            config: config.clone(),
+            status: Status::Finished,
+            epochs: state.history,
+            best_epoch: state.best.map(|(e, _)| e),
+            test: BTreeMap::new(),
+            diagnostics: Diagnostics::default(),
+        });
+    }
     // the evaluated model: the best-validation checkpoint, on the plain device
     let best_path = best_file.ok_or_else(|| TrainError::Corrupt {
         path: req.work_dir.clone(),
@@ -491,6 +609,7 @@ pub fn evaluate_schemes(
             corruption,
             seed,
             EVAL_PASS + 1,
+            None,
             device,
         )?;
         precise_bn(m, batches)

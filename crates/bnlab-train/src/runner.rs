@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::Checkpoints;
 use crate::{
     Budget, Progress, RESULT_FORMAT, RunKey, RunRequest, RunResult, Spec, Status, TrainError,
-    is_run_failure, train_run,
+    Worker, is_run_failure, train_run,
 };
 
 /// How a sweep runs.
@@ -29,6 +29,19 @@ pub struct SweepOptions {
     pub budget: Option<usize>,
     /// Progress reporting.
     pub progress: Arc<dyn Progress>,
+    /// How runs with `train.distributed.workers` > 1 reach their workers.
+    pub transport: Transport,
+}
+
+/// Where the workers of a data-parallel run live.
+#[derive(Debug, Clone, Default)]
+pub enum Transport {
+    /// Threads of this process, one per worker (`bnlab run --distributed threads`).
+    #[default]
+    Threads,
+    /// This process is one worker of a job of several (`mpirun … bnlab run --distributed
+    /// mpi`); every process runs the same sweep and rank 0 writes results.
+    Processes(Arc<dyn bnlab_norm::Collective>),
 }
 
 /// What a sweep did.
@@ -93,12 +106,33 @@ pub fn run_sweep(
     if options.jobs == 0 {
         return Err(TrainError::Config("jobs must be at least 1".into()));
     }
+    if let Transport::Processes(c) = &options.transport {
+        if options.jobs != 1 {
+            return Err(TrainError::Config(
+                "a multi-process job trains one run at a time: use jobs = 1".into(),
+            ));
+        }
+        // every process must see the same sweep and the same runs already done
+        let runs: Vec<String> = spec
+            .runs()
+            .into_iter()
+            .filter(|r| !result_path(out, &r.id).exists())
+            .map(|r| r.id)
+            .collect();
+        bnlab_norm::check_same(c.as_ref(), "the pending runs", &runs.join(","))?;
+    }
+    let leads = match &options.transport {
+        Transport::Processes(c) => c.rank() == 0,
+        Transport::Threads => true,
+    };
     let sweep = SweepFile::of(spec);
     let json = serde_json::to_vec_pretty(&sweep).map_err(|e| TrainError::Corrupt {
         path: out.join("sweep.json"),
         why: e.to_string(),
     })?;
-    bnlab_data::write_atomic(&out.join("sweep.json"), &json)?;
+    if leads {
+        bnlab_data::write_atomic(&out.join("sweep.json"), &json)?;
+    }
 
     let runs = spec.runs();
     let (done, pending): (Vec<RunKey>, Vec<RunKey>) = runs
@@ -149,6 +183,48 @@ pub fn run_sweep(
     Ok(summary)
 }
 
+/// Trains one run with `workers` data-parallel workers on threads of this process; the
+/// leader's (rank 0) outcome, or the error that stopped the group.
+fn train_on_threads(request: &RunRequest, workers: usize) -> Result<RunResult, TrainError> {
+    let timeout = request.configuration.config.train.distributed.timeout_secs;
+    let handles = bnlab_norm::ThreadGroup::new(workers, std::time::Duration::from_secs(timeout));
+    let outcomes: Vec<Result<RunResult, TrainError>> = std::thread::scope(|s| {
+        let joins: Vec<_> = handles
+            .into_iter()
+            .map(|h| {
+                let request = RunRequest {
+                    worker: Some(Worker {
+                        collective: Arc::new(h),
+                    }),
+                    work_dir: request.work_dir.clone(),
+                    ..*request
+                };
+                s.spawn(move || train_run(&request))
+            })
+            .collect();
+        joins
+            .into_iter()
+            .map(|j| {
+                j.join().unwrap_or_else(|_| {
+                    Err(TrainError::Distributed("a worker thread panicked".into()))
+                })
+            })
+            .collect()
+    });
+    // the first error that is not just another worker hearing about it
+    let mut outcomes = outcomes.into_iter();
+    let leader = outcomes
+        .next()
+        .unwrap_or_else(|| Err(TrainError::Config("no workers".into())));
+    match leader {
+        Err(TrainError::Distributed(why)) => Err(outcomes
+            .filter_map(Result::err)
+            .find(|e| !matches!(e, TrainError::Distributed(_)))
+            .unwrap_or(TrainError::Distributed(why))),
+        other => other,
+    }
+}
+
 /// Trains one run and records its result or failure.
 fn one_run(
     spec: &Spec,
@@ -169,9 +245,32 @@ fn one_run(
         work_dir: work_dir.clone(),
         progress: options.progress.as_ref(),
         budget,
+        worker: None,
     };
     tracing::info!(run = %key.id, seed = key.seed, "run starts");
-    let result = match train_run(&request) {
+    let workers = configuration.config.train.distributed.workers;
+    let (outcome, leads) = match &options.transport {
+        // a single-worker run in a multi-process job: rank 0 trains it alone
+        Transport::Processes(c) if workers <= 1 && c.rank() > 0 => return Ok(()),
+        _ if workers <= 1 => (train_run(&request), true),
+        Transport::Processes(c) => {
+            let worker = Worker {
+                collective: c.clone(),
+            };
+            let leads = worker.leads();
+            let request = RunRequest {
+                worker: Some(worker),
+                ..request
+            };
+            (train_run(&request), leads)
+        }
+        Transport::Threads => (train_on_threads(&request, workers), true),
+    };
+    if !leads {
+        // the leader records the run; the others only had to train it
+        return outcome.map(|_| ());
+    }
+    let result = match outcome {
         Ok(result) => result,
         Err(e) if is_run_failure(&e) => {
             tracing::warn!(run = %key.id, error = %e, "run failed");

@@ -54,6 +54,7 @@ fn options(budget: Option<usize>, jobs: usize) -> SweepOptions {
         jobs,
         budget,
         progress: Arc::new(Quiet),
+        transport: Default::default(),
     }
 }
 

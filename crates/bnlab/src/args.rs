@@ -37,6 +37,10 @@ pub enum Command {
         /// Stop after this many epochs (then rerun to continue).
         #[arg(long, hide = true)]
         stop_after_epochs: Option<usize>,
+        /// Where the workers of runs with `train.distributed.workers` > 1 live: `threads` of
+        /// this process (the default), or `mpi` processes started by `mpirun -np K`.
+        #[arg(long, value_enum, default_value_t = Distributed::Threads)]
+        distributed: Distributed,
     },
     /// Evaluate a finished run's model on its test set under one statistics source.
     Eval {
@@ -207,4 +211,13 @@ pub enum KernelArg {
     Fused,
     /// Burn tensor operations (the reference path).
     Composed,
+}
+
+/// The transport of data-parallel runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Distributed {
+    /// One thread per worker in this process.
+    Threads,
+    /// One process per worker under `mpirun` (build with `--features mpi`).
+    Mpi,
 }

@@ -3,6 +3,8 @@
 mod alloc;
 mod args;
 mod commands;
+#[cfg(feature = "mpi")]
+mod mpi;
 
 use std::process::ExitCode;
 
@@ -22,7 +24,10 @@ fn main() -> ExitCode {
             jobs,
             quiet,
             stop_after_epochs,
-        } => commands::run::run(&spec, &out, jobs, quiet, stop_after_epochs).map(|_| ()),
+            distributed,
+        } => {
+            commands::run::run(&spec, &out, jobs, quiet, stop_after_epochs, distributed).map(|_| ())
+        }
         Command::Eval {
             run,
             stats,

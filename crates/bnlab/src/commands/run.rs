@@ -4,12 +4,14 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
-use bnlab_train::{Bars, Progress, Quiet, Spec, SweepOptions, SweepSummary, run_sweep};
+use bnlab_train::{Bars, Progress, Quiet, Spec, SweepOptions, SweepSummary, Transport, run_sweep};
 
-/// Sends tracing events to `out/bnlab.log` (once per process).
-fn log_to(out: &Path) -> Result<()> {
+use crate::args::Distributed;
+
+/// Sends tracing events to `out/NAME` (once per process).
+fn log_to(out: &Path, name: &str) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let path = out.join("bnlab.log");
+    let path = out.join(name);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -30,9 +32,51 @@ pub fn run(
     jobs: usize,
     quiet: bool,
     stop_after_epochs: Option<usize>,
+    distributed: Distributed,
 ) -> Result<SweepSummary> {
     let spec = Spec::load(spec)?;
-    sweep(&spec, out, jobs, quiet, stop_after_epochs)
+    match distributed {
+        Distributed::Threads => sweep(
+            &spec,
+            out,
+            jobs,
+            quiet,
+            stop_after_epochs,
+            Transport::Threads,
+        ),
+        Distributed::Mpi => sweep_mpi(&spec, out, jobs, quiet, stop_after_epochs),
+    }
+}
+
+/// Runs `spec` as one process of an MPI job: rank 0 shows progress and writes results; a
+/// failing rank stops the whole job.
+#[cfg(feature = "mpi")]
+fn sweep_mpi(
+    spec: &Spec,
+    out: &Path,
+    jobs: usize,
+    quiet: bool,
+    stop_after_epochs: Option<usize>,
+) -> Result<SweepSummary> {
+    use bnlab_norm::Collective;
+    let (_universe, world) = crate::mpi::start()?;
+    let quiet = quiet || world.rank() > 0;
+    let transport = Transport::Processes(world.clone());
+    let outcome = sweep(spec, out, jobs, quiet, stop_after_epochs, transport);
+    if let Err(e) = &outcome
+        && world.size() > 1
+    {
+        world.abort(&format!("{e:#}"));
+    }
+    outcome
+}
+
+/// Without the `mpi` feature: says how to get it.
+#[cfg(not(feature = "mpi"))]
+fn sweep_mpi(_: &Spec, _: &Path, _: usize, _: bool, _: Option<usize>) -> Result<SweepSummary> {
+    anyhow::bail!(
+        "this bnlab was built without MPI: install Open MPI and libclang (apt-get install libopenmpi-dev openmpi-bin libclang-dev) and build with `cargo build --release -p bnlab --features mpi`"
+    )
 }
 
 /// Runs a parsed spec into `out`.
@@ -42,8 +86,13 @@ pub fn sweep(
     jobs: usize,
     quiet: bool,
     stop_after_epochs: Option<usize>,
+    transport: Transport,
 ) -> Result<SweepSummary> {
-    log_to(out)?;
+    let log = match &transport {
+        Transport::Processes(c) if c.rank() > 0 => format!("bnlab.rank{}.log", c.rank()),
+        _ => "bnlab.log".to_string(),
+    };
+    log_to(out, &log)?;
     let total = spec.runs().len();
     let done = spec
         .runs()
@@ -59,9 +108,13 @@ pub fn sweep(
         jobs,
         budget: stop_after_epochs,
         progress,
+        transport,
     };
     let summary = run_sweep(spec, out, &options)
         .with_context(|| format!("sweep `{}` into {}", spec.name, out.display()))?;
+    if matches!(&options.transport, Transport::Processes(c) if c.rank() > 0) {
+        return Ok(summary);
+    }
     eprintln!(
         "{}: {} finished, {} failed, {} already done; results in {}",
         spec.name,

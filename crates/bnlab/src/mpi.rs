@@ -1,0 +1,90 @@
+//! The MPI transport (`--distributed mpi`, feature `mpi`): one process per worker, started by
+//! `mpirun -np K bnlab run …`, talking through Open MPI.
+
+use std::sync::{Arc, Mutex};
+
+use bnlab_norm::{Collective, CollectiveError};
+use mpi::datatype::PartitionMut;
+use mpi::environment::Universe;
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::{Communicator, CommunicatorCollectives};
+
+/// This process's place in `MPI_COMM_WORLD`.
+pub struct MpiCollective {
+    world: Mutex<SimpleCommunicator>,
+    rank: usize,
+    size: usize,
+}
+
+impl std::fmt::Debug for MpiCollective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MpiCollective(rank {} of {})", self.rank, self.size)
+    }
+}
+
+/// Starts MPI; the universe must outlive every collective call (dropping it finalizes MPI).
+pub fn start() -> anyhow::Result<(Universe, Arc<MpiCollective>)> {
+    let universe = mpi::initialize()
+        .ok_or_else(|| anyhow::anyhow!("MPI was already initialized in this process"))?;
+    let world = universe.world();
+    let (rank, size) = (world.rank() as usize, world.size() as usize);
+    let collective = MpiCollective {
+        world: Mutex::new(world),
+        rank,
+        size,
+    };
+    Ok((universe, Arc::new(collective)))
+}
+
+// SAFETY: every use of the communicator goes through the mutex, so MPI is only ever called
+// from one thread at a time (MPI_THREAD_SERIALIZED use of a MPI_THREAD_FUNNELED-or-better
+// library; Open MPI provides it).
+unsafe impl Send for MpiCollective {}
+unsafe impl Sync for MpiCollective {}
+
+impl Collective for MpiCollective {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn all_gather(&self, local: &[u8]) -> Result<Vec<Vec<u8>>, CollectiveError> {
+        let world = self
+            .world
+            .lock()
+            .map_err(|_| CollectiveError::Transport("MPI lock poisoned".into()))?;
+        let len = i32::try_from(local.len())
+            .map_err(|_| CollectiveError::Transport("message over 2 GiB".into()))?;
+        let mut counts = vec![0i32; self.size];
+        world.all_gather_into(&len, &mut counts[..]);
+        let displs: Vec<i32> = counts
+            .iter()
+            .scan(0i32, |at, &c| {
+                let d = *at;
+                *at += c;
+                Some(d)
+            })
+            .collect();
+        let total: usize = counts.iter().map(|&c| c as usize).sum();
+        let mut buf = vec![0u8; total];
+        {
+            let mut partition = PartitionMut::new(&mut buf[..], &counts[..], &displs[..]);
+            world.all_gather_varcount_into(local, &mut partition);
+        }
+        Ok(counts
+            .iter()
+            .zip(&displs)
+            .map(|(&c, &d)| buf[d as usize..(d + c) as usize].to_vec())
+            .collect())
+    }
+
+    fn abort(&self, why: &str) {
+        eprintln!("error: worker {} stops the MPI job: {why}", self.rank);
+        if let Ok(world) = self.world.lock() {
+            world.abort(1);
+        }
+    }
+}
