@@ -296,3 +296,114 @@ pub fn all_reduce_everyone(c: &dyn Collective, values: &mut [f64]) -> Result<(),
     all_reduce_sum(c, &everyone, values)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bnlab_norm::ThreadGroup;
+
+    use super::*;
+
+    /// Runs `f(rank handle)` on `k` threads; results in rank order.
+    fn on_threads<T: Send>(k: usize, f: impl Fn(ThreadGroup) -> T + Sync) -> Vec<T> {
+        let handles = ThreadGroup::new(k, Duration::from_secs(30));
+        std::thread::scope(|s| {
+            let joins: Vec<_> = handles.into_iter().map(|h| s.spawn(|| f(h))).collect();
+            joins.into_iter().map(|j| j.join().unwrap()).collect()
+        })
+    }
+
+    /// A global batch of `n` 1×1×2 images whose pixels, label and index name the example.
+    fn global(n: usize) -> HostBatch {
+        HostBatch {
+            pixels: (0..n).flat_map(|i| [i as f32, -(i as f32)]).collect(),
+            shape: [n, 1, 1, 2],
+            labels: (0..n).map(|i| i % 3).collect(),
+            domains: Some((0..n).map(|i| i % 2).collect()),
+            indices: (0..n).map(|i| 100 + i).collect(),
+        }
+    }
+
+    #[test]
+    fn shards_cover_the_batch_once() {
+        for (n, k) in [(10, 3), (4, 4), (3, 4), (0, 2)] {
+            let all: Vec<usize> = (0..k).flat_map(|r| shard(n, r, k)).collect();
+            assert_eq!(all, (0..n).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn shuffle_then_unshuffle_returns_every_example_to_its_owner() {
+        let (n, k) = (10, 3);
+        let plan = ShufflePlan::new(n, k, 42);
+        let mut seen: Vec<usize> = plan.processed.concat();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..n).collect::<Vec<_>>(), "a permutation");
+        assert_ne!(
+            plan.processed.concat(),
+            (0..n).collect::<Vec<_>>(),
+            "shuffled"
+        );
+        let batch = global(n);
+        let out = on_threads(k, |h| {
+            let mine: Vec<usize> = shard(n, h.rank(), k).collect();
+            let own = select(&batch, &mine);
+            let got = shuffle(&h, &own, &plan).unwrap();
+            // outputs computed where processed: pixel sum and label per example
+            let rows: Vec<f64> = (0..got.labels.len())
+                .flat_map(|i| [f64::from(got.pixels[2 * i]), got.labels[i] as f64])
+                .collect();
+            let back = unshuffle(&h, &rows, 2, &plan).unwrap();
+            (got, back, mine)
+        });
+        for (q, (got, back, mine)) in out.into_iter().enumerate() {
+            // the processed examples are exactly the plan's, with their labels, domains, indices
+            assert_eq!(got, select(&batch, &plan.processed[q]));
+            // the statistics of the shuffled group: the mean of its examples' first pixel
+            let mean = got
+                .pixels
+                .iter()
+                .step_by(2)
+                .map(|&v| f64::from(v))
+                .sum::<f64>()
+                / got.labels.len() as f64;
+            let want = plan.processed[q].iter().map(|&g| g as f64).sum::<f64>()
+                / plan.processed[q].len() as f64;
+            assert!((mean - want).abs() < 1e-12);
+            // every owner gets its own examples' outputs back, in its own order
+            let expect: Vec<f64> = mine
+                .iter()
+                .flat_map(|&g| [g as f64, (g % 3) as f64])
+                .collect();
+            assert_eq!(back, expect, "worker {q}");
+        }
+    }
+
+    #[test]
+    fn gradients_are_summed_over_workers() {
+        use burn::nn::{Linear, LinearConfig};
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let model: Linear = LinearConfig::new(3, 2).init(&device);
+        let k = 3;
+        let out = on_threads(k, |h| {
+            let r = h.rank() as f32 + 1.0;
+            let x = Tensor::<2>::from_data(TensorData::new(vec![r, 2.0 * r, -r], [1, 3]), &device);
+            let grads = model.forward(x).sum().backward();
+            let grads = GradientsParams::from_grads(grads, &model);
+            let summed = all_reduce_grads(&h, &model, grads).unwrap();
+            let w = summed.get::<2>(model.weight.id).unwrap();
+            w.into_data()
+                .convert::<f64>()
+                .try_into_vec::<f64>()
+                .unwrap()
+        });
+        // ∂Σy/∂W[i][j] = x_i for every output j; summed over workers: Σ_r x_i(r), r = 1..3
+        let s = 6.0;
+        let expect = vec![s, s, 2.0 * s, 2.0 * s, -s, -s];
+        for w in out {
+            assert_eq!(w, expect);
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Data-parallel training on threads: SyncBN over K workers trains as one worker with the
+//! whole batch; per-worker BN and Shuffle BN do not; runs are bit-identical when repeated;
+//! impossible settings are refused before training.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bnlab_train::{Quiet, RunResult, Spec, SweepOptions, run_sweep};
+
+const SPEC: &str = r#"
+name = "dp"
+seeds = 1
+baseline = "single"
+
+[data]
+dataset = "synthetic"
+validation = 0.25
+threads = 1
+[data.synthetic]
+classes = 4
+train_per_class = 48
+test_per_class = 16
+shape = [1, 8, 8]
+difficulty = 0.2
+
+[model]
+name = "resnet20"
+
+[optimizer]
+lr = 0.1
+
+[train]
+epochs = 2
+batch_size = 16
+precise_every_epoch = true
+
+[eval]
+schemes = ["population", "precise"]
+precise_samples = 64
+precise_batch = 16
+batch_size = 32
+
+[[variant]]
+name = "single"
+[[variant]]
+name = "sync2"
+"train.distributed.workers" = 2
+"train.distributed.norm" = "all"
+[[variant]]
+name = "sync4"
+"train.distributed.workers" = 4
+"train.distributed.norm" = "all"
+[[variant]]
+name = "pairs4"
+"train.distributed.workers" = 4
+"train.distributed.norm" = "groups"
+"train.distributed.group_size" = 2
+[[variant]]
+name = "worker2"
+"train.distributed.workers" = 2
+[[variant]]
+name = "shuffle2"
+"train.distributed.workers" = 2
+"train.distributed.shuffle" = true
+"#;
+
+fn options() -> SweepOptions {
+    SweepOptions {
+        jobs: 1,
+        budget: None,
+        progress: Arc::new(Quiet),
+        transport: Default::default(),
+    }
+}
+
+/// The result of every configuration of a finished sweep in `dir`.
+fn results(dir: &std::path::Path) -> BTreeMap<String, RunResult> {
+    std::fs::read_dir(dir.join("results"))
+        .unwrap()
+        .map(|e| {
+            let r: RunResult =
+                serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
+            (r.configuration.clone(), r)
+        })
+        .collect()
+}
+
+/// The largest relative difference of the per-epoch training losses.
+fn loss_gap(a: &RunResult, b: &RunResult) -> f64 {
+    a.epochs
+        .iter()
+        .zip(&b.epochs)
+        .map(|(x, y)| (x.train_loss - y.train_loss).abs() / y.train_loss.abs().max(1e-3))
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn syncbn_trains_as_one_worker_and_per_worker_bn_does_not() {
+    let spec = Spec::parse(SPEC, "dp.toml").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let summary = run_sweep(&spec, dir.path(), &options()).unwrap();
+    assert_eq!(summary.finished, 6);
+    let r = results(dir.path());
+    let single = &r["single"];
+    assert_eq!(single.epochs.len(), 2);
+    for name in ["sync2", "sync4"] {
+        // the same batches, statistics and summed gradients: only the order of float sums
+        // differs from one worker with the whole batch
+        let gap = loss_gap(&r[name], single);
+        assert!(gap < 1e-5, "{name}: training loss differs by {gap:e}");
+        assert_eq!(r[name].epochs.len(), 2);
+        let (a, b) = (&r[name].test["population"], &single.test["population"]);
+        assert!(
+            (a.accuracy - b.accuracy).abs() <= 1.0 / 64.0,
+            "{name}: test accuracy"
+        );
+    }
+    // per-worker statistics (8 examples, or 4 in pairs of 2 workers of 4) change training
+    for name in ["worker2", "pairs4", "shuffle2"] {
+        let gap = loss_gap(&r[name], single);
+        assert!(gap > 1e-3, "{name} should differ from SyncBN, gap {gap:e}");
+    }
+    assert!(loss_gap(&r["shuffle2"], &r["worker2"]) > 1e-3);
+    // pairs of 2 out of 4 workers see 8 examples, as 2 workers of 8 each do alone
+    assert!(loss_gap(&r["pairs4"], &r["worker2"]) < 1e-5);
+
+    // the same sweep again: bit-identical results
+    let again = tempfile::tempdir().unwrap();
+    run_sweep(&spec, again.path(), &options()).unwrap();
+    let r2 = results(again.path());
+    for (name, a) in &r {
+        assert_eq!(
+            serde_json::to_string(a).unwrap(),
+            serde_json::to_string(&r2[name]).unwrap(),
+            "{name} is not reproducible"
+        );
+    }
+}
+
+#[test]
+fn impossible_distributed_settings_are_refused_by_name() {
+    for (key, value, expect) in [
+        (
+            "workers",
+            "3",
+            "workers = 3 must be ≥ 1 and divide the forward batch of 16",
+        ),
+        ("norm", "\"groups\"", "needs a group_size"),
+        ("timeout_secs", "0", "timeout_secs must be at least 1"),
+        ("wrokers", "2", "wrokers"),
+    ] {
+        let text = SPEC.replace(
+            "[[variant]]\nname = \"single\"",
+            &format!("[[variant]]\nname = \"single\"\n\"train.distributed.{key}\" = {value}"),
+        );
+        let err = Spec::parse(&text, "dp.toml").map(|_| ()).unwrap_err();
+        assert!(err.to_string().contains(expect), "{key}: {err}");
+    }
+}
