@@ -71,6 +71,21 @@ pub struct DataConfig {
     /// The synthetic data set, for `dataset = "synthetic"`.
     #[serde(default)]
     pub synthetic: Option<SyntheticConfig>,
+    /// Training batches built with an artificial class pattern (Wu & Johnson §6.1, Fig. 8):
+    /// every forward batch holds `classes_per_batch` classes × `per_class` examples, grouped
+    /// by class, so each worker's shard of it holds few classes. Default: uniform shuffling.
+    #[serde(default)]
+    pub class_pattern: Option<ClassPattern>,
+}
+
+/// `[data.class_pattern]`: k classes × m examples per training batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassPattern {
+    /// k.
+    pub classes_per_batch: usize,
+    /// m.
+    pub per_class: usize,
 }
 
 fn default_validation() -> f64 {
@@ -725,6 +740,17 @@ impl RunConfig {
             out.push((
                 "train.distributed.timeout_secs",
                 "timeout_secs must be at least 1".into(),
+            ));
+        }
+        if let Some(p) = self.data.class_pattern
+            && p.classes_per_batch * p.per_class != n
+        {
+            out.push((
+                "data.class_pattern",
+                format!(
+                    "classes_per_batch × per_class = {} × {} must equal the forward batch of {n}",
+                    p.classes_per_batch, p.per_class
+                ),
             ));
         }
         if let Some(k) = t.freeze_at_epoch

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use bnlab_data::{
-    Augment, Batching, Corruption, DatasetId, Holdout, ImageSet, Loader, LoaderConfig, Part,
-    Scaling, Source, channel_stats, stratified_split, synthetic,
+    Augment, BatchOrder, Batching, Corruption, DatasetId, Holdout, ImageSet, Loader, LoaderConfig,
+    Part, Scaling, Source, channel_stats, stratified_split, synthetic,
 };
 
 use crate::{DataConfig, ScalingName, TrainError};
@@ -110,6 +110,35 @@ impl RunData {
         corruption: Option<Corruption>,
         seed: u64,
     ) -> Result<Loader, TrainError> {
+        let batching = Batching::shuffle(batch, drop_last);
+        self.loader_with(set, batching, training, corruption, seed)
+    }
+
+    /// The training loader: forward batches of `batch`, with the spec's class pattern if any.
+    pub fn train_loader(&self, batch: usize, seed: u64) -> Result<Loader, TrainError> {
+        let batching = match self.config.class_pattern {
+            Some(p) => Batching {
+                order: BatchOrder::ClassPattern {
+                    classes_per_batch: p.classes_per_batch,
+                    per_class: p.per_class,
+                },
+                batch_size: batch,
+                drop_last: true,
+            },
+            None => Batching::shuffle(batch, true),
+        };
+        self.loader_with(&self.train, batching, true, None, seed)
+    }
+
+    /// A loader of `set` with `batching`.
+    fn loader_with(
+        &self,
+        set: &Arc<ImageSet>,
+        batching: Batching,
+        training: bool,
+        corruption: Option<Corruption>,
+        seed: u64,
+    ) -> Result<Loader, TrainError> {
         let augment = if training {
             self.config.train_augment()
         } else {
@@ -119,7 +148,7 @@ impl RunData {
             scaling: self.scaling.clone(),
             corruption,
             threads: self.config.threads,
-            ..LoaderConfig::new(Batching::shuffle(batch, drop_last), augment, seed)
+            ..LoaderConfig::new(batching, augment, seed)
         };
         let set: Arc<dyn Source> = set.clone();
         Ok(Loader::new(set, config)?)

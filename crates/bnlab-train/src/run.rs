@@ -265,7 +265,7 @@ pub fn train_run(req: &RunRequest) -> Result<RunResult, TrainError> {
     });
     let ckpts = Checkpoints::new(req.work_dir.join("checkpoints"));
     let fresh = new_network(config, &data, req.seed, input_stats.clone(), &ad)?;
-    let train_loader = data.loader(&data.train, micro, true, true, None, seed)?;
+    let train_loader = data.train_loader(micro, seed)?;
     let eval_loader = data.loader(
         &data.train,
         config.eval.batch_size,

@@ -157,3 +157,33 @@ fn impossible_distributed_settings_are_refused_by_name() {
         assert!(err.to_string().contains(expect), "{key}: {err}");
     }
 }
+
+#[test]
+fn the_leakage_spec_runs() {
+    // the shipped spec, shortened to one epoch on small synthetic images
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../specs/leakage-distributed.toml"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let spec = Spec::parse(&text, path).unwrap();
+    assert_eq!(spec.runs().len(), 9);
+    let short = text
+        .replace("dataset = \"fashion-mnist\"", "dataset = \"synthetic\"")
+        .replace(
+            "[data.class_pattern]",
+            "[data.synthetic]\nclasses = 4\ntrain_per_class = 40\ntest_per_class = 8\nshape = [1, 8, 8]\ndifficulty = 0.2\n[data.class_pattern]",
+        )
+        .replace("epochs = 10", "epochs = 1")
+        .replace("seeds = 3", "seeds = 1")
+        .replace("precise_samples = 4096", "precise_samples = 64")
+        .replace("name = \"resnet20\"", "name = \"plain-cnn\"");
+    let spec = Spec::parse(&short, "short.toml").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let summary = run_sweep(&spec, dir.path(), &options()).unwrap();
+    assert_eq!(summary.finished, 3);
+    let r = results(dir.path());
+    for name in ["per-worker", "syncbn", "shuffle"] {
+        assert!(r[name].test.contains_key("minibatch-32"), "{name}");
+    }
+}
