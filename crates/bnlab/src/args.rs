@@ -202,6 +202,24 @@ pub struct TrainBenchArgs {
     /// Also time PreciseBN over this many samples (0: skip) against one epoch of 50,000.
     #[arg(long, default_value_t = 0)]
     pub precise: usize,
+    /// Under `mpirun -np K … --distributed mpi`: each of the K processes trains on batch/K
+    /// examples, gradients summed every step.
+    #[arg(long, value_enum)]
+    pub distributed: Option<Distributed>,
+    /// With `--distributed`: per-worker BN (`worker`), SyncBN (`all`) or Shuffle BN (`shuffle`).
+    #[arg(long, value_enum, default_value_t = SyncArg::Worker)]
+    pub sync: SyncArg,
+}
+
+/// `--sync` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncArg {
+    /// Statistics of each worker's own examples.
+    Worker,
+    /// SyncBN over all workers.
+    All,
+    /// Per-worker statistics of examples shuffled across workers every step.
+    Shuffle,
 }
 
 /// `--kernel` values.

@@ -5,18 +5,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use bnlab_data::Batch;
+use bnlab_data::{Batch, HostBatch};
 use bnlab_models::{ModelOptions, NormSpec, build};
-use bnlab_norm::{Kernel, NormConfig};
+use bnlab_norm::{Kernel, NormConfig, SyncGroups, SyncReducer, SyncWeighting, set_stats_reducer};
 use bnlab_train::{
-    GroupedOptimizer, LrCurve, OptimizerConfig, Schedule, cross_entropy_sum, precise_bn,
+    GroupedOptimizer, LrCurve, OptimizerConfig, Schedule, ShufflePlan, Worker, all_reduce_grads,
+    cross_entropy_sum, precise_bn, shuffle,
 };
 use burn::module::Module;
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Distribution, Int, Tensor};
+use burn::tensor::{Device, Distribution, Tensor};
 
 use super::median;
-use crate::args::{KernelArg, TrainBenchArgs};
+use crate::args::{Distributed, KernelArg, SyncArg, TrainBenchArgs};
 
 /// Training-set size the PreciseBN cost is compared against (CIFAR).
 const EPOCH_IMAGES: usize = 50_000;
@@ -33,10 +34,19 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
         size,
         kernel,
         precise,
+        distributed,
+        sync,
     } = *args;
     if batch == 0 || steps == 0 {
         bail!("--batch and --steps must be at least 1");
     }
+    // the MPI universe lives until the benchmark returns (dropping it finalizes MPI)
+    let (_mpi, worker) = workers(distributed)?;
+    let (rank, k) = worker.as_ref().map_or((0, 1), |w| (w.rank(), w.size()));
+    if !batch.is_multiple_of(k) {
+        bail!("--batch {batch} must be a multiple of the {k} workers");
+    }
+    let local = batch / k;
     let device = Device::flex();
     let ad = device.clone().autodiff();
     device.seed(1);
@@ -51,6 +61,16 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
         zero_init_residual: false,
     };
     let mut net = build(model, &options, &ad).with_context(|| format!("building {model}"))?;
+    if let Some(w) = &worker
+        && sync == SyncArg::All
+    {
+        let reducer = SyncReducer::new(
+            w.collective.clone(),
+            SyncGroups::All,
+            SyncWeighting::Count,
+        )?;
+        net = set_stats_reducer(net, Arc::new(reducer));
+    }
     let curve = Arc::new(LrCurve {
         schedule: Schedule::Constant,
         steps_per_epoch: 1,
@@ -59,22 +79,42 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
         rewarm: None,
     });
     let mut optim = GroupedOptimizer::new(&net, &OptimizerConfig::default(), curve, 0)?;
-    let x = Tensor::<4>::random([batch, 3, size, size], Distribution::Normal(0.0, 1.0), &ad);
-    let labels = Tensor::<1, Int>::from_data(
-        (0..batch)
-            .map(|i| (i % 10) as i64)
-            .collect::<Vec<_>>()
-            .as_slice(),
-        &ad,
-    );
+    let pixels: Vec<f32> = Tensor::<4>::random(
+        [local, 3, size, size],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    )
+    .into_data()
+    .convert::<f32>()
+    .try_into_vec::<f32>()
+    .unwrap_or_default();
+    let own = HostBatch {
+        pixels,
+        shape: [local, 3, size, size],
+        labels: (0..local).map(|i| (rank * local + i) % 10).collect(),
+        domains: None,
+        indices: (rank * local..(rank + 1) * local).collect(),
+    };
     let (mut fwd, mut bwd, mut opt, mut total) = (vec![], vec![], vec![], vec![]);
     for i in 0..warmup + steps {
         let t0 = Instant::now();
-        let logits = net.forward(x.clone(), None)?;
-        let loss = cross_entropy_sum(logits, labels.clone()).div_scalar(batch as f64);
+        // the step's examples: own ones, or with Shuffle BN those the all-to-all brings
+        let host = match &worker {
+            Some(w) if sync == SyncArg::Shuffle => {
+                let plan = ShufflePlan::new(batch, k, i as u64);
+                shuffle(w.collective.as_ref(), &own, &plan)?
+            }
+            _ => own.clone(),
+        };
+        let b = host.to_device(&ad);
+        let logits = net.forward(b.images, None)?;
+        let loss = cross_entropy_sum(logits, b.labels).div_scalar(batch as f64);
         let value: f32 = loss.clone().into_scalar();
         let t1 = Instant::now();
-        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        let mut grads = GradientsParams::from_grads(loss.backward(), &net);
+        if let Some(w) = &worker {
+            grads = all_reduce_grads(w.collective.as_ref(), &net, grads)?;
+        }
         let t2 = Instant::now();
         net = optim.step(net, grads);
         let t3 = Instant::now();
@@ -88,6 +128,9 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
             total.push((t3 - t0).as_secs_f64());
         }
     }
+    if rank > 0 {
+        return Ok(());
+    }
     let rate = |v: &mut Vec<f64>| batch as f64 / median(v);
     let (f, b, o, s) = (
         median(&mut fwd),
@@ -98,6 +141,11 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
     println!(
         "{model} batch {batch} at {size}×{size}, {steps} timed steps after {warmup} (medians):"
     );
+    if k > 1 {
+        println!(
+            "  {k} workers × {local} examples, {sync:?} statistics (backward includes the gradient all-reduce)"
+        );
+    }
     println!(
         "  forward    {:8.1} ms  {:8.1} img/s",
         1e3 * f,
@@ -120,6 +168,31 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What keeps a transport alive, and this process's worker, in a `--distributed` benchmark.
+type Guarded = (Option<Box<dyn std::any::Any>>, Option<Worker>);
+
+/// This process's worker in a `--distributed` benchmark.
+#[cfg(feature = "mpi")]
+fn workers(distributed: Option<Distributed>) -> Result<Guarded> {
+    match distributed {
+        None => Ok((None, None)),
+        Some(Distributed::Threads) => bail!("bench train runs one worker per process: use mpi"),
+        Some(Distributed::Mpi) => {
+            let (universe, world) = crate::mpi::start()?;
+            Ok((Some(Box::new(universe)), Some(Worker { collective: world })))
+        }
+    }
+}
+
+/// Without the `mpi` feature there is no multi-process benchmark.
+#[cfg(not(feature = "mpi"))]
+fn workers(distributed: Option<Distributed>) -> Result<Guarded> {
+    match distributed {
+        None => Ok((None, None)),
+        Some(_) => bail!("build with `--features mpi` and launch under mpirun"),
+    }
 }
 
 /// Seconds of PreciseBN over `samples` random images in batches of `batch`.
