@@ -99,7 +99,7 @@ pub enum SyncWeighting {
     /// Every value counts once: the statistics of the concatenated batch.
     #[default]
     Count,
-    /// Every worker with examples counts once: mean = average of the workers' means, E[x²]
+    /// Every worker with examples counts once: mean = average of the workers' means, E\[x²\]
     /// likewise (detectron2's `stats_mode = "N"`). Running statistics stay count-weighted.
     EqualPerWorker,
 }

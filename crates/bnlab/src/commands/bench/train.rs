@@ -64,11 +64,8 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
     if let Some(w) = &worker
         && sync == SyncArg::All
     {
-        let reducer = SyncReducer::new(
-            w.collective.clone(),
-            SyncGroups::All,
-            SyncWeighting::Count,
-        )?;
+        let reducer =
+            SyncReducer::new(w.collective.clone(), SyncGroups::All, SyncWeighting::Count)?;
         net = set_stats_reducer(net, Arc::new(reducer));
     }
     let curve = Arc::new(LrCurve {
