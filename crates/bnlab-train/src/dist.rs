@@ -100,14 +100,6 @@ impl ShufflePlan {
             .collect();
         Self { processed, n }
     }
-
-    /// The worker that owns global position `i` (before the shuffle).
-    fn owner(&self, i: usize) -> usize {
-        let size = self.processed.len();
-        (0..size)
-            .find(|&r| shard(self.n, r, size).contains(&i))
-            .unwrap_or(0)
-    }
 }
 
 /// Rows of `values` (`row` values each, one row per local example) exchanged so that worker q
@@ -195,14 +187,6 @@ pub fn unshuffle(
     plan: &ShufflePlan,
 ) -> Result<Vec<f64>, TrainError> {
     exchange_rows(c, rows, row, &plan.processed, &owned(plan))
-}
-
-/// The owner of every processed example of this worker under `plan` (for tests and logs).
-pub fn owners(plan: &ShufflePlan, rank: usize) -> Vec<usize> {
-    plan.processed[rank]
-        .iter()
-        .map(|&g| plan.owner(g))
-        .collect()
 }
 
 /// Collects every float parameter's gradient (or its absence) in module order: per parameter
