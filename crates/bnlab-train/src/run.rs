@@ -488,22 +488,23 @@ pub fn train_run(req: &RunRequest) -> Result<RunResult, TrainError> {
         }
     }
 
+    let finished = |state: LoopState, test, diagnostics| RunResult {
+        format: RESULT_FORMAT,
+        sweep: req.sweep.to_string(),
+        configuration: req.configuration.name.clone(),
+        axes: req.configuration.axes.clone(),
+        index: req.index,
+        seed: req.seed,
+        config: config.clone(),
+        status: Status::Finished,
+        epochs: state.history,
+        best_epoch: state.best.map(|(e, _)| e),
+        test,
+        diagnostics,
+    };
     if !leads {
         // the other workers' replicas are the leader's; it evaluates and reports
-        return Ok(RunResult {
-            format: RESULT_FORMAT,
-            sweep: req.sweep.to_string(),
-            configuration: req.configuration.name.clone(),
-            axes: req.configuration.axes.clone(),
-            index: req.index,
-            seed: req.seed,
-            config: config.clone(),
-            status: Status::Finished,
-            epochs: state.history,
-            best_epoch: state.best.map(|(e, _)| e),
-            test: BTreeMap::new(),
-            diagnostics: Diagnostics::default(),
-        });
+        return Ok(finished(state, BTreeMap::new(), Diagnostics::default()));
     }
     // the evaluated model: the best-validation checkpoint, on the plain device
     let best_path = best_file.ok_or_else(|| TrainError::Corrupt {
@@ -531,20 +532,7 @@ pub fn train_run(req: &RunRequest) -> Result<RunResult, TrainError> {
         req.work_dir.join(MODEL_FILE),
     )
     .map_err(TrainError::io(req.work_dir.join(MODEL_FILE)))?;
-    Ok(RunResult {
-        format: RESULT_FORMAT,
-        sweep: req.sweep.to_string(),
-        configuration: req.configuration.name.clone(),
-        axes: req.configuration.axes.clone(),
-        index: req.index,
-        seed: req.seed,
-        config: config.clone(),
-        status: Status::Finished,
-        epochs: state.history,
-        best_epoch: state.best.map(|(e, _)| e),
-        test,
-        diagnostics,
-    })
+    Ok(finished(state, test, diagnostics))
 }
 
 /// The share of |x̂| > 6 per norm layer of `model` over the test set, population statistics.
