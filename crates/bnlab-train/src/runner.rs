@@ -267,8 +267,12 @@ fn one_run(
         Transport::Threads => (train_on_threads(&request, workers), true),
     };
     if !leads {
-        // the leader records the run; the others only had to train it
-        return outcome.map(|_| ());
+        // the leader records the run (or its failure, which every worker reaches together)
+        // and goes on to the next; so do the others
+        return match outcome {
+            Err(e) if is_run_failure(&e) => Ok(()),
+            other => other.map(|_| ()),
+        };
     }
     let result = match outcome {
         Ok(result) => result,
