@@ -101,6 +101,14 @@ fn run_workers(
     })
 }
 
+/// Random [x, w] per worker: `sizes[k]` examples of `plane` values each.
+fn random_parts(rng: &mut Rng, sizes: &[usize], plane: usize) -> Vec<[Vec<f64>; 2]> {
+    sizes
+        .iter()
+        .map(|&n| [rng.vec(n * plane, -2.0, 3.0), rng.vec(n * plane, -1.0, 1.0)])
+        .collect()
+}
+
 /// The examples (global positions) of each worker, and the reference batch order: worker
 /// k's local block r lands in the reference's block r. With contiguous blocks the reference
 /// takes block r of every worker in turn; with strided blocks (or one block) the natural
@@ -139,10 +147,7 @@ fn check_against_one_worker(
     let (c, s) = (4, 5);
     let plane = c * s;
     let mut rng = Rng(seed);
-    let parts: Vec<[Vec<f64>; 2]> = sizes
-        .iter()
-        .map(|&n| [rng.vec(n * plane, -2.0, 3.0), rng.vec(n * plane, -1.0, 1.0)])
-        .collect();
+    let parts = random_parts(&mut rng, sizes, plane);
     let out = run_workers(
         worker_config,
         &parts,
@@ -374,10 +379,7 @@ fn sync_groups_normalize_within_each_group_only() {
     let (c, s) = (4, 5);
     let sizes = [3, 2, 4, 1];
     let mut rng = Rng(12);
-    let parts: Vec<[Vec<f64>; 2]> = sizes
-        .iter()
-        .map(|&n| [rng.vec(n * c * s, -2.0, 3.0), rng.vec(n * c * s, -1.0, 1.0)])
-        .collect();
+    let parts = random_parts(&mut rng, &sizes, c * s);
     let config = train_config(c);
     let out = run_workers(
         &config,
@@ -493,10 +495,7 @@ fn mismatched_workers_and_lost_workers_fail_instead_of_hanging() {
     let mut rng = Rng(14);
     // 2 ghost batches on one worker, 4 on the other
     let sizes = [4, 8];
-    let parts: Vec<[Vec<f64>; 2]> = sizes
-        .iter()
-        .map(|&n| [rng.vec(n * c * s, -2.0, 3.0), rng.vec(n * c * s, -1.0, 1.0)])
-        .collect();
+    let parts = random_parts(&mut rng, &sizes, c * s);
     let ghost = train_config(c).with_batch(BatchPolicy::ghost(2, GhostSplit::Contiguous));
     for o in run_workers(
         &ghost,
@@ -570,7 +569,8 @@ fn syncbn_training_on_the_composed_path_is_refused() {
     );
     assert!(r.is_ok(), "a group of one syncs nothing: {r:?}");
     let mut handles = ThreadGroup::new(2, Duration::from_secs(5));
-    let h1 = handles.pop().unwrap();
+    // rank 1 stays in the group, silent: the refusal comes before any exchange
+    let _rank1 = handles.pop();
     let e = step(
         &config,
         Some((
@@ -588,5 +588,4 @@ fn syncbn_training_on_the_composed_path_is_refused() {
         matches!(&e, Err(NormError::Reducer(m)) if m.contains("fused path")),
         "{e:?}"
     );
-    assert_eq!(h1.rank(), 1);
 }
