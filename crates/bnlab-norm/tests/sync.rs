@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bnlab_norm::{
-    BatchPolicy, Collective, GhostSplit, NormConfig, NormError, NormMode, PopulationEstimator,
-    RunningStats, StatUnit, SyncGroups, SyncReducer, SyncWeighting, ThreadGroup,
-    finalize_collected,
+    BatchPolicy, GhostSplit, NormConfig, NormError, NormMode, PopulationEstimator, RunningStats,
+    StatUnit, SyncGroups, SyncReducer, SyncWeighting, ThreadGroup, finalize_collected,
 };
 use burn::tensor::Device;
 use common::*;
