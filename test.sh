@@ -26,4 +26,6 @@ if command -v mpirun >/dev/null && command -v mpicc >/dev/null; then
 else
     echo "note: no Open MPI; the MPI transport's tests are not built" >&2
 fi
+# no incremental cache: a CI build is built once, and the cache costs gigabytes of disk
+export CARGO_INCREMENTAL=0
 cargo test --workspace --locked $FEATURES
