@@ -9,68 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bnlab_norm::{
-    BatchPolicy, GhostSplit, NormConfig, NormError, NormMode, PopulationEstimator, RunningStats,
-    StatUnit, SyncGroups, SyncReducer, SyncWeighting, ThreadGroup, finalize_collected,
+    BatchPolicy, GhostSplit, NormConfig, NormError, NormMode, SyncGroups, SyncWeighting,
+    ThreadGroup,
 };
-use burn::tensor::Device;
+use common::sync_checks::*;
 use common::*;
-
-const TOL: f64 = 1e-5;
-
-/// What one worker (or the single reference worker) produced.
-#[derive(Debug, Clone)]
-struct Outcome {
-    y: Vec<f64>,
-    dx: Vec<f64>,
-    dparams: Vec<Vec<f64>>,
-    running: Vec<f64>,
-}
-
-/// Forward and backward of Σ w·y on `x` ([n, c, s]) with a layer of `config` whose affine
-/// parameters come from `seed`, synchronized through `sync` when given.
-fn step(
-    config: &NormConfig,
-    sync: Option<(ThreadGroup, SyncGroups, SyncWeighting)>,
-    x: &[f64],
-    w: &[f64],
-    [n, c, s]: [usize; 3],
-    mode: NormMode,
-    seed: u64,
-) -> Result<Outcome, NormError> {
-    let device = Device::flex().autodiff();
-    let mut norm = config.init(&device)?;
-    randomize_affine(&mut norm, &mut Rng(seed));
-    if let Some((handle, groups, weighting)) = sync {
-        norm.set_reducer(Arc::new(SyncReducer::new(
-            Arc::new(handle),
-            groups,
-            weighting,
-        )?));
-    }
-    let norm = norm.with_mode(mode);
-    let xt = tensor(x, [n, c, s], &device).require_grad();
-    let y = norm.forward(xt.clone())?;
-    let y_values = values(y.clone());
-    let grads = (y * tensor(w, [n, c, s], &device)).sum().backward();
-    let dx = xt.grad(&grads).map(values).unwrap_or_default();
-    let dparams = param_tensors(&norm)
-        .into_iter()
-        .map(|p| p.grad(&grads).map(values).unwrap_or_default())
-        .collect();
-    let norm = if mode == NormMode::Collect {
-        finalize_collected(norm, PopulationEstimator::Pooled)?
-    } else {
-        norm
-    };
-    let mut running = values(norm.state.running_mean());
-    running.extend(values(norm.state.running_var()));
-    Ok(Outcome {
-        y: y_values,
-        dx,
-        dparams,
-        running,
-    })
-}
 
 /// Runs one worker per entry of `parts` ([x, w] each) on threads, each with its own handle.
 fn run_workers(
@@ -89,7 +32,7 @@ fn run_workers(
             .into_iter()
             .zip(parts.iter().zip(sizes))
             .map(|(h, ([x, w], &n))| {
-                let sync = Some((h, groups.clone(), weighting));
+                let sync: Option<SyncWith> = Some((Arc::new(h), groups.clone(), weighting));
                 scope.spawn(move || step(config, sync, x, w, [n, c, s], mode, 7))
             })
             .collect();
@@ -100,184 +43,45 @@ fn run_workers(
     })
 }
 
-/// Random [x, w] per worker: `sizes[k]` examples of `plane` values each.
-fn random_parts(rng: &mut Rng, sizes: &[usize], plane: usize) -> Vec<[Vec<f64>; 2]> {
-    sizes
-        .iter()
-        .map(|&n| [rng.vec(n * plane, -2.0, 3.0), rng.vec(n * plane, -1.0, 1.0)])
-        .collect()
-}
-
-/// The examples (global positions) of each worker, and the reference batch order: worker
-/// k's local block r lands in the reference's block r. With contiguous blocks the reference
-/// takes block r of every worker in turn; with strided blocks (or one block) the natural
-/// order already does.
-fn layout(sizes: &[usize], blocks: usize, contiguous: bool) -> Vec<(usize, usize)> {
-    let mut order = Vec::new();
-    if contiguous {
-        for r in 0..blocks {
-            for (k, &n) in sizes.iter().enumerate() {
-                let m = n / blocks;
-                order.extend((r * m..(r + 1) * m).map(|j| (k, j)));
-            }
-        }
-    } else {
-        for (k, &n) in sizes.iter().enumerate() {
-            order.extend((0..n).map(|j| (k, j)));
-        }
-    }
-    order
-}
-
-/// K workers under `groups` against one worker per group with the group's examples in
-/// reference order: outputs, input gradients, summed parameter gradients and running
-/// statistics.
-#[allow(clippy::too_many_arguments)]
-fn check_against_one_worker(
-    what: &str,
-    worker_config: &NormConfig,
-    single_config: &NormConfig,
-    sizes: &[usize],
-    blocks: usize,
-    contiguous: bool,
-    mode: NormMode,
-    seed: u64,
-) {
-    let (c, s) = (4, 5);
-    let plane = c * s;
-    let mut rng = Rng(seed);
-    let parts = random_parts(&mut rng, sizes, plane);
-    let out = run_workers(
-        worker_config,
-        &parts,
-        sizes,
-        [c, s],
-        &SyncGroups::All,
-        SyncWeighting::Count,
-        mode,
-    );
-    let out: Vec<Outcome> = out
-        .into_iter()
-        .map(|o| o.unwrap_or_else(|e| panic!("{what}: {e}")))
-        .collect();
-    let order = layout(sizes, blocks, contiguous);
-    let gather = |f: &dyn Fn(usize) -> Vec<f64>| -> Vec<f64> {
-        order
-            .iter()
-            .flat_map(|&(k, j)| f(k)[j * plane..(j + 1) * plane].to_vec())
-            .collect()
-    };
-    let x = gather(&|k| parts[k][0].clone());
-    let w = gather(&|k| parts[k][1].clone());
-    let n: usize = sizes.iter().sum();
-    let single = step(single_config, None, &x, &w, [n, c, s], mode, 7).expect("single worker");
-    let y = gather(&|k| out[k].y.clone());
-    let dx = gather(&|k| out[k].dx.clone());
-    assert!(max_abs_diff(&y, &single.y) < TOL, "{what}: forward");
-    let scale = single.dx.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-    assert!(
-        max_abs_diff(&dx, &single.dx) < TOL * scale,
-        "{what}: input gradient off by {}",
-        max_abs_diff(&dx, &single.dx)
-    );
-    for (p, reference) in single.dparams.iter().enumerate() {
-        let summed: Vec<f64> = (0..reference.len())
-            .map(|i| out.iter().map(|o| o.dparams[p][i]).sum())
+/// Runs `case` with one thread per worker and checks it against one worker.
+fn check_on_threads(case: &Case) {
+    let handles = ThreadGroup::new(case.sizes.len(), Duration::from_secs(60));
+    let out: Vec<Outcome> = std::thread::scope(|scope| {
+        let joins: Vec<_> = handles
+            .into_iter()
+            .enumerate()
+            .map(|(k, h)| scope.spawn(move || case.run_worker(k, Arc::new(h))))
             .collect();
-        let scale = reference.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-        assert!(
-            max_abs_diff(&summed, reference) < TOL * scale,
-            "{what}: parameter {p} gradient"
-        );
-    }
-    for (k, o) in out.iter().enumerate() {
-        assert!(
-            max_abs_diff(&o.running, &single.running) < TOL,
-            "{what}: running statistics of worker {k}"
-        );
-    }
-}
-
-fn train_config(c: usize) -> NormConfig {
-    NormConfig::new(c).with_running(RunningStats::Ema { momentum: 0.3 })
+        joins
+            .into_iter()
+            .map(|j| {
+                j.join()
+                    .expect("worker thread")
+                    .unwrap_or_else(|e| panic!("{}: {e}", case.what))
+            })
+            .collect()
+    });
+    case.check(&out);
 }
 
 #[test]
 fn k_workers_under_syncbn_equal_one_worker_for_bn_ghost_and_batch_group() {
     for k in [2, 4] {
-        let sizes = vec![16 / k; k];
-        // plain BN
-        let bn = train_config(4);
-        check_against_one_worker(
-            &format!("BN K={k}"),
-            &bn,
-            &bn,
-            &sizes,
-            1,
-            false,
-            NormMode::Train,
-            1,
-        );
-        // Ghost BN: global ghost size 8 is 8/K per worker, both splits
-        for split in [GhostSplit::Contiguous, GhostSplit::Strided] {
-            let worker = train_config(4).with_batch(BatchPolicy::ghost(8 / k, split));
-            let single = train_config(4).with_batch(BatchPolicy::ghost(8, split));
-            let contiguous = split == GhostSplit::Contiguous;
-            let what = format!("Ghost {split:?} K={k}");
-            check_against_one_worker(
-                &what,
-                &worker,
-                &single,
-                &sizes,
-                2,
-                contiguous,
-                NormMode::Train,
-                2,
-            );
-        }
-        // Batch-Group Norm: 2 channel groups × 2 example groups, both splits
-        for split in [GhostSplit::Contiguous, GhostSplit::Strided] {
-            let unit = StatUnit::BatchGroup {
-                channel_groups: 2,
-                example_groups: 2,
-            };
-            let policy = BatchPolicy {
-                split,
-                ..BatchPolicy::default()
-            };
-            let config = train_config(4).with_unit(unit).with_batch(policy);
-            let contiguous = split == GhostSplit::Contiguous;
-            let what = format!("BatchGroup {split:?} K={k}");
-            check_against_one_worker(
-                &what,
-                &config,
-                &config,
-                &sizes,
-                2,
-                contiguous,
-                NormMode::Train,
-                3,
-            );
+        for case in layer_cases(k) {
+            check_on_threads(&case);
         }
     }
 }
 
 #[test]
 fn unequal_and_empty_workers_equal_the_concatenated_batch() {
-    // pytorch#22192 (unequal sizes) and pytorch#36530 (a worker with no examples)
-    let bn = train_config(4);
-    for sizes in [vec![3, 0, 5], vec![1, 6, 0, 2], vec![0, 4]] {
-        let what = format!("sizes {sizes:?}");
-        check_against_one_worker(&what, &bn, &bn, &sizes, 1, false, NormMode::Train, 4);
+    // pytorch#22192 (unequal sizes) and pytorch#36530 (a worker with no examples), in
+    // training, mini-batch inference and PreciseBN collection
+    for sizes in [vec![3, 0, 5], vec![1, 6, 0, 2], vec![0, 4], vec![3, 5]] {
+        for case in unequal_cases(&sizes) {
+            check_on_threads(&case);
+        }
     }
-}
-
-#[test]
-fn mini_batch_inference_and_precise_bn_sync_the_same_way() {
-    let bn = train_config(4);
-    let minibatch = NormMode::Eval(bnlab_norm::StatsSource::MiniBatch);
-    check_against_one_worker("mini-batch eval", &bn, &bn, &[3, 5], 1, false, minibatch, 5);
-    check_against_one_worker("collect", &bn, &bn, &[3, 5], 1, false, NormMode::Collect, 6);
 }
 
 /// Closed form of equal-per-worker weighting in f64: per channel, mean = average of the
@@ -517,7 +321,8 @@ fn mismatched_workers_and_lost_workers_fail_instead_of_hanging() {
     let config = train_config(c);
     let (a, b) = std::thread::scope(|scope| {
         let good = scope.spawn(|| {
-            let sync = Some((h0, SyncGroups::All, SyncWeighting::Count));
+            let sync: Option<SyncWith> =
+                Some((Arc::new(h0), SyncGroups::All, SyncWeighting::Count));
             step(
                 &config,
                 sync,
@@ -529,7 +334,8 @@ fn mismatched_workers_and_lost_workers_fail_instead_of_hanging() {
             )
         });
         let bad = scope.spawn(|| {
-            let sync = Some((h1, SyncGroups::All, SyncWeighting::Count));
+            let sync: Option<SyncWith> =
+                Some((Arc::new(h1), SyncGroups::All, SyncWeighting::Count));
             // 5 channels for a 4-channel layer
             step(
                 &config,
@@ -559,7 +365,7 @@ fn syncbn_training_on_the_composed_path_is_refused() {
     // one worker "spans" nothing; two do
     let r = step(
         &config,
-        Some((handle, SyncGroups::All, SyncWeighting::Count)),
+        Some((Arc::new(handle), SyncGroups::All, SyncWeighting::Count)),
         &x,
         &x,
         [2, 4, 3],
@@ -573,7 +379,7 @@ fn syncbn_training_on_the_composed_path_is_refused() {
     let e = step(
         &config,
         Some((
-            handles.pop().unwrap(),
+            Arc::new(handles.pop().unwrap()),
             SyncGroups::All,
             SyncWeighting::Count,
         )),

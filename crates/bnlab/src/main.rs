@@ -3,8 +3,6 @@
 mod alloc;
 mod args;
 mod commands;
-#[cfg(feature = "mpi")]
-mod mpi;
 
 use std::process::ExitCode;
 

@@ -2,6 +2,8 @@
 //! plus small helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod sync_checks;
+
 use bnlab_norm::{Affine, GhostSplit, StatUnit};
 use burn::tensor::{Device, Tensor, TensorData};
 

@@ -1,48 +1,55 @@
-//! The MPI transport (`--distributed mpi`, feature `mpi`): one process per worker, started by
-//! `mpirun -np K bnlab run …`, talking through Open MPI.
+//! The MPI transport ([`MpiGroup`], feature `mpi`): one process per worker, started by
+//! `mpirun -np K …`, talking through Open MPI.
 
 use std::sync::{Arc, Mutex};
 
-use bnlab_norm::{Collective, CollectiveError};
+use crate::collective::{Collective, CollectiveError};
 use mpi::datatype::PartitionMut;
 use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::{Communicator, CommunicatorCollectives};
 
-/// This process's place in `MPI_COMM_WORLD`.
-pub struct MpiCollective {
+/// This process's place in `MPI_COMM_WORLD`, as a [`Collective`].
+///
+/// MPI has no timeout: a rank that dies is stopped by `mpirun`, one that fails calls
+/// [`Collective::abort`] (`MPI_Abort`, which ends the whole job), one that hangs hangs the job.
+pub struct MpiGroup {
     world: Mutex<SimpleCommunicator>,
     rank: usize,
     size: usize,
 }
 
-impl std::fmt::Debug for MpiCollective {
+impl std::fmt::Debug for MpiGroup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MpiCollective(rank {} of {})", self.rank, self.size)
+        write!(f, "MpiGroup(rank {} of {})", self.rank, self.size)
     }
 }
 
-/// Starts MPI; the universe must outlive every collective call (dropping it finalizes MPI).
-pub fn start() -> anyhow::Result<(Universe, Arc<MpiCollective>)> {
-    let universe = mpi::initialize()
-        .ok_or_else(|| anyhow::anyhow!("MPI was already initialized in this process"))?;
-    let world = universe.world();
-    let (rank, size) = (world.rank() as usize, world.size() as usize);
-    let collective = MpiCollective {
-        world: Mutex::new(world),
-        rank,
-        size,
-    };
-    Ok((universe, Arc::new(collective)))
+impl MpiGroup {
+    /// Starts MPI and joins `MPI_COMM_WORLD`; the universe must outlive every collective call
+    /// (dropping it finalizes MPI).
+    pub fn start() -> Result<(Universe, Arc<MpiGroup>), CollectiveError> {
+        let universe = mpi::initialize().ok_or_else(|| {
+            CollectiveError::Transport("MPI was already initialized in this process".into())
+        })?;
+        let world = universe.world();
+        let (rank, size) = (world.rank() as usize, world.size() as usize);
+        let group = MpiGroup {
+            world: Mutex::new(world),
+            rank,
+            size,
+        };
+        Ok((universe, Arc::new(group)))
+    }
 }
 
 // SAFETY: every use of the communicator goes through the mutex, so MPI is only ever called
 // from one thread at a time (MPI_THREAD_SERIALIZED use of a MPI_THREAD_FUNNELED-or-better
 // library; Open MPI provides it).
-unsafe impl Send for MpiCollective {}
-unsafe impl Sync for MpiCollective {}
+unsafe impl Send for MpiGroup {}
+unsafe impl Sync for MpiGroup {}
 
-impl Collective for MpiCollective {
+impl Collective for MpiGroup {
     fn rank(&self) -> usize {
         self.rank
     }
