@@ -2,7 +2,9 @@
 //! choice of the BatchNorm literature is an explicit setting.
 //!
 //! - what the batch is: [`StatUnit`], [`BatchPolicy`] (ghost batches), [`DomainConfig`],
-//!   [`StatsReducer`] and [`SyncReducer`] over a [`Collective`] (synced workers: SyncBN);
+//!   [`StatsReducer`] and [`SyncReducer`] over a [`Collective`] (synced workers: SyncBN, on
+//!   threads, MPI processes (`MpiGroup`, feature `mpi`), [`DeviceGroup`] accelerators or a
+//!   transport of your own);
 //! - where statistics come from: [`NormMode`], [`StatsSource`], [`RunningStats`],
 //!   [`PopulationEstimator`];
 //! - the affine tail: [`Affine`];
@@ -49,10 +51,13 @@
 
 mod collective;
 mod config;
+mod device_group;
 mod error;
 mod fold;
 mod fused;
 mod mode;
+#[cfg(feature = "mpi")]
+mod mpi_group;
 mod norm;
 mod plan;
 mod reducer;
@@ -62,9 +67,12 @@ mod sync;
 
 pub use collective::*;
 pub use config::*;
+pub use device_group::{DeviceGroup, gather_by_sum};
 pub use error::*;
 
 pub use mode::*;
+#[cfg(feature = "mpi")]
+pub use mpi_group::MpiGroup;
 pub use norm::*;
 pub use reducer::*;
 pub use roles::*;

@@ -17,9 +17,19 @@ use crate::TrainError;
 pub struct Worker {
     /// The transport to the other workers.
     pub collective: Arc<dyn Collective>,
+    /// The device this worker computes on.
+    pub device: Device,
 }
 
 impl Worker {
+    /// A worker that computes on the Flex CPU backend (threads and MPI processes).
+    pub fn on_cpu(collective: Arc<dyn Collective>) -> Self {
+        Worker {
+            collective,
+            device: Device::flex(),
+        }
+    }
+
     /// This worker's rank.
     pub fn rank(&self) -> usize {
         self.collective.rank()

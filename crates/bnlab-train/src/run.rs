@@ -242,7 +242,10 @@ pub fn train_run(req: &RunRequest) -> Result<RunResult, TrainError> {
         bnlab_data::write_atomic(&req.work_dir.join(RUN_FILE), &json)?;
     }
 
-    let device = Device::flex();
+    let device = req
+        .worker
+        .as_ref()
+        .map_or_else(Device::flex, |w| w.device.clone());
     let ad = device.clone().autodiff();
     let t = &config.train;
     let (micro, accum) = (t.micro_batch(), t.accumulation());

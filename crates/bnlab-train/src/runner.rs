@@ -42,6 +42,10 @@ pub enum Transport {
     /// This process is one worker of a job of several (`mpirun … bnlab run --distributed
     /// mpi`); every process runs the same sweep and rank 0 writes results.
     Processes(Arc<dyn bnlab_norm::Collective>),
+    /// Threads of this process, one per device, talking through Burn's device all-reduce
+    /// ([`bnlab_norm::DeviceGroup`]: CUDA devices, `bnlab run --distributed cuda`); a run of
+    /// K workers uses the first K devices.
+    Devices(Vec<burn::tensor::Device>),
 }
 
 /// What a sweep did.
@@ -106,6 +110,11 @@ pub fn run_sweep(
     if options.jobs == 0 {
         return Err(TrainError::Config("jobs must be at least 1".into()));
     }
+    if matches!(options.transport, Transport::Devices(_)) && options.jobs != 1 {
+        return Err(TrainError::Config(
+            "device workers share one communication group: use jobs = 1".into(),
+        ));
+    }
     if let Transport::Processes(c) = &options.transport {
         if options.jobs != 1 {
             return Err(TrainError::Config(
@@ -123,7 +132,7 @@ pub fn run_sweep(
     }
     let leads = match &options.transport {
         Transport::Processes(c) => c.rank() == 0,
-        Transport::Threads => true,
+        Transport::Threads | Transport::Devices(_) => true,
     };
     let sweep = SweepFile::of(spec);
     let json = serde_json::to_vec_pretty(&sweep).map_err(|e| TrainError::Corrupt {
@@ -185,17 +194,42 @@ pub fn run_sweep(
 
 /// Trains one run with `workers` data-parallel workers on threads of this process; the
 /// leader's (rank 0) outcome, or the error that stopped the group.
-fn train_on_threads(request: &RunRequest, workers: usize) -> Result<RunResult, TrainError> {
-    let timeout = request.configuration.config.train.distributed.timeout_secs;
-    let handles = bnlab_norm::ThreadGroup::new(workers, std::time::Duration::from_secs(timeout));
+fn train_on_threads(
+    request: &RunRequest,
+    workers: usize,
+    transport: &Transport,
+) -> Result<RunResult, TrainError> {
+    let handles: Vec<Worker> = match transport {
+        Transport::Devices(devices) => {
+            if devices.len() < workers {
+                return Err(TrainError::Config(format!(
+                    "train.distributed.workers = {workers}, but only {} devices were given",
+                    devices.len()
+                )));
+            }
+            bnlab_norm::DeviceGroup::new(devices[..workers].to_vec())?
+                .into_iter()
+                .map(|g| Worker {
+                    device: g.device().clone(),
+                    collective: Arc::new(g),
+                })
+                .collect()
+        }
+        _ => {
+            let timeout = request.configuration.config.train.distributed.timeout_secs;
+            let timeout = std::time::Duration::from_secs(timeout);
+            bnlab_norm::ThreadGroup::new(workers, timeout)
+                .into_iter()
+                .map(|h| Worker::on_cpu(Arc::new(h)))
+                .collect()
+        }
+    };
     let outcomes: Vec<Result<RunResult, TrainError>> = std::thread::scope(|s| {
         let joins: Vec<_> = handles
             .into_iter()
-            .map(|h| {
+            .map(|worker| {
                 let request = RunRequest {
-                    worker: Some(Worker {
-                        collective: Arc::new(h),
-                    }),
+                    worker: Some(worker),
                     work_dir: request.work_dir.clone(),
                     ..*request
                 };
@@ -254,9 +288,7 @@ fn one_run(
         Transport::Processes(c) if workers <= 1 && c.rank() > 0 => return Ok(()),
         _ if workers <= 1 => (train_run(&request), true),
         Transport::Processes(c) => {
-            let worker = Worker {
-                collective: c.clone(),
-            };
+            let worker = Worker::on_cpu(c.clone());
             let leads = worker.leads();
             let request = RunRequest {
                 worker: Some(worker),
@@ -264,7 +296,10 @@ fn one_run(
             };
             (train_run(&request), leads)
         }
-        Transport::Threads => (train_on_threads(&request, workers), true),
+        Transport::Threads | Transport::Devices(_) => (
+            train_on_threads(&request, workers, &options.transport),
+            true,
+        ),
     };
     if !leads {
         // the leader records the run (or its failure, which every worker reaches together)

@@ -187,3 +187,38 @@ fn the_leakage_spec_runs() {
         assert!(r[name].test.contains_key("minibatch-32"), "{name}");
     }
 }
+
+#[test]
+fn device_workers_are_refused_where_they_cannot_run() {
+    use bnlab_train::Transport;
+    use burn::tensor::Device;
+    // one configuration of 2 workers
+    let head = SPEC
+        .split("[[variant]]")
+        .next()
+        .unwrap()
+        .replace("baseline = \"single\"", "");
+    let text = format!("{head}[[variant]]\nname = \"two\"\n\"train.distributed.workers\" = 2\n");
+    let spec = Spec::parse(&text, "dp.toml").unwrap();
+    let with = |devices: Vec<Device>, jobs| SweepOptions {
+        jobs,
+        transport: Transport::Devices(devices),
+        ..options()
+    };
+    let cases = [
+        // several runs at once would share one communication group
+        (with(vec![Device::flex(), Device::flex()], 2), "jobs = 1"),
+        // a run of 2 workers needs 2 devices
+        (with(vec![Device::flex()], 1), "only 1 devices"),
+        // the same device twice
+        (
+            with(vec![Device::flex(), Device::flex()], 1),
+            "listed twice",
+        ),
+    ];
+    for (options, expect) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let err = run_sweep(&spec, dir.path(), &options).unwrap_err();
+        assert!(format!("{err}").contains(expect), "{expect}: {err}");
+    }
+}

@@ -38,7 +38,8 @@ pub enum Command {
         #[arg(long, hide = true)]
         stop_after_epochs: Option<usize>,
         /// Where the workers of runs with `train.distributed.workers` > 1 live: `threads` of
-        /// this process (the default), or `mpi` processes started by `mpirun -np K`.
+        /// this process (the default), `mpi` processes started by `mpirun -np K`, or `cuda`
+        /// devices 0..K of this process.
         #[arg(long, value_enum, default_value_t = Distributed::Threads)]
         distributed: Distributed,
     },
@@ -238,4 +239,7 @@ pub enum Distributed {
     Threads,
     /// One process per worker under `mpirun` (build with `--features mpi`).
     Mpi,
+    /// One thread per CUDA device, through Burn's device all-reduce (build with
+    /// `--features cuda`, whose build downloads an LLVM bundle).
+    Cuda,
 }

@@ -67,3 +67,14 @@ fn bench_train_times_a_step_and_refuses_an_empty_batch() {
     let (ok, _, err) = bnlab(&["bench", "norm", "--reps", "0"]);
     assert!(!ok && err.contains("--reps"), "{err}");
 }
+
+#[test]
+#[cfg(not(feature = "cuda"))]
+fn cuda_workers_without_the_cuda_feature_say_how_to_get_it() {
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/../../specs/leakage-distributed.toml");
+    let out = tempfile::tempdir().unwrap();
+    let out = out.path().to_str().unwrap();
+    let (ok, _, err) = bnlab(&["run", spec, "--out", out, "--distributed", "cuda"]);
+    assert!(!ok);
+    assert!(err.contains("--features cuda"), "{err}");
+}

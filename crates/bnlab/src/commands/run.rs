@@ -45,7 +45,31 @@ pub fn run(
             Transport::Threads,
         ),
         Distributed::Mpi => sweep_mpi(&spec, out, jobs, quiet, stop_after_epochs),
+        Distributed::Cuda => {
+            let workers = spec
+                .configurations
+                .iter()
+                .map(|c| c.config.train.distributed.workers)
+                .max()
+                .unwrap_or(1);
+            let transport = Transport::Devices(cuda_devices(workers)?);
+            sweep(&spec, out, jobs, quiet, stop_after_epochs, transport)
+        }
     }
+}
+
+/// CUDA devices 0..k.
+#[cfg(feature = "cuda")]
+fn cuda_devices(k: usize) -> Result<Vec<burn::tensor::Device>> {
+    Ok((0..k).map(burn::tensor::Device::cuda).collect())
+}
+
+/// Without the `cuda` feature: says how to get it.
+#[cfg(not(feature = "cuda"))]
+fn cuda_devices(_: usize) -> Result<Vec<burn::tensor::Device>> {
+    anyhow::bail!(
+        "this bnlab was built without CUDA: build with `cargo build --release -p bnlab --features cuda` (its build downloads an LLVM bundle, see DEVELOPERS.md)"
+    )
 }
 
 /// Runs `spec` as one process of an MPI job: rank 0 shows progress and writes results; a
@@ -59,7 +83,7 @@ fn sweep_mpi(
     stop_after_epochs: Option<usize>,
 ) -> Result<SweepSummary> {
     use bnlab_norm::Collective;
-    let (_universe, world) = crate::mpi::start()?;
+    let (_universe, world) = bnlab_norm::MpiGroup::start()?;
     let quiet = quiet || world.rank() > 0;
     let transport = Transport::Processes(world.clone());
     let outcome = sweep(spec, out, jobs, quiet, stop_after_epochs, transport);

@@ -175,10 +175,12 @@ type Guarded = (Option<Box<dyn std::any::Any>>, Option<Worker>);
 fn workers(distributed: Option<Distributed>) -> Result<Guarded> {
     match distributed {
         None => Ok((None, None)),
-        Some(Distributed::Threads) => bail!("bench train runs one worker per process: use mpi"),
+        Some(Distributed::Threads | Distributed::Cuda) => {
+            bail!("bench train runs one worker per process: use mpi")
+        }
         Some(Distributed::Mpi) => {
-            let (universe, world) = crate::mpi::start()?;
-            Ok((Some(Box::new(universe)), Some(Worker { collective: world })))
+            let (universe, world) = bnlab_norm::MpiGroup::start()?;
+            Ok((Some(Box::new(universe)), Some(Worker::on_cpu(world))))
         }
     }
 }
