@@ -129,7 +129,7 @@ struct Context {
 /// each to be moved into the thread that trains on [`DeviceGroup::device`].
 ///
 /// Burn implements the device all-reduce for CUDA devices (NCCL, the opt-in `cuda` feature,
-/// whose build downloads an LLVM bundle: see DEVELOPERS.md); on a backend without it, the
+/// whose build downloads an LLVM bundle: see the README's Backends); on a backend without it, the
 /// first collective returns [`CollectiveError::Transport`]. NCCL has no timeout: a worker that
 /// hangs hangs the group, while one that fails calls [`Collective::abort`] and the others
 /// stop at their next collective.

@@ -71,7 +71,10 @@ fn bench_train_times_a_step_and_refuses_an_empty_batch() {
 #[test]
 #[cfg(not(feature = "cuda"))]
 fn cuda_workers_without_the_cuda_feature_say_how_to_get_it() {
-    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/../../specs/leakage-distributed.toml");
+    let spec = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../specs/leakage-distributed.toml"
+    );
     let out = tempfile::tempdir().unwrap();
     let out = out.path().to_str().unwrap();
     let (ok, _, err) = bnlab(&["run", spec, "--out", out, "--distributed", "cuda"]);

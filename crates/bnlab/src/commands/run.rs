@@ -68,7 +68,7 @@ fn cuda_devices(k: usize) -> Result<Vec<burn::tensor::Device>> {
 #[cfg(not(feature = "cuda"))]
 fn cuda_devices(_: usize) -> Result<Vec<burn::tensor::Device>> {
     anyhow::bail!(
-        "this bnlab was built without CUDA: build with `cargo build --release -p bnlab --features cuda` (its build downloads an LLVM bundle, see DEVELOPERS.md)"
+        "this bnlab was built without CUDA: build with `cargo build --release -p bnlab --features cuda` (its build downloads an LLVM bundle: see the README's Backends)"
     )
 }
 
