@@ -1,13 +1,15 @@
 //! The SyncBN layer checks of `tests/sync.rs`, over the MPI transport: `mpirun -np 2` starts
 //! this test binary twice (the ignored `rank` test is each process's body); every rank checks
 //! every rank's outcome against one worker with the concatenated batch, and distributed
-//! PreciseBN leaves bit-identical statistics on both ranks.
+//! PreciseBN leaves bit-identical statistics on both ranks; a rank that never arrives stops the
+//! job after the timeout instead of hanging it.
 #![cfg(feature = "mpi")]
 
 mod common;
 
 use std::process::Command;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bnlab_norm::{Collective, MpiGroup, NormMode, SyncGroups, SyncWeighting, all_gather_f64};
 use common::sync_checks::*;
@@ -28,7 +30,7 @@ fn run_case(case: &Case, world: &Arc<MpiGroup>) -> Vec<Outcome> {
 #[test]
 #[ignore = "the body of one MPI rank: run by `syncbn_over_mpi_equals_one_worker` under mpirun"]
 fn rank() {
-    let (_universe, world) = MpiGroup::start().expect("MPI");
+    let (_universe, world) = MpiGroup::start(Duration::from_secs(120)).expect("MPI");
     assert_eq!(world.size(), 2, "run with mpirun -np 2");
     let mut cases = layer_cases(2);
     for sizes in [[3, 5], [0, 6], [5, 0]] {
@@ -74,8 +76,9 @@ fn rank() {
     println!("rank {k} ok: distributed PreciseBN");
 }
 
-#[test]
-fn syncbn_over_mpi_equals_one_worker() {
+/// `mpirun -np 2` of this test binary's ignored test `body`: whether it succeeded, and its
+/// output and errors.
+fn mpirun(body: &str) -> (bool, String) {
     let me = std::env::current_exe().expect("test binary");
     let out = Command::new("timeout")
         .args([
@@ -88,7 +91,7 @@ fn syncbn_over_mpi_equals_one_worker() {
         ])
         .arg(me)
         .args([
-            "rank",
+            body,
             "--exact",
             "--ignored",
             "--nocapture",
@@ -102,11 +105,44 @@ fn syncbn_over_mpi_equals_one_worker() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "mpirun failed:\n{text}");
+    (out.status.success(), text)
+}
+
+#[test]
+fn syncbn_over_mpi_equals_one_worker() {
+    let (ok, text) = mpirun("rank");
+    assert!(ok, "mpirun failed:\n{text}");
     // both ranks ran every case (a rank that ran no test would also exit 0)
     let cases = layer_cases(2).len() + 3 * 3 + 1;
     for r in 0..2 {
         let ok = text.matches(&format!("rank {r} ok: ")).count();
         assert_eq!(ok, cases, "rank {r} passed {ok} of {cases} checks:\n{text}");
     }
+}
+
+#[test]
+#[ignore = "the body of one MPI rank: run by `a_rank_that_never_arrives_stops_the_job` under mpirun"]
+fn late_rank() {
+    let (_universe, world) = MpiGroup::start(Duration::from_secs(1)).expect("MPI");
+    if world.rank() == 1 {
+        // hangs, as far as rank 0 can tell
+        std::thread::sleep(Duration::from_secs(100));
+    }
+    let _ = all_gather_f64(world.as_ref(), &[1.0]);
+    println!("rank {} returned from a collective", world.rank());
+}
+
+#[test]
+fn a_rank_that_never_arrives_stops_the_job() {
+    let start = Instant::now();
+    let (ok, text) = mpirun("late_rank");
+    assert!(!ok, "the job should fail:\n{text}");
+    assert!(text.contains("worker 0 waited 1 s"), "{text}");
+    assert!(!text.contains("returned from a collective"), "{text}");
+    // rank 1 sleeps 100 s: the job ends long before
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        start.elapsed()
+    );
 }

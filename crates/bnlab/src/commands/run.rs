@@ -83,7 +83,14 @@ fn sweep_mpi(
     stop_after_epochs: Option<usize>,
 ) -> Result<SweepSummary> {
     use bnlab_norm::Collective;
-    let (_universe, world) = bnlab_norm::MpiGroup::start()?;
+    // the longest timeout any configuration allows
+    let secs = spec
+        .configurations
+        .iter()
+        .map(|c| c.config.train.distributed.timeout_secs)
+        .max()
+        .unwrap_or(600);
+    let (_universe, world) = bnlab_norm::MpiGroup::start(std::time::Duration::from_secs(secs))?;
     let quiet = quiet || world.rank() > 0;
     let transport = Transport::Processes(world.clone());
     let outcome = sweep(spec, out, jobs, quiet, stop_after_epochs, transport);

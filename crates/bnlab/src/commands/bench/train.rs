@@ -179,7 +179,8 @@ fn workers(distributed: Option<Distributed>) -> Result<Guarded> {
             bail!("bench train runs one worker per process: use mpi")
         }
         Some(Distributed::Mpi) => {
-            let (universe, world) = bnlab_norm::MpiGroup::start()?;
+            let (universe, world) =
+                bnlab_norm::MpiGroup::start(std::time::Duration::from_secs(600))?;
             Ok((Some(Box::new(universe)), Some(Worker::on_cpu(world))))
         }
     }
