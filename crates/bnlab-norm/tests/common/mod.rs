@@ -26,12 +26,15 @@ impl Rng {
     }
 }
 
-/// The test device: Flex, or the first discrete GPU through Vulkan when built with
-/// `--features vulkan` and run with `BNLAB_TEST_DEVICE=vulkan`.
+/// The test device: Flex, or through Vulkan when built with `--features vulkan` and run with
+/// `BNLAB_TEST_DEVICE=vulkan` (the first discrete GPU) or `BNLAB_TEST_DEVICE=vulkan-cpu` (a
+/// CPU Vulkan driver such as Mesa's lavapipe, where no GPU is at hand).
 pub fn device() -> Device {
     #[cfg(feature = "vulkan")]
-    if std::env::var("BNLAB_TEST_DEVICE").as_deref() == Ok("vulkan") {
-        return Device::vulkan(burn::tensor::DeviceKind::DiscreteGpu(0));
+    match std::env::var("BNLAB_TEST_DEVICE").as_deref() {
+        Ok("vulkan") => return Device::vulkan(burn::tensor::DeviceKind::DiscreteGpu(0)),
+        Ok("vulkan-cpu") => return Device::vulkan(burn::tensor::DeviceKind::Cpu),
+        _ => {}
     }
     Device::flex()
 }
