@@ -131,8 +131,9 @@ struct Context {
 /// Burn implements the device all-reduce for CUDA devices (NCCL, the opt-in `cuda` feature,
 /// whose build downloads an LLVM bundle: see the README's Backends); on a backend without it, the
 /// first collective returns [`CollectiveError::Transport`]. NCCL has no timeout: a worker that
-/// hangs hangs the group, while one that fails calls [`Collective::abort`] and the others
-/// stop at their next collective.
+/// hangs hangs the group. One that fails calls [`Collective::abort`]: the others stop at
+/// their next collective, but one already waiting inside NCCL for the failed worker waits
+/// for good (the thread and MPI transports do not have this gap).
 #[derive(Debug)]
 pub struct DeviceGroup {
     rank: usize,
