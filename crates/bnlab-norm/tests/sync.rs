@@ -45,22 +45,19 @@ fn run_workers(
 
 /// Runs `case` with one thread per worker and checks it against one worker.
 fn check_on_threads(case: &Case) {
-    let handles = ThreadGroup::new(case.sizes.len(), Duration::from_secs(60));
-    let out: Vec<Outcome> = std::thread::scope(|scope| {
-        let joins: Vec<_> = handles
-            .into_iter()
-            .enumerate()
-            .map(|(k, h)| scope.spawn(move || case.run_worker(k, Arc::new(h))))
-            .collect();
-        joins
-            .into_iter()
-            .map(|j| {
-                j.join()
-                    .expect("worker thread")
-                    .unwrap_or_else(|e| panic!("{}: {e}", case.what))
-            })
-            .collect()
-    });
+    let (parts, all, count) = (case.parts(), SyncGroups::All, SyncWeighting::Count);
+    let out: Vec<Outcome> = run_workers(
+        &case.worker,
+        &parts,
+        &case.sizes,
+        SHAPE,
+        &all,
+        count,
+        case.mode,
+    )
+    .into_iter()
+    .map(|o| o.unwrap_or_else(|e| panic!("{}: {e}", case.what)))
+    .collect();
     case.check(&out);
 }
 
@@ -319,34 +316,22 @@ fn mismatched_workers_and_lost_workers_fail_instead_of_hanging() {
     let h1 = handles.pop().unwrap();
     let h0 = handles.pop().unwrap();
     let config = train_config(c);
+    let run = |h: ThreadGroup, shape: [usize; 3]| {
+        let sync: Option<SyncWith> = Some((Arc::new(h), SyncGroups::All, SyncWeighting::Count));
+        step(
+            &config,
+            sync,
+            &parts[0][0],
+            &parts[0][1],
+            shape,
+            NormMode::Train,
+            7,
+        )
+    };
     let (a, b) = std::thread::scope(|scope| {
-        let good = scope.spawn(|| {
-            let sync: Option<SyncWith> =
-                Some((Arc::new(h0), SyncGroups::All, SyncWeighting::Count));
-            step(
-                &config,
-                sync,
-                &parts[0][0],
-                &parts[0][1],
-                [4, c, s],
-                NormMode::Train,
-                7,
-            )
-        });
-        let bad = scope.spawn(|| {
-            let sync: Option<SyncWith> =
-                Some((Arc::new(h1), SyncGroups::All, SyncWeighting::Count));
-            // 5 channels for a 4-channel layer
-            step(
-                &config,
-                sync,
-                &parts[0][0],
-                &parts[0][1],
-                [4, 5, 4],
-                NormMode::Train,
-                7,
-            )
-        });
+        let good = scope.spawn(|| run(h0, [4, c, s]));
+        // 5 channels for a 4-channel layer
+        let bad = scope.spawn(|| run(h1, [4, 5, 4]));
         (good.join().unwrap(), bad.join().unwrap())
     });
     assert!(matches!(b, Err(NormError::ChannelMismatch { .. })), "{b:?}");
