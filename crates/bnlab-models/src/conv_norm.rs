@@ -8,7 +8,7 @@ use burn::tensor::Tensor;
 use crate::error::at_site;
 use crate::init::ConvShape;
 use crate::norms::Builder;
-use crate::{FoldNorms, ModelError};
+use crate::{ConvKernel, FoldNorms, ModelError, conv2d};
 
 /// A convolution and the normalization layer after it (none once folded).
 #[derive(Module, Debug)]
@@ -17,6 +17,9 @@ pub struct ConvNorm {
     pub conv: Conv2d,
     /// The normalization layer; `None` after [`FoldNorms::fold_norms`].
     pub norm: Option<Norm>,
+    /// The convolution kernels.
+    #[module(skip)]
+    pub kernel: ConvKernel,
     /// The layer's path, for error messages.
     #[module(skip)]
     pub site: String,
@@ -39,6 +42,7 @@ impl ConvNorm {
         Ok(Self {
             conv: shape.init(b.device),
             norm: Some(b.norm_with(&site, shape.cout, adjust)?),
+            kernel: b.conv_kernel,
             site,
         })
     }
@@ -52,7 +56,7 @@ impl ConvNorm {
         x: Tensor<4>,
         domains: Option<&[usize]>,
     ) -> Result<Tensor<4>, ModelError> {
-        let y = self.conv.forward(x);
+        let y = conv2d(&self.conv, x, self.kernel);
         match &self.norm {
             Some(norm) => norm
                 .forward_domains(y, domains)
@@ -80,6 +84,7 @@ impl FoldNorms for ConvNorm {
                     .fold_into_conv(&self.conv)
                     .map_err(at_site(&self.site))?,
                 norm: None,
+                kernel: self.kernel,
                 site: self.site,
             }),
         }

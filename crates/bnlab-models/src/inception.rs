@@ -8,6 +8,7 @@ use burn::nn::pool::{AvgPool2dConfig, MaxPool2dConfig};
 use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 
+use crate::ConvKernel;
 use crate::fold::fold_fields;
 use crate::head::{Classifier, check_input, check_io};
 use crate::init::{ConvShape, linear};
@@ -35,6 +36,9 @@ pub struct InceptionV3Config {
     /// The normalization at every site. Default: BatchNorm.
     #[config(default = "NormSpec::default()")]
     pub norm: NormSpec,
+    /// The convolution kernels. Default: bnlab's where the backend has them.
+    #[config(default = "ConvKernel::Auto")]
+    pub conv_kernel: ConvKernel,
 }
 
 /// The smallest input Inception-v3 accepts (torchvision's check).
@@ -356,7 +360,7 @@ impl InceptionV3Config {
     /// Builds the network on `device`.
     pub fn init(&self, device: &Device) -> Result<InceptionV3, ModelError> {
         check_io(self.num_classes, self.in_channels)?;
-        let b = Builder::new(&self.norm, device);
+        let b = Builder::new(&self.norm, self.conv_kernel, device);
         let input_norm = self
             .input_norm
             .as_ref()

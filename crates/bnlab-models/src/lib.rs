@@ -26,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+mod conv;
 mod conv_norm;
 mod error;
 mod fold;
@@ -43,6 +44,7 @@ mod vgg;
 #[cfg(test)]
 mod testing;
 
+pub use conv::{ConvKernel, conv2d};
 pub use conv_norm::*;
 pub use error::ModelError;
 pub use fold::FoldNorms;

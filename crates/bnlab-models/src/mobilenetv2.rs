@@ -10,6 +10,7 @@ use burn::module::Module;
 use burn::tensor::activation::relu6;
 use burn::tensor::{Device, Tensor};
 
+use crate::ConvKernel;
 use crate::fold::fold_fields;
 use crate::head::{Classifier, check_input, check_io};
 use crate::init::ConvShape;
@@ -51,6 +52,9 @@ pub struct MobileNetV2Config {
     /// The normalization at every site. Default: BatchNorm.
     #[config(default = "NormSpec::default()")]
     pub norm: NormSpec,
+    /// The convolution kernels. Default: bnlab's where the backend has them.
+    #[config(default = "ConvKernel::Auto")]
+    pub conv_kernel: ConvKernel,
 }
 
 /// torchvision's `_make_divisible(v, 8)`: the nearest multiple of 8, never 10 % below `v`.
@@ -73,7 +77,7 @@ impl MobileNetV2Config {
                 self.width_mult
             )));
         }
-        let b = Builder::new(&self.norm, device);
+        let b = Builder::new(&self.norm, self.conv_kernel, device);
         let input_norm = self
             .input_norm
             .as_ref()

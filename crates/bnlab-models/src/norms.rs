@@ -1,5 +1,6 @@
 //! [`NormSpec`]: one [`NormConfig`] per network, overridable per normalization site.
 
+use crate::ConvKernel;
 use std::cell::RefCell;
 
 use bnlab_norm::{Norm, NormConfig};
@@ -66,15 +67,17 @@ fn matches(pattern: &str, site: &str) -> bool {
 pub(crate) struct Builder<'a> {
     pub(crate) spec: &'a NormSpec,
     pub(crate) device: &'a Device,
+    pub(crate) conv_kernel: ConvKernel,
     sites: RefCell<Vec<String>>,
 }
 
 impl<'a> Builder<'a> {
-    /// A builder for `spec` on `device`.
-    pub(crate) fn new(spec: &'a NormSpec, device: &'a Device) -> Self {
+    /// A builder for `spec` on `device`, whose convolutions run `conv_kernel`.
+    pub(crate) fn new(spec: &'a NormSpec, conv_kernel: ConvKernel, device: &'a Device) -> Self {
         Self {
             spec,
             device,
+            conv_kernel,
             sites: RefCell::new(Vec::new()),
         }
     }

@@ -5,6 +5,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::ConvKernel;
 use crate::{
     FoldNorms, InceptionV3, InceptionV3Config, InputNormConfig, MobileNetV2, MobileNetV2Config,
     ModelError, NormSpec, RepVgg, RepVggConfig, ResNet, ResNetConfig, Stem, Vgg, VggConfig,
@@ -72,6 +73,9 @@ pub struct ModelOptions {
     /// Start each residual block's last γ at 0 (ResNets only).
     #[serde(default)]
     pub zero_init_residual: bool,
+    /// The convolution kernels.
+    #[serde(default)]
+    pub conv_kernel: ConvKernel,
 }
 
 impl ModelOptions {
@@ -83,6 +87,7 @@ impl ModelOptions {
             norm: NormSpec::default(),
             input_norm: None,
             zero_init_residual: false,
+            conv_kernel: ConvKernel::Auto,
         }
     }
 
@@ -160,7 +165,8 @@ pub fn build(name: &str, options: &ModelOptions, device: &Device) -> Result<Netw
             .with_in_channels(o.in_channels)
             .with_zero_init_residual(o.zero_init_residual)
             .with_input_norm(o.input_norm.clone())
-            .with_norm(o.norm.clone());
+            .with_norm(o.norm.clone())
+            .with_conv_kernel(o.conv_kernel);
         Ok(Network::ResNet(c.init(device)?))
     };
     let resnet_depth = |s: &str| s.parse::<usize>().ok();
@@ -171,7 +177,8 @@ pub fn build(name: &str, options: &ModelOptions, device: &Device) -> Result<Netw
             .with_num_classes(o.num_classes)
             .with_in_channels(o.in_channels)
             .with_input_norm(o.input_norm.clone())
-            .with_norm(o.norm.clone());
+            .with_norm(o.norm.clone())
+            .with_conv_kernel(o.conv_kernel);
         Ok(Network::MobileNetV2(c.init(device)?))
     };
     let repvgg = |cifar: bool| -> Result<Network, ModelError> {
@@ -180,7 +187,8 @@ pub fn build(name: &str, options: &ModelOptions, device: &Device) -> Result<Netw
             .with_num_classes(o.num_classes)
             .with_in_channels(o.in_channels)
             .with_input_norm(o.input_norm.clone())
-            .with_norm(o.norm.clone());
+            .with_norm(o.norm.clone())
+            .with_conv_kernel(o.conv_kernel);
         Ok(Network::RepVgg(c.init(device)?))
     };
     let vgg = |c: VggConfig| -> Result<Network, ModelError> {
@@ -188,7 +196,8 @@ pub fn build(name: &str, options: &ModelOptions, device: &Device) -> Result<Netw
             .with_num_classes(o.num_classes)
             .with_in_channels(o.in_channels)
             .with_input_norm(o.input_norm.clone())
-            .with_norm(o.norm.clone());
+            .with_norm(o.norm.clone())
+            .with_conv_kernel(o.conv_kernel);
         Ok(Network::Vgg(c.init(device)?))
     };
     let known = || model_names().join(", ");
@@ -210,7 +219,8 @@ pub fn build(name: &str, options: &ModelOptions, device: &Device) -> Result<Netw
                 .with_num_classes(o.num_classes)
                 .with_in_channels(o.in_channels)
                 .with_input_norm(o.input_norm.clone())
-                .with_norm(o.norm.clone());
+                .with_norm(o.norm.clone())
+                .with_conv_kernel(o.conv_kernel);
             Ok(Network::InceptionV3(c.init(device)?))
         }
         "vgg11" => vgg(VggConfig::vgg11()),

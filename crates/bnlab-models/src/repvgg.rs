@@ -15,6 +15,7 @@ use crate::error::at_site;
 use crate::head::{Classifier, check_input, check_io};
 use crate::init::ConvShape;
 use crate::norms::Builder;
+use crate::{ConvKernel, conv2d};
 use crate::{ConvNorm, FoldNorms, InputNorm, InputNormConfig, ModelError, NormSpec};
 
 /// Configuration of a [`RepVgg`]; [`RepVggConfig::a0`] is RepVGG-A0.
@@ -41,6 +42,9 @@ pub struct RepVggConfig {
     /// The normalization at every site. Default: BatchNorm.
     #[config(default = "NormSpec::default()")]
     pub norm: NormSpec,
+    /// The convolution kernels. Default: bnlab's where the backend has them.
+    #[config(default = "ConvKernel::Auto")]
+    pub conv_kernel: ConvKernel,
 }
 
 impl RepVggConfig {
@@ -57,7 +61,7 @@ impl RepVggConfig {
                 "RepVGG needs 4 block counts and width multipliers > 0".into(),
             ));
         }
-        let b = Builder::new(&self.norm, device);
+        let b = Builder::new(&self.norm, self.conv_kernel, device);
         let input_norm = self
             .input_norm
             .as_ref()
@@ -118,6 +122,9 @@ pub struct RepVggBlock {
     pub identity: Option<Norm>,
     /// The merged 3×3 convolution of the deploy network.
     pub fused: Option<Conv2d>,
+    /// The convolution kernels.
+    #[module(skip)]
+    pub kernel: ConvKernel,
     /// The block's path, for error messages.
     #[module(skip)]
     pub site: String,
@@ -147,6 +154,7 @@ impl RepVggBlock {
             )?),
             identity,
             fused: None,
+            kernel: b.conv_kernel,
             site: path.to_string(),
         })
     }
@@ -157,7 +165,7 @@ impl RepVggBlock {
     /// - input `[N, C_in, H, W]`, output `[N, C_out, H/s, W/s]`.
     pub fn forward(&self, x: Tensor<4>, d: Option<&[usize]>) -> Result<Tensor<4>, ModelError> {
         if let Some(fused) = &self.fused {
-            return Ok(relu(fused.forward(x)));
+            return Ok(relu(conv2d(fused, x, self.kernel)));
         }
         let mut y: Option<Tensor<4>> = None;
         let mut add = |t: Tensor<4>| {
@@ -222,6 +230,7 @@ impl RepVggBlock {
             one: None,
             identity: None,
             fused: Some(fused),
+            kernel: self.kernel,
             site: self.site,
         })
     }

@@ -13,6 +13,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::ConvKernel;
 use crate::fold::fold_fields;
 use crate::head::{Classifier, check_input, check_io};
 use crate::init::ConvShape;
@@ -96,6 +97,9 @@ pub struct ResNetConfig {
     /// The normalization at every site. Default: BatchNorm.
     #[config(default = "NormSpec::default()")]
     pub norm: NormSpec,
+    /// The convolution kernels. Default: bnlab's where the backend has them.
+    #[config(default = "ConvKernel::Auto")]
+    pub conv_kernel: ConvKernel,
 }
 
 impl ResNetConfig {
@@ -158,7 +162,7 @@ impl ResNetConfig {
                 "groups and width_per_group must be at least 1".into(),
             ));
         }
-        let b = Builder::new(&self.norm, device);
+        let b = Builder::new(&self.norm, self.conv_kernel, device);
         let input_norm = self
             .input_norm
             .as_ref()

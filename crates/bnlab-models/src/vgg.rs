@@ -9,6 +9,7 @@ use burn::module::Module;
 use burn::nn::pool::MaxPool2dConfig;
 use burn::tensor::{Device, Tensor};
 
+use crate::ConvKernel;
 use crate::fold::fold_fields;
 use crate::head::{Classifier, check_input, check_io};
 use crate::init::ConvShape;
@@ -32,6 +33,9 @@ pub struct VggConfig {
     /// The normalization at every site. Default: BatchNorm.
     #[config(default = "NormSpec::default()")]
     pub norm: NormSpec,
+    /// The convolution kernels. Default: bnlab's where the backend has them.
+    #[config(default = "ConvKernel::Auto")]
+    pub conv_kernel: ConvKernel,
 }
 
 impl VggConfig {
@@ -59,7 +63,7 @@ impl VggConfig {
                 "a VGG needs at least one stage, each with at least one conv of width ≥ 1".into(),
             ));
         }
-        let b = Builder::new(&self.norm, device);
+        let b = Builder::new(&self.norm, self.conv_kernel, device);
         let input_norm = self
             .input_norm
             .as_ref()

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use bnlab_data::{Augment, CorruptionKind};
-use bnlab_models::{InputNormConfig, ModelOptions, NormSpec};
+use bnlab_models::{ConvKernel, InputNormConfig, ModelOptions, NormSpec};
 use bnlab_norm::{
     Affine, BatchPolicy, GhostSplit, NormConfig, Remainder, RunningStats, StatUnit, SyncGroups,
     SyncWeighting, VarianceStorage,
@@ -676,6 +676,7 @@ impl RunConfig {
             norm: NormSpec::new(self.model.norm.norm_config()),
             input_norm,
             zero_init_residual: self.model.zero_init_residual,
+            conv_kernel: ConvKernel::Auto,
         }
     }
 

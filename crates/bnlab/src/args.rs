@@ -200,6 +200,9 @@ pub struct TrainBenchArgs {
     /// The normalization kernels: fused (where available) or composed (the reference).
     #[arg(long, value_enum, default_value_t = KernelArg::Fused)]
     pub kernel: KernelArg,
+    /// The convolution kernels: bnlab's im2col + GEMM (fused) or Burn's own (composed).
+    #[arg(long, value_enum, default_value_t = KernelArg::Fused)]
+    pub conv: KernelArg,
     /// Also time PreciseBN over this many samples (0: skip) against one epoch of 50,000.
     #[arg(long, default_value_t = 0)]
     pub precise: usize,
@@ -226,9 +229,9 @@ pub enum SyncArg {
 /// `--kernel` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum KernelArg {
-    /// Fused kernels where the backend has them.
+    /// bnlab's kernels where the backend has them.
     Fused,
-    /// Burn tensor operations (the reference path).
+    /// Burn's own operations (the reference path).
     Composed,
 }
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use bnlab_data::{Batch, HostBatch};
-use bnlab_models::{ModelOptions, NormSpec, build};
+use bnlab_models::{ConvKernel, ModelOptions, NormSpec, build};
 use bnlab_norm::{Kernel, NormConfig, SyncGroups, SyncReducer, SyncWeighting, set_stats_reducer};
 use bnlab_train::{
     GroupedOptimizer, LrCurve, OptimizerConfig, Schedule, ShufflePlan, Worker, all_reduce_grads,
@@ -33,6 +33,7 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
         warmup,
         size,
         kernel,
+        conv,
         precise,
         distributed,
         sync,
@@ -59,6 +60,10 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
         })),
         input_norm: None,
         zero_init_residual: false,
+        conv_kernel: match conv {
+            KernelArg::Fused => ConvKernel::Auto,
+            KernelArg::Composed => ConvKernel::Burn,
+        },
     };
     let mut net = build(model, &options, &ad).with_context(|| format!("building {model}"))?;
     if let Some(w) = &worker

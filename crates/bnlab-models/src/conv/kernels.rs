@@ -1,0 +1,457 @@
+//! Convolution on f32 slices in NCHW: im2col + GEMM (the `gemm` crate) for the forward, the
+//! input gradient and the weight gradient, parallel over fixed blocks of images.
+//!
+//! Blocks and segments depend only on the shape, each GEMM runs on one thread, and the
+//! per-segment weight gradients are summed in segment order, so results do not depend on the
+//! number of threads.
+
+use rayon::prelude::*;
+
+/// Output columns (images × output pixels) one GEMM aims for: small spatial sizes take
+/// several images per block so the GEMM's inner dimension stays long.
+const BLOCK_COLUMNS: usize = 256;
+
+/// Most segments the weight gradient is split into (one partial gradient each).
+const SEGMENTS: usize = 8;
+
+/// The shape of one 2-D convolution over an NCHW batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    /// Batch size.
+    pub n: usize,
+    /// Input channels.
+    pub cin: usize,
+    /// Input height and width.
+    pub size: [usize; 2],
+    /// Output channels.
+    pub cout: usize,
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Stride (height, width).
+    pub stride: [usize; 2],
+    /// Padding before (top, left).
+    pub pad: [usize; 2],
+    /// Output height and width.
+    pub out: [usize; 2],
+    /// Dilation (height, width).
+    pub dilation: [usize; 2],
+    /// Channel groups.
+    pub groups: usize,
+}
+
+impl Geometry {
+    /// Input channels per group.
+    fn cg(&self) -> usize {
+        self.cin / self.groups
+    }
+
+    /// Output channels per group.
+    fn og(&self) -> usize {
+        self.cout / self.groups
+    }
+
+    /// Rows of one group's im2col matrix (the GEMM's reduction length).
+    fn rows(&self) -> usize {
+        self.cg() * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Input pixels per channel.
+    fn in_pixels(&self) -> usize {
+        self.size[0] * self.size[1]
+    }
+
+    /// Output pixels per channel.
+    fn out_pixels(&self) -> usize {
+        self.out[0] * self.out[1]
+    }
+
+    /// Weight elements: [cout, cg, kh, kw].
+    pub fn weight_len(&self) -> usize {
+        self.cout * self.rows()
+    }
+
+    /// Input elements.
+    pub fn input_len(&self) -> usize {
+        self.n * self.cin * self.in_pixels()
+    }
+
+    /// Output elements.
+    pub fn output_len(&self) -> usize {
+        self.n * self.cout * self.out_pixels()
+    }
+
+    /// A 1×1, stride-1, unpadded convolution reads its input as the im2col matrix.
+    fn pointwise(&self) -> bool {
+        self.kernel == [1, 1]
+            && self.stride == [1, 1]
+            && self.pad == [0, 0]
+            && self.out == self.size
+    }
+
+    /// Images per block.
+    fn block(&self) -> usize {
+        BLOCK_COLUMNS
+            .div_ceil(self.out_pixels().max(1))
+            .clamp(1, self.n.max(1))
+    }
+
+    /// Image ranges of the blocks.
+    fn blocks(&self) -> Vec<std::ops::Range<usize>> {
+        let b = self.block();
+        (0..self.n.div_ceil(b))
+            .map(|i| i * b..((i + 1) * b).min(self.n))
+            .collect()
+    }
+
+    /// Blocks grouped into at most [`SEGMENTS`] consecutive segments.
+    fn segments(&self) -> Vec<Vec<std::ops::Range<usize>>> {
+        let blocks = self.blocks();
+        let per = blocks.len().div_ceil(SEGMENTS).max(1);
+        blocks.chunks(per).map(<[_]>::to_vec).collect()
+    }
+
+    /// Output columns `ox` whose input column `ox·stride + offset` lies inside a row of `len`
+    /// pixels.
+    fn valid(ox_len: usize, stride: usize, offset: isize, len: usize) -> std::ops::Range<usize> {
+        let s = stride as isize;
+        let lo = if offset < 0 { (-offset + s - 1) / s } else { 0 };
+        let last = len as isize - 1 - offset;
+        let hi = if last < 0 { 0 } else { last / s + 1 };
+        let (lo, hi) = (
+            lo.min(ox_len as isize) as usize,
+            hi.min(ox_len as isize) as usize,
+        );
+        lo..hi.max(lo)
+    }
+
+    /// Calls `f(row, channel, oy, iy, span)` for every im2col row of one group and every
+    /// output row `oy`; `iy` is the input row it reads, or `None` where that is padding.
+    fn for_each_span(&self, mut f: impl FnMut(usize, usize, usize, Option<usize>, Span)) {
+        let [kh, kw] = self.kernel;
+        let [sh, sw] = self.stride;
+        let [dh, dw] = self.dilation;
+        let [ph, pw] = self.pad;
+        let [h, w] = self.size;
+        let [oh, ow] = self.out;
+        for c in 0..self.cg() {
+            for ki in 0..kh {
+                for kj in 0..kw {
+                    let row = (c * kh + ki) * kw + kj;
+                    let x_off = (kj * dw) as isize - pw as isize;
+                    let cols = Self::valid(ow, sw, x_off, w);
+                    let ix0 = if cols.is_empty() {
+                        0
+                    } else {
+                        (cols.start as isize * sw as isize + x_off) as usize
+                    };
+                    for oy in 0..oh {
+                        let iy = (oy * sh + ki * dh) as isize - ph as isize;
+                        let iy = (0..h as isize).contains(&iy).then_some(iy as usize);
+                        f(
+                            row,
+                            c,
+                            oy,
+                            iy,
+                            Span {
+                                cols: cols.clone(),
+                                ix0,
+                                stride: sw,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The output columns of one im2col row segment that read the image, and where they read.
+struct Span {
+    /// Output columns inside the image.
+    cols: std::ops::Range<usize>,
+    /// Input column of `cols.start`.
+    ix0: usize,
+    /// Input columns per output column.
+    stride: usize,
+}
+
+/// Writes one image's group (`x` = its `cg` channels) into columns `at..at + P` of `col`,
+/// a [rows, ld] matrix.
+fn im2col(g: &Geometry, x: &[f32], col: &mut [f32], ld: usize, at: usize) {
+    let (ow, hw, w) = (g.out[1], g.in_pixels(), g.size[1]);
+    g.for_each_span(|row, c, oy, iy, span| {
+        let dst = &mut col[row * ld + at + oy * ow..][..ow];
+        let Some(iy) = iy else {
+            dst.fill(0.0);
+            return;
+        };
+        let src = &x[c * hw + iy * w..][..w];
+        dst[..span.cols.start].fill(0.0);
+        dst[span.cols.end..].fill(0.0);
+        let out = &mut dst[span.cols.clone()];
+        if span.stride == 1 {
+            out.copy_from_slice(&src[span.ix0..span.ix0 + out.len()]);
+        } else {
+            for (k, v) in out.iter_mut().enumerate() {
+                *v = src[span.ix0 + k * span.stride];
+            }
+        }
+    });
+}
+
+/// The adjoint of [`im2col`]: adds columns `at..at + P` of `col` into one image's group.
+fn col2im(g: &Geometry, col: &[f32], ld: usize, at: usize, x: &mut [f32]) {
+    let (ow, hw, w) = (g.out[1], g.in_pixels(), g.size[1]);
+    g.for_each_span(|row, c, oy, iy, span| {
+        let Some(iy) = iy else { return };
+        let src = &col[row * ld + at + oy * ow..][..ow][span.cols.clone()];
+        let dst = &mut x[c * hw + iy * w..][..w];
+        if span.stride == 1 {
+            for (d, s) in dst[span.ix0..span.ix0 + src.len()].iter_mut().zip(src) {
+                *d += s;
+            }
+        } else {
+            for (k, s) in src.iter().enumerate() {
+                dst[span.ix0 + k * span.stride] += s;
+            }
+        }
+    });
+}
+
+/// A row-major or transposed view of a matrix for [`matmul`]: (data, column stride, row
+/// stride).
+type View<'a> = (&'a [f32], isize, isize);
+
+/// dst[m, n] (row stride `ld`) = (dst if `accumulate`) + lhs[m, k] · rhs[k, n], on this thread.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    [m, n, k]: [usize; 3],
+    dst: &mut [f32],
+    ld: usize,
+    accumulate: bool,
+    lhs: View<'_>,
+    rhs: View<'_>,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                dst[r * ld..r * ld + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    let extent = |(_, cs, rs): View<'_>, rows: usize, cols: usize| {
+        (rows as isize - 1) * rs + (cols as isize - 1) * cs + 1
+    };
+    assert!(dst.len() as isize >= ((m - 1) * ld + n) as isize);
+    assert!(lhs.0.len() as isize >= extent(lhs, m, k));
+    assert!(rhs.0.len() as isize >= extent(rhs, k, n));
+    // SAFETY: the asserts above keep every element gemm touches inside the three slices, and
+    // `dst` is borrowed mutably, so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            ld as isize,
+            accumulate,
+            lhs.0.as_ptr(),
+            lhs.1,
+            lhs.2,
+            rhs.0.as_ptr(),
+            rhs.1,
+            rhs.2,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// The im2col matrix [rows, images·P] of group `grp` for the images in `block`, in `buf`;
+/// a pointwise convolution of one image reads `x` in place.
+fn columns<'a>(
+    g: &Geometry,
+    x: &'a [f32],
+    block: &std::ops::Range<usize>,
+    grp: usize,
+    buf: &'a mut Vec<f32>,
+) -> &'a [f32] {
+    let (p, chw, ghw) = (
+        g.out_pixels(),
+        g.cin * g.in_pixels(),
+        g.cg() * g.in_pixels(),
+    );
+    let ld = block.len() * p;
+    if g.pointwise() && block.len() == 1 {
+        return &x[block.start * chw + grp * ghw..][..ghw];
+    }
+    buf.resize(g.rows() * ld, 0.0);
+    for (t, i) in block.clone().enumerate() {
+        im2col(g, &x[i * chw + grp * ghw..][..ghw], buf, ld, t * p);
+    }
+    buf
+}
+
+/// y = conv(x, w) without bias.
+pub(crate) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+    let (p, og, rows) = (g.out_pixels(), g.og(), g.rows());
+    let image = g.cout * p;
+    let mut y = vec![0.0f32; g.output_len()];
+    let blocks = g.blocks();
+    let mut outs: Vec<(&std::ops::Range<usize>, &mut [f32])> = Vec::with_capacity(blocks.len());
+    let mut rest = y.as_mut_slice();
+    for b in &blocks {
+        let (head, tail) = rest.split_at_mut(b.len() * image);
+        outs.push((b, head));
+        rest = tail;
+    }
+    outs.into_par_iter().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(buf, tmp), (block, out)| {
+            let ld = block.len() * p;
+            for grp in 0..g.groups {
+                let col = columns(g, x, block, grp, buf);
+                let wg = &w[grp * og * rows..][..og * rows];
+                if block.len() == 1 {
+                    let dst = &mut out[grp * og * p..][..og * p];
+                    matmul(
+                        [og, p, rows],
+                        dst,
+                        p,
+                        false,
+                        (wg, 1, rows as isize),
+                        (col, 1, ld as isize),
+                    );
+                    continue;
+                }
+                tmp.resize(og * ld, 0.0);
+                matmul(
+                    [og, ld, rows],
+                    tmp,
+                    ld,
+                    false,
+                    (wg, 1, rows as isize),
+                    (col, 1, ld as isize),
+                );
+                for t in 0..block.len() {
+                    for o in 0..og {
+                        out[t * image + (grp * og + o) * p..][..p]
+                            .copy_from_slice(&tmp[o * ld + t * p..][..p]);
+                    }
+                }
+            }
+        },
+    );
+    y
+}
+
+/// The gradients of [`forward`]: (∂L/∂x if `want_x`, ∂L/∂w if `want_w`).
+pub(crate) fn backward(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    want_x: bool,
+    want_w: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let (p, og, rows, cg) = (g.out_pixels(), g.og(), g.rows(), g.cg());
+    let (in_image, out_image) = (g.cin * g.in_pixels(), g.cout * p);
+    let mut dx = want_x.then(|| vec![0.0f32; g.input_len()]);
+    let segments = g.segments();
+    // each segment's slice of dx (empty when dx is not wanted)
+    let mut parts: Vec<&mut [f32]> = Vec::with_capacity(segments.len());
+    let mut rest: &mut [f32] = dx.as_deref_mut().unwrap_or(&mut []);
+    for seg in &segments {
+        let images = seg.iter().map(ExactSizeIterator::len).sum::<usize>();
+        let take = if want_x { images * in_image } else { 0 };
+        let (head, tail) = rest.split_at_mut(take);
+        parts.push(head);
+        rest = tail;
+    }
+    let partials: Vec<Vec<f32>> = segments
+        .par_iter()
+        .zip(parts)
+        .map(|(seg, dx_seg)| {
+            let mut dw = vec![0.0f32; if want_w { g.weight_len() } else { 0 }];
+            let (mut buf, mut dyb, mut dcol) = (Vec::new(), Vec::new(), Vec::new());
+            let first = seg.first().map_or(0, |b| b.start);
+            for block in seg {
+                let ld = block.len() * p;
+                // dy of the block as [cout, images·P]
+                let dyv: &[f32] = if block.len() == 1 {
+                    &dy[block.start * out_image..][..out_image]
+                } else {
+                    dyb.resize(g.cout * ld, 0.0);
+                    for (t, i) in block.clone().enumerate() {
+                        for o in 0..g.cout {
+                            dyb[o * ld + t * p..][..p]
+                                .copy_from_slice(&dy[i * out_image + o * p..][..p]);
+                        }
+                    }
+                    &dyb
+                };
+                for grp in 0..g.groups {
+                    let dyg = &dyv[grp * og * ld..][..og * ld];
+                    if want_w {
+                        let col = columns(g, x, block, grp, &mut buf);
+                        let dst = &mut dw[grp * og * rows..][..og * rows];
+                        matmul(
+                            [og, rows, ld],
+                            dst,
+                            rows,
+                            true,
+                            (dyg, 1, ld as isize),
+                            (col, ld as isize, 1),
+                        );
+                    }
+                    if !want_x {
+                        continue;
+                    }
+                    let wg = &w[grp * og * rows..][..og * rows];
+                    let wt = (wg, rows as isize, 1);
+                    let ghw = cg * g.in_pixels();
+                    if g.pointwise() && block.len() == 1 {
+                        let at = (block.start - first) * in_image + grp * ghw;
+                        let dst = &mut dx_seg[at..][..ghw];
+                        matmul([rows, p, og], dst, p, false, wt, (dyg, 1, ld as isize));
+                        continue;
+                    }
+                    dcol.resize(rows * ld, 0.0);
+                    matmul(
+                        [rows, ld, og],
+                        &mut dcol,
+                        ld,
+                        false,
+                        wt,
+                        (dyg, 1, ld as isize),
+                    );
+                    for (t, i) in block.clone().enumerate() {
+                        let at = (i - first) * in_image + grp * ghw;
+                        col2im(g, &dcol, ld, t * p, &mut dx_seg[at..][..ghw]);
+                    }
+                }
+            }
+            dw
+        })
+        .collect();
+    let dw = want_w.then(|| {
+        let mut parts = partials.into_iter();
+        let mut sum = parts.next().unwrap_or_else(|| vec![0.0; g.weight_len()]);
+        for part in parts {
+            for (s, v) in sum.iter_mut().zip(part) {
+                *s += v;
+            }
+        }
+        sum
+    });
+    (dx, dw)
+}

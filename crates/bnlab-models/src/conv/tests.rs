@@ -1,0 +1,373 @@
+//! The fast kernels against a direct f64 convolution and its adjoint (plain loops), against
+//! Burn's own convolution, and across thread counts.
+
+use burn::module::Param;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::tensor::{Device, Tensor, TensorData};
+use proptest::prelude::*;
+
+use super::*;
+
+/// A convolution case: input [n, cin, h, w], `cout` outputs, kernel, stride, padding
+/// (top, left, bottom, right), dilation, groups, bias.
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    n: usize,
+    cin: usize,
+    size: [usize; 2],
+    cout: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    pad: [usize; 4],
+    dilation: [usize; 2],
+    groups: usize,
+    bias: bool,
+}
+
+impl Case {
+    fn new(n: usize, cin: usize, hw: usize, cout: usize, k: usize) -> Self {
+        Self {
+            n,
+            cin,
+            size: [hw, hw],
+            cout,
+            kernel: [k, k],
+            stride: [1, 1],
+            pad: [k / 2; 4],
+            dilation: [1, 1],
+            groups: 1,
+            bias: false,
+        }
+    }
+
+    fn stride(self, s: usize) -> Self {
+        Self {
+            stride: [s, s],
+            ..self
+        }
+    }
+
+    fn groups(self, groups: usize) -> Self {
+        Self { groups, ..self }
+    }
+
+    fn out(&self) -> [usize; 2] {
+        let o = |a: usize| {
+            (self.size[a] + self.pad[a] + self.pad[a + 2]
+                - self.dilation[a] * (self.kernel[a] - 1)
+                - 1)
+                / self.stride[a]
+                + 1
+        };
+        [o(0), o(1)]
+    }
+
+    fn weight_shape(&self) -> [usize; 4] {
+        [
+            self.cout,
+            self.cin / self.groups,
+            self.kernel[0],
+            self.kernel[1],
+        ]
+    }
+
+    fn conv(&self, w: &[f32], b: &[f32], device: &Device) -> Conv2d {
+        let [t, l, bo, r] = self.pad;
+        let mut conv = Conv2dConfig::new([self.cin, self.cout], self.kernel)
+            .with_stride(self.stride)
+            .with_padding(PaddingConfig2d::Explicit(t, l, bo, r))
+            .with_dilation(self.dilation)
+            .with_groups(self.groups)
+            .with_bias(self.bias)
+            .init(device);
+        conv.weight = Param::from_tensor(Tensor::from_data(
+            TensorData::new(w.to_vec(), self.weight_shape()),
+            device,
+        ));
+        if self.bias {
+            conv.bias = Some(Param::from_tensor(Tensor::from_data(
+                TensorData::new(b.to_vec(), [self.cout]),
+                device,
+            )));
+        }
+        conv
+    }
+
+    /// Calls `f(i, o, oy, ox, c, iy, ix, weight index)` for every product of the convolution.
+    fn for_each_term(&self, mut f: impl FnMut([usize; 4], usize, [usize; 2], usize)) {
+        let [oh, ow] = self.out();
+        let [kh, kw] = self.kernel;
+        let (cg, og) = (self.cin / self.groups, self.cout / self.groups);
+        for i in 0..self.n {
+            for o in 0..self.cout {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        for cl in 0..cg {
+                            let c = (o / og) * cg + cl;
+                            for ki in 0..kh {
+                                for kj in 0..kw {
+                                    let iy = (oy * self.stride[0] + ki * self.dilation[0]) as isize
+                                        - self.pad[0] as isize;
+                                    let ix = (ox * self.stride[1] + kj * self.dilation[1]) as isize
+                                        - self.pad[1] as isize;
+                                    let inside = (0..self.size[0] as isize).contains(&iy)
+                                        && (0..self.size[1] as isize).contains(&ix);
+                                    if inside {
+                                        let wi = ((o * cg + cl) * kh + ki) * kw + kj;
+                                        f([i, o, oy, ox], c, [iy as usize, ix as usize], wi);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Direct f64 convolution and the f64 gradients for output gradient `dy`: (y, dx, dw, db).
+    fn reference(&self, x: &[f32], w: &[f32], b: &[f32], dy: &[f32]) -> [Vec<f64>; 4] {
+        let [oh, ow] = self.out();
+        let [h, wd] = self.size;
+        let mut y = vec![0.0f64; self.n * self.cout * oh * ow];
+        let mut dx = vec![0.0f64; x.len()];
+        let mut dw = vec![0.0f64; w.len()];
+        let mut db = vec![0.0f64; if self.bias { self.cout } else { 0 }];
+        for (yi, v) in y.iter_mut().enumerate() {
+            if self.bias {
+                *v = f64::from(b[(yi / (oh * ow)) % self.cout]);
+                db[(yi / (oh * ow)) % self.cout] += f64::from(dy[yi]);
+            }
+        }
+        self.for_each_term(|[i, o, oy, ox], c, [iy, ix], wi| {
+            let yi = ((i * self.cout + o) * oh + oy) * ow + ox;
+            let xi = ((i * self.cin + c) * h + iy) * wd + ix;
+            y[yi] += f64::from(x[xi]) * f64::from(w[wi]);
+            dx[xi] += f64::from(dy[yi]) * f64::from(w[wi]);
+            dw[wi] += f64::from(dy[yi]) * f64::from(x[xi]);
+        });
+        [y, dx, dw, db]
+    }
+}
+
+/// Deterministic values in [−1, 1) from `seed` (a 64-bit LCG), independent of Burn's RNG.
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+        })
+        .collect()
+}
+
+fn to_vec(t: Tensor<4>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
+}
+
+/// max |a − r| / max(1, max |r|).
+fn rel_err(a: &[f32], r: &[f64]) -> f64 {
+    assert_eq!(a.len(), r.len());
+    let scale = r.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    a.iter()
+        .zip(r)
+        .map(|(&a, &r)| (f64::from(a) - r).abs())
+        .fold(0.0, f64::max)
+        / scale
+}
+
+/// The layer's output and gradients under autodiff on Flex with `kernel`: (y, dx, dw, db).
+fn run(case: &Case, kernel: ConvKernel, seed: u64) -> [Vec<f32>; 4] {
+    let device = Device::flex().autodiff();
+    let [oh, ow] = case.out();
+    let x = values(case.n * case.cin * case.size[0] * case.size[1], seed);
+    let w = values(case.weight_shape().iter().product(), seed + 1);
+    let b = values(case.cout, seed + 2);
+    let dy = values(case.n * case.cout * oh * ow, seed + 3);
+    let conv = case.conv(&w, &b, &device);
+    let xt = Tensor::<4>::from_data(
+        TensorData::new(x, [case.n, case.cin, case.size[0], case.size[1]]),
+        &device,
+    )
+    .require_grad();
+    let y = conv2d(&conv, xt.clone(), kernel);
+    let r = Tensor::<4>::from_data(TensorData::new(dy, [case.n, case.cout, oh, ow]), &device);
+    let grads = (y.clone() * r).sum().backward();
+    let dx = to_vec(xt.grad(&grads).unwrap());
+    let dw = to_vec(conv.weight.val().grad(&grads).unwrap());
+    let db = conv.bias.as_ref().map_or(vec![], |b| {
+        b.val()
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
+    });
+    [to_vec(y), dx, dw, db]
+}
+
+/// Checks the fast path against the f64 reference within 1e-4 relative error, and that it
+/// took the fast path (its result differs from nothing but rounding from Burn's).
+fn check(case: Case) {
+    let seed = 7;
+    let [oh, ow] = case.out();
+    let x = values(case.n * case.cin * case.size[0] * case.size[1], seed);
+    let w = values(case.weight_shape().iter().product(), seed + 1);
+    let b = values(case.cout, seed + 2);
+    let dy = values(case.n * case.cout * oh * ow, seed + 3);
+    let reference = case.reference(&x, &w, &b, &dy);
+    let probe = Tensor::<4>::zeros(
+        [case.n, case.cin, case.size[0], case.size[1]],
+        &Device::flex(),
+    );
+    let conv = case.conv(&w, &b, &Device::flex());
+    assert!(
+        on_flex_f32(&probe) && geometry(&conv, probe.dims()).is_some(),
+        "{case:?}: not fast"
+    );
+    let fast = run(&case, ConvKernel::Auto, seed);
+    for (name, (got, want)) in ["y", "dx", "dw", "db"]
+        .iter()
+        .zip(fast.iter().zip(&reference))
+    {
+        let err = rel_err(got, want);
+        assert!(err <= 1e-4, "{case:?}: {name} relative error {err}");
+    }
+    let burn = run(&case, ConvKernel::Burn, seed);
+    for (name, (a, b)) in ["y", "dx", "dw"].iter().zip(fast.iter().zip(&burn)) {
+        let b64: Vec<f64> = b.iter().map(|&v| f64::from(v)).collect();
+        let err = rel_err(a, &b64);
+        assert!(err <= 1e-4, "{case:?}: {name} differs from Burn's by {err}");
+    }
+}
+
+#[test]
+fn the_networks_shapes_match_the_reference() {
+    // 3×3 stride 1 and 2, 1×1 stride 1 and 2, 7×7 stride 2, grouped, depthwise
+    check(Case::new(3, 5, 9, 7, 3));
+    check(Case::new(3, 5, 9, 7, 3).stride(2));
+    check(Case::new(2, 6, 7, 5, 1));
+    check(Case::new(2, 6, 7, 5, 1).stride(2));
+    check(Case::new(2, 3, 15, 4, 7).stride(2));
+    check(Case::new(2, 8, 6, 12, 3).groups(4));
+    check(Case::new(2, 6, 6, 6, 3).groups(6));
+    check(Case::new(2, 6, 6, 12, 3).groups(6).stride(2));
+}
+
+#[test]
+fn odd_shapes_match_the_reference() {
+    // batch 1, 1×1 spatial, C not a multiple of the SIMD width, many small images per block
+    check(Case::new(1, 3, 5, 17, 3));
+    check(Case::new(2, 9, 1, 11, 3));
+    check(Case::new(2, 9, 1, 11, 1));
+    check(Case::new(40, 4, 4, 6, 3));
+    check(Case::new(37, 3, 2, 5, 1));
+    check(Case {
+        kernel: [1, 7],
+        pad: [0, 3, 0, 3],
+        ..Case::new(2, 4, 7, 5, 1)
+    });
+    check(Case {
+        pad: [0, 1, 2, 0],
+        ..Case::new(2, 3, 6, 4, 3)
+    });
+    check(Case {
+        dilation: [2, 3],
+        pad: [2, 3, 2, 3],
+        ..Case::new(2, 3, 8, 4, 3)
+    });
+    check(Case {
+        bias: true,
+        ..Case::new(2, 3, 5, 4, 3)
+    });
+    // a kernel wider than the padded image reads only padding in some rows
+    check(Case {
+        pad: [3, 3, 3, 3],
+        ..Case::new(1, 2, 2, 3, 7)
+    });
+}
+
+#[test]
+fn the_reference_gradients_match_finite_differences() {
+    let case = Case::new(2, 3, 4, 2, 3).stride(2);
+    let [oh, ow] = case.out();
+    let x = values(2 * 3 * 16, 1);
+    let w = values(2 * 3 * 9, 2);
+    let dy = values(2 * 2 * oh * ow, 3);
+    let loss = |x: &[f32], w: &[f32]| -> f64 {
+        let [y, ..] = case.reference(x, w, &[], &dy);
+        y.iter().zip(&dy).map(|(y, &d)| y * f64::from(d)).sum()
+    };
+    let [_, dx, dw, _] = case.reference(&x, &w, &[], &dy);
+    let h = 1e-2f32;
+    for (which, grad) in [(0, &dx), (1, &dw)] {
+        for j in 0..grad.len() {
+            let (mut up, mut down) = ((x.clone(), w.clone()), (x.clone(), w.clone()));
+            let (u, d) = if which == 0 {
+                (&mut up.0[j], &mut down.0[j])
+            } else {
+                (&mut up.1[j], &mut down.1[j])
+            };
+            *u += h;
+            *d -= h;
+            let fd = (loss(&up.0, &up.1) - loss(&down.0, &down.1)) / f64::from(2.0 * h);
+            assert!(
+                (fd - grad[j]).abs() < 1e-3,
+                "{which} {j}: {fd} vs {}",
+                grad[j]
+            );
+        }
+    }
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let case = Case::new(40, 6, 5, 8, 3);
+    let on = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| run(&case, ConvKernel::Auto, 11))
+    };
+    let (one, two) = (on(1), on(2));
+    for (a, b) in one.iter().zip(&two) {
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(a), bits(b));
+    }
+}
+
+#[test]
+fn other_backends_and_the_burn_kernel_take_burns_convolution() {
+    let case = Case::new(1, 2, 3, 2, 3);
+    let device = Device::flex();
+    let conv = case.conv(&values(36, 1), &[], &device);
+    let x = Tensor::<4>::from_data(TensorData::new(values(18, 2), [1, 2, 3, 3]), &device);
+    let y = conv2d(&conv, x.clone(), ConvKernel::Burn);
+    assert_eq!(to_vec(y), to_vec(conv.forward(x.clone())));
+    assert!(geometry(&conv, [1, 3, 3, 3]).is_none(), "channel mismatch");
+    assert!(geometry(&conv, [1, 2, 3, 3]).is_some());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn random_shapes_match_the_reference(
+        n in 1usize..4, cg in 1usize..4, og in 1usize..4, groups in 1usize..3,
+        h in 1usize..7, w in 1usize..7, kh in 1usize..4, kw in 1usize..4,
+        sh in 1usize..3, sw in 1usize..3, ph in 0usize..2, pw in 0usize..2,
+    ) {
+        let case = Case {
+            n, cin: cg * groups, size: [h, w], cout: og * groups, kernel: [kh, kw],
+            stride: [sh, sw], pad: [ph, pw, ph, pw], dilation: [1, 1], groups, bias: false,
+        };
+        prop_assume!(h + 2 * ph >= kh && w + 2 * pw >= kw);
+        check(case);
+    }
+}
