@@ -20,8 +20,8 @@ LEAF = [
      r"free|memset|filled_typed|mmap|munmap|alloc_pages|memcg"),
     ("normalization kernels (bnlab fused, forward and backward)", r"bnlab_norm::fused::kernels"),
     ("matrix multiply (gemm microkernels: convolutions, linear)", r"gemm_"),
-    ("convolution data movement (burn_flex conv loops, im2col, copy_2d_tiled)",
-     r"burn_flex::ops::conv|copy_2d_tiled"),
+    ("convolution data movement (bnlab im2col/col2im, burn_flex conv loops, copy_2d_tiled)",
+     r"bnlab_models::conv::kernels|burn_flex::ops::conv|copy_2d_tiled"),
 ]
 STACK = [
     ("optimizer step", r"burn_optim|GroupedOptimizer|bnlab_train::optim"),

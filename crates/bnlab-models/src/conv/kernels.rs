@@ -249,6 +249,9 @@ fn matmul(
     assert!(dst.len() as isize >= ((m - 1) * ld + n) as isize);
     assert!(lhs.0.len() as isize >= extent(lhs, m, k));
     assert!(rhs.0.len() as isize >= extent(rhs, k, n));
+    if thin(m, k, lhs, rhs, dst, n, ld, accumulate) {
+        return;
+    }
     // SAFETY: the asserts above keep every element gemm touches inside the three slices, and
     // `dst` is borrowed mutably, so it aliases neither input.
     unsafe {
@@ -274,6 +277,64 @@ fn matmul(
             gemm::Parallelism::None,
         );
     }
+}
+
+/// The products of depthwise convolutions (one output channel per group, one input channel
+/// per group) as plain loops, where GEMM's packing would cost more than the arithmetic:
+/// a one-row product over row-major `rhs` (the forward), one-row products over transposed
+/// `rhs` (the weight gradient) and a reduction of length 1 (the input gradient). Returns
+/// whether it handled the product.
+#[allow(clippy::too_many_arguments)]
+fn thin(
+    m: usize,
+    k: usize,
+    (a, a_cs, a_rs): View<'_>,
+    (b, b_cs, b_rs): View<'_>,
+    dst: &mut [f32],
+    n: usize,
+    ld: usize,
+    accumulate: bool,
+) -> bool {
+    // element (i, j) of a view lies at i·rs + j·cs; the strides used below are non-negative
+    let at =
+        |i: usize, j: usize, rs: isize, cs: isize| (i as isize * rs + j as isize * cs) as usize;
+    if m == 1 && k <= 64 && b_cs == 1 {
+        // dst[j] (+)= Σ_r a[r]·b[r, j]
+        let out = &mut dst[..n];
+        if !accumulate {
+            out.fill(0.0);
+        }
+        for r in 0..k {
+            let (w, row) = (a[at(0, r, a_rs, a_cs)], &b[at(r, 0, b_rs, 1)..][..n]);
+            for (o, v) in out.iter_mut().zip(row) {
+                *o += w * v;
+            }
+        }
+        return true;
+    }
+    if m == 1 && b_rs == 1 && a_cs == 1 && n <= 64 {
+        // dst[j] (+)= Σ_p a[p]·b[j, p]: dot products with the rows of bᵀ
+        let lhs = &a[..k];
+        for j in 0..n {
+            let row = &b[at(0, j, 1, b_cs)..][..k];
+            let dot: f32 = lhs.iter().zip(row).map(|(x, y)| x * y).sum();
+            dst[j] = if accumulate { dst[j] + dot } else { dot };
+        }
+        return true;
+    }
+    if k == 1 && b_cs == 1 && m <= 64 {
+        // dst[i, j] (+)= a[i]·b[j]
+        let row = &b[..n];
+        for i in 0..m {
+            let w = a[at(i, 0, a_rs, a_cs)];
+            let out = &mut dst[i * ld..][..n];
+            for (o, v) in out.iter_mut().zip(row) {
+                *o = if accumulate { *o + w * v } else { w * v };
+            }
+        }
+        return true;
+    }
+    false
 }
 
 /// The im2col matrix [rows, images·P] of group `grp` for the images in `block`, in `buf`;

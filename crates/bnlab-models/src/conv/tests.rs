@@ -167,7 +167,7 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
 }
 
 fn to_vec(t: Tensor<4>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
+    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
 }
 
 /// max |a − r| / max(1, max |r|).
@@ -205,7 +205,7 @@ fn run(case: &Case, kernel: ConvKernel, seed: u64) -> [Vec<f32>; 4] {
             .grad(&grads)
             .unwrap()
             .into_data()
-            .to_vec::<f32>()
+            .try_to_vec::<f32>()
             .unwrap()
     });
     [to_vec(y), dx, dw, db]
