@@ -371,3 +371,42 @@ proptest! {
         check(case);
     }
 }
+
+#[test]
+fn a_resnet_step_agrees_with_burns_convolution() {
+    // the same ResNet-20 (same seed) trained one step on either kernel: loss and the stem's
+    // weight gradient agree within rounding
+    let run = |kernel: ConvKernel| {
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        let options = crate::ModelOptions {
+            conv_kernel: kernel,
+            ..crate::ModelOptions::new(10, 3)
+        };
+        let net = crate::build("resnet20", &options, &device).unwrap();
+        let x = Tensor::<4>::from_data(
+            TensorData::new(values(4 * 3 * 64, 9), [4, 3, 8, 8]),
+            &device,
+        );
+        let loss = net.forward(x, None).unwrap().powf_scalar(2.0).sum();
+        let grads = loss.backward();
+        let crate::Network::ResNet(resnet) = &net else {
+            panic!("resnet20 is a ResNet")
+        };
+        let stem = resnet.stem.conv.weight.val();
+        (
+            to_vec(stem.grad(&grads).unwrap()),
+            loss.into_scalar::<f32>(),
+        )
+    };
+    let (fast, burn) = (run(ConvKernel::Auto), run(ConvKernel::Burn));
+    assert!(
+        (fast.1 - burn.1).abs() <= 1e-4 * burn.1.abs().max(1.0),
+        "{} vs {}",
+        fast.1,
+        burn.1
+    );
+    let burn64: Vec<f64> = burn.0.iter().map(|&v| f64::from(v)).collect();
+    let err = rel_err(&fast.0, &burn64);
+    assert!(err <= 1e-3, "stem gradient differs by {err}");
+}
