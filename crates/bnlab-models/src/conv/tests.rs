@@ -306,7 +306,7 @@ fn the_reference_gradients_match_finite_differences() {
     let [_, dx, dw, _] = case.reference(&x, &w, &[], &dy);
     let h = 1e-2f32;
     for (which, grad) in [(0, &dx), (1, &dw)] {
-        for j in 0..grad.len() {
+        for (j, &want) in grad.iter().enumerate() {
             let (mut up, mut down) = ((x.clone(), w.clone()), (x.clone(), w.clone()));
             let (u, d) = if which == 0 {
                 (&mut up.0[j], &mut down.0[j])
@@ -316,11 +316,7 @@ fn the_reference_gradients_match_finite_differences() {
             *u += h;
             *d -= h;
             let fd = (loss(&up.0, &up.1) - loss(&down.0, &down.1)) / f64::from(2.0 * h);
-            assert!(
-                (fd - grad[j]).abs() < 1e-3,
-                "{which} {j}: {fd} vs {}",
-                grad[j]
-            );
+            assert!((fd - want).abs() < 1e-3, "{which} {j}: {fd} vs {want}");
         }
     }
 }
