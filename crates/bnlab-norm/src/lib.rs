@@ -69,6 +69,7 @@ pub use collective::*;
 pub use config::*;
 pub use device_group::{DeviceGroup, gather_by_sum};
 pub use error::*;
+pub use fused::is_flex;
 
 pub use mode::*;
 #[cfg(feature = "mpi")]

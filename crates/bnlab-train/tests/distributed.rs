@@ -121,8 +121,12 @@ fn syncbn_trains_as_one_worker_and_per_worker_bn_does_not() {
         assert!(gap > 1e-3, "{name} should differ from SyncBN, gap {gap:e}");
     }
     assert!(loss_gap(&r["shuffle2"], &r["worker2"]) > 1e-3);
-    // pairs of 2 out of 4 workers see 8 examples, as 2 workers of 8 each do alone
-    assert!(loss_gap(&r["pairs4"], &r["worker2"]) < 1e-5);
+    // pairs of 2 out of 4 workers see 8 examples, as 2 workers of 8 each do alone; the weight
+    // gradients are summed over 4 partial sums instead of 2 (the convolution kernels sum each
+    // worker's images in blocks), so rounding differs more than between SyncBN and one worker,
+    // still two orders of magnitude below what per-worker statistics change (> 1e-3 above)
+    let gap = loss_gap(&r["pairs4"], &r["worker2"]);
+    assert!(gap < 1e-4, "pairs4 differs from worker2 by {gap:e}");
 
     // the same sweep again: bit-identical results
     let again = tempfile::tempdir().unwrap();

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::backend::{Backend, Dispatch, Flex, backend_extension};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Tensor, TensorData};
@@ -82,14 +82,7 @@ impl FastConv for Flex {
 
 /// Whether `x` is f32 on a Flex device, with or without autodiff.
 fn on_flex_f32(x: &Tensor<4>) -> bool {
-    let device = x.device();
-    let on_flex = match device.as_dispatch() {
-        DispatchDevice::Flex(_) => true,
-        DispatchDevice::Autodiff(inner) => matches!(**inner, DispatchDevice::Flex(_)),
-        #[allow(unreachable_patterns)]
-        _ => false,
-    };
-    on_flex && x.dtype() == DType::F32
+    bnlab_norm::is_flex(&x.device()) && x.dtype() == DType::F32
 }
 
 /// The geometry of `conv` applied to an input of shape `dims`, when the fast kernels can run

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use kernels::{Affine1, Affine2};
 
@@ -376,16 +376,20 @@ impl FusedNorm for Flex {
     }
 }
 
-/// Whether the fused path can run on `x`: f32 on a Flex device, with or without autodiff.
-pub(crate) fn supported(x: &Tensor<3>) -> bool {
-    let device = x.device();
-    let on_flex = match device.as_dispatch() {
+/// Whether `device` is Flex, with or without autodiff: where bnlab's CPU kernels (the fused
+/// normalization, bnlab-models' convolutions) run.
+pub fn is_flex(device: &Device) -> bool {
+    match device.as_dispatch() {
         DispatchDevice::Flex(_) => true,
         DispatchDevice::Autodiff(inner) => matches!(**inner, DispatchDevice::Flex(_)),
         #[allow(unreachable_patterns)]
         _ => false,
-    };
-    on_flex && x.dtype() == DType::F32
+    }
+}
+
+/// Whether the fused path can run on `x`: f32 on a Flex device, with or without autodiff.
+pub(crate) fn supported(x: &Tensor<3>) -> bool {
+    is_flex(&x.device()) && x.dtype() == DType::F32
 }
 
 /// Σx and Σx² per example and channel group ([N·K] each, f64); x must be [`supported`].
