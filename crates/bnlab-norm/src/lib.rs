@@ -69,7 +69,7 @@ pub use collective::*;
 pub use config::*;
 pub use device_group::{DeviceGroup, gather_by_sum};
 pub use error::*;
-pub use fused::is_flex;
+pub use fused::{f32_values, flex_tensor, is_flex};
 
 pub use mode::*;
 #[cfg(feature = "mpi")]

@@ -11,7 +11,9 @@ use burn::backend::autodiff::{
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 
-use super::{FastConv, Geometry, f32_values, flex_tensor, kernels};
+use bnlab_norm::{f32_values, flex_tensor};
+
+use super::{FastConv, Geometry, kernels};
 
 /// Backward of `fast_conv2d` over (x, weight).
 #[derive(Debug)]

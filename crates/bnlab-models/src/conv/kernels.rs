@@ -362,51 +362,56 @@ fn columns<'a>(
     buf
 }
 
+/// Offsets of the `channels` × `images` rows of P pixels in a block's [channels, images·P]
+/// matrix and in its images' NCHW data (`image` values apart): (block offset, image offset).
+fn block_rows(
+    images: usize,
+    channels: usize,
+    p: usize,
+    image: usize,
+) -> impl Iterator<Item = (usize, usize)> {
+    let ld = images * p;
+    (0..images).flat_map(move |t| (0..channels).map(move |o| (o * ld + t * p, t * image + o * p)))
+}
+
+/// `buf` cut into consecutive slices of `lens`.
+fn split(buf: &mut [f32], lens: impl Iterator<Item = usize>) -> Vec<&mut [f32]> {
+    let mut rest = buf;
+    lens.map(|len| {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(len);
+        rest = tail;
+        head
+    })
+    .collect()
+}
+
 /// y = conv(x, w) without bias.
 pub(crate) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     let (p, og, rows) = (g.out_pixels(), g.og(), g.rows());
     let image = g.cout * p;
     let mut y = vec![0.0f32; g.output_len()];
     let blocks = g.blocks();
-    let mut outs: Vec<(&std::ops::Range<usize>, &mut [f32])> = Vec::with_capacity(blocks.len());
-    let mut rest = y.as_mut_slice();
-    for b in &blocks {
-        let (head, tail) = rest.split_at_mut(b.len() * image);
-        outs.push((b, head));
-        rest = tail;
-    }
-    outs.into_par_iter().for_each_init(
+    let outs = split(&mut y, blocks.iter().map(|b| b.len() * image));
+    blocks.par_iter().zip(outs).for_each_init(
         || (Vec::new(), Vec::new()),
         |(buf, tmp), (block, out)| {
             let ld = block.len() * p;
             for grp in 0..g.groups {
                 let col = columns(g, x, block, grp, buf);
                 let wg = &w[grp * og * rows..][..og * rows];
-                if block.len() == 1 {
-                    let dst = &mut out[grp * og * p..][..og * p];
-                    matmul(
-                        [og, p, rows],
-                        dst,
-                        p,
-                        false,
-                        (wg, 1, rows as isize),
-                        (col, 1, ld as isize),
-                    );
-                    continue;
-                }
-                tmp.resize(og * ld, 0.0);
-                matmul(
-                    [og, ld, rows],
-                    tmp,
-                    ld,
-                    false,
-                    (wg, 1, rows as isize),
-                    (col, 1, ld as isize),
-                );
-                for t in 0..block.len() {
-                    for o in 0..og {
-                        out[t * image + (grp * og + o) * p..][..p]
-                            .copy_from_slice(&tmp[o * ld + t * p..][..p]);
+                // one image writes its output in place; several go through [og, images·P]
+                let single = block.len() == 1;
+                let dst: &mut [f32] = if single {
+                    &mut out[grp * og * p..][..og * p]
+                } else {
+                    tmp.resize(og * ld, 0.0);
+                    tmp
+                };
+                let (lhs, rhs) = ((wg, 1, rows as isize), (col, 1, ld as isize));
+                matmul([og, ld, rows], dst, ld, false, lhs, rhs);
+                if !single {
+                    for (at_block, at_image) in block_rows(block.len(), og, p, image) {
+                        out[at_image + grp * og * p..][..p].copy_from_slice(&tmp[at_block..][..p]);
                     }
                 }
             }
@@ -429,15 +434,13 @@ pub(crate) fn backward(
     let mut dx = want_x.then(|| vec![0.0f32; g.input_len()]);
     let segments = g.segments();
     // each segment's slice of dx (empty when dx is not wanted)
-    let mut parts: Vec<&mut [f32]> = Vec::with_capacity(segments.len());
-    let mut rest: &mut [f32] = dx.as_deref_mut().unwrap_or(&mut []);
-    for seg in &segments {
-        let images = seg.iter().map(ExactSizeIterator::len).sum::<usize>();
-        let take = if want_x { images * in_image } else { 0 };
-        let (head, tail) = rest.split_at_mut(take);
-        parts.push(head);
-        rest = tail;
-    }
+    let parts = split(
+        dx.as_deref_mut().unwrap_or(&mut []),
+        segments.iter().map(|seg| {
+            let images = seg.iter().map(ExactSizeIterator::len).sum::<usize>();
+            if want_x { images * in_image } else { 0 }
+        }),
+    );
     let partials: Vec<Vec<f32>> = segments
         .par_iter()
         .zip(parts)
@@ -452,11 +455,9 @@ pub(crate) fn backward(
                     &dy[block.start * out_image..][..out_image]
                 } else {
                     dyb.resize(g.cout * ld, 0.0);
-                    for (t, i) in block.clone().enumerate() {
-                        for o in 0..g.cout {
-                            dyb[o * ld + t * p..][..p]
-                                .copy_from_slice(&dy[i * out_image + o * p..][..p]);
-                        }
+                    let dy_block = &dy[block.start * out_image..];
+                    for (at_block, at_image) in block_rows(block.len(), g.cout, p, out_image) {
+                        dyb[at_block..][..p].copy_from_slice(&dy_block[at_image..][..p]);
                     }
                     &dyb
                 };

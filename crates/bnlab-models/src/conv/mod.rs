@@ -9,14 +9,12 @@
 mod autodiff;
 mod kernels;
 
-use std::borrow::Cow;
-
-use burn::backend::flex::FlexTensor;
+use bnlab_norm::{f32_values, flex_tensor};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use kernels::Geometry;
@@ -42,24 +40,6 @@ pub(crate) trait FastConv: Backend {
         weight: FloatTensor<Self>,
         geometry: Geometry,
     ) -> FloatTensor<Self>;
-}
-
-/// The f32 values of a Flex tensor in row-major order, borrowed when already contiguous.
-fn f32_values(t: &FlexTensor) -> Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(v) => Cow::Borrowed(v),
-        None => Cow::Owned(
-            t.clone()
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .unwrap_or_default(),
-        ),
-    }
-}
-
-fn flex_tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
 }
 
 impl Geometry {

@@ -339,7 +339,7 @@ fn results_do_not_depend_on_the_thread_count() {
 }
 
 #[test]
-fn other_backends_and_the_burn_kernel_take_burns_convolution() {
+fn the_burn_kernel_and_inconsistent_shapes_take_burns_convolution() {
     let case = Case::new(1, 2, 3, 2, 3);
     let device = Device::flex();
     let conv = case.conv(&values(36, 1), &[], &device);

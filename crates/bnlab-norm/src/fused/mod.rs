@@ -320,7 +320,7 @@ pub(crate) trait FusedNorm: Backend {
 }
 
 /// The f32 values of a Flex tensor in row-major order, borrowed when already contiguous.
-fn f32_values(t: &FlexTensor) -> Cow<'_, [f32]> {
+pub fn f32_values(t: &FlexTensor) -> Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
         Some(v) => Cow::Borrowed(v),
         None => Cow::Owned(
@@ -333,7 +333,8 @@ fn f32_values(t: &FlexTensor) -> Cow<'_, [f32]> {
     }
 }
 
-fn flex_tensor<E: burn::tensor::Element>(values: Vec<E>, shape: Vec<usize>) -> FlexTensor {
+/// A Flex tensor of `shape` holding `values` in row-major order.
+pub fn flex_tensor<E: burn::tensor::Element>(values: Vec<E>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
