@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """PyTorch peer of `bnlab bench norm`: BatchNorm2d, GroupNorm(32) and the usual
-chunk-and-cat Ghost BN (ghost 32), per training forward and forward + backward, on CPU.
+chunk-and-cat Ghost BN (ghost 32), per training forward and forward + backward, on CPU (or a
+CUDA GPU with --device cuda).
 
-    python bench/torch_norm.py [--quick] [--reps 5] [--threads 2]
+    python bench/torch_norm.py [--quick] [--reps 5] [--threads 2] [--device cpu|cuda]
 
 The backward is driven by y.sum().backward(), as in `bnlab bench norm`.
 """
@@ -26,12 +27,17 @@ class GhostBN(nn.Module):
         return torch.cat([self.bn(chunk) for chunk in x.split(self.ghost, 0)], 0)
 
 
-def timed(reps, f):
-    f()
+def timed(reps, f, device):
+    def call():
+        f()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    call()
     t = []
     for _ in range(reps):
         s = time.perf_counter()
-        f()
+        call()
         t.append(time.perf_counter() - s)
     return statistics.median(t)
 
@@ -41,26 +47,28 @@ def main():
     p.add_argument("--quick", action="store_true")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
-    print(f"torch {torch.__version__}, {a.threads} threads")
+    where = torch.cuda.get_device_name() if a.device == "cuda" else f"{a.threads} threads"
+    print(f"torch {torch.__version__}, {where}")
     print(f"{'variant':<28} {'shape':>18} {'fwd ms':>10} {'fwd+bwd ms':>12}")
     for shape in SHAPES[:1] if a.quick else SHAPES:
         n, c, h, w = shape
-        x = torch.randn(*shape)
+        x = torch.randn(*shape, device=a.device)
         xg = x.clone().requires_grad_(True)
         layers = [("BatchNorm2d", nn.BatchNorm2d(c)), ("GroupNorm 32", nn.GroupNorm(32, c))]
         if n % 32 == 0:
             layers.append(("Ghost 32 chunk-and-cat", GhostBN(c, 32)))
         for name, layer in layers:
-            layer.train()
-            fwd = timed(a.reps, lambda: layer(x))
+            layer.to(a.device).train()
+            fwd = timed(a.reps, lambda: layer(x), a.device)
 
             def both():
                 layer(xg).sum().backward()
 
-            bwd = timed(a.reps, both)
+            bwd = timed(a.reps, both, a.device)
             print(f"{name:<28} {f'{n}x{c}x{h}x{w}':>18} {1e3 * fwd:>10.2f} {1e3 * bwd:>12.2f}")
 
 

@@ -230,7 +230,7 @@ impl Norm {
         let fused = self.uses_fused(&x3);
         if self.synced_units() && batch_stats && !fused && (n == 0 || is_autodiff(&x3)) {
             return Err(NormError::Reducer(
-                "statistics synchronized across workers need the fused path (f32 on Flex, kernel = Auto) for training and for empty batches".into(),
+                "statistics synchronized across workers need the fused path (f32 on Flex or a GPU, kernel = Auto) for training and for empty batches".into(),
             ));
         }
         if fused {
@@ -673,10 +673,14 @@ impl Norm {
         let (cpg, k) = self.config.channel_grouping();
         let dtype = x3.dtype();
         let mean = rows_for(mean, rows);
-        let rstd = rows_for(var, rows)
-            .add_scalar(self.config.epsilon)
-            .sqrt()
-            .recip();
+        // rstd = 1/√v written so that its gradient takes only sums and products: Burn
+        // differentiates √ through powf, and Vulkan's SPIR-V has no f64 powf (GLSL.std.450 Pow
+        // is 16/32-bit only), so an f64 variance failed to compile there. The value is 1/√v
+        // itself, since v − v.detach() is 0; its derivative is −½·v^(−3/2).
+        let v = rows_for(var, rows).add_scalar(self.config.epsilon);
+        let inv = v.clone().detach().sqrt().recip();
+        let slope = (inv.clone() * inv.clone() * inv.clone()).mul_scalar(-0.5);
+        let rstd = inv + (v.clone() - v.detach()) * slope;
         let r = mean.dims()[0];
         let mean = mean.cast(dtype).reshape([r, k, 1]);
         let rstd = rstd.cast(dtype).reshape([r, k, 1]);

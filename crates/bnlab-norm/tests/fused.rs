@@ -8,7 +8,6 @@ use bnlab_norm::{
     Affine, BatchPolicy, GhostSplit, Kernel, NormConfig, NormMode, PopulationEstimator, StatUnit,
     finalize_collected,
 };
-use burn::tensor::Device;
 use common::*;
 
 const FORWARD_TOL: f64 = 1e-5;
@@ -46,7 +45,7 @@ fn run(
     domains: Option<&[usize]>,
     seed: u64,
 ) -> Outcome {
-    let device = Device::flex().autodiff();
+    let device = device().autodiff();
     let mut rng = Rng(seed);
     let config = config.clone().with_kernel(kernel);
     let mut norm = config.init(&device).expect("valid config");
@@ -240,5 +239,60 @@ fn fused_results_do_not_depend_on_the_thread_count() {
         let (one, two) = (run_with(1), run_with(2));
         assert!(!one.dx.is_empty());
         assert_eq!(bits(&one), bits(&two), "{:?}", config.unit);
+    }
+}
+
+/// x = 1000 + U(−1, 1) normalized in training, against an f64 reference computed from the same
+/// f32 inputs: sums of raw x² in f32 would lose the variance (Σx² ≈ 10⁶ per value against a
+/// variance of 1/3), so this checks that the fused reductions keep their precision.
+#[test]
+fn fused_statistics_keep_their_precision_under_a_large_mean() {
+    let sh = Shape { n: 4, c: 3, s: 300 };
+    let device = device();
+    let mut rng = Rng(3);
+    let x: Vec<f64> = rng
+        .vec(sh.len(), -1.0, 1.0)
+        .into_iter()
+        .map(|v| f64::from((1000.0 + v) as f32))
+        .collect();
+    for (unit, per_example) in [
+        (StatUnit::Batch, false),
+        (StatUnit::Group { groups: 3 }, true),
+    ] {
+        let norm = NormConfig::new(sh.c)
+            .with_unit(unit)
+            .init(&device)
+            .expect("valid config")
+            .with_mode(NormMode::Train);
+        let y = values(
+            norm.forward(tensor(&x, [sh.n, sh.c, sh.s], &device))
+                .expect("forward"),
+        );
+        let planes: Vec<Vec<usize>> = if per_example {
+            (0..sh.n * sh.c).map(|p| vec![p]).collect()
+        } else {
+            (0..sh.c)
+                .map(|ch| (0..sh.n).map(|i| i * sh.c + ch).collect())
+                .collect()
+        };
+        let mut err = 0.0f64;
+        for unit_planes in planes {
+            let idx: Vec<usize> = unit_planes
+                .iter()
+                .flat_map(|p| p * sh.s..(p + 1) * sh.s)
+                .collect();
+            let m = idx.len() as f64;
+            let mean = idx.iter().map(|&i| x[i]).sum::<f64>() / m;
+            let var = idx.iter().map(|&i| (x[i] - mean).powi(2)).sum::<f64>() / m;
+            for &i in &idx {
+                let want = (x[i] - mean) / (var + 1e-5).sqrt();
+                err = err.max((y[i] - want).abs());
+            }
+        }
+        // the f32 mean alone moves y by ~1e-4 (an ulp of 1000 times rstd ≈ 1.7)
+        assert!(
+            err < 1e-3,
+            "{unit:?}: y differs from the f64 reference by {err}"
+        );
     }
 }

@@ -122,15 +122,28 @@ pub enum DataCommand {
     },
 }
 
+/// The device of `bnlab bench norm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchDevice {
+    /// Flex, the pure-Rust CPU backend.
+    Flex,
+    /// The first discrete GPU through Vulkan (a build with `--features vulkan`).
+    Vulkan,
+}
+
 /// `bnlab bench …`.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Images/s of a training step on Flex (forward, backward, SGD step with momentum and
     /// weight decay) on random CIFAR-shaped batches.
     Train(TrainBenchArgs),
-    /// Normalization variants per training forward and forward + backward on Flex, as
-    /// bandwidth against a triad measured in the same run, beside burn-nn's BatchNorm.
+    /// Normalization variants per training forward and forward + backward on Flex (or a GPU),
+    /// as bandwidth against a triad measured in the same run, beside burn-nn's BatchNorm.
     Norm {
+        /// Where to run: `flex` (the CPU) or `vulkan` (the first discrete GPU, in a build with
+        /// `--features vulkan`).
+        #[arg(long, value_enum, default_value_t = BenchDevice::Flex)]
+        device: BenchDevice,
         /// Only the (128, 64, 32, 32) shape: under a minute.
         #[arg(long)]
         quick: bool,

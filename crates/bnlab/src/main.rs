@@ -41,9 +41,12 @@ fn main() -> ExitCode {
         } => commands::eval::precise(&run, samples, batch, exact, out),
         Command::Report(a) => commands::report::run(&a),
         Command::Bench(BenchCommand::Train(a)) => commands::bench::train::train(&a),
-        Command::Bench(BenchCommand::Norm { quick, reps, only }) => {
-            commands::bench::norm::norm(quick, reps, only.as_deref())
-        }
+        Command::Bench(BenchCommand::Norm {
+            device,
+            quick,
+            reps,
+            only,
+        }) => commands::bench::norm::norm(device, quick, reps, only.as_deref()),
         Command::Quickstart { out, quiet, jobs } => commands::quickstart::run(&out, quiet, jobs),
     };
     match result {

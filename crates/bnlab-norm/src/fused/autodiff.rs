@@ -1,28 +1,37 @@
-//! The fused path under autodiff: the statistics are not differentiated (the backward
-//! accounts for them), and `fused_norm_apply` registers a hand-written backward.
+//! The fused path under autodiff, for any backend with the fused kernels: the statistics are
+//! not differentiated (the backward accounts for them), and `fused_norm_apply` and
+//! `fused_norm_units` register a hand-written backward.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
-use burn::backend::Flex;
 use burn::backend::autodiff::{
     Autodiff,
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
     grads::Gradients,
     ops::{Backward, Ops, OpsKind},
 };
-use burn::backend::flex::FlexTensor;
-use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
+use burn::backend::{AutodiffBackend, TensorMetadata};
+use burn::tensor::{TensorData, read_sync};
 
-use super::{FusedNorm, FusedPlan, f32_values, flex_tensor};
+use super::{FusedNorm, FusedNormBackward, FusedPlan};
 
-/// Backward of `fused_norm_apply` over (x, scale, shift).
+/// Backward of `fused_norm_apply` (and `fused_norm_units`) over (x, scale, shift).
 #[derive(Debug)]
-struct FusedBackward;
+struct FusedBackward<B>(PhantomData<B>);
 
-impl Backward<Flex, 3> for FusedBackward {
+/// The values of a small tensor on the host, as f64.
+pub(super) fn host_f64<B: burn::backend::Backend>(t: FloatTensor<B>) -> Vec<f64> {
+    read_sync(B::float_into_data(t))
+        .ok()
+        .and_then(|d| d.convert::<f64>().try_into_vec::<f64>().ok())
+        .unwrap_or_default()
+}
+
+impl<B: FusedNormBackward> Backward<B, 3> for FusedBackward<B> {
     /// x, scale and the plan of the forward call.
-    type State = (FlexTensor, FlexTensor, Arc<FusedPlan>);
+    type State = (FloatTensor<B>, FloatTensor<B>, Arc<FusedPlan>);
 
     fn backward(
         self,
@@ -31,38 +40,31 @@ impl Backward<Flex, 3> for FusedBackward {
         _checkpointer: &mut Checkpointer,
     ) {
         let [node_x, node_scale, node_shift] = ops.parents;
-        let dy = grads.consume::<Flex>(&ops.node);
+        let dy = grads.consume::<B>(&ops.node);
         let (x, scale, plan) = ops.state;
         let want_affine = node_scale.is_some() || node_shift.is_some();
-        let scale_shape = burn::backend::TensorMetadata::shape(&scale).to_vec();
-        let out = plan.backward(
-            &f32_values(&dy),
-            &f32_values(&x),
-            &f32_values(&scale),
-            node_x.is_some(),
-            want_affine,
-        );
-        let to_f32 = |v: Vec<f64>| -> Vec<f32> { v.into_iter().map(|g| g as f32).collect() };
+        let scale_shape = scale.shape();
+        let device = scale.device();
+        let out = B::fused_norm_backward(dy, x, scale, &plan, node_x.is_some(), want_affine);
+        let affine_grad = |v: Vec<f64>| {
+            let v: Vec<f32> = v.into_iter().map(|g| g as f32).collect();
+            B::float_from_data(TensorData::new(v, scale_shape.clone()), &device)
+        };
         if let (Some(node), Some(dx)) = (node_x, out.dx) {
-            grads.register::<Flex>(node.id, flex_tensor(dx, plan.shape.to_vec()));
+            grads.register::<B>(node.id, dx);
         }
         if let Some(node) = node_scale {
-            grads.register::<Flex>(
-                node.id,
-                flex_tensor(to_f32(out.dscale), scale_shape.clone()),
-            );
+            grads.register::<B>(node.id, affine_grad(out.dscale));
         }
         if let Some(node) = node_shift {
-            grads.register::<Flex>(node.id, flex_tensor(to_f32(out.dshift), scale_shape));
+            grads.register::<B>(node.id, affine_grad(out.dshift));
         }
     }
 }
 
-impl<C: CheckpointStrategy> FusedNorm for Autodiff<Flex, C> {
+impl<B: FusedNormBackward, C: CheckpointStrategy> FusedNorm for Autodiff<B, C> {
     fn fused_norm_sums(x: FloatTensor<Self>, cpg: usize) -> FloatTensor<Self> {
-        let device = burn::backend::flex::FlexDevice;
-        let sums = Flex::fused_norm_sums(x.into_primitive(), cpg).into_data();
-        Self::float_from_data(sums, &device)
+        <Self as AutodiffBackend>::from_inner(B::fused_norm_sums(x.into_primitive(), cpg))
     }
 
     fn fused_norm_apply(
@@ -71,14 +73,14 @@ impl<C: CheckpointStrategy> FusedNorm for Autodiff<Flex, C> {
         shift: FloatTensor<Self>,
         plan: Arc<FusedPlan>,
     ) -> FloatTensor<Self> {
-        match FusedBackward
+        match FusedBackward::<B>(PhantomData)
             .prepare::<C>([x.node(), scale.node(), shift.node()])
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(prep) => {
                 let (xp, sp) = (x.primitive().clone(), scale.primitive().clone());
-                let y = Flex::fused_norm_apply(
+                let y = B::fused_norm_apply(
                     xp.clone(),
                     sp.clone(),
                     shift.into_primitive(),
@@ -86,7 +88,7 @@ impl<C: CheckpointStrategy> FusedNorm for Autodiff<Flex, C> {
                 );
                 prep.finish((xp, sp, plan), y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::fused_norm_apply(
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_norm_apply(
                 x.into_primitive(),
                 scale.into_primitive(),
                 shift.into_primitive(),
@@ -102,26 +104,24 @@ impl<C: CheckpointStrategy> FusedNorm for Autodiff<Flex, C> {
         plan: Arc<FusedPlan>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let (xp, sp) = (x.primitive().clone(), scale.primitive().clone());
-        let (y, sums) = Flex::fused_norm_units(
+        let (y, sums) = B::fused_norm_units(
             xp.clone(),
             sp.clone(),
             shift.primitive().clone(),
             plan.clone(),
         );
-        let sums = sums.into_data();
-        let values = sums.try_to_vec::<f64>().unwrap_or_default();
-        let sums = Self::float_from_data(sums, &burn::backend::flex::FlexDevice);
-        let y = match FusedBackward
+        let y = match FusedBackward::<B>(PhantomData)
             .prepare::<C>([x.node(), scale.node(), shift.node()])
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(prep) => {
+                let values = host_f64::<B>(sums.clone());
                 let plan = Arc::new((*plan).clone().with_unit_stats(&values));
                 prep.finish((xp, sp, plan), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(y),
         };
-        (y, sums)
+        (y, <Self as AutodiffBackend>::from_inner(sums))
     }
 }

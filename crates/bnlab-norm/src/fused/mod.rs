@@ -6,6 +6,8 @@
 //! backend takes the composed path, which stays the reference.
 
 mod autodiff;
+#[cfg(any(feature = "vulkan", feature = "cuda"))]
+mod cube;
 mod kernels;
 
 use std::borrow::Cow;
@@ -58,10 +60,10 @@ impl std::fmt::Debug for GradSync {
     }
 }
 
-/// The gradients of one fused call.
-struct FusedGrads {
+/// The gradients of one fused call, with ∂L/∂x as `T`.
+pub(crate) struct FusedGrads<T> {
     /// ∂L/∂x, when asked for.
-    dx: Option<Vec<f32>>,
+    dx: Option<T>,
     /// ∂L/∂scale and ∂L/∂shift per affine row and channel (zeros when not asked for).
     dscale: Vec<f64>,
     dshift: Vec<f64>,
@@ -133,12 +135,19 @@ impl FusedPlan {
         (y, group_sums(&planes, n, c, self.cpg))
     }
 
-    /// This plan with the statistics of per-example units from [Σx | Σx²] per example and
-    /// channel group, computed as [`Self::unit_forward`] computed them.
-    fn with_unit_stats(mut self, sums: &[f64]) -> Self {
-        let half = sums.len() / 2;
-        let (mean, rstd) = (0..half)
-            .map(|u| self.unit_stats(sums[u], sums[half + u]))
+    /// Values per example and channel group.
+    fn unit_values(&self) -> f64 {
+        (self.cpg * self.shape[2]) as f64
+    }
+
+    /// This plan with the statistics of per-example units from their shifted sums ([3, N, K],
+    /// see [`FusedNorm::fused_norm_sums`]), computed as the forward computed them.
+    fn with_unit_stats(mut self, raw: &[f64]) -> Self {
+        let (sums, sum_sq) = decode_sums(raw, self.unit_values());
+        let (mean, rstd) = sums
+            .iter()
+            .zip(&sum_sq)
+            .map(|(&s1, &s2)| self.unit_stats(s1, s2))
             .unzip();
         (self.mean, self.rstd) = (mean, rstd);
         self
@@ -228,10 +237,10 @@ impl FusedPlan {
         scale: &[f32],
         want_dx: bool,
         want_affine: bool,
-    ) -> FusedGrads {
-        let [n, c, s] = self.shape;
+    ) -> FusedGrads<Vec<f32>> {
+        let [_, _, s] = self.shape;
         let k = self.groups();
-        let synced = want_dx && self.alpha != 0.0 && self.sync.is_some();
+        let synced = self.syncs_grads(want_dx);
         let (dx, planes) = if want_dx && self.alpha != 0.0 && !synced && self.per_example_units() {
             let (dx, planes) =
                 kernels::unit_backward(dy, x, &self.plane_means(), s, self.cpg, |u, sums| {
@@ -250,12 +259,27 @@ impl FusedPlan {
                         .collect()
                 });
             (Some(dx), planes)
-        } else if want_affine || (want_dx && self.alpha != 0.0) {
+        } else if self.needs_grad_sums(want_dx, want_affine) {
             (None, kernels::grad_moments(dy, x, &self.plane_means(), s))
         } else {
             (None, Vec::new())
         };
-        let [mut unit_dy, mut unit_dy_xhat, dscale, dshift] = self.reduce_planes(&planes, scale);
+        let [unit_dy, unit_dy_xhat, dscale, dshift] = self.unit_grads(&planes, scale, synced);
+        let dx = match dx {
+            Some(dx) => Some(dx),
+            None if want_dx => {
+                let coef = self.grad_coefficients(scale, &unit_dy, &unit_dy_xhat);
+                Some(kernels::affine2(dy, x, &coef, s))
+            }
+            None => None,
+        };
+        FusedGrads { dx, dscale, dshift }
+    }
+
+    /// Σ scale·dy and Σ scale·dy·x̂ per unit (combined with other workers' when `synced`), and
+    /// ∂L/∂scale, ∂L/∂shift, from the per-plane [Σdy, Σdy·(x − mean)].
+    fn unit_grads(&self, planes: &[[f64; 2]], scale: &[f32], synced: bool) -> [Vec<f64>; 4] {
+        let [mut unit_dy, mut unit_dy_xhat, dscale, dshift] = self.reduce_planes(planes, scale);
         if let (true, Some(GradSync(reducer))) = (synced, &self.sync) {
             let mut both = std::mem::take(&mut unit_dy);
             both.append(&mut unit_dy_xhat);
@@ -263,40 +287,70 @@ impl FusedPlan {
             unit_dy_xhat = both.split_off(both.len() / 2);
             unit_dy = both;
         }
-        let dx = match dx {
-            Some(dx) => Some(dx),
-            None if want_dx => {
-                let coef: Vec<Affine2> = (0..n * c)
-                    .map(|p| {
-                        let (i, ch) = (p / c, p % c);
-                        let (u, _) = self.indices(i, ch);
-                        self.grad_coefficient(i, ch, scale, unit_dy[u], unit_dy_xhat[u])
-                    })
-                    .collect();
-                Some(kernels::affine2(dy, x, &coef, s))
-            }
-            None => None,
-        };
-        FusedGrads { dx, dscale, dshift }
+        [unit_dy, unit_dy_xhat, dscale, dshift]
+    }
+
+    /// The dx coefficients of every plane, in plane order, from the per-unit sums.
+    fn grad_coefficients(
+        &self,
+        scale: &[f32],
+        unit_dy: &[f64],
+        unit_dy_xhat: &[f64],
+    ) -> Vec<Affine2> {
+        let c = self.shape[1];
+        (0..self.shape[0] * c)
+            .map(|p| {
+                let (i, ch) = (p / c, p % c);
+                let (u, _) = self.indices(i, ch);
+                self.grad_coefficient(i, ch, scale, unit_dy[u], unit_dy_xhat[u])
+            })
+            .collect()
+    }
+
+    /// Whether the backward needs the per-plane gradient sums.
+    fn needs_grad_sums(&self, want_dx: bool, want_affine: bool) -> bool {
+        want_affine || (want_dx && self.alpha != 0.0)
+    }
+
+    /// Whether the backward combines its unit sums with other workers'.
+    fn syncs_grads(&self, want_dx: bool) -> bool {
+        want_dx && self.alpha != 0.0 && self.sync.is_some()
     }
 }
 
-/// [Σx | Σx²] per example and channel group ([2, N, K] row-major) from per-plane sums.
+/// The shifted sums of [`FusedNorm::fused_norm_sums`] ([3, N, K] row-major, shift 0) from
+/// per-plane [Σx, Σx²].
 fn group_sums(planes: &[[f64; 2]], n: usize, c: usize, cpg: usize) -> Vec<f64> {
     let k = c / cpg.max(1);
-    let mut out = vec![0.0f64; 2 * n * k];
+    let mut out = vec![0.0f64; 3 * n * k];
     for (p, [sum, sum_sq]) in planes.iter().copied().enumerate() {
         let (i, ch) = (p / c, p % c);
-        out[i * k + ch / cpg] += sum;
-        out[(n + i) * k + ch / cpg] += sum_sq;
+        out[(n + i) * k + ch / cpg] += sum;
+        out[(2 * n + i) * k + ch / cpg] += sum_sq;
     }
     out
 }
 
-/// Fused normalization kernels, implemented for Flex and `Autodiff<Flex>`.
-#[backend_extension(Flex, Autodiff)]
+/// Σx and Σx² per unit from the shifted sums [shift | Σ(x − shift) | Σ(x − shift)²] of units
+/// of `m` values: Σx = Σd + m·shift, Σx² = Σd² + 2·shift·Σd + m·shift².
+fn decode_sums(raw: &[f64], m: f64) -> (Vec<f64>, Vec<f64>) {
+    let units = raw.len() / 3;
+    let (shift, rest) = raw.split_at(units);
+    let (d1, d2) = rest.split_at(units);
+    let sums = (0..units).map(|u| d1[u] + m * shift[u]).collect();
+    let sum_sq = (0..units)
+        .map(|u| d2[u] + 2.0 * shift[u] * d1[u] + m * shift[u] * shift[u])
+        .collect();
+    (sums, sum_sq)
+}
+
+/// Fused normalization kernels, implemented for Flex, CubeCL devices (features `vulkan` and
+/// `cuda`) and Autodiff over either.
+#[backend_extension(Flex, Cube: cfg(any(feature = "vulkan", feature = "cuda")), Autodiff)]
 pub(crate) trait FusedNorm: Backend {
-    /// Σx and Σx² per example and channel group of x [N, C, S]: a [2, N, K] f64 tensor.
+    /// The sums of each example and channel group (unit) of x [N, C, S], shifted by a value of
+    /// the unit so that they keep their precision in f32: a [3, N, K] tensor holding a shift,
+    /// Σ(x − shift) and Σ(x − shift)² per unit (Flex: shift 0, sums in f64).
     fn fused_norm_sums(x: FloatTensor<Self>, cpg: usize) -> FloatTensor<Self>;
 
     /// y = (x − mean)·rstd·scale + shift for x [N, C, S], with `scale` and `shift` [A, C] and
@@ -309,14 +363,53 @@ pub(crate) trait FusedNorm: Backend {
     ) -> FloatTensor<Self>;
 
     /// Per-example units (the plan's statistics rows are the examples) normalized with their
-    /// own statistics, one unit at a time: y, and Σx, Σx² per example and channel group as a
-    /// [2, N, K] f64 tensor; differentiable in x, scale and shift.
+    /// own statistics: y, and the unit sums as [`Self::fused_norm_sums`] gives them;
+    /// differentiable in x, scale and shift.
     fn fused_norm_units(
         x: FloatTensor<Self>,
         scale: FloatTensor<Self>,
         shift: FloatTensor<Self>,
         plan: Arc<FusedPlan>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// The backward of the fused normalization on one backend: what the Autodiff implementation
+/// calls for the gradients of `fused_norm_apply` and `fused_norm_units`.
+pub(crate) trait FusedNormBackward: FusedNorm {
+    /// ∂L/∂x (when `want_dx`), ∂L/∂scale and ∂L/∂shift (zeros unless `want_affine`) of
+    /// y = (x − mean)·rstd·scale + shift with `plan`'s statistics, given ∂L/∂y.
+    fn fused_norm_backward(
+        dy: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        plan: &FusedPlan,
+        want_dx: bool,
+        want_affine: bool,
+    ) -> FusedGrads<FloatTensor<Self>>;
+}
+
+impl FusedNormBackward for Flex {
+    fn fused_norm_backward(
+        dy: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        plan: &FusedPlan,
+        want_dx: bool,
+        want_affine: bool,
+    ) -> FusedGrads<FloatTensor<Self>> {
+        let out = plan.backward(
+            &f32_values(&dy),
+            &f32_values(&x),
+            &f32_values(&scale),
+            want_dx,
+            want_affine,
+        );
+        FusedGrads {
+            dx: out.dx.map(|dx| flex_tensor(dx, plan.shape.to_vec())),
+            dscale: out.dscale,
+            dshift: out.dshift,
+        }
+    }
 }
 
 /// The f32 values of a Flex tensor in row-major order, borrowed when already contiguous.
@@ -347,7 +440,7 @@ impl FusedNorm for Flex {
     fn fused_norm_sums(x: FloatTensor<Self>, cpg: usize) -> FloatTensor<Self> {
         let [n, c, s] = dims3(&x);
         let planes = kernels::moments(&f32_values(&x), s);
-        flex_tensor(group_sums(&planes, n, c, cpg), vec![2, n, c / cpg.max(1)])
+        flex_tensor(group_sums(&planes, n, c, cpg), vec![3, n, c / cpg.max(1)])
     }
 
     fn fused_norm_apply(
@@ -372,7 +465,7 @@ impl FusedNorm for Flex {
         let [n, c, _] = plan.shape;
         (
             flex_tensor(y, plan.shape.to_vec()),
-            flex_tensor(sums, vec![2, n, c / plan.cpg.max(1)]),
+            flex_tensor(sums, vec![3, n, c / plan.cpg.max(1)]),
         )
     }
 }
@@ -388,17 +481,37 @@ pub fn is_flex(device: &Device) -> bool {
     }
 }
 
-/// Whether the fused path can run on `x`: f32 on a Flex device, with or without autodiff.
+/// Whether `device` is a CubeCL device (Vulkan, CUDA), with or without autodiff, in a build
+/// with bnlab's GPU kernels (features `vulkan`, `cuda`).
+pub fn is_cube(device: &Device) -> bool {
+    #[cfg(any(feature = "vulkan", feature = "cuda"))]
+    {
+        match device.as_dispatch() {
+            DispatchDevice::Cube(_) => true,
+            DispatchDevice::Autodiff(inner) => matches!(**inner, DispatchDevice::Cube(_)),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+    #[cfg(not(any(feature = "vulkan", feature = "cuda")))]
+    {
+        let _ = device;
+        false
+    }
+}
+
+/// Whether the fused path can run on `x`: f32 on a Flex or CubeCL device, with or without
+/// autodiff.
 pub(crate) fn supported(x: &Tensor<3>) -> bool {
-    is_flex(&x.device()) && x.dtype() == DType::F32
+    let device = x.device();
+    (is_flex(&device) || is_cube(&device)) && x.dtype() == DType::F32
 }
 
 /// Σx and Σx² per example and channel group ([N·K] each, f64); x must be [`supported`].
 pub(crate) fn example_sums(x: &Tensor<3>, cpg: usize) -> (Vec<f64>, Vec<f64>) {
     let out = <Dispatch as FusedNorm>::fused_norm_sums(x.clone().into_dispatch(), cpg);
-    let mut sums = crate::state::to_f64(Tensor::<3>::from_dispatch(out));
-    let sum_sq = sums.split_off(sums.len() / 2);
-    (sums, sum_sq)
+    let raw = crate::state::to_f64(Tensor::<3>::from_dispatch(out));
+    decode_sums(&raw, (cpg * x.dims()[2]) as f64)
 }
 
 /// y = (x − mean)·rstd·scale + shift with `plan`'s statistics; x must be [`supported`] and
@@ -426,13 +539,14 @@ pub(crate) fn normalize_units(
     shift: Tensor<2>,
     plan: FusedPlan,
 ) -> (Tensor<3>, Vec<f64>, Vec<f64>) {
+    let m = plan.unit_values();
     let (y, sums) = <Dispatch as FusedNorm>::fused_norm_units(
         x.into_dispatch(),
         scale.into_dispatch(),
         shift.into_dispatch(),
         Arc::new(plan),
     );
-    let mut sums = crate::state::to_f64(Tensor::<3>::from_dispatch(sums));
-    let sum_sq = sums.split_off(sums.len() / 2);
+    let raw = crate::state::to_f64(Tensor::<3>::from_dispatch(sums));
+    let (sums, sum_sq) = decode_sums(&raw, m);
     (Tensor::from_dispatch(y), sums, sum_sq)
 }

@@ -8,7 +8,6 @@ use bnlab_norm::{
     BatchPolicy, Collective, GhostSplit, NormConfig, NormError, NormMode, PopulationEstimator,
     RunningStats, StatUnit, SyncGroups, SyncReducer, SyncWeighting, finalize_collected,
 };
-use burn::tensor::Device;
 
 use super::*;
 
@@ -79,7 +78,7 @@ pub fn step(
     mode: NormMode,
     seed: u64,
 ) -> Result<Outcome, NormError> {
-    let device = Device::flex().autodiff();
+    let device = super::device().autodiff();
     let mut norm = config.init(&device)?;
     randomize_affine(&mut norm, &mut Rng(seed));
     if let Some((collective, groups, weighting)) = sync {

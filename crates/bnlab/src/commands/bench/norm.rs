@@ -12,7 +12,8 @@ use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::tensor::{Device, Distribution, Tensor};
 
 use super::median;
-use super::triad::triad_gbs;
+use super::triad::{device_triad_gbs, triad_gbs};
+use crate::args::BenchDevice;
 
 /// The shapes of the issue, (N, C, H, W).
 const SHAPES: [[usize; 4]; 4] = [
@@ -108,32 +109,62 @@ fn variants(c: usize, device: &Device) -> Vec<(&'static str, bool, Result<Layer>
     ]
 }
 
-/// Median seconds of `reps` calls of `f` after one untimed call.
-fn time(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?;
+/// Median seconds of `reps` calls of `f` after one untimed call, each call waiting until
+/// `device` has finished its work.
+fn time(reps: usize, device: &Device, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    let mut call = || -> Result<()> {
+        f()?;
+        device.sync()?;
+        Ok(())
+    };
+    call()?;
     let mut t = Vec::with_capacity(reps);
     for _ in 0..reps {
         let start = Instant::now();
-        f()?;
+        call()?;
         t.push(start.elapsed().as_secs_f64());
     }
     Ok(median(&mut t))
 }
 
+/// The device of `which`.
+fn bench_device(which: BenchDevice) -> Result<Device> {
+    match which {
+        BenchDevice::Flex => Ok(Device::flex()),
+        #[cfg(feature = "vulkan")]
+        BenchDevice::Vulkan => Ok(Device::vulkan(burn::tensor::DeviceKind::DiscreteGpu(0))),
+        #[cfg(not(feature = "vulkan"))]
+        BenchDevice::Vulkan => bail!(
+            "this bnlab was built without Vulkan: build with `cargo build --release -p bnlab --features vulkan`"
+        ),
+    }
+}
+
 /// Runs the benchmark and prints its table; the last line is plain BN forward + backward at
 /// (128, 64, 32, 32) as a share of the triad bandwidth; `only` keeps the variants whose name
 /// contains it.
-pub fn norm(quick: bool, reps: usize, only: Option<&str>) -> Result<()> {
+pub fn norm(which: BenchDevice, quick: bool, reps: usize, only: Option<&str>) -> Result<()> {
     if reps == 0 {
         bail!("--reps must be at least 1");
     }
-    let device = Device::flex();
+    let device = bench_device(which)?;
     let ad = device.clone().autodiff();
     device.seed(1);
     let shapes: &[[usize; 4]] = if quick { &SHAPES[..1] } else { &SHAPES };
     let largest = shapes.iter().map(|s| s.iter().product::<usize>()).max();
-    let triad = triad_gbs(largest.unwrap_or(1 << 22), 5, 2)?;
-    println!("triad (2 threads, 2 reads + 1 write): {triad:.2} GB/s");
+    let n = largest.unwrap_or(1 << 22);
+    let triad = match which {
+        BenchDevice::Flex => {
+            let t = triad_gbs(n, 5, 2)?;
+            println!("triad (2 threads, 2 reads + 1 write): {t:.2} GB/s");
+            t
+        }
+        BenchDevice::Vulkan => {
+            let t = device_triad_gbs(n, 20, &device)?;
+            println!("triad on the GPU (a = b + c, 2 reads + 1 write): {t:.2} GB/s");
+            t
+        }
+    };
     println!(
         "{:<28} {:>18} {:>10} {:>8} {:>12} {:>8} {:>7}",
         "variant", "shape", "fwd ms", "GB/s", "fwd+bwd ms", "GB/s", "triad"
@@ -156,7 +187,7 @@ pub fn norm(quick: bool, reps: usize, only: Option<&str>) -> Result<()> {
                     continue;
                 }
             };
-            let fwd = match time(reps, || layer.forward(x.clone()).map(|_| ())) {
+            let fwd = match time(reps, &device, || layer.forward(x.clone()).map(|_| ())) {
                 Ok(t) => t,
                 Err(e) => {
                     println!("{name:<28} {shape_text:>18} n/a: {e}");
@@ -166,7 +197,7 @@ pub fn norm(quick: bool, reps: usize, only: Option<&str>) -> Result<()> {
             // minimal traffic: forward 2 reads + 1 write, backward 3 reads + 1 write
             let fwd_gbs = 3.0 * bytes / fwd / 1e9;
             let both = if backward {
-                let t = time(reps, || {
+                let t = time(reps, &device, || {
                     let y = layer.forward(xg.clone())?;
                     let _ = y.sum().backward();
                     Ok(())

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use burn::tensor::{Device, Distribution, Tensor};
 use rayon::prelude::*;
 
 use super::median;
@@ -34,6 +35,23 @@ pub fn triad_gbs(n: usize, reps: usize, threads: usize) -> anyhow::Result<f64> {
     }
     std::hint::black_box(&a);
     // the first pass faults the pages of `a` in: not a bandwidth figure
+    let t = median(&mut times[1..]);
+    Ok(3.0 * 4.0 * n as f64 / t / 1e9)
+}
+
+/// Median bandwidth in GB/s of `reps` elementwise sums `a = b + c` of `n` f32 on `device`
+/// (two reads and one write per element), each waited for.
+pub fn device_triad_gbs(n: usize, reps: usize, device: &Device) -> anyhow::Result<f64> {
+    let b = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), device);
+    let c = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), device);
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps + 1 {
+        let t = Instant::now();
+        let a = b.clone() + c.clone();
+        device.sync()?;
+        times.push(t.elapsed().as_secs_f64());
+        drop(a);
+    }
     let t = median(&mut times[1..]);
     Ok(3.0 * 4.0 * n as f64 / t / 1e9)
 }
