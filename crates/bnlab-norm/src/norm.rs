@@ -8,7 +8,7 @@ use burn::tensor::{DType, Device, Int, Tensor, TensorCreationOptions, TensorData
 
 use crate::fused::{self, FusedPlan};
 use crate::plan::{Plan, plan};
-use crate::state::{NormState, to_f64};
+use crate::state::{NormState, to_f64_pair};
 use crate::{
     Affine, Kernel, LocalReducer, Moments, NormConfig, NormError, NormMode, RunningStats, StatUnit,
     StatsReducer, StatsSource, VarianceStorage,
@@ -356,19 +356,18 @@ impl Norm {
                 let (s1, s2) = fused::example_sums(&x3, cpg);
                 let stats = self.batch_stats_from(host(s1), host(s2), values, plan, shape)?;
                 self.record_batch_stats(&stats)?;
-                let (mean, var) = (to_f64(stats.mean), to_f64(stats.var));
+                let (mean, var) = to_f64_pair(stats.mean, stats.var);
                 (plan.block_of.clone(), mean, var, stats.unit_count, 1.0)
             }
             NormMode::Eval(StatsSource::Population) | NormMode::Frozen => {
-                let mean = to_f64(self.state.running_mean());
-                let var = to_f64(self.state.running_var());
+                let (mean, var) = to_f64_pair(self.state.running_mean(), self.state.running_var());
                 let rows = mean.len() / k.max(1);
                 (plan.pop_of.clone(), mean, var, vec![1.0; rows], 0.0)
             }
             NormMode::Eval(StatsSource::ExampleWeighed { alpha }) => {
                 let (s1, s2) = fused::example_sums(&x3, cpg);
-                let pop_mean = to_f64(self.state.running_mean());
-                let pop_var = to_f64(self.state.running_var());
+                let (pop_mean, pop_var) =
+                    to_f64_pair(self.state.running_mean(), self.state.running_var());
                 let (mut mean, mut var) = (Vec::with_capacity(n * k), Vec::with_capacity(n * k));
                 for i in 0..n {
                     for g in 0..k {
@@ -448,8 +447,7 @@ impl Norm {
 
     /// Adds this batch's pooled statistics to the PreciseBN accumulator.
     fn accumulate(&self, stats: &BatchStats) -> Result<(), NormError> {
-        let sum = to_f64(stats.pop_sum.clone());
-        let sum_sq = to_f64(stats.pop_sum_sq.clone());
+        let (sum, sum_sq) = to_f64_pair(stats.pop_sum.clone(), stats.pop_sum_sq.clone());
         self.state
             .collected
             .lock()
@@ -597,8 +595,9 @@ impl Norm {
         let var = (combined.sum_sq.clone().narrow(0, 0, b) / unit_n - mean.clone().square())
             .clamp_min(0.0);
         if self.config.check_finite {
-            for (what, t) in [("mean", &mean), ("variance", &var)] {
-                if to_f64(t.clone()).iter().any(|v| !v.is_finite()) {
+            let (m, v) = to_f64_pair(mean.clone(), var.clone());
+            for (what, values) in [("mean", m), ("variance", v)] {
+                if values.iter().any(|v| !v.is_finite()) {
                     return Err(NormError::NonFinite {
                         shape: shape.to_vec(),
                         what: what.into(),

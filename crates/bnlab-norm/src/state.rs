@@ -312,6 +312,20 @@ pub(crate) fn to_f64<const D: usize>(t: Tensor<D>) -> Vec<f64> {
         .unwrap_or_default()
 }
 
+/// The values of two tensors as f64, read in one transaction (one wait for the device).
+pub(crate) fn to_f64_pair<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> (Vec<f64>, Vec<f64>) {
+    let data = burn::tensor::Transaction::default()
+        .register(a)
+        .register(b)
+        .try_execute()
+        .unwrap_or_default();
+    let mut values = data
+        .into_iter()
+        .map(|d| d.convert::<f64>().try_into_vec::<f64>().unwrap_or_default());
+    let a = values.next().unwrap_or_default();
+    (a, values.next().unwrap_or_default())
+}
+
 /// The container type a [`NormState`] reports to visitors and mappers.
 pub(crate) const STATE_CONTAINER: &str = "Struct:NormState";
 

@@ -22,7 +22,7 @@ use super::{FusedNorm, FusedNormBackward, FusedPlan};
 struct FusedBackward<B>(PhantomData<B>);
 
 /// The values of a small tensor on the host, as f64.
-pub(super) fn host_f64<B: burn::backend::Backend>(t: FloatTensor<B>) -> Vec<f64> {
+fn host_f64<B: burn::backend::Backend>(t: FloatTensor<B>) -> Vec<f64> {
     read_sync(B::float_into_data(t))
         .ok()
         .and_then(|d| d.convert::<f64>().try_into_vec::<f64>().ok())

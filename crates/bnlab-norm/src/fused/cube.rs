@@ -10,14 +10,13 @@
 use std::sync::Arc;
 
 use burn::backend::Cube;
-use burn::backend::ops::FloatTensorOps;
+use burn::backend::ops::{FloatTensorOps, TransactionOps, TransactionPrimitive};
 use burn::backend::tensor::FloatTensor;
-use burn::tensor::{DType, Shape, TensorData};
+use burn::tensor::{DType, Shape, TensorData, read_sync};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::autodiff::host_f64;
 use super::kernels::{Affine1, Affine2};
 use super::{FusedGrads, FusedNorm, FusedNormBackward, FusedPlan};
 
@@ -126,9 +125,22 @@ fn empty(shape: Vec<usize>, like: &CubeTensor) -> CubeTensor {
     Cube::float_empty(Shape::from(shape), &like.device, DType::F32.into())
 }
 
-/// The values of a small tensor on the host, as f32.
-fn host_f32(t: CubeTensor) -> Vec<f32> {
-    host_f64::<Cube>(t).into_iter().map(|v| v as f32).collect()
+/// The values of small tensors on the host, as f64, read in one transaction (one wait for the
+/// device instead of one per tensor).
+fn host_values(tensors: Vec<CubeTensor>) -> Vec<Vec<f64>> {
+    let tr = TransactionPrimitive::<Cube>::new(tensors, Vec::new(), Vec::new(), Vec::new());
+    // a failed read means a lost device, which no caller can recover from here
+    let data = read_sync(Cube::tr_execute(tr))
+        .unwrap_or_else(|e| panic!("bnlab-norm: reading statistics back from the GPU failed: {e}"));
+    data.read_floats
+        .into_iter()
+        .map(|d| d.convert::<f64>().try_into_vec::<f64>().unwrap_or_default())
+        .collect()
+}
+
+/// f64 values as f32.
+fn narrow(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
 }
 
 /// [3, units] sums of `units` runs of `len` values (see [`unit_sums_kernel`]); `b` and
@@ -218,7 +230,8 @@ impl FusedNorm for Cube {
         plan: Arc<FusedPlan>,
     ) -> FloatTensor<Self> {
         let x = into_contiguous(x);
-        let coef = plan.forward_coefficients(&host_f32(scale), &host_f32(shift));
+        let v = host_values(vec![scale, shift]);
+        let coef = plan.forward_coefficients(&narrow(&v[0]), &narrow(&v[1]));
         affine1(&x, &coef, plan.shape)
     }
 
@@ -230,10 +243,9 @@ impl FusedNorm for Cube {
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let x = into_contiguous(x);
         let sums = Self::fused_norm_sums(x.clone(), plan.cpg);
-        let plan = (*plan)
-            .clone()
-            .with_unit_stats(&host_f64::<Cube>(sums.clone()));
-        let coef = plan.forward_coefficients(&host_f32(scale), &host_f32(shift));
+        let v = host_values(vec![sums.clone(), scale, shift]);
+        let plan = (*plan).clone().with_unit_stats(&v[0]);
+        let coef = plan.forward_coefficients(&narrow(&v[1]), &narrow(&v[2]));
         (affine1(&x, &coef, plan.shape), sums)
     }
 }
@@ -249,15 +261,20 @@ impl FusedNormBackward for Cube {
     ) -> FusedGrads<FloatTensor<Self>> {
         let (dy, x) = (into_contiguous(dy), into_contiguous(x));
         let [n, c, s] = plan.shape;
-        let planes: Vec<[f64; 2]> = if n * c * s > 0 && plan.needs_grad_sums(want_dx, want_affine) {
+        let mut read = vec![scale];
+        if n * c * s > 0 && plan.needs_grad_sums(want_dx, want_affine) {
             let means = upload(plan.plane_means(), vec![n * c], &x);
-            let sums = host_f64::<Cube>(unit_sums(&dy, Some((&x, &means)), s, n * c));
-            let (sum_dy, centred) = sums[n * c..].split_at(n * c);
-            sum_dy.iter().zip(centred).map(|(&a, &b)| [a, b]).collect()
-        } else {
-            Vec::new()
+            read.push(unit_sums(&dy, Some((&x, &means)), s, n * c));
+        }
+        let v = host_values(read);
+        let scale = narrow(&v[0]);
+        let planes: Vec<[f64; 2]> = match v.get(1) {
+            Some(sums) => {
+                let (sum_dy, centred) = sums[n * c..].split_at(n * c);
+                sum_dy.iter().zip(centred).map(|(&a, &b)| [a, b]).collect()
+            }
+            None => Vec::new(),
         };
-        let scale = host_f32(scale);
         let [unit_dy, unit_dy_xhat, dscale, dshift] =
             plan.unit_grads(&planes, &scale, plan.syncs_grads(want_dx));
         let dx = want_dx.then(|| {
