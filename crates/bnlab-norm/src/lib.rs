@@ -69,7 +69,9 @@ pub use collective::*;
 pub use config::*;
 pub use device_group::{DeviceGroup, gather_by_sum};
 pub use error::*;
-pub use fused::{f32_values, flex_tensor, is_flex};
+#[cfg(feature = "vulkan")]
+pub use fused::vulkan_gpu;
+pub use fused::{f32_values, flex_tensor, is_cube, is_flex};
 
 pub use mode::*;
 #[cfg(feature = "mpi")]

@@ -8,6 +8,8 @@
 mod autodiff;
 #[cfg(any(feature = "vulkan", feature = "cuda"))]
 mod cube;
+#[cfg(feature = "vulkan")]
+pub use cube::vulkan_gpu;
 mod kernels;
 
 use std::borrow::Cow;
