@@ -1,9 +1,10 @@
-//! The fused path on Flex: statistics in one read pass, normalize + affine in one pass and the
-//! backward in two passes, behind a Burn backend extension ([`FusedNorm`]) with a hand-written
-//! Autodiff backward.
+//! The fused path: statistics in one read pass, normalize + affine in one pass and the backward
+//! in two passes, behind a Burn backend extension ([`FusedNorm`]) with a hand-written Autodiff
+//! backward. The kernels are plain Rust on Flex (`kernels`) and CubeCL on GPUs (`cube`); the
+//! statistics and per-plane coefficients are planned on the host ([`FusedPlan`]) for both.
 //!
-//! The layer calls it for f32 inputs on Flex devices (with or without autodiff); every other
-//! backend takes the composed path, which stays the reference.
+//! The layer calls it for f32 inputs on Flex and CubeCL devices (with or without autodiff);
+//! every other backend takes the composed path, which stays the reference.
 
 mod autodiff;
 #[cfg(any(feature = "vulkan", feature = "cuda"))]
