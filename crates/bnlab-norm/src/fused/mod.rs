@@ -553,3 +553,41 @@ pub(crate) fn normalize_units(
     let (sums, sum_sq) = decode_sums(&raw, m);
     (Tensor::from_dispatch(y), sums, sum_sq)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::decode_sums;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Σx and Σx² recovered from sums shifted by each unit's first value (what the GPU
+        /// kernels return) match the direct sums.
+        #[test]
+        fn shifted_sums_decode_to_the_direct_sums(
+            units in proptest::collection::vec(
+                (-1e3f64..1e3, proptest::collection::vec(-10.0f64..10.0, 4)),
+                1..6,
+            )
+        ) {
+            let m = 4.0;
+            let values: Vec<Vec<f64>> =
+                units.iter().map(|(mean, d)| d.iter().map(|v| mean + v).collect()).collect();
+            let shift: Vec<f64> = values.iter().map(|u| u[0]).collect();
+            let d1: Vec<f64> =
+                values.iter().zip(&shift).map(|(u, s)| u.iter().map(|x| x - s).sum()).collect();
+            let d2: Vec<f64> = values
+                .iter()
+                .zip(&shift)
+                .map(|(u, s)| u.iter().map(|x| (x - s) * (x - s)).sum())
+                .collect();
+            let raw: Vec<f64> = shift.iter().chain(&d1).chain(&d2).copied().collect();
+            let (sums, sum_sq) = decode_sums(&raw, m);
+            for (u, vals) in values.iter().enumerate() {
+                let s1: f64 = vals.iter().sum();
+                let s2: f64 = vals.iter().map(|x| x * x).sum();
+                prop_assert!((sums[u] - s1).abs() <= 1e-9 * (1.0 + s1.abs()));
+                prop_assert!((sum_sq[u] - s2).abs() <= 1e-9 * (1.0 + s2.abs()));
+            }
+        }
+    }
+}
