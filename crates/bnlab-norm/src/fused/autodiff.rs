@@ -13,21 +13,13 @@ use burn::backend::autodiff::{
 };
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{AutodiffBackend, TensorMetadata};
-use burn::tensor::{TensorData, read_sync};
+use burn::tensor::TensorData;
 
-use super::{FusedNorm, FusedNormBackward, FusedPlan};
+use super::{FusedNorm, FusedNormBackward, FusedPlan, host_values};
 
 /// Backward of `fused_norm_apply` (and `fused_norm_units`) over (x, scale, shift).
 #[derive(Debug)]
 struct FusedBackward<B>(PhantomData<B>);
-
-/// The values of a small tensor on the host, as f64.
-fn host_f64<B: burn::backend::Backend>(t: FloatTensor<B>) -> Vec<f64> {
-    read_sync(B::float_into_data(t))
-        .ok()
-        .and_then(|d| d.convert::<f64>().try_into_vec::<f64>().ok())
-        .unwrap_or_default()
-}
 
 impl<B: FusedNormBackward> Backward<B, 3> for FusedBackward<B> {
     /// x, scale and the plan of the forward call.
@@ -116,8 +108,8 @@ impl<B: FusedNormBackward, C: CheckpointStrategy> FusedNorm for Autodiff<B, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let values = host_f64::<B>(sums.clone());
-                let plan = Arc::new((*plan).clone().with_unit_stats(&values));
+                let values = host_values::<B>(vec![sums.clone()]);
+                let plan = Arc::new((*plan).clone().with_unit_stats(&values[0]));
                 prep.finish((xp, sp, plan), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(y),

@@ -10,15 +10,15 @@
 use std::sync::Arc;
 
 use burn::backend::Cube;
-use burn::backend::ops::{FloatTensorOps, TransactionOps, TransactionPrimitive};
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
-use burn::tensor::{DType, Shape, TensorData, read_sync};
+use burn::tensor::{DType, Shape, TensorData};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::kernels::{Affine1, Affine2};
-use super::{FusedGrads, FusedNorm, FusedNormBackward, FusedPlan};
+use super::{FusedGrads, FusedNorm, FusedNormBackward, FusedPlan, host_values};
 
 /// Units of work per workgroup.
 const WORKGROUP: usize = 256;
@@ -125,19 +125,6 @@ fn empty(shape: Vec<usize>, like: &CubeTensor) -> CubeTensor {
     Cube::float_empty(Shape::from(shape), &like.device, DType::F32.into())
 }
 
-/// The values of small tensors on the host, as f64, read in one transaction (one wait for the
-/// device instead of one per tensor).
-fn host_values(tensors: Vec<CubeTensor>) -> Vec<Vec<f64>> {
-    let tr = TransactionPrimitive::<Cube>::new(tensors, Vec::new(), Vec::new(), Vec::new());
-    // a failed read means a lost device, which no caller can recover from here
-    let data = read_sync(Cube::tr_execute(tr))
-        .unwrap_or_else(|e| panic!("bnlab-norm: reading statistics back from the GPU failed: {e}"));
-    data.read_floats
-        .into_iter()
-        .map(|d| d.convert::<f64>().try_into_vec::<f64>().unwrap_or_default())
-        .collect()
-}
-
 /// f64 values as f32.
 fn narrow(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&x| x as f32).collect()
@@ -230,7 +217,7 @@ impl FusedNorm for Cube {
         plan: Arc<FusedPlan>,
     ) -> FloatTensor<Self> {
         let x = into_contiguous(x);
-        let v = host_values(vec![scale, shift]);
+        let v = host_values::<Cube>(vec![scale, shift]);
         let coef = plan.forward_coefficients(&narrow(&v[0]), &narrow(&v[1]));
         affine1(&x, &coef, plan.shape)
     }
@@ -243,7 +230,7 @@ impl FusedNorm for Cube {
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let x = into_contiguous(x);
         let sums = Self::fused_norm_sums(x.clone(), plan.cpg);
-        let v = host_values(vec![sums.clone(), scale, shift]);
+        let v = host_values::<Cube>(vec![sums.clone(), scale, shift]);
         let plan = (*plan).clone().with_unit_stats(&v[0]);
         let coef = plan.forward_coefficients(&narrow(&v[1]), &narrow(&v[2]));
         (affine1(&x, &coef, plan.shape), sums)
@@ -266,7 +253,7 @@ impl FusedNormBackward for Cube {
             let means = upload(plan.plane_means(), vec![n * c], &x);
             read.push(unit_sums(&dy, Some((&x, &means)), s, n * c));
         }
-        let v = host_values(read);
+        let v = host_values::<Cube>(read);
         let scale = narrow(&v[0]);
         let planes: Vec<[f64; 2]> = match v.get(1) {
             Some(sums) => {

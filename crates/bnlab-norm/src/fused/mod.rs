@@ -415,6 +415,21 @@ impl FusedNormBackward for Flex {
     }
 }
 
+/// The values of small tensors on the host, as f64, read in one transaction (on a GPU, one wait
+/// for the device instead of one per tensor).
+fn host_values<B: Backend>(tensors: Vec<FloatTensor<B>>) -> Vec<Vec<f64>> {
+    use burn::backend::ops::TransactionPrimitive;
+    let tr = TransactionPrimitive::<B>::new(tensors, Vec::new(), Vec::new(), Vec::new());
+    // a failed read means a lost device, which no caller can recover from here
+    let data = burn::tensor::read_sync(B::tr_execute(tr)).unwrap_or_else(|e| {
+        panic!("bnlab-norm: reading statistics back from the device failed: {e}")
+    });
+    data.read_floats
+        .into_iter()
+        .map(|d| d.convert::<f64>().try_into_vec::<f64>().unwrap_or_default())
+        .collect()
+}
+
 /// The f32 values of a Flex tensor in row-major order, borrowed when already contiguous.
 pub fn f32_values(t: &FlexTensor) -> Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
