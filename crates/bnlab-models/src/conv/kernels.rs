@@ -7,6 +7,8 @@
 
 use rayon::prelude::*;
 
+use super::direct;
+
 /// Output columns (images × output pixels) one GEMM aims for: small spatial sizes take
 /// several images per block so the GEMM's inner dimension stays long.
 const BLOCK_COLUMNS: usize = 256;
@@ -392,6 +394,18 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0f32; g.output_len()];
     let blocks = g.blocks();
     let outs = split(&mut y, blocks.iter().map(|b| b.len() * image));
+    if direct::applies(g) {
+        let packed = direct::pack_forward(g, w);
+        let in_image = g.cin * g.in_pixels();
+        blocks.par_iter().zip(outs).for_each_init(
+            direct::Scratch::default,
+            |scratch, (block, out)| {
+                let xb = &x[block.start * in_image..][..block.len() * in_image];
+                direct::forward(g, block.len(), xb, &packed, out, scratch);
+            },
+        );
+        return y;
+    }
     blocks.par_iter().zip(outs).for_each_init(
         || (Vec::new(), Vec::new()),
         |(buf, tmp), (block, out)| {
@@ -441,14 +455,30 @@ pub(crate) fn backward(
             if want_x { images * in_image } else { 0 }
         }),
     );
+    let direct = direct::applies(g);
+    let packed = (direct && want_x).then(|| direct::pack_input_grad(g, w));
     let partials: Vec<Vec<f32>> = segments
         .par_iter()
         .zip(parts)
         .map(|(seg, dx_seg)| {
             let mut dw = vec![0.0f32; if want_w { g.weight_len() } else { 0 }];
             let (mut buf, mut dyb, mut dcol) = (Vec::new(), Vec::new(), Vec::new());
+            let mut scratch = direct::Scratch::default();
             let first = seg.first().map_or(0, |b| b.start);
             for block in seg {
+                if direct {
+                    let n = block.len();
+                    let xb = &x[block.start * in_image..][..n * in_image];
+                    let dyb = &dy[block.start * out_image..][..n * out_image];
+                    if want_w {
+                        direct::weight_grad(g, n, xb, dyb, &mut dw, &mut scratch);
+                    }
+                    if let Some(packed) = &packed {
+                        let dxb = &mut dx_seg[(block.start - first) * in_image..][..n * in_image];
+                        direct::input_grad(g, n, dyb, packed, dxb, &mut scratch);
+                    }
+                    continue;
+                }
                 let ld = block.len() * p;
                 // dy of the block as [cout, images·P]
                 let dyv: &[f32] = if block.len() == 1 {

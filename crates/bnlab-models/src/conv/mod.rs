@@ -1,12 +1,14 @@
-//! Fast 2-D convolution on Flex: im2col + GEMM for the forward, the input gradient and the
-//! weight gradient, behind a Burn backend extension ([`FastConv`]) with a hand-written
-//! Autodiff backward.
+//! Fast 2-D convolution on Flex, behind a Burn backend extension ([`FastConv`]) with a
+//! hand-written Autodiff backward: direct AVX2 kernels for 3×3 stride-1 convolutions of up to
+//! 64 × 64 channels (`direct`), im2col + GEMM for the forward, the input gradient and the
+//! weight gradient of everything else (`kernels`).
 //!
 //! [`conv2d`] runs a `burn::nn::conv::Conv2d` through it for f32 inputs on Flex devices (with
 //! or without autodiff); every other backend, and [`ConvKernel::Burn`], takes Burn's own
 //! convolution, which stays the reference.
 
 mod autodiff;
+mod direct;
 mod kernels;
 
 use bnlab_norm::{f32_values, flex_tensor};

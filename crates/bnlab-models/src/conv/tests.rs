@@ -48,6 +48,10 @@ impl Case {
         }
     }
 
+    fn size(self, size: [usize; 2]) -> Self {
+        Self { size, ..self }
+    }
+
     fn groups(self, groups: usize) -> Self {
         Self { groups, ..self }
     }
@@ -292,6 +296,34 @@ fn odd_shapes_match_the_reference() {
     });
 }
 
+/// Checks `case` and that it ran through the direct 3×3 kernels (where the CPU has them).
+fn check_direct(case: Case) {
+    let w = values(case.weight_shape().iter().product(), 0);
+    let conv = case.conv(&w, &values(case.cout, 0), &Device::flex());
+    let dims = [case.n, case.cin, case.size[0], case.size[1]];
+    let g = geometry(&conv, dims).expect("a fast shape");
+    assert_eq!(direct::applies(&g), direct::has_avx2_fma(), "{case:?}");
+    check(case);
+}
+
+#[test]
+fn direct_kernels_match_the_reference_on_odd_shapes() {
+    // widths of 1, 2 and 5 vectors (both tile shapes), channel counts leaving short tiles,
+    // the largest channel product taken, batch 1
+    check_direct(Case::new(3, 16, 17, 13, 3));
+    check_direct(Case::new(1, 7, 33, 19, 3));
+    check_direct(Case::new(2, 64, 5, 64, 3));
+    check_direct(Case::new(1, 1, 8, 1, 3));
+    check_direct(Case {
+        pad: [2, 0, 0, 2],
+        ..Case::new(2, 5, 9, 7, 3)
+    });
+    check_direct(Case {
+        pad: [0, 0, 0, 0],
+        ..Case::new(2, 3, 3, 2, 3)
+    });
+}
+
 #[test]
 fn the_reference_gradients_match_finite_differences() {
     let case = Case::new(2, 3, 4, 2, 3).stride(2);
@@ -365,6 +397,15 @@ proptest! {
         };
         prop_assume!(h + 2 * ph >= kh && w + 2 * pw >= kw);
         check(case);
+    }
+
+    #[test]
+    fn random_3x3_shapes_match_the_reference_on_the_direct_kernels(
+        n in 1usize..4, cin in 1usize..10, cout in 1usize..20, h in 1usize..12,
+        w in 1usize..20, pad in proptest::array::uniform4(0usize..3),
+    ) {
+        prop_assume!(h + pad[0] + pad[2] >= 3 && w + pad[1] + pad[3] >= 3);
+        check_direct(Case { pad, ..Case::new(n, cin, 1, cout, 3) }.size([h, w]));
     }
 }
 
