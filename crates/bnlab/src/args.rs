@@ -137,6 +137,19 @@ pub enum BenchCommand {
     /// Images/s of a training step on Flex (forward, backward, SGD step with momentum and
     /// weight decay) on random CIFAR-shaped batches.
     Train(TrainBenchArgs),
+    /// Forward and backward time of every convolution shape of ResNet-20 and the CIFAR
+    /// ResNet-18 on Flex, through bnlab's kernels and Burn's.
+    Conv {
+        /// Batch size.
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Timed repetitions per figure (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Only one network's shapes: r20 or r18.
+        #[arg(long)]
+        only: Option<String>,
+    },
     /// Normalization variants per training forward and forward + backward on Flex (or a GPU),
     /// as bandwidth against a triad measured in the same run, beside burn-nn's BatchNorm.
     Norm {

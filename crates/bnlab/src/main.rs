@@ -41,6 +41,9 @@ fn main() -> ExitCode {
         } => commands::eval::precise(&run, samples, batch, exact, out),
         Command::Report(a) => commands::report::run(&a),
         Command::Bench(BenchCommand::Train(a)) => commands::bench::train::train(&a),
+        Command::Bench(BenchCommand::Conv { batch, reps, only }) => {
+            commands::bench::conv::conv(batch, reps, only.as_deref())
+        }
         Command::Bench(BenchCommand::Norm {
             device,
             quick,

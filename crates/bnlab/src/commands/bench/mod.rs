@@ -1,5 +1,6 @@
 //! `bnlab bench …`: speed figures recorded in BENCHMARKS.md.
 
+pub mod conv;
 pub mod norm;
 pub mod train;
 mod triad;
