@@ -87,14 +87,19 @@ impl Padded {
 
     /// Copies `src` ([planes][h][w]) into `dst`, zero elsewhere.
     fn fill(&self, src: &[f32], [h, w]: [usize; 2], [top, left]: [usize; 2], dst: &mut Vec<f32>) {
+        // one sequential pass: only the borders are written as zeros
         dst.clear();
-        dst.resize(self.planes * self.plane(), 0.0);
+        dst.reserve(self.planes * self.plane());
         let (rows, cols) = (h.min(self.rows - top), w.min(self.cols - left));
-        for (p, plane) in dst.chunks_exact_mut(self.plane()).enumerate() {
+        let zeros = |dst: &mut Vec<f32>, n: usize| dst.resize(dst.len() + n, 0.0);
+        for p in 0..self.planes {
+            zeros(dst, top * self.cols);
             for r in 0..rows {
-                let from = &src[(p * h + r) * w..][..cols];
-                plane[(r + top) * self.cols + left..][..cols].copy_from_slice(from);
+                zeros(dst, left);
+                dst.extend_from_slice(&src[(p * h + r) * w..][..cols]);
+                zeros(dst, self.cols - left - cols);
             }
+            zeros(dst, (self.rows - top - rows) * self.cols);
         }
     }
 }
