@@ -1,5 +1,6 @@
 //! Convolution on f32 slices in NCHW: im2col + GEMM (the `gemm` crate) for the forward, the
-//! input gradient and the weight gradient, parallel over fixed blocks of images.
+//! input gradient and the weight gradient, parallel over fixed blocks of images; the shapes
+//! that [`direct::applies`] to run the direct kernels over the same blocks instead.
 //!
 //! Blocks and segments depend only on the shape, each GEMM runs on one thread, and the
 //! per-segment weight gradients are summed in segment order, so results do not depend on the
