@@ -1,9 +1,9 @@
-//! Direct 3×3 stride-1 convolution with AVX2 and FMA, for the shapes that dominate the
-//! ResNets.
+//! Direct 3×3 stride-1 convolution with AVX2 and FMA (with AVX-512VL's 32 registers where the
+//! CPU has them), for the shapes that dominate the ResNets.
 //!
-//! - The forward is a register-tiled direct convolution over zero-padded planes: a tile of up
-//!   to 12 output channels × 8 to 32 pixels of one output row stays in registers while the
-//!   input channels and the nine taps go by.
+//! - The forward is a register-tiled direct convolution over zero-padded planes: a tile of 6
+//!   output channels × 16 pixels (of one row, or 8 of each of two rows) or 12 × 8 stays in
+//!   registers while the input channels and the nine taps go by.
 //! - The input gradient is that same forward applied to dy, with the kernel flipped and its
 //!   channels transposed.
 //! - The weight gradient is a register-tiled correlation of x with dy: 4 output channels × the
@@ -354,7 +354,7 @@ macro_rules! tiles {
 
     use super::{DW_CHANNELS, LANES, Padded, TAPS, TileShape};
 
-    /// Accumulators of one forward tile: `OB` output channels × `CB` vectors of one row.
+    /// Accumulators of one forward tile: `OB` output channels × `CB` vectors.
     type Acc<const OB: usize, const CB: usize> = [[__m256; CB]; OB];
 
     /// One forward tile: Σ over `cin` channels and the nine taps of w · x, where `x` points
