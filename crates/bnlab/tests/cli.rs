@@ -69,6 +69,28 @@ fn bench_train_times_a_step_and_refuses_an_empty_batch() {
 }
 
 #[test]
+fn bench_conv_times_every_shape_and_refuses_an_unknown_network() {
+    let (ok, out, err) = bnlab(&[
+        "bench", "conv", "--batch", "1", "--reps", "1", "--only", "r20",
+    ]);
+    assert!(ok, "{out}{err}");
+    // six ResNet-20 shapes, each with four positive times
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("r20")).collect();
+    assert_eq!(rows.len(), 6, "{out}");
+    for row in rows {
+        let times: Vec<f64> = row
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        assert!(times.len() >= 4 && times.iter().all(|t| *t > 0.0), "{row}");
+    }
+    let (ok, _, err) = bnlab(&["bench", "conv", "--only", "r99"]);
+    assert!(!ok && err.contains("r99"), "{err}");
+    let (ok, _, err) = bnlab(&["bench", "conv", "--reps", "0"]);
+    assert!(!ok && err.contains("at least 1"), "{err}");
+}
+
+#[test]
 #[cfg(not(feature = "cuda"))]
 fn cuda_workers_without_the_cuda_feature_say_how_to_get_it() {
     let spec = concat!(
