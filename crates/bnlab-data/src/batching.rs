@@ -50,7 +50,7 @@ pub struct Batching {
 
 /// One batch: dataset indices and, for domain policies, each example's domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BatchPlan {
+pub struct BatchIndices {
     /// Indices into the dataset.
     pub indices: Vec<usize>,
     /// Domain id of each example, for the domain policies.
@@ -76,7 +76,7 @@ impl Batching {
         domains: Option<&[usize]>,
         seed: u64,
         epoch: u64,
-    ) -> Result<Vec<BatchPlan>, DataError> {
+    ) -> Result<Vec<BatchIndices>, DataError> {
         let b = self.batch_size;
         if b == 0 {
             return Err(DataError::Invalid("batch_size must be at least 1".into()));
@@ -88,7 +88,7 @@ impl Batching {
             )));
         }
         let mut rng = Rng::new(seed, stream::BATCH, epoch, 0);
-        let plain = |idx: Vec<usize>| BatchPlan {
+        let plain = |idx: Vec<usize>| BatchIndices {
             indices: idx,
             domains: None,
         };
@@ -133,7 +133,7 @@ impl Batching {
                         labels.len()
                     )));
                 }
-                let with_domains = |idx: Vec<usize>| BatchPlan {
+                let with_domains = |idx: Vec<usize>| BatchIndices {
                     domains: Some(idx.iter().map(|&i| domains[i]).collect()),
                     indices: idx,
                 };

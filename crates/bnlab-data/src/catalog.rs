@@ -117,6 +117,17 @@ impl DatasetId {
         }
     }
 
+    /// Channels of every image: 3 for CIFAR and SVHN, 1 for the MNISTs.
+    pub fn channels(self) -> usize {
+        match self {
+            DatasetId::Cifar10
+            | DatasetId::Cifar100
+            | DatasetId::Cifar100Coarse
+            | DatasetId::Svhn => 3,
+            DatasetId::Mnist | DatasetId::FashionMnist | DatasetId::FashionMnistSubset => 1,
+        }
+    }
+
     /// How to get the data.
     pub fn hint(self) -> String {
         match self {

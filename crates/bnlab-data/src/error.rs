@@ -17,8 +17,9 @@ pub enum DataError {
         /// How to get it.
         hint: String,
     },
-    /// A file could not be opened or read.
-    #[error("{}: {source}", file.display())]
+    /// A file could not be opened or read (the I/O error is the source, printed once by
+    /// whoever prints the chain).
+    #[error("{}", file.display())]
     Io {
         /// The file.
         file: PathBuf,

@@ -7,7 +7,7 @@ use std::sync::mpsc::{Receiver, sync_channel};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::{Augment, BatchPlan, Batching, Corruption, DataError, Scaling, Source};
+use crate::{Augment, BatchIndices, Batching, Corruption, DataError, Scaling, Source};
 
 /// How a loader turns dataset images into batches.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,7 +89,7 @@ impl HostBatch {
 pub fn prepare_batch(
     source: &dyn Source,
     config: &LoaderConfig,
-    plan: &BatchPlan,
+    plan: &BatchIndices,
     epoch: u64,
 ) -> Result<HostBatch, DataError> {
     let in_shape = source.shape();
@@ -250,7 +250,7 @@ mod tests {
     fn a_batch_is_each_image_corrupted_augmented_and_scaled() {
         let set = synthetic(4, 5, [1, 6, 6], 0.2, 2).unwrap();
         let cfg = config(1);
-        let plan = BatchPlan {
+        let plan = BatchIndices {
             indices: vec![3, 0, 7],
             domains: None,
         };

@@ -26,7 +26,6 @@
 
 #![warn(missing_docs)]
 
-mod conv;
 mod conv_norm;
 mod error;
 mod fold;
@@ -44,7 +43,7 @@ mod vgg;
 #[cfg(test)]
 mod testing;
 
-pub use conv::{ConvKernel, conv2d};
+pub use bnlab_kernels::{ConvKernel, conv2d};
 pub use conv_norm::*;
 pub use error::ModelError;
 pub use fold::FoldNorms;

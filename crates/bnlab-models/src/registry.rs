@@ -11,50 +11,138 @@ use crate::{
     ModelError, NormSpec, RepVgg, RepVggConfig, ResNet, ResNetConfig, Stem, Vgg, VggConfig,
 };
 
-/// Every registered network name, with what it is.
-pub const MODELS: &[(&str, &str)] = &[
-    ("resnet18", "ResNet-18, ImageNet stem"),
-    ("resnet34", "ResNet-34, ImageNet stem"),
-    ("resnet50", "ResNet-50, ImageNet stem"),
-    ("resnet101", "ResNet-101, ImageNet stem"),
-    ("resnet152", "ResNet-152, ImageNet stem"),
-    (
-        "resnet18-cifar",
-        "ResNet-18, CIFAR stem (3×3 stride 1, no max-pool)",
-    ),
-    ("resnet34-cifar", "ResNet-34, CIFAR stem"),
-    ("resnet50-cifar", "ResNet-50, CIFAR stem"),
-    ("resnet101-cifar", "ResNet-101, CIFAR stem"),
-    ("resnet152-cifar", "ResNet-152, CIFAR stem"),
-    (
-        "resnet20",
-        "He et al.'s CIFAR ResNet-20 (widths 16/32/64, 0.27 M parameters)",
-    ),
-    ("resnet32", "He et al.'s CIFAR ResNet-32"),
-    ("resnet44", "He et al.'s CIFAR ResNet-44"),
-    ("resnet56", "He et al.'s CIFAR ResNet-56"),
-    ("resnet110", "He et al.'s CIFAR ResNet-110"),
-    ("resnext50-32x4d", "ResNeXt-50 32×4d, ImageNet stem"),
-    ("resnext50-32x4d-cifar", "ResNeXt-50 32×4d, CIFAR stem"),
-    ("mobilenetv2", "MobileNetV2, width 1.0"),
-    (
-        "mobilenetv2-cifar",
-        "MobileNetV2 with CIFAR strides (Davis & Frank §4.4)",
-    ),
-    ("repvgg-a0", "RepVGG-A0, training-time branches"),
-    (
-        "repvgg-a0-cifar",
-        "RepVGG-A0 with stages 0 and 1 at stride 1",
-    ),
-    (
-        "inception-v3",
-        "Inception-v3 for 299×299 inputs, with the auxiliary head",
-    ),
-    (
-        "vgg11",
-        "VGG-11 convolutions with a GAP head; no residual paths",
-    ),
-    ("plain-cnn", "A 6-conv VGG-style CNN without residual paths"),
+/// A registered network: its name, what it is, and how to build it.
+pub struct ModelEntry {
+    /// The name specs and the CLI use.
+    pub name: &'static str,
+    /// What it is, in a line.
+    pub what: &'static str,
+    /// Builds it with the given options on a device.
+    build: fn(&ModelOptions, &Device) -> Result<Network, ModelError>,
+}
+
+/// Every registered network, in listing order: the one table that names, lists and builds them.
+pub const MODELS: &[ModelEntry] = &[
+    ModelEntry {
+        name: "resnet18",
+        what: "ResNet-18, ImageNet stem",
+        build: |o, d| resnet(ResNetConfig::resnet(18)?, o, d),
+    },
+    ModelEntry {
+        name: "resnet34",
+        what: "ResNet-34, ImageNet stem",
+        build: |o, d| resnet(ResNetConfig::resnet(34)?, o, d),
+    },
+    ModelEntry {
+        name: "resnet50",
+        what: "ResNet-50, ImageNet stem",
+        build: |o, d| resnet(ResNetConfig::resnet(50)?, o, d),
+    },
+    ModelEntry {
+        name: "resnet101",
+        what: "ResNet-101, ImageNet stem",
+        build: |o, d| resnet(ResNetConfig::resnet(101)?, o, d),
+    },
+    ModelEntry {
+        name: "resnet152",
+        what: "ResNet-152, ImageNet stem",
+        build: |o, d| resnet(ResNetConfig::resnet(152)?, o, d),
+    },
+    ModelEntry {
+        name: "resnet18-cifar",
+        what: "ResNet-18, CIFAR stem (3×3 stride 1, no max-pool)",
+        build: |o, d| resnet(ResNetConfig::resnet(18)?.with_stem(Stem::Cifar), o, d),
+    },
+    ModelEntry {
+        name: "resnet34-cifar",
+        what: "ResNet-34, CIFAR stem",
+        build: |o, d| resnet(ResNetConfig::resnet(34)?.with_stem(Stem::Cifar), o, d),
+    },
+    ModelEntry {
+        name: "resnet50-cifar",
+        what: "ResNet-50, CIFAR stem",
+        build: |o, d| resnet(ResNetConfig::resnet(50)?.with_stem(Stem::Cifar), o, d),
+    },
+    ModelEntry {
+        name: "resnet101-cifar",
+        what: "ResNet-101, CIFAR stem",
+        build: |o, d| resnet(ResNetConfig::resnet(101)?.with_stem(Stem::Cifar), o, d),
+    },
+    ModelEntry {
+        name: "resnet152-cifar",
+        what: "ResNet-152, CIFAR stem",
+        build: |o, d| resnet(ResNetConfig::resnet(152)?.with_stem(Stem::Cifar), o, d),
+    },
+    ModelEntry {
+        name: "resnet20",
+        what: "He et al.'s CIFAR ResNet-20 (widths 16/32/64, 0.27 M parameters)",
+        build: |o, d| resnet(ResNetConfig::cifar(20)?, o, d),
+    },
+    ModelEntry {
+        name: "resnet32",
+        what: "He et al.'s CIFAR ResNet-32",
+        build: |o, d| resnet(ResNetConfig::cifar(32)?, o, d),
+    },
+    ModelEntry {
+        name: "resnet44",
+        what: "He et al.'s CIFAR ResNet-44",
+        build: |o, d| resnet(ResNetConfig::cifar(44)?, o, d),
+    },
+    ModelEntry {
+        name: "resnet56",
+        what: "He et al.'s CIFAR ResNet-56",
+        build: |o, d| resnet(ResNetConfig::cifar(56)?, o, d),
+    },
+    ModelEntry {
+        name: "resnet110",
+        what: "He et al.'s CIFAR ResNet-110",
+        build: |o, d| resnet(ResNetConfig::cifar(110)?, o, d),
+    },
+    ModelEntry {
+        name: "resnext50-32x4d",
+        what: "ResNeXt-50 32×4d, ImageNet stem",
+        build: |o, d| resnet(ResNetConfig::resnext50_32x4d(), o, d),
+    },
+    ModelEntry {
+        name: "resnext50-32x4d-cifar",
+        what: "ResNeXt-50 32×4d, CIFAR stem",
+        build: |o, d| resnet(ResNetConfig::resnext50_32x4d().with_stem(Stem::Cifar), o, d),
+    },
+    ModelEntry {
+        name: "mobilenetv2",
+        what: "MobileNetV2, width 1.0",
+        build: |o, d| mobilenet(false, 0.2, o, d),
+    },
+    ModelEntry {
+        name: "mobilenetv2-cifar",
+        what: "MobileNetV2 with CIFAR strides (Davis & Frank §4.4)",
+        build: |o, d| mobilenet(true, 0.0, o, d),
+    },
+    ModelEntry {
+        name: "repvgg-a0",
+        what: "RepVGG-A0, training-time branches",
+        build: |o, d| repvgg(false, o, d),
+    },
+    ModelEntry {
+        name: "repvgg-a0-cifar",
+        what: "RepVGG-A0 with stages 0 and 1 at stride 1",
+        build: |o, d| repvgg(true, o, d),
+    },
+    ModelEntry {
+        name: "inception-v3",
+        what: "Inception-v3 for 299×299 inputs, with the auxiliary head",
+        build: |o, d| inception(o, d),
+    },
+    ModelEntry {
+        name: "vgg11",
+        what: "VGG-11 convolutions with a GAP head; no residual paths",
+        build: |o, d| vgg(VggConfig::vgg11(), o, d),
+    },
+    ModelEntry {
+        name: "plain-cnn",
+        what: "A 6-conv VGG-style CNN without residual paths",
+        build: |o, d| vgg(VggConfig::plain_cnn(), o, d),
+    },
 ];
 
 /// What every registered network takes besides its name.
@@ -153,100 +241,93 @@ impl FoldNorms for Network {
 
 /// Every registered name.
 pub fn model_names() -> Vec<&'static str> {
-    MODELS.iter().map(|(n, _)| *n).collect()
+    MODELS.iter().map(|m| m.name).collect()
 }
 
 /// Builds the network called `name` on `device`; an unknown name lists the known ones.
 pub fn build(name: &str, options: &ModelOptions, device: &Device) -> Result<Network, ModelError> {
-    let o = options;
-    let resnet = |c: ResNetConfig| -> Result<Network, ModelError> {
-        let c = c
-            .with_num_classes(o.num_classes)
-            .with_in_channels(o.in_channels)
-            .with_zero_init_residual(o.zero_init_residual)
-            .with_input_norm(o.input_norm.clone())
-            .with_norm(o.norm.clone())
-            .with_conv_kernel(o.conv_kernel);
-        Ok(Network::ResNet(c.init(device)?))
-    };
-    let resnet_depth = |s: &str| s.parse::<usize>().ok();
-    let mobilenet = |cifar: bool, dropout: f64| -> Result<Network, ModelError> {
-        let c = MobileNetV2Config::new()
-            .with_cifar(cifar)
-            .with_dropout(dropout)
-            .with_num_classes(o.num_classes)
-            .with_in_channels(o.in_channels)
-            .with_input_norm(o.input_norm.clone())
-            .with_norm(o.norm.clone())
-            .with_conv_kernel(o.conv_kernel);
-        Ok(Network::MobileNetV2(c.init(device)?))
-    };
-    let repvgg = |cifar: bool| -> Result<Network, ModelError> {
-        let c = RepVggConfig::a0()
-            .with_cifar(cifar)
-            .with_num_classes(o.num_classes)
-            .with_in_channels(o.in_channels)
-            .with_input_norm(o.input_norm.clone())
-            .with_norm(o.norm.clone())
-            .with_conv_kernel(o.conv_kernel);
-        Ok(Network::RepVgg(c.init(device)?))
-    };
-    let vgg = |c: VggConfig| -> Result<Network, ModelError> {
-        let c = c
-            .with_num_classes(o.num_classes)
-            .with_in_channels(o.in_channels)
-            .with_input_norm(o.input_norm.clone())
-            .with_norm(o.norm.clone())
-            .with_conv_kernel(o.conv_kernel);
-        Ok(Network::Vgg(c.init(device)?))
-    };
-    let known = || model_names().join(", ");
-    if !MODELS.iter().any(|(n, _)| *n == name) {
-        return Err(ModelError::UnknownModel {
+    match MODELS.iter().find(|m| m.name == name) {
+        Some(m) => (m.build)(options, device),
+        None => Err(ModelError::UnknownModel {
             name: name.to_string(),
-            known: known(),
-        });
+            known: model_names().join(", "),
+        }),
     }
-    match name {
-        "resnext50-32x4d" => resnet(ResNetConfig::resnext50_32x4d()),
-        "resnext50-32x4d-cifar" => resnet(ResNetConfig::resnext50_32x4d().with_stem(Stem::Cifar)),
-        "mobilenetv2" => mobilenet(false, 0.2),
-        "mobilenetv2-cifar" => mobilenet(true, 0.0),
-        "repvgg-a0" => repvgg(false),
-        "repvgg-a0-cifar" => repvgg(true),
-        "inception-v3" => {
-            let c = InceptionV3Config::new()
-                .with_num_classes(o.num_classes)
-                .with_in_channels(o.in_channels)
-                .with_input_norm(o.input_norm.clone())
-                .with_norm(o.norm.clone())
-                .with_conv_kernel(o.conv_kernel);
-            Ok(Network::InceptionV3(c.init(device)?))
-        }
-        "vgg11" => vgg(VggConfig::vgg11()),
-        "plain-cnn" => vgg(VggConfig::plain_cnn()),
-        n => {
-            let (depth, cifar_stem) = match n.strip_suffix("-cifar") {
-                Some(d) => (d, true),
-                None => (n, false),
-            };
-            match depth.strip_prefix("resnet").and_then(resnet_depth) {
-                Some(d @ (18 | 34 | 50 | 101 | 152)) => {
-                    let c = ResNetConfig::resnet(d)?;
-                    resnet(if cifar_stem {
-                        c.with_stem(Stem::Cifar)
-                    } else {
-                        c
-                    })
-                }
-                Some(d) => resnet(ResNetConfig::cifar(d)?),
-                None => Err(ModelError::UnknownModel {
-                    name: name.to_string(),
-                    known: known(),
-                }),
-            }
-        }
-    }
+}
+
+fn resnet(c: ResNetConfig, o: &ModelOptions, d: &Device) -> Result<Network, ModelError> {
+    let c = c
+        .with_num_classes(o.num_classes)
+        .with_in_channels(o.in_channels)
+        .with_zero_init_residual(o.zero_init_residual)
+        .with_input_norm(o.input_norm.clone())
+        .with_norm(o.norm.clone())
+        .with_conv_kernel(o.conv_kernel);
+    Ok(Network::ResNet(c.init(d)?))
+}
+
+fn mobilenet(
+    cifar: bool,
+    dropout: f64,
+    o: &ModelOptions,
+    d: &Device,
+) -> Result<Network, ModelError> {
+    let c = MobileNetV2Config::new()
+        .with_cifar(cifar)
+        .with_dropout(dropout)
+        .with_num_classes(o.num_classes)
+        .with_in_channels(o.in_channels)
+        .with_input_norm(o.input_norm.clone())
+        .with_norm(o.norm.clone())
+        .with_conv_kernel(o.conv_kernel);
+    Ok(Network::MobileNetV2(c.init(d)?))
+}
+
+fn repvgg(cifar: bool, o: &ModelOptions, d: &Device) -> Result<Network, ModelError> {
+    let c = RepVggConfig::a0()
+        .with_cifar(cifar)
+        .with_num_classes(o.num_classes)
+        .with_in_channels(o.in_channels)
+        .with_input_norm(o.input_norm.clone())
+        .with_norm(o.norm.clone())
+        .with_conv_kernel(o.conv_kernel);
+    Ok(Network::RepVgg(c.init(d)?))
+}
+
+fn inception(o: &ModelOptions, d: &Device) -> Result<Network, ModelError> {
+    let c = InceptionV3Config::new()
+        .with_num_classes(o.num_classes)
+        .with_in_channels(o.in_channels)
+        .with_input_norm(o.input_norm.clone())
+        .with_norm(o.norm.clone())
+        .with_conv_kernel(o.conv_kernel);
+    Ok(Network::InceptionV3(c.init(d)?))
+}
+
+fn vgg(c: VggConfig, o: &ModelOptions, d: &Device) -> Result<Network, ModelError> {
+    let c = c
+        .with_num_classes(o.num_classes)
+        .with_in_channels(o.in_channels)
+        .with_input_norm(o.input_norm.clone())
+        .with_norm(o.norm.clone())
+        .with_conv_kernel(o.conv_kernel);
+    Ok(Network::Vgg(c.init(d)?))
+}
+
+/// The normalization sites of the network `name` built with `options`: each site's path and
+/// its layer settings at the site's own channel count, in tree order.
+///
+/// The network is built on Flex without drawing its parameters (they initialize lazily), so
+/// this is cheap enough to validate every configuration of a spec before anything trains. An
+/// invalid setting at a site (say `groups` that do not divide its channels) is the error of
+/// that site, as in a real build.
+pub fn norm_site_configs(
+    name: &str,
+    options: &ModelOptions,
+) -> Result<Vec<(String, bnlab_norm::NormConfig)>, ModelError> {
+    let network = build(name, options, &Device::flex())?;
+    let (_, sites) = bnlab_norm::norm_sites(network);
+    Ok(sites.into_iter().map(|s| (s.path, s.config)).collect())
 }
 
 #[cfg(test)]

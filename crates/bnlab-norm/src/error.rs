@@ -1,6 +1,13 @@
 //! Typed errors of the normalization layer.
 
+use bnlab_collective::CollectiveError;
 use thiserror::Error;
+
+/// The backend's message for a failed read of a tensor (its own error types are neither
+/// `Clone` nor `PartialEq`, which [`NormError`] is).
+#[derive(Debug, Error, Clone, PartialEq)]
+#[error("{0}")]
+pub struct ReadError(pub String);
 
 /// Everything that can go wrong when building or running a [`Norm`](crate::Norm).
 #[derive(Debug, Error, Clone, PartialEq)]
@@ -63,7 +70,19 @@ pub enum NormError {
     /// The layer cannot be folded into a convolution.
     #[error("cannot fold into the convolution: {0}")]
     NotFoldable(String),
-    /// A stats reducer failed (for example a lost worker).
+    /// A stats reducer cannot serve this call (a poisoned lock, a layer it cannot combine).
     #[error("stats reducer failed: {0}")]
     Reducer(String),
+    /// A tensor could not be read back from its device (a lost device, a failed transfer).
+    #[error("reading {what} back from the device failed")]
+    DeviceRead {
+        /// Which values.
+        what: String,
+        /// The backend's own error.
+        #[source]
+        source: ReadError,
+    },
+    /// The workers' collective under a stats reducer failed (for example a lost worker).
+    #[error("the workers' collective failed")]
+    Collective(#[source] CollectiveError),
 }

@@ -1,13 +1,16 @@
 //! bnlab-norm: one normalization layer for Burn in which every batch, statistics and affine
 //! choice of the BatchNorm literature is an explicit setting.
 //!
-//! - what the batch is: [`StatUnit`], [`BatchPolicy`] (ghost batches), [`DomainConfig`],
-//!   [`StatsReducer`] and [`SyncReducer`] over a [`Collective`] (synced workers: SyncBN, on
-//!   threads, MPI processes (`MpiGroup`, feature `mpi`), [`DeviceGroup`] accelerators or a
-//!   transport of your own);
-//! - where statistics come from: [`NormMode`], [`StatsSource`], [`RunningStats`],
-//!   [`PopulationEstimator`];
-//! - the affine tail: [`Affine`];
+//! Each question has its folder or file:
+//! - what the batch is (`batch/`): [`StatUnit`], [`BatchPolicy`] (ghost batches), [`DomainConfig`],
+//!   [`StatsReducer`] and [`SyncReducer`] over a [`Collective`] (synced workers: SyncBN, over
+//!   any transport of `bnlab-collective`, threads, MPI processes or accelerators, or one of
+//!   your own);
+//!   and [`check_batch`], the one rule of how a batch splits, which specs call too;
+//! - where statistics come from (`stats/`): [`NormMode`], [`StatsSource`], [`RunningStats`],
+//!   [`PopulationEstimator`]; tree-wide operations (`tree.rs`) set them on a whole model;
+//! - the affine tail (`affine.rs`): [`Affine`];
+//! - the settings by name (`settings.rs`): [`NormSettings`], as specs write them;
 //! - how it runs: [`Kernel`] (fused kernels on Flex, behind a Burn backend extension with a
 //!   hand-written backward; Burn tensor ops everywhere else and as the reference).
 //!
@@ -49,35 +52,31 @@
 
 #![warn(missing_docs)]
 
-mod collective;
+mod affine;
+mod batch;
 mod config;
-mod device_group;
 mod error;
 mod fold;
 mod fused;
-mod mode;
-#[cfg(feature = "mpi")]
-mod mpi_group;
-mod norm;
-mod plan;
-mod reducer;
+mod layer;
 mod roles;
+mod settings;
 mod state;
-mod sync;
+mod stats;
+mod tensors;
+mod tree;
 
-pub use collective::*;
+pub use affine::*;
+pub use batch::*;
+pub use bnlab_collective::{Collective, CollectiveError};
 pub use config::*;
-pub use device_group::{DeviceGroup, gather_by_sum};
 pub use error::*;
+pub use fused::is_cube;
 #[cfg(feature = "vulkan")]
 pub use fused::vulkan_gpu;
-pub use fused::{f32_values, flex_tensor, is_cube, is_flex};
-
-pub use mode::*;
-#[cfg(feature = "mpi")]
-pub use mpi_group::MpiGroup;
-pub use norm::*;
-pub use reducer::*;
+pub use layer::*;
 pub use roles::*;
-pub use state::{NormSite, NormState, Outliers};
-pub use sync::*;
+pub use settings::*;
+pub use state::{NormState, Outliers};
+pub use stats::*;
+pub use tree::*;

@@ -1,10 +1,9 @@
 //! The layer's state: mode, running statistics, PreciseBN accumulator and stats reducer.
 //!
 //! [`NormState`] implements [`Module`] by hand so that the running statistics are saved in
-//! records, and so that the tree helpers in [`crate::mode`] can reach every layer of a model
+//! records, and so that the tree operations of `tree.rs` can reach every layer of a model
 //! through one `map` pass.
 
-use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
 use burn::module::{
@@ -13,100 +12,10 @@ use burn::module::{
 };
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::stats::population::Accumulator;
+use crate::tensors::to_f64;
+use crate::tree::{NormSite, TreeOp, site_path};
 use crate::{NormConfig, NormError, NormMode, PopulationEstimator, StatsReducer, VarianceStorage};
-
-/// Host-side f64 sums of the batches seen in `Collect` mode, per population set and channel group.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Accumulator {
-    /// Batches accumulated.
-    pub batches: usize,
-    /// Σn per population set.
-    pub count: Vec<f64>,
-    /// Σn·μ, row-major [P, K].
-    pub sum: Vec<f64>,
-    /// Σn·(μ² + σ²), row-major [P, K].
-    pub sum_sq: Vec<f64>,
-    /// Σn·σ²·n/(n−1) (for eq. 3), row-major [P, K].
-    pub unbiased_var: Vec<f64>,
-    /// Σn·σ² (for eq. 3 with biased storage), row-major [P, K].
-    pub biased_var: Vec<f64>,
-}
-
-impl Accumulator {
-    /// Adds one batch: per set p the value count `n[p]` and the sums of x and x² (row-major [P, K]).
-    pub fn add(&mut self, n: &[f64], sum: &[f64], sum_sq: &[f64]) {
-        let k = sum.len() / n.len().max(1);
-        if self.count.is_empty() {
-            self.count = vec![0.0; n.len()];
-            self.sum = vec![0.0; sum.len()];
-            self.sum_sq = vec![0.0; sum.len()];
-            self.unbiased_var = vec![0.0; sum.len()];
-            self.biased_var = vec![0.0; sum.len()];
-        }
-        self.batches += 1;
-        for (p, &np) in n.iter().enumerate() {
-            if np <= 0.0 {
-                continue;
-            }
-            self.count[p] += np;
-            for j in p * k..(p + 1) * k {
-                let mean = sum[j] / np;
-                let var = (sum_sq[j] / np - mean * mean).max(0.0);
-                self.sum[j] += sum[j];
-                self.sum_sq[j] += sum_sq[j];
-                self.biased_var[j] += np * var;
-                self.unbiased_var[j] += if np > 1.0 {
-                    np * var * np / (np - 1.0)
-                } else {
-                    0.0
-                };
-            }
-        }
-    }
-
-    /// Population mean and variance, row-major [P, K], by `estimator` and `storage`.
-    /// Sets that saw no value keep `None`.
-    pub fn finalize(
-        &self,
-        estimator: PopulationEstimator,
-        storage: VarianceStorage,
-    ) -> Vec<Option<(Vec<f64>, Vec<f64>)>> {
-        let p_sets = self.count.len();
-        let k = self.sum.len() / p_sets.max(1);
-        (0..p_sets)
-            .map(|p| {
-                let n = self.count[p];
-                if n <= 0.0 {
-                    return None;
-                }
-                let mut means = Vec::with_capacity(k);
-                let mut vars = Vec::with_capacity(k);
-                for j in p * k..(p + 1) * k {
-                    let mean = self.sum[j] / n;
-                    let var = match (estimator, storage) {
-                        (PopulationEstimator::Pooled, storage) => {
-                            let biased = (self.sum_sq[j] / n - mean * mean).max(0.0);
-                            match storage {
-                                VarianceStorage::Biased => biased,
-                                VarianceStorage::Unbiased if n > 1.0 => biased * n / (n - 1.0),
-                                VarianceStorage::Unbiased => biased,
-                            }
-                        }
-                        (PopulationEstimator::MeanOfVariances, VarianceStorage::Biased) => {
-                            self.biased_var[j] / n
-                        }
-                        (PopulationEstimator::MeanOfVariances, VarianceStorage::Unbiased) => {
-                            self.unbiased_var[j] / n
-                        }
-                    };
-                    means.push(mean);
-                    vars.push(var);
-                }
-                Some((means, vars))
-            })
-            .collect()
-    }
-}
 
 /// Mode, running statistics ([P, K]: population sets × channel groups), update counts,
 /// PreciseBN accumulator and stats reducer of one [`Norm`](crate::Norm).
@@ -232,8 +141,8 @@ impl NormState {
             return Err(NormError::NothingCollected);
         }
         let device = self.running_mean.value_sync().device();
-        let old_mean = to_f64(self.running_mean.value_sync());
-        let old_var = to_f64(self.running_var.value_sync());
+        let old_mean = to_f64(self.running_mean.value_sync(), "the running mean")?;
+        let old_var = to_f64(self.running_var.value_sync(), "the running variance")?;
         let [p_sets, k] = self.running_mean.value_sync().dims();
         let mut mean = old_mean;
         let mut var = old_var;
@@ -304,125 +213,8 @@ impl NormState {
     }
 }
 
-/// Reads a tensor as f64 values.
-pub(crate) fn to_f64<const D: usize>(t: Tensor<D>) -> Vec<f64> {
-    t.into_data()
-        .convert::<f64>()
-        .try_into_vec::<f64>()
-        .unwrap_or_default()
-}
-
-/// The values of two tensors as f64, read in one transaction (one wait for the device).
-pub(crate) fn to_f64_pair<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> (Vec<f64>, Vec<f64>) {
-    let data = burn::tensor::Transaction::default()
-        .register(a)
-        .register(b)
-        .try_execute()
-        .unwrap_or_default();
-    let mut values = data
-        .into_iter()
-        .map(|d| d.convert::<f64>().try_into_vec::<f64>().unwrap_or_default());
-    let a = values.next().unwrap_or_default();
-    (a, values.next().unwrap_or_default())
-}
-
 /// The container type a [`NormState`] reports to visitors and mappers.
 pub(crate) const STATE_CONTAINER: &str = "Struct:NormState";
-
-/// An operation applied to every [`NormState`] of a module tree by one `map` pass.
-pub(crate) enum TreeOp {
-    SetMode(NormMode),
-    /// Mode `modes[i]` for the i-th layer in tree order.
-    SetModes {
-        modes: Vec<NormMode>,
-        next: usize,
-    },
-    SetReducer(Arc<dyn StatsReducer>),
-    ResetCollect,
-    Finalize(PopulationEstimator),
-    ReadSites(Vec<NormSite>),
-    SetOutlierProbe(Option<f64>),
-}
-
-/// One [`Norm`](crate::Norm) of a module tree: where it is, how it is set up, its mode.
-#[derive(Debug, Clone)]
-pub struct NormSite {
-    /// Field path from the root module, e.g. `stages.0.blocks.1.conv2.norm`.
-    pub path: String,
-    /// The layer's settings.
-    pub config: NormConfig,
-    /// The layer's current mode.
-    pub mode: NormMode,
-    /// The |x̂| outlier counts, when a probe is installed.
-    pub outliers: Option<Outliers>,
-}
-
-/// The path of the `Norm` owning a state, from the module path of the state itself.
-fn site_path(path: &[String]) -> String {
-    path[..path.len().saturating_sub(1)].join(".")
-}
-
-struct Pending {
-    op: TreeOp,
-    errors: Vec<NormError>,
-    /// Field names of the modules the mapper is inside.
-    path: Vec<String>,
-}
-
-thread_local! {
-    static PENDING: RefCell<Option<Pending>> = const { RefCell::new(None) };
-}
-
-/// Clears the pending operation even if a `map` panics.
-struct PendingGuard;
-
-impl Drop for PendingGuard {
-    fn drop(&mut self) {
-        PENDING.with(|p| p.borrow_mut().take());
-    }
-}
-
-/// Identity mapper: the tree op is carried by the thread-local, not by the mapper; the mapper
-/// only keeps the module path there.
-struct Passthrough;
-
-impl ModuleMapper for Passthrough {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        PENDING.with(|p| {
-            if let Some(pending) = p.borrow_mut().as_mut() {
-                pending.path.push(name.to_string());
-            }
-        });
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        PENDING.with(|p| {
-            if let Some(pending) = p.borrow_mut().as_mut() {
-                pending.path.pop();
-            }
-        });
-    }
-}
-
-/// Applies `op` to every [`NormState`] in `module`; returns the module, the op (with anything it
-/// gathered) and the errors met.
-pub(crate) fn run_tree_op<M: Module>(op: TreeOp, module: M) -> (M, TreeOp, Vec<NormError>) {
-    let guard = PendingGuard;
-    PENDING.with(|p| {
-        *p.borrow_mut() = Some(Pending {
-            op,
-            errors: Vec::new(),
-            path: Vec::new(),
-        })
-    });
-    let module = module.map(&mut Passthrough);
-    let pending = PENDING.with(|p| p.borrow_mut().take());
-    drop(guard);
-    match pending {
-        Some(Pending { op, errors, .. }) => (module, op, errors),
-        None => (module, TreeOp::ReadSites(Vec::new()), Vec::new()),
-    }
-}
 
 impl Module for NormState {
     fn collect_devices(&self, devices: Devices) -> Devices {
@@ -489,11 +281,7 @@ impl Module for NormState {
 
     fn map<M: ModuleMapper>(mut self, mapper: &mut M) -> Self {
         self.sync();
-        PENDING.with(|p| {
-            if let Some(pending) = p.borrow_mut().as_mut() {
-                self.apply(&mut pending.op, &mut pending.errors, &pending.path);
-            }
-        });
+        crate::tree::with_pending(|op, errors, path| self.apply(op, errors, path));
         mapper.enter_module("running_mean", STATE_CONTAINER);
         let running_mean = self.running_mean.map(mapper);
         mapper.exit_module("running_mean", STATE_CONTAINER);

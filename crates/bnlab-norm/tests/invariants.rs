@@ -141,6 +141,38 @@ proptest! {
     }
 
     #[test]
+    fn mean_of_variances_averages_the_batch_variances((sh, x) in data(6..7, 3, 1..4), k in 1usize..5, unbiased in any::<bool>()) {
+        // Wu & Johnson A.2 eq. 3: the count-weighted mean of the batches' means, and the
+        // count-weighted mean of their variances (each unbiased within its batch when stored so)
+        let storage = if unbiased { VarianceStorage::Unbiased } else { VarianceStorage::Biased };
+        let config = NormConfig::new(sh.c).with_variance(storage);
+        let device = device();
+        let norm = set_norm_mode(config.init(&device).unwrap(), NormMode::Collect);
+        let per = sh.c * sh.s;
+        let (mut mean_sum, mut var_sum, mut count) = (vec![0.0; sh.c], vec![0.0; sh.c], 0.0);
+        for b in 0..k {
+            let n = 2 + b;
+            let batch: Vec<f64> = (0..n * per).map(|i| x[i % x.len()] * (1.0 + b as f64) + b as f64).collect();
+            norm.forward(tensor(&batch, [n, sh.c, sh.s], &device)).unwrap();
+            let m = (n * sh.s) as f64;
+            let shape = Shape { n, ..sh };
+            for ch in 0..sh.c {
+                let (bm, bv) = ref_moments(&batch, shape, &(0..n).collect::<Vec<_>>(), &[ch]);
+                mean_sum[ch] += m * bm;
+                var_sum[ch] += m * if unbiased { bv * m / (m - 1.0) } else { bv };
+            }
+            count += m;
+        }
+        let norm = finalize_collected(norm, PopulationEstimator::MeanOfVariances).unwrap();
+        let (got_mean, got_var) = (values(norm.state.running_mean()), values(norm.state.running_var()));
+        for ch in 0..sh.c {
+            let (mean, var) = (mean_sum[ch] / count, var_sum[ch] / count);
+            prop_assert!((got_mean[ch] - mean).abs() <= 1e-5 * (1.0 + mean.abs()), "mean {} vs {}", got_mean[ch], mean);
+            prop_assert!((got_var[ch] - var).abs() <= 1e-5 * (1.0 + var.abs()), "var {} vs {}", got_var[ch], var);
+        }
+    }
+
+    #[test]
     fn ema_and_cumulative_follow_their_formulas((sh, x) in data(2..5, 3, 1..3), momentum in 0.0f64..1.0, steps in 1usize..5) {
         let device = device();
         let ema = NormConfig::new(sh.c).with_running(RunningStats::Ema { momentum }).with_variance(VarianceStorage::Biased).init(&device).unwrap();

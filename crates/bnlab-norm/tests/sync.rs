@@ -8,9 +8,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bnlab_collective::ThreadGroup;
 use bnlab_norm::{
     BatchPolicy, GhostSplit, NormConfig, NormError, NormMode, SyncGroups, SyncWeighting,
-    ThreadGroup,
 };
 use common::sync_checks::*;
 use common::*;
@@ -336,7 +336,7 @@ fn mismatched_workers_and_lost_workers_fail_instead_of_hanging() {
     });
     assert!(matches!(b, Err(NormError::ChannelMismatch { .. })), "{b:?}");
     assert!(
-        matches!(&a, Err(NormError::Reducer(m)) if m.contains("worker 1 left")),
+        matches!(&a, Err(NormError::Collective(e)) if e.to_string().contains("worker 1 left")),
         "{a:?}"
     );
 }

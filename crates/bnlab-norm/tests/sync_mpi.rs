@@ -11,7 +11,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bnlab_norm::{Collective, MpiGroup, NormMode, SyncGroups, SyncWeighting, all_gather_f64};
+use bnlab_collective::{Collective, MpiGroup, all_gather_f64};
+use bnlab_norm::{NormMode, SyncGroups, SyncWeighting};
 use common::sync_checks::*;
 use common::*;
 

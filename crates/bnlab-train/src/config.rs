@@ -5,10 +5,7 @@ use std::path::PathBuf;
 
 use bnlab_data::{Augment, CorruptionKind};
 use bnlab_models::{ConvKernel, InputNormConfig, ModelOptions, NormSpec};
-use bnlab_norm::{
-    Affine, BatchPolicy, GhostSplit, NormConfig, Remainder, RunningStats, StatUnit, SyncGroups,
-    SyncWeighting, VarianceStorage,
-};
+use bnlab_norm::{NormSettings, SyncGroups, SyncWeighting, UnitName};
 use serde::{Deserialize, Serialize};
 
 use crate::{OptimizerConfig, Schedule};
@@ -229,240 +226,6 @@ pub enum InputNormName {
     Offline,
 }
 
-/// Statistic units by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum UnitName {
-    /// BatchNorm.
-    Batch,
-    /// GroupNorm with `groups`.
-    Group,
-    /// LayerNorm.
-    Layer,
-    /// InstanceNorm.
-    Instance,
-    /// Batch-Group Norm with `groups` channel groups and `example_groups`.
-    BatchGroup,
-    /// No normalization (with `affine = "standard"`: AffineLayer).
-    None,
-}
-
-/// Affine tails by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AffineName {
-    /// γ·x̂ + β.
-    Standard,
-    /// x̂ (BatchNorm-minus).
-    Off,
-    /// γ·(x̂ + β).
-    A1,
-    /// γ·(γ0·x̂ + β).
-    A2,
-    /// RBN.
-    Rbn,
-    /// IEBN.
-    Iebn,
-    /// RBN⁻.
-    RbnMinus,
-    /// IEBN⁻.
-    IebnMinus,
-}
-
-/// Running-statistics policies by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RunningName {
-    /// EMA with `momentum`.
-    Ema,
-    /// Equal-weight average.
-    Cumulative,
-    /// Never updated in training.
-    Off,
-}
-
-/// The normalization layer of a spec, flat and by name; becomes a [`NormConfig`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NormSettings {
-    /// The statistic unit.
-    #[serde(default = "default_unit")]
-    pub unit: UnitName,
-    /// Channel groups of `group` and `batch-group`.
-    #[serde(default = "default_groups")]
-    pub groups: usize,
-    /// Example groups of `batch-group`.
-    #[serde(default = "default_example_groups")]
-    pub example_groups: usize,
-    /// Ghost batch size (Batch unit only).
-    #[serde(default)]
-    pub ghost_size: Option<usize>,
-    /// How ghost batches are cut.
-    #[serde(default = "default_split")]
-    pub ghost_split: GhostSplit,
-    /// Allow a partial last ghost batch.
-    #[serde(default)]
-    pub allow_remainder: bool,
-    /// Running statistics.
-    #[serde(default = "default_running")]
-    pub running: RunningName,
-    /// EMA momentum m (PyTorch convention).
-    #[serde(default = "default_momentum")]
-    pub momentum: f64,
-    /// Store the running variance unbiased (PyTorch) or biased.
-    #[serde(default = "default_variance")]
-    pub variance: VarianceStorage,
-    /// The affine tail.
-    #[serde(default = "default_affine")]
-    pub affine: AffineName,
-    /// Initial γ (Davis & Frank: < 1).
-    #[serde(default = "default_gamma")]
-    pub gamma: f64,
-    /// Initial β.
-    #[serde(default)]
-    pub beta: f64,
-    /// ε.
-    #[serde(default = "default_epsilon")]
-    pub epsilon: f64,
-}
-
-fn default_unit() -> UnitName {
-    UnitName::Batch
-}
-fn default_groups() -> usize {
-    32
-}
-fn default_example_groups() -> usize {
-    1
-}
-fn default_split() -> GhostSplit {
-    GhostSplit::Contiguous
-}
-fn default_running() -> RunningName {
-    RunningName::Ema
-}
-fn default_momentum() -> f64 {
-    0.1
-}
-fn default_variance() -> VarianceStorage {
-    VarianceStorage::Unbiased
-}
-fn default_affine() -> AffineName {
-    AffineName::Standard
-}
-fn default_gamma() -> f64 {
-    1.0
-}
-fn default_epsilon() -> f64 {
-    1e-5
-}
-
-impl Default for NormSettings {
-    fn default() -> Self {
-        Self {
-            unit: default_unit(),
-            groups: default_groups(),
-            example_groups: default_example_groups(),
-            ghost_size: None,
-            ghost_split: default_split(),
-            allow_remainder: false,
-            running: default_running(),
-            momentum: default_momentum(),
-            variance: default_variance(),
-            affine: default_affine(),
-            gamma: default_gamma(),
-            beta: 0.0,
-            epsilon: default_epsilon(),
-        }
-    }
-}
-
-impl NormSettings {
-    /// The layer configuration (channel count 1; each site sets its own).
-    pub fn norm_config(&self) -> NormConfig {
-        let unit = match self.unit {
-            UnitName::Batch => StatUnit::Batch,
-            UnitName::Group => StatUnit::Group {
-                groups: self.groups,
-            },
-            UnitName::Layer => StatUnit::Layer,
-            UnitName::Instance => StatUnit::Instance,
-            UnitName::BatchGroup => StatUnit::BatchGroup {
-                channel_groups: self.groups,
-                example_groups: self.example_groups,
-            },
-            UnitName::None => StatUnit::None,
-        };
-        let gamma_init = self.gamma;
-        let affine = match self.affine {
-            AffineName::Standard => Affine::Standard {
-                gamma_init,
-                beta_init: self.beta,
-            },
-            AffineName::Off => Affine::Off,
-            AffineName::A1 => Affine::A1 { gamma_init },
-            AffineName::A2 => Affine::A2 { gamma_init },
-            AffineName::Rbn => Affine::Rbn { gamma_init },
-            AffineName::Iebn => Affine::Iebn { gamma_init },
-            AffineName::RbnMinus => Affine::RbnMinus { gamma_init },
-            AffineName::IebnMinus => Affine::IebnMinus { gamma_init },
-        };
-        let running = match self.running {
-            RunningName::Ema => RunningStats::Ema {
-                momentum: self.momentum,
-            },
-            RunningName::Cumulative => RunningStats::Cumulative,
-            RunningName::Off => RunningStats::Off,
-        };
-        NormConfig::new(1)
-            .with_unit(unit)
-            .with_batch(BatchPolicy {
-                ghost_size: self.ghost_size,
-                split: self.ghost_split,
-                remainder: if self.allow_remainder {
-                    Remainder::Allow
-                } else {
-                    Remainder::Error
-                },
-            })
-            .with_running(running)
-            .with_variance(self.variance)
-            .with_affine(affine)
-            .with_epsilon(self.epsilon)
-    }
-
-    /// Examples one batch statistic needs at least, for a forward batch of any size: the
-    /// ghost size, or the example-group count; the error says why a size `n` cannot work.
-    pub fn check_batch(&self, n: usize) -> Result<(), String> {
-        match self.unit {
-            UnitName::Batch => {
-                let g = self.ghost_size.unwrap_or(n);
-                if g < 2 || n < 2 {
-                    return Err(format!(
-                        "a batch of {n} with ghost size {g} leaves a BatchNorm group with fewer than 2 examples"
-                    ));
-                }
-                if !self.allow_remainder && !n.is_multiple_of(g) {
-                    return Err(format!("ghost_size = {g} does not divide the batch of {n}"));
-                }
-                if self.allow_remainder && n % g == 1 {
-                    return Err(format!(
-                        "ghost_size = {g} leaves a last ghost batch of 1 example from a batch of {n}"
-                    ));
-                }
-            }
-            UnitName::BatchGroup if self.example_groups > n => {
-                return Err(format!(
-                    "example_groups = {} exceeds the batch of {n}",
-                    self.example_groups
-                ));
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-}
-
 /// Epochs, batch sizes and the FrozenBN switch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -506,11 +269,14 @@ pub struct DistConfig {
     /// Workers per sync group, for `norm = "groups"`.
     #[serde(default)]
     pub group_size: Option<usize>,
-    /// `count` (the concatenated batch) or `equal` (every worker's statistics weigh the same).
+    /// `count` (the concatenated batch) or `equal-per-worker` (every worker's statistics weigh
+    /// the same).
     #[serde(default)]
     pub weighting: SyncWeighting,
     /// Shuffle BN (Wu & Johnson §6.1): before every forward, examples move to random workers
-    /// (an all-to-all), and their outputs return to their owners after it.
+    /// (an all-to-all). Their outputs stay where they were computed: the loss is a sum over
+    /// examples and gradients are summed over workers, so where an example's loss is taken
+    /// does not matter.
     #[serde(default)]
     pub shuffle: bool,
     /// A worker that waits longer than this for the others stops the job, in seconds.
@@ -715,13 +481,6 @@ impl RunConfig {
                     t.distributed.workers
                 ),
             ));
-        } else if let Err(e) = self.model.norm.check_batch(n / t.distributed.workers) {
-            let key = match self.model.norm.unit {
-                UnitName::BatchGroup => "model.norm.example_groups",
-                _ if self.model.norm.ghost_size.is_some() => "model.norm.ghost_size",
-                _ => "train.batch_size",
-            };
-            out.push((key, format!("{e} (the forward batch of one worker)")));
         }
         let d = &t.distributed;
         if d.norm == SyncName::Groups
@@ -765,9 +524,6 @@ impl RunConfig {
                 ),
             ));
         }
-        if let Err(e) = self.model.norm.norm_config().validate() {
-            out.push(("model.norm", e.to_string()));
-        }
         if let Err(e) = self.optimizer.validate() {
             out.push(("optimizer", e));
         }
@@ -797,26 +553,16 @@ impl RunConfig {
             out.push(("eval.batch_size", "batch_size must be at least 1".into()));
         }
         let uses = |s: Scheme| e.schemes.contains(&s);
-        if uses(Scheme::Precise) || t.precise_every_epoch || t.freeze_at_epoch.is_some() {
-            if e.precise_samples == 0 {
-                out.push(("eval.precise_samples", "precise_samples must be ≥ 1".into()));
-            }
-            if let Err(m) = self.model.norm.check_batch(e.precise_batch) {
-                out.push(("eval.precise_batch", m));
-            }
+        if (uses(Scheme::Precise) || t.precise_every_epoch || t.freeze_at_epoch.is_some())
+            && e.precise_samples == 0
+        {
+            out.push(("eval.precise_samples", "precise_samples must be ≥ 1".into()));
         }
-        if uses(Scheme::Minibatch) {
-            if e.minibatch_sizes.is_empty() {
-                out.push((
-                    "eval.minibatch_sizes",
-                    "the minibatch scheme needs minibatch_sizes".into(),
-                ));
-            }
-            for &b in &e.minibatch_sizes {
-                if let Err(m) = self.model.norm.check_batch(b) {
-                    out.push(("eval.minibatch_sizes", m));
-                }
-            }
+        if uses(Scheme::Minibatch) && e.minibatch_sizes.is_empty() {
+            out.push((
+                "eval.minibatch_sizes",
+                "the minibatch scheme needs minibatch_sizes".into(),
+            ));
         }
         if uses(Scheme::Alpha) {
             if e.alphas.is_empty() {
@@ -834,15 +580,12 @@ impl RunConfig {
                 ));
             }
         }
-        if !e.adapt.is_empty()
-            && let Err(m) = self.model.norm.check_batch(e.precise_batch)
+        let known_model = bnlab_models::model_names().contains(&self.model.name.as_str());
+        if let (true, Some((channels, classes))) = (known_model, self.input_channels_and_classes())
         {
-            out.push(("eval.precise_batch", m));
+            out.extend(self.batch_problems(channels, classes));
         }
-        if bnlab_models::model_names()
-            .iter()
-            .all(|m| *m != self.model.name)
-        {
+        if !known_model {
             out.push((
                 "model.name",
                 format!(
@@ -864,4 +607,81 @@ impl RunConfig {
         }
         out
     }
+
+    /// (input channels, classes) of the spec's data set; `None` for an unknown name.
+    fn input_channels_and_classes(&self) -> Option<(usize, usize)> {
+        if self.data.dataset == "synthetic" {
+            let s = self.data.synthetic.clone().unwrap_or_default();
+            return Some((s.shape[0], s.classes));
+        }
+        let id = bnlab_data::DatasetId::from_name(&self.data.dataset).ok()?;
+        Some((id.channels(), id.classes()))
+    }
+
+    /// The batch problems at every normalization site of the network, by the layer's own rule
+    /// ([`bnlab_norm::check_batch`]) at each site's own channel count: the forward batch of one
+    /// worker, PreciseBN's batches (whole at the final evaluation, a worker's shard during
+    /// training) and the mini-batch evaluation sizes. The first failing site is named.
+    fn batch_problems(&self, channels: usize, classes: usize) -> Vec<(&'static str, String)> {
+        let options = self.model_options(classes, channels);
+        let sites = match bnlab_models::norm_site_configs(&self.model.name, &options) {
+            Ok(sites) => sites,
+            Err(e) => return vec![("model.norm", crate::error::chain(&e))],
+        };
+        let (t, e) = (&self.train, &self.eval);
+        let workers = t.distributed.workers.max(1);
+        let n = t.micro_batch();
+        let training_key = match self.model.norm.unit {
+            UnitName::BatchGroup => "model.norm.example_groups",
+            _ if self.model.norm.ghost_size.is_some() => "model.norm.ghost_size",
+            _ => "train.batch_size",
+        };
+        // (key, batch size, what the batch is)
+        let mut batches: Vec<(&'static str, usize, &'static str)> = Vec::new();
+        if n > 0 && n.is_multiple_of(workers) {
+            batches.push((training_key, n / workers, "the forward batch of one worker"));
+        }
+        let uses = |s: Scheme| e.schemes.contains(&s);
+        if uses(Scheme::Precise) || !e.adapt.is_empty() {
+            batches.push(("eval.precise_batch", e.precise_batch, "a PreciseBN batch"));
+        }
+        if (t.precise_every_epoch || t.freeze_at_epoch.is_some()) && workers > 1 {
+            for size in shard_sizes(e.precise_batch, workers) {
+                batches.push((
+                    "eval.precise_batch",
+                    size,
+                    "one worker's shard of a PreciseBN batch during training",
+                ));
+            }
+        } else if t.precise_every_epoch || t.freeze_at_epoch.is_some() {
+            batches.push(("eval.precise_batch", e.precise_batch, "a PreciseBN batch"));
+        }
+        if uses(Scheme::Minibatch) {
+            for &b in &e.minibatch_sizes {
+                batches.push(("eval.minibatch_sizes", b, "a mini-batch evaluation batch"));
+            }
+        }
+        batches.dedup();
+        batches
+            .into_iter()
+            .filter_map(|(key, size, what)| {
+                sites.iter().find_map(|(site, config)| {
+                    bnlab_norm::check_batch(config, size)
+                        .err()
+                        .map(|err| (key, format!("{err} ({what}, at site `{site}`)")))
+                })
+            })
+            .collect()
+    }
+}
+
+/// The distinct non-zero shard sizes of a batch of `n` over `workers` (as [`crate::shard`]
+/// cuts it).
+fn shard_sizes(n: usize, workers: usize) -> Vec<usize> {
+    let mut sizes: Vec<usize> = (0..workers)
+        .map(|rank| crate::shard(n, rank, workers).len())
+        .filter(|&s| s > 0)
+        .collect();
+    sizes.dedup();
+    sizes
 }

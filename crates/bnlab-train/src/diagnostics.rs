@@ -157,11 +157,11 @@ pub struct Diagnostics {
 pub const OUTLIER_THRESHOLD: f64 = 6.0;
 
 /// A norm layer's γ and β.
-pub(crate) type Affine = (Vec<f32>, Vec<f32>);
+pub(crate) type GammaBeta = (Vec<f32>, Vec<f32>);
 
 /// γ and β of every norm layer in the network's order: (layer path, (γ, β)).
-pub(crate) fn affine_layers<M: Module>(module: &M) -> Vec<(String, Affine)> {
-    let mut out: Vec<(String, Affine)> = Vec::new();
+pub(crate) fn affine_layers<M: Module>(module: &M) -> Vec<(String, GammaBeta)> {
+    let mut out: Vec<(String, GammaBeta)> = Vec::new();
     for e in read_tensors(module) {
         let layer = e.path.rsplit_once('.').map_or("", |(l, _)| l).to_string();
         let slot = match e.role {
@@ -225,7 +225,7 @@ pub(crate) fn gradient_factors<M: Module>(module: &M, epsilon: f64) -> BTreeMap<
 /// per-layer diagnostics.
 pub(crate) fn layer_diagnostics(
     init: &BTreeMap<String, (Vec<f32>, Vec<f32>)>,
-    end: &[(String, Affine)],
+    end: &[(String, GammaBeta)],
     factors: &BTreeMap<String, Vec<f64>>,
 ) -> Vec<LayerDiagnostics> {
     let drift = |a: &[f32], b: &[f32]| {

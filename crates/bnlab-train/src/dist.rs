@@ -4,8 +4,8 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use bnlab_collective::{Collective, all_gather_f64, all_reduce_sum};
 use bnlab_data::HostBatch;
-use bnlab_norm::{Collective, CollectiveError, all_gather_f64, all_reduce_sum};
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -46,12 +46,6 @@ impl Worker {
     }
 }
 
-impl From<CollectiveError> for TrainError {
-    fn from(e: CollectiveError) -> Self {
-        TrainError::Distributed(e.to_string())
-    }
-}
-
 /// Positions `rank` holds of a batch of `n` split over `size` workers (contiguous shards
 /// whose sizes differ by at most one, larger ones first).
 pub fn shard(n: usize, rank: usize, size: usize) -> Range<usize> {
@@ -84,14 +78,14 @@ pub fn select(batch: &HostBatch, positions: &[usize]) -> HostBatch {
 /// worker holds before (owners' shards) and after the shuffle, from a permutation that every
 /// worker draws from the same seed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShufflePlan {
+pub struct ShuffleAssignment {
     /// Global positions processed by each worker after the shuffle.
     pub processed: Vec<Vec<usize>>,
     /// Global batch size.
     pub n: usize,
 }
 
-impl ShufflePlan {
+impl ShuffleAssignment {
     /// A random assignment of `n` examples to `size` workers (as many each as its own shard).
     pub fn new(n: usize, size: usize, seed: u64) -> Self {
         let mut perm: Vec<usize> = (0..n).collect();
@@ -140,7 +134,7 @@ fn exchange_rows(
 }
 
 /// Every worker's own shard positions under `plan`.
-fn owned(plan: &ShufflePlan) -> Vec<Vec<usize>> {
+fn owned(plan: &ShuffleAssignment) -> Vec<Vec<usize>> {
     let size = plan.processed.len();
     (0..size)
         .map(|r| shard(plan.n, r, size).collect())
@@ -152,7 +146,7 @@ fn owned(plan: &ShufflePlan) -> Vec<Vec<usize>> {
 pub fn shuffle(
     c: &dyn Collective,
     own: &HostBatch,
-    plan: &ShufflePlan,
+    plan: &ShuffleAssignment,
 ) -> Result<HostBatch, TrainError> {
     let [n, ch, h, w] = own.shape;
     let plane = ch * h * w;
@@ -186,17 +180,6 @@ pub fn shuffle(
         batch.indices.push(r[plane + 2] as usize);
     }
     Ok(batch)
-}
-
-/// Shuffle BN's return exchange: per-example rows of `row` values computed by this worker (in
-/// the order `shuffle` delivered its examples) go back to their owners, in the owners' order.
-pub fn unshuffle(
-    c: &dyn Collective,
-    rows: &[f64],
-    row: usize,
-    plan: &ShufflePlan,
-) -> Result<Vec<f64>, TrainError> {
-    exchange_rows(c, rows, row, &plan.processed, &owned(plan))
 }
 
 /// Collects every float parameter's gradient (or its absence) in module order: per parameter
@@ -295,7 +278,7 @@ pub fn all_reduce_everyone(c: &dyn Collective, values: &mut [f64]) -> Result<(),
 mod tests {
     use std::time::Duration;
 
-    use bnlab_norm::ThreadGroup;
+    use bnlab_collective::ThreadGroup;
 
     use super::*;
 
@@ -328,9 +311,9 @@ mod tests {
     }
 
     #[test]
-    fn shuffle_then_unshuffle_returns_every_example_to_its_owner() {
+    fn shuffle_delivers_the_plans_examples_to_each_worker() {
         let (n, k) = (10, 3);
-        let plan = ShufflePlan::new(n, k, 42);
+        let plan = ShuffleAssignment::new(n, k, 42);
         let mut seen: Vec<usize> = plan.processed.concat();
         seen.sort_unstable();
         assert_eq!(seen, (0..n).collect::<Vec<_>>(), "a permutation");
@@ -343,15 +326,9 @@ mod tests {
         let out = on_threads(k, |h| {
             let mine: Vec<usize> = shard(n, h.rank(), k).collect();
             let own = select(&batch, &mine);
-            let got = shuffle(&h, &own, &plan).unwrap();
-            // outputs computed where processed: pixel sum and label per example
-            let rows: Vec<f64> = (0..got.labels.len())
-                .flat_map(|i| [f64::from(got.pixels[2 * i]), got.labels[i] as f64])
-                .collect();
-            let back = unshuffle(&h, &rows, 2, &plan).unwrap();
-            (got, back, mine)
+            shuffle(&h, &own, &plan).unwrap()
         });
-        for (q, (got, back, mine)) in out.into_iter().enumerate() {
+        for (q, got) in out.into_iter().enumerate() {
             // the processed examples are exactly the plan's, with their labels, domains, indices
             assert_eq!(got, select(&batch, &plan.processed[q]));
             // the statistics of the shuffled group: the mean of its examples' first pixel
@@ -365,12 +342,6 @@ mod tests {
             let want = plan.processed[q].iter().map(|&g| g as f64).sum::<f64>()
                 / plan.processed[q].len() as f64;
             assert!((mean - want).abs() < 1e-12);
-            // every owner gets its own examples' outputs back, in its own order
-            let expect: Vec<f64> = mine
-                .iter()
-                .flat_map(|&g| [g as f64, (g % 3) as f64])
-                .collect();
-            assert_eq!(back, expect, "worker {q}");
         }
     }
 

@@ -33,7 +33,7 @@ pub enum TrainError {
     #[error(transparent)]
     Norm(#[from] NormError),
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -62,9 +62,12 @@ pub enum TrainError {
     /// A report cannot be made as asked (unknown axis or baseline, nothing to report).
     #[error("report: {0}")]
     Report(String),
-    /// A data-parallel worker failed, left, timed out or disagrees with the others.
+    /// A data-parallel worker failed or its data disagrees with the others'.
     #[error("distributed training: {0}")]
     Distributed(String),
+    /// The workers' collective failed: a worker left, timed out or disagrees with the others.
+    #[error(transparent)]
+    Collective(#[from] bnlab_collective::CollectiveError),
     /// The sweep was asked to stop (a budget ran out); rerunning continues it.
     #[error("stopped before the sweep finished; run again to continue")]
     Interrupted,
@@ -76,4 +79,17 @@ impl TrainError {
         let path = path.into();
         move |source| TrainError::Io { path, source }
     }
+}
+
+/// `error` and every cause below it, joined by ": " (for messages that must carry the whole
+/// chain in one string, such as a spec problem).
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }

@@ -1,17 +1,21 @@
-//! Evaluation of a network under an explicit statistics source, and PreciseBN
-//! (Wu & Johnson §3, A.3).
+//! Evaluation of a network under an explicit statistics source, PreciseBN (Wu & Johnson §3,
+//! A.3), and a run's final evaluation under every scheme of its spec.
 
-use bnlab_data::{Batch, EpochBatches};
+use std::collections::BTreeMap;
+
+use bnlab_data::{Batch, Corruption, EpochBatches};
 use bnlab_models::Network;
 use bnlab_norm::{
     NormMode, PopulationEstimator, StatsSource, finalize_collected, norm_sites, reset_collected,
     set_norm_mode, set_norm_modes,
 };
+use burn::module::Module;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::TrainError;
+use crate::run::{EVAL_PASS, stat_batches};
+use crate::{RunConfig, RunData, Scheme, TrainError};
 
 /// Loss and accuracy over a set of images.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -101,18 +105,20 @@ pub fn with_source(model: Network, source: StatsSource) -> Network {
 }
 
 /// PreciseBN: population statistics of every norm layer from `batches` (Collect mode, the
-/// training batch policy), written into the running statistics with Wu & Johnson's eq. 2.
-/// Returns the model in `Eval(Population)` mode.
+/// training batch policy), written into the running statistics by `estimator` (Wu & Johnson
+/// A.2: eq. 2, [`PopulationEstimator::Pooled`], or eq. 3). Returns the model in
+/// `Eval(Population)` mode.
 pub fn precise_bn(
     model: Network,
     batches: impl Iterator<Item = Result<Batch, TrainError>>,
+    estimator: PopulationEstimator,
 ) -> Result<Network, TrainError> {
     let model = reset_collected(set_norm_mode(model, NormMode::Collect));
     for batch in batches {
         let batch = batch?;
         model.forward(batch.images, batch.domains.as_deref())?;
     }
-    let model = finalize_collected(model, PopulationEstimator::Pooled)?;
+    let model = finalize_collected(model, estimator)?;
     Ok(set_norm_mode(model, NormMode::EVAL))
 }
 
@@ -122,6 +128,7 @@ pub fn precise_bn(
 pub fn precise_bn_exact<I>(
     model: Network,
     mut batches: impl FnMut(usize) -> Result<I, TrainError>,
+    estimator: PopulationEstimator,
 ) -> Result<Network, TrainError>
 where
     I: Iterator<Item = Result<Batch, TrainError>>,
@@ -143,7 +150,92 @@ where
             let batch = batch?;
             model.forward(batch.images, batch.domains.as_deref())?;
         }
-        model = finalize_collected(model, PopulationEstimator::Pooled)?;
+        model = finalize_collected(model, estimator)?;
     }
     Ok(set_norm_mode(model, NormMode::EVAL))
+}
+
+/// The test metrics of `model` under every scheme of `config`, by scheme name.
+pub fn evaluate_schemes(
+    config: &RunConfig,
+    data: &RunData,
+    model: &Network,
+    seed: u64,
+    device: &Device,
+) -> Result<BTreeMap<String, Metrics>, TrainError> {
+    let e = &config.eval;
+    let mut out = BTreeMap::new();
+    let test = |m: &Network, batch: usize, drop_last: bool, corruption: Option<Corruption>| {
+        let loader = data.loader(&data.test, batch, drop_last, false, corruption, seed)?;
+        evaluate_batches(m, loader.epoch(&data.test_pool, None, EVAL_PASS)?, device)
+    };
+    let precise = |m: Network, corruption: Option<Corruption>| {
+        let batches = stat_batches(
+            data,
+            &data.train,
+            &data.train_pool,
+            e.precise_samples,
+            e.precise_batch,
+            corruption,
+            seed,
+            EVAL_PASS + 1,
+            None,
+            device,
+        )?;
+        precise_bn(m, batches, PopulationEstimator::Pooled)
+    };
+    for scheme in &e.schemes {
+        match scheme {
+            Scheme::Population => {
+                let m = with_source(model.valid(), StatsSource::Population);
+                out.insert("population".into(), test(&m, e.batch_size, false, None)?);
+            }
+            Scheme::Precise => {
+                let m = precise(model.valid(), None)?;
+                out.insert("precise".into(), test(&m, e.batch_size, false, None)?);
+            }
+            Scheme::Minibatch => {
+                let m = with_source(model.valid(), StatsSource::MiniBatch);
+                for &b in &e.minibatch_sizes {
+                    out.insert(format!("minibatch-{b}"), test(&m, b, true, None)?);
+                }
+            }
+            Scheme::Alpha => {
+                for &alpha in &e.alphas {
+                    let m = with_source(model.valid(), StatsSource::ExampleWeighed { alpha });
+                    out.insert(
+                        format!("alpha-{alpha}"),
+                        test(&m, e.batch_size, false, None)?,
+                    );
+                }
+            }
+            Scheme::TrainMinibatch => {
+                let b = config.train.micro_batch();
+                for (name, source) in [
+                    ("train-minibatch", StatsSource::MiniBatch),
+                    ("train-population", StatsSource::Population),
+                ] {
+                    let m = with_source(model.valid(), source);
+                    let loader = data.loader(&data.train, b, true, false, None, seed)?;
+                    let batches = loader.epoch(&data.train_pool, None, EVAL_PASS)?;
+                    out.insert(name.into(), evaluate_batches(&m, batches, device)?);
+                }
+            }
+        }
+    }
+    for a in &e.adapt {
+        let corruption = Some(Corruption::new(a.corruption, a.severity)?);
+        let name = format!("adapt-{:?}-{}", a.corruption, a.severity).to_lowercase();
+        let source = with_source(model.valid(), StatsSource::Population);
+        out.insert(
+            format!("{name}-source"),
+            test(&source, e.batch_size, false, corruption)?,
+        );
+        let adapted = precise(model.valid(), corruption)?;
+        out.insert(
+            format!("{name}-adapted"),
+            test(&adapted, e.batch_size, false, corruption)?,
+        );
+    }
+    Ok(out)
 }

@@ -30,6 +30,7 @@ mod schedule;
 mod seeds;
 mod spec;
 mod stats;
+mod train_loop;
 
 pub use checkpoint::{Checkpoint, Checkpoints, LoopState, load_model, save_model};
 pub use config::*;
@@ -40,7 +41,8 @@ pub use diagnostics::{
 pub use dist::*;
 pub use error::TrainError;
 pub use eval::{
-    Metrics, cross_entropy_sum, evaluate_batches, precise_bn, precise_bn_exact, with_source,
+    Metrics, cross_entropy_sum, evaluate_batches, evaluate_schemes, precise_bn, precise_bn_exact,
+    with_source,
 };
 pub use optim::*;
 pub use progress::{Bars, Progress, Quiet};
@@ -52,3 +54,4 @@ pub use schedule::{GroupLr, LrCurve, Schedule};
 pub use seeds::run_seed;
 pub use spec::*;
 pub use stats::{Alternative, Summary, TTest, paired_t_test, summary, welch_t_test};
+pub use train_loop::train_run;

@@ -108,9 +108,6 @@ fn one() -> f64 {
     1.0
 }
 
-/// Davis & Frank's γ learning-rate divisor.
-pub const DAVIS_FRANK_C: f64 = 100.0;
-
 impl Default for OptimizerConfig {
     fn default() -> Self {
         Self {

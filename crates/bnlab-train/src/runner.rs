@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bnlab_norm::NormError;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoints;
@@ -43,7 +44,7 @@ pub enum Transport {
     /// mpi`); every process runs the same sweep and rank 0 writes results.
     Processes(Arc<dyn bnlab_norm::Collective>),
     /// Threads of this process, one per device, talking through Burn's device all-reduce
-    /// ([`bnlab_norm::DeviceGroup`]: CUDA devices, `bnlab run --distributed cuda`); a run of
+    /// ([`bnlab_collective::DeviceGroup`]: CUDA devices, `bnlab run --distributed cuda`); a run of
     /// K workers uses the first K devices.
     Devices(Vec<burn::tensor::Device>),
 }
@@ -128,7 +129,7 @@ pub fn run_sweep(
             .filter(|r| !result_path(out, &r.id).exists())
             .map(|r| r.id)
             .collect();
-        bnlab_norm::check_same(c.as_ref(), "the pending runs", &runs.join(","))?;
+        bnlab_collective::check_same(c.as_ref(), "the pending runs", &runs.join(","))?;
     }
     let leads = match &options.transport {
         Transport::Processes(c) => c.rank() == 0,
@@ -207,7 +208,7 @@ fn train_on_threads(
                     devices.len()
                 )));
             }
-            bnlab_norm::DeviceGroup::new(devices[..workers].to_vec())?
+            bnlab_collective::DeviceGroup::new(devices[..workers].to_vec())?
                 .into_iter()
                 .map(|g| Worker {
                     device: g.device().clone(),
@@ -218,7 +219,7 @@ fn train_on_threads(
         _ => {
             let timeout = request.configuration.config.train.distributed.timeout_secs;
             let timeout = std::time::Duration::from_secs(timeout);
-            bnlab_norm::ThreadGroup::new(workers, timeout)
+            bnlab_collective::ThreadGroup::new(workers, timeout)
                 .into_iter()
                 .map(|h| Worker::on_cpu(Arc::new(h)))
                 .collect()
@@ -250,11 +251,20 @@ fn train_on_threads(
     let leader = outcomes
         .next()
         .unwrap_or_else(|| Err(TrainError::Config("no workers".into())));
+    // (a worker hearing that another left sees a collective or distributed error)
+    let secondary = |e: &TrainError| {
+        matches!(
+            e,
+            TrainError::Distributed(_)
+                | TrainError::Collective(_)
+                | TrainError::Norm(NormError::Collective(_))
+        )
+    };
     match leader {
-        Err(TrainError::Distributed(why)) => Err(outcomes
+        Err(first) if secondary(&first) => Err(outcomes
             .filter_map(Result::err)
-            .find(|e| !matches!(e, TrainError::Distributed(_)))
-            .unwrap_or(TrainError::Distributed(why))),
+            .find(|e| !secondary(e))
+            .unwrap_or(first)),
         other => other,
     }
 }
@@ -312,7 +322,7 @@ fn one_run(
     let result = match outcome {
         Ok(result) => result,
         Err(e) if is_run_failure(&e) => {
-            tracing::warn!(run = %key.id, error = %e, "run failed");
+            tracing::warn!(run = %key.id, error = %crate::error::chain(&e), "run failed");
             RunResult {
                 format: RESULT_FORMAT,
                 sweep: spec.name.clone(),
@@ -322,7 +332,7 @@ fn one_run(
                 seed: key.seed,
                 config: configuration.config.clone(),
                 status: Status::Failed {
-                    reason: e.to_string(),
+                    reason: crate::error::chain(&e),
                 },
                 epochs: Vec::new(),
                 best_epoch: None,
@@ -332,7 +342,7 @@ fn one_run(
         }
         Err(e) => {
             if !matches!(e, TrainError::Interrupted) {
-                tracing::error!(run = %key.id, error = %e, "sweep stops");
+                tracing::error!(run = %key.id, error = %crate::error::chain(&e), "sweep stops");
             }
             return Err(e);
         }

@@ -2,7 +2,7 @@
 
 use bnlab_data::{Augment, Batch, Batching, Loader, LoaderConfig, synthetic};
 use bnlab_models::{ModelOptions, build};
-use bnlab_norm::{NormMode, norm_modes};
+use bnlab_norm::{NormMode, PopulationEstimator, norm_modes};
 use bnlab_train::{TrainError, precise_bn, precise_bn_exact};
 use burn::module::Module;
 use burn::tensor::Device;
@@ -59,8 +59,13 @@ fn layer_by_layer_statistics_agree_on_the_first_layer_and_differ_after_it() {
             .epoch(&pool, None, 0)?
             .map(|b| -> Result<Batch, TrainError> { Ok(b?.to_device(&Device::flex())) }))
     };
-    let plain = precise_bn(net.valid(), batches(0).unwrap()).unwrap();
-    let exact = precise_bn_exact(net.valid(), batches).unwrap();
+    let plain = precise_bn(
+        net.valid(),
+        batches(0).unwrap(),
+        PopulationEstimator::Pooled,
+    )
+    .unwrap();
+    let exact = precise_bn_exact(net.valid(), batches, PopulationEstimator::Pooled).unwrap();
     let (exact, modes) = norm_modes(exact);
     assert!(modes.iter().all(|m| *m == NormMode::EVAL));
     let (a, b, before) = (stats(&plain), stats(&exact), stats(&net));

@@ -1,7 +1,10 @@
 //! Spec parsing: expansion into variants × grid, and one error per kind of bad spec, each with
 //! its line.
 
+mod common;
+
 use bnlab_train::{Spec, TrainError, run_seed};
+use common::{error, line_of};
 
 const GOOD: &str = r#"name = "gamma"
 seeds = 3
@@ -56,20 +59,6 @@ fn variants_times_grid_times_seeds() {
     assert_eq!(runs.len(), 12);
     assert_eq!(runs[0].id, "base_lr=0.1-s1");
     assert_eq!(runs[2].seed, run_seed(3));
-}
-
-/// The error of `text`: its line and message.
-fn error(text: &str) -> (usize, String) {
-    match Spec::parse(text, "bad.toml") {
-        Err(TrainError::Spec { line, message, .. }) => (line, message),
-        Err(other) => panic!("not a spec error: {other}"),
-        Ok(_) => panic!("accepted:\n{text}"),
-    }
-}
-
-/// The line (1-based) of the first line of `text` containing `needle`.
-fn line_of(text: &str, needle: &str) -> usize {
-    text.lines().position(|l| l.contains(needle)).unwrap() + 1
 }
 
 #[test]
@@ -150,8 +139,10 @@ fn each_bad_spec_gives_its_error_at_its_line() {
             "freeze_at_epoch = 2",
         ),
         (
-            "[model.norm]",
-            "[model.norm]\nunit = \"batch-group\"\nexample_groups = 200",
+            "ghost_size = 32",
+            // 4 channel groups fit ResNet-20's 16, 32 and 64 channels (the default 32 does not),
+            // and a ghost size is for the Batch unit only
+            "unit = \"batch-group\"\ngroups = 4\nexample_groups = 200",
             "example_groups",
             "example_groups = 200 exceeds",
         ),

@@ -3,9 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
-use bnlab_train::{Quiet, RunResult, Spec, Status, SweepOptions, TrainError, run_sweep};
+mod common;
+
+use bnlab_train::{RunResult, Spec, Status, TrainError, run_sweep};
+use common::options;
 
 const SPEC: &str = r#"
 name = "tiny"
@@ -48,15 +50,6 @@ name = "gamma0.1"
 "model.norm.gamma" = 0.1
 "optimizer.gamma_lr_divisor" = 100.0
 "#;
-
-fn options(budget: Option<usize>, jobs: usize) -> SweepOptions {
-    SweepOptions {
-        jobs,
-        budget,
-        progress: Arc::new(Quiet),
-        transport: Default::default(),
-    }
-}
 
 /// Every file under `dir/results`, by name, as bytes.
 fn results(dir: &Path) -> BTreeMap<String, Vec<u8>> {

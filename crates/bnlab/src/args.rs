@@ -70,6 +70,10 @@ pub enum Command {
         /// Layer-by-layer population statistics (Wu & Johnson A.3): one pass per layer.
         #[arg(long)]
         exact: bool,
+        /// How batch statistics become population statistics (Wu & Johnson A.2): `pooled`
+        /// (eq. 2, the variance of all samples) or `mean-of-variances` (eq. 3).
+        #[arg(long, default_value = "pooled")]
+        estimator: String,
         /// Where to write the model (default: `<run>/model-precise.bpk`).
         #[arg(long)]
         out: Option<PathBuf>,

@@ -37,8 +37,9 @@ fn main() -> ExitCode {
             samples,
             batch,
             exact,
+            estimator,
             out,
-        } => commands::eval::precise(&run, samples, batch, exact, out),
+        } => commands::eval::precise(&run, samples, batch, exact, &estimator, out),
         Command::Report(a) => commands::report::run(&a),
         Command::Bench(BenchCommand::Train(a)) => commands::bench::train::train(&a),
         Command::Bench(BenchCommand::Conv { batch, reps, only }) => {

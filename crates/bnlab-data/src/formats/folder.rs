@@ -8,9 +8,6 @@ use image::imageops::FilterType;
 use crate::error::io_at;
 use crate::{DataError, Source};
 
-/// The side images are resized to before a random 224 crop (Davis & Frank §4.2).
-pub const FOLDER_RESIZE: usize = 256;
-
 /// A class-per-folder image dataset, read lazily.
 #[derive(Debug, Clone)]
 pub struct ImageFolder {

@@ -15,7 +15,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{AutodiffBackend, TensorMetadata};
 use burn::tensor::TensorData;
 
-use super::{FusedNorm, FusedNormBackward, FusedPlan, host_values};
+use super::{FusedNorm, FusedNormBackward, FusedStats, host_values};
 
 /// Backward of `fused_norm_apply` (and `fused_norm_units`) over (x, scale, shift).
 #[derive(Debug)]
@@ -23,7 +23,7 @@ struct FusedBackward<B>(PhantomData<B>);
 
 impl<B: FusedNormBackward> Backward<B, 3> for FusedBackward<B> {
     /// x, scale and the plan of the forward call.
-    type State = (FloatTensor<B>, FloatTensor<B>, Arc<FusedPlan>);
+    type State = (FloatTensor<B>, FloatTensor<B>, Arc<FusedStats>);
 
     fn backward(
         self,
@@ -63,7 +63,7 @@ impl<B: FusedNormBackward, C: CheckpointStrategy> FusedNorm for Autodiff<B, C> {
         x: FloatTensor<Self>,
         scale: FloatTensor<Self>,
         shift: FloatTensor<Self>,
-        plan: Arc<FusedPlan>,
+        plan: Arc<FusedStats>,
     ) -> FloatTensor<Self> {
         match FusedBackward::<B>(PhantomData)
             .prepare::<C>([x.node(), scale.node(), shift.node()])
@@ -93,7 +93,7 @@ impl<B: FusedNormBackward, C: CheckpointStrategy> FusedNorm for Autodiff<B, C> {
         x: FloatTensor<Self>,
         scale: FloatTensor<Self>,
         shift: FloatTensor<Self>,
-        plan: Arc<FusedPlan>,
+        plan: Arc<FusedStats>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let (xp, sp) = (x.primitive().clone(), scale.primitive().clone());
         let (y, sums) = B::fused_norm_units(

@@ -17,8 +17,8 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::kernels::{Affine1, Affine2};
-use super::{FusedGrads, FusedNorm, FusedNormBackward, FusedPlan, host_values};
+use super::kernels::{PlaneBackward, PlaneForward};
+use super::{FusedGrads, FusedNorm, FusedNormBackward, FusedStats, host_values};
 
 /// Units of work per workgroup.
 const WORKGROUP: usize = 256;
@@ -176,7 +176,7 @@ fn elementwise(like: &CubeTensor, total: usize) -> (CubeCount, CubeDim) {
 }
 
 /// y = (x − mean)·rstd·scale + shift plane by plane with `coef`.
-fn affine1(x: &CubeTensor, coef: &[Affine1], shape: [usize; 3]) -> CubeTensor {
+fn affine1(x: &CubeTensor, coef: &[PlaneForward], shape: [usize; 3]) -> CubeTensor {
     let total = shape.iter().product();
     let y = empty(shape.to_vec(), x);
     if total == 0 {
@@ -214,7 +214,7 @@ impl FusedNorm for Cube {
         x: FloatTensor<Self>,
         scale: FloatTensor<Self>,
         shift: FloatTensor<Self>,
-        plan: Arc<FusedPlan>,
+        plan: Arc<FusedStats>,
     ) -> FloatTensor<Self> {
         let x = into_contiguous(x);
         let v = host_values::<Cube>(vec![scale, shift]);
@@ -226,7 +226,7 @@ impl FusedNorm for Cube {
         x: FloatTensor<Self>,
         scale: FloatTensor<Self>,
         shift: FloatTensor<Self>,
-        plan: Arc<FusedPlan>,
+        plan: Arc<FusedStats>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let x = into_contiguous(x);
         let sums = Self::fused_norm_sums(x.clone(), plan.cpg);
@@ -242,7 +242,7 @@ impl FusedNormBackward for Cube {
         dy: FloatTensor<Self>,
         x: FloatTensor<Self>,
         scale: FloatTensor<Self>,
-        plan: &FusedPlan,
+        plan: &FusedStats,
         want_dx: bool,
         want_affine: bool,
     ) -> FusedGrads<FloatTensor<Self>> {
@@ -273,7 +273,7 @@ impl FusedNormBackward for Cube {
             let coef: Vec<f32> = plan
                 .grad_coefficients(&scale, &unit_dy, &unit_dy_xhat)
                 .iter()
-                .flat_map(|k: &Affine2| [k.shift, k.dy_scale, k.x_scale, k.offset])
+                .flat_map(|k: &PlaneBackward| [k.shift, k.dy_scale, k.x_scale, k.offset])
                 .collect();
             let coef = upload(coef, vec![n * c, 4], &x);
             let (count, dim) = elementwise(&x, total);

@@ -22,7 +22,7 @@ fn min_planes(s: usize) -> usize {
 
 /// Per-plane coefficients of `out = (x − shift)·scale + offset`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Affine1 {
+pub(crate) struct PlaneForward {
     /// Subtracted from x first (the mean).
     pub shift: f32,
     /// Multiplies x − shift.
@@ -33,7 +33,7 @@ pub(crate) struct Affine1 {
 
 /// Per-plane coefficients of `dx = dy·dy_scale + (x − shift)·x_scale + offset`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Affine2 {
+pub(crate) struct PlaneBackward {
     /// Subtracted from x first (the mean).
     pub shift: f32,
     /// Multiplies dy.
@@ -85,8 +85,8 @@ fn plane_grad_moments(dy: &[f32], x: &[f32], shift: f32) -> [f64; 2] {
     }
     plane_grad_moments_body(dy, x, shift)
 }
-with_avx2!(plane_affine1, plane_affine1_body, (out: &mut [MaybeUninit<f32>], x: &[f32], k: &Affine1) -> ());
-with_avx2!(plane_affine2, plane_affine2_body, (out: &mut [MaybeUninit<f32>], dy: &[f32], x: &[f32], k: &Affine2) -> ());
+with_avx2!(plane_affine1, plane_affine1_body, (out: &mut [MaybeUninit<f32>], x: &[f32], k: &PlaneForward) -> ());
+with_avx2!(plane_affine2, plane_affine2_body, (out: &mut [MaybeUninit<f32>], dy: &[f32], x: &[f32], k: &PlaneBackward) -> ());
 
 /// Σx and Σx² of one plane, accumulated in f64.
 #[inline(always)]
@@ -168,7 +168,7 @@ pub(crate) fn grad_moments(dy: &[f32], x: &[f32], shifts: &[f32], s: usize) -> V
 
 /// out = (x − shift)·scale + offset over one plane.
 #[inline(always)]
-fn plane_affine1_body(out: &mut [MaybeUninit<f32>], x: &[f32], k: &Affine1) {
+fn plane_affine1_body(out: &mut [MaybeUninit<f32>], x: &[f32], k: &PlaneForward) {
     for (o, &v) in out.iter_mut().zip(x) {
         o.write((v - k.shift) * k.scale + k.offset);
     }
@@ -176,7 +176,7 @@ fn plane_affine1_body(out: &mut [MaybeUninit<f32>], x: &[f32], k: &Affine1) {
 
 /// out = dy·dy_scale + (x − shift)·x_scale + offset over one plane.
 #[inline(always)]
-fn plane_affine2_body(out: &mut [MaybeUninit<f32>], dy: &[f32], x: &[f32], k: &Affine2) {
+fn plane_affine2_body(out: &mut [MaybeUninit<f32>], dy: &[f32], x: &[f32], k: &PlaneBackward) {
     for ((o, &g), &v) in out.iter_mut().zip(dy).zip(x) {
         o.write(g * k.dy_scale + (v - k.shift) * k.x_scale + k.offset);
     }
@@ -206,7 +206,7 @@ fn filled<R: Send>(
 }
 
 /// `(x − shift)·scale + offset` per plane.
-pub(crate) fn affine1(x: &[f32], coef: &[Affine1], s: usize) -> Vec<f32> {
+pub(crate) fn affine1(x: &[f32], coef: &[PlaneForward], s: usize) -> Vec<f32> {
     filled(x.len(), s, |p, out| {
         plane_affine1(out, &x[p * s..(p + 1) * s], &coef[p])
     })
@@ -214,7 +214,7 @@ pub(crate) fn affine1(x: &[f32], coef: &[Affine1], s: usize) -> Vec<f32> {
 }
 
 /// `dy·dy_scale + (x − shift)·x_scale + offset` per plane.
-pub(crate) fn affine2(dy: &[f32], x: &[f32], coef: &[Affine2], s: usize) -> Vec<f32> {
+pub(crate) fn affine2(dy: &[f32], x: &[f32], coef: &[PlaneBackward], s: usize) -> Vec<f32> {
     filled(x.len(), s, |p, out| {
         let plane = p * s..(p + 1) * s;
         plane_affine2(out, &dy[plane.clone()], &x[plane], &coef[p])
@@ -229,7 +229,7 @@ pub(crate) fn unit_forward(
     x: &[f32],
     s: usize,
     planes: usize,
-    coef: impl Fn(usize, &[[f64; 2]]) -> Vec<Affine1> + Sync + Send,
+    coef: impl Fn(usize, &[[f64; 2]]) -> Vec<PlaneForward> + Sync + Send,
 ) -> (Vec<f32>, Vec<[f64; 2]>) {
     let unit = planes * s;
     let (y, sums) = filled(x.len(), unit, |u, out| {
@@ -252,7 +252,7 @@ pub(crate) fn unit_backward(
     shifts: &[f32],
     s: usize,
     planes: usize,
-    coef: impl Fn(usize, &[[f64; 2]]) -> Vec<Affine2> + Sync + Send,
+    coef: impl Fn(usize, &[[f64; 2]]) -> Vec<PlaneBackward> + Sync + Send,
 ) -> (Vec<f32>, Vec<[f64; 2]>) {
     let unit = planes * s;
     let (dx, sums) = filled(x.len(), unit, |u, out| {
@@ -392,15 +392,15 @@ mod tests {
     fn elementwise_passes_match_their_formulas() {
         let s = 13;
         let (x, dy) = (data(3 * s, 3), data(3 * s, 5));
-        let c1: Vec<Affine1> = (0..3)
-            .map(|p| Affine1 {
+        let c1: Vec<PlaneForward> = (0..3)
+            .map(|p| PlaneForward {
                 shift: p as f32 * 0.1,
                 scale: 1.5 - p as f32,
                 offset: 0.25 * p as f32,
             })
             .collect();
-        let c2: Vec<Affine2> = (0..3)
-            .map(|p| Affine2 {
+        let c2: Vec<PlaneBackward> = (0..3)
+            .map(|p| PlaneBackward {
                 shift: p as f32 * 0.1,
                 dy_scale: 2.0,
                 x_scale: -0.5 * p as f32,

@@ -1,7 +1,7 @@
 //! The fused path: statistics in one read pass, normalize + affine in one pass and the backward
 //! in two passes, behind a Burn backend extension ([`FusedNorm`]) with a hand-written Autodiff
 //! backward. The kernels are plain Rust on Flex (`kernels`) and CubeCL on GPUs (`cube`); the
-//! statistics and per-plane coefficients are planned on the host ([`FusedPlan`]) for both.
+//! statistics and per-plane coefficients are planned on the host ([`FusedStats`]) for both.
 //!
 //! The layer calls it for f32 inputs on Flex and CubeCL devices (with or without autodiff);
 //! every other backend takes the composed path, which stays the reference.
@@ -13,22 +13,23 @@ mod cube;
 pub use cube::vulkan_gpu;
 mod kernels;
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::tensor::{DType, Device, Tensor};
 
-use kernels::{Affine1, Affine2};
+pub(crate) use bnlab_kernels::{f32_values, flex_tensor, is_flex};
+
+use kernels::{PlaneBackward, PlaneForward};
 
 /// The statistics and set indices of one fused call, all on the host.
 ///
 /// Statistics rows are whatever the mode uses: example blocks (batch statistics), population
 /// sets (running statistics) or examples (example weighing).
 #[derive(Debug, Clone)]
-pub(crate) struct FusedPlan {
+pub(crate) struct FusedStats {
     /// Input shape [N, C, S].
     pub shape: [usize; 3],
     /// Channels per channel group.
@@ -72,7 +73,7 @@ pub(crate) struct FusedGrads<T> {
     dshift: Vec<f64>,
 }
 
-impl FusedPlan {
+impl FusedStats {
     fn groups(&self) -> usize {
         self.shape[1] / self.cpg
     }
@@ -87,13 +88,13 @@ impl FusedPlan {
     }
 
     /// Per-plane coefficients of y = (x − mean)·rstd·scale + shift.
-    fn forward_coefficients(&self, scale: &[f32], shift: &[f32]) -> Vec<Affine1> {
+    fn forward_coefficients(&self, scale: &[f32], shift: &[f32]) -> Vec<PlaneForward> {
         let [n, c, _] = self.shape;
         let mut coef = Vec::with_capacity(n * c);
         for i in 0..n {
             for ch in 0..c {
                 let (u, a) = self.indices(i, ch);
-                coef.push(Affine1 {
+                coef.push(PlaneForward {
                     shift: self.mean[u] as f32,
                     scale: (self.rstd[u] * f64::from(scale[a])) as f32,
                     offset: shift[a],
@@ -127,7 +128,7 @@ impl FusedPlan {
             (g * self.cpg..(g + 1) * self.cpg)
                 .map(|ch| {
                     let a = self.affine_row[i] * c + ch;
-                    Affine1 {
+                    PlaneForward {
                         shift: mean as f32,
                         scale: (rstd * f64::from(scale[a])) as f32,
                         offset: shift[a],
@@ -183,7 +184,7 @@ impl FusedPlan {
         scale: &[f32],
         unit_dy: f64,
         unit_dy_xhat: f64,
-    ) -> Affine2 {
+    ) -> PlaneBackward {
         let (u, a) = self.indices(i, ch);
         let r = self.rstd[u];
         let f = if self.alpha == 0.0 {
@@ -191,7 +192,7 @@ impl FusedPlan {
         } else {
             self.alpha / self.count[self.stat_row[i]]
         };
-        Affine2 {
+        PlaneBackward {
             shift: self.mean[u] as f32,
             dy_scale: (r * f64::from(scale[a])) as f32,
             x_scale: (-r * r * f * unit_dy_xhat) as f32,
@@ -299,7 +300,7 @@ impl FusedPlan {
         scale: &[f32],
         unit_dy: &[f64],
         unit_dy_xhat: &[f64],
-    ) -> Vec<Affine2> {
+    ) -> Vec<PlaneBackward> {
         let c = self.shape[1];
         (0..self.shape[0] * c)
             .map(|p| {
@@ -362,7 +363,7 @@ pub(crate) trait FusedNorm: Backend {
         x: FloatTensor<Self>,
         scale: FloatTensor<Self>,
         shift: FloatTensor<Self>,
-        plan: Arc<FusedPlan>,
+        plan: Arc<FusedStats>,
     ) -> FloatTensor<Self>;
 
     /// Per-example units (the plan's statistics rows are the examples) normalized with their
@@ -372,7 +373,7 @@ pub(crate) trait FusedNorm: Backend {
         x: FloatTensor<Self>,
         scale: FloatTensor<Self>,
         shift: FloatTensor<Self>,
-        plan: Arc<FusedPlan>,
+        plan: Arc<FusedStats>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
@@ -385,7 +386,7 @@ pub(crate) trait FusedNormBackward: FusedNorm {
         dy: FloatTensor<Self>,
         x: FloatTensor<Self>,
         scale: FloatTensor<Self>,
-        plan: &FusedPlan,
+        plan: &FusedStats,
         want_dx: bool,
         want_affine: bool,
     ) -> FusedGrads<FloatTensor<Self>>;
@@ -396,7 +397,7 @@ impl FusedNormBackward for Flex {
         dy: FloatTensor<Self>,
         x: FloatTensor<Self>,
         scale: FloatTensor<Self>,
-        plan: &FusedPlan,
+        plan: &FusedStats,
         want_dx: bool,
         want_affine: bool,
     ) -> FusedGrads<FloatTensor<Self>> {
@@ -430,25 +431,6 @@ fn host_values<B: Backend>(tensors: Vec<FloatTensor<B>>) -> Vec<Vec<f64>> {
         .collect()
 }
 
-/// The f32 values of a Flex tensor in row-major order, borrowed when already contiguous.
-pub fn f32_values(t: &FlexTensor) -> Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(v) => Cow::Borrowed(v),
-        None => Cow::Owned(
-            t.clone()
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .unwrap_or_default(),
-        ),
-    }
-}
-
-/// A Flex tensor of `shape` holding `values` in row-major order.
-pub fn flex_tensor<E: burn::tensor::Element>(values: Vec<E>, shape: Vec<usize>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
-}
-
 fn dims3(t: &FlexTensor) -> [usize; 3] {
     let shape = t.shape();
     [shape[0], shape[1], shape[2]]
@@ -465,7 +447,7 @@ impl FusedNorm for Flex {
         x: FloatTensor<Self>,
         scale: FloatTensor<Self>,
         shift: FloatTensor<Self>,
-        plan: Arc<FusedPlan>,
+        plan: Arc<FusedStats>,
     ) -> FloatTensor<Self> {
         let coef = plan.forward_coefficients(&f32_values(&scale), &f32_values(&shift));
         let y = kernels::affine1(&f32_values(&x), &coef, plan.shape[2]);
@@ -476,7 +458,7 @@ impl FusedNorm for Flex {
         x: FloatTensor<Self>,
         scale: FloatTensor<Self>,
         shift: FloatTensor<Self>,
-        plan: Arc<FusedPlan>,
+        plan: Arc<FusedStats>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let (y, sums) =
             plan.unit_forward(&f32_values(&x), &f32_values(&scale), &f32_values(&shift));
@@ -488,25 +470,16 @@ impl FusedNorm for Flex {
     }
 }
 
-/// Whether `device` is Flex, with or without autodiff: where bnlab's CPU kernels (the fused
-/// normalization, bnlab-models' convolutions) run.
-pub fn is_flex(device: &Device) -> bool {
-    match device.as_dispatch() {
-        DispatchDevice::Flex(_) => true,
-        DispatchDevice::Autodiff(inner) => matches!(**inner, DispatchDevice::Flex(_)),
-        #[allow(unreachable_patterns)]
-        _ => false,
-    }
-}
-
 /// Whether `device` is a CubeCL device (Vulkan, CUDA), with or without autodiff, in a build
 /// with bnlab's GPU kernels (features `vulkan`, `cuda`).
 pub fn is_cube(device: &Device) -> bool {
     #[cfg(any(feature = "vulkan", feature = "cuda"))]
     {
         match device.as_dispatch() {
-            DispatchDevice::Cube(_) => true,
-            DispatchDevice::Autodiff(inner) => matches!(**inner, DispatchDevice::Cube(_)),
+            burn::backend::DispatchDevice::Cube(_) => true,
+            burn::backend::DispatchDevice::Autodiff(inner) => {
+                matches!(**inner, burn::backend::DispatchDevice::Cube(_))
+            }
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -526,10 +499,13 @@ pub(crate) fn supported(x: &Tensor<3>) -> bool {
 }
 
 /// Σx and Σx² per example and channel group ([N·K] each, f64); x must be [`supported`].
-pub(crate) fn example_sums(x: &Tensor<3>, cpg: usize) -> (Vec<f64>, Vec<f64>) {
+pub(crate) fn example_sums(
+    x: &Tensor<3>,
+    cpg: usize,
+) -> Result<(Vec<f64>, Vec<f64>), crate::NormError> {
     let out = <Dispatch as FusedNorm>::fused_norm_sums(x.clone().into_dispatch(), cpg);
-    let raw = crate::state::to_f64(Tensor::<3>::from_dispatch(out));
-    decode_sums(&raw, (cpg * x.dims()[2]) as f64)
+    let raw = crate::tensors::to_f64(Tensor::<3>::from_dispatch(out), "the unit sums")?;
+    Ok(decode_sums(&raw, (cpg * x.dims()[2]) as f64))
 }
 
 /// y = (x − mean)·rstd·scale + shift with `plan`'s statistics; x must be [`supported`] and
@@ -538,7 +514,7 @@ pub(crate) fn apply(
     x: Tensor<3>,
     scale: Tensor<2>,
     shift: Tensor<2>,
-    plan: FusedPlan,
+    plan: FusedStats,
 ) -> Tensor<3> {
     let out = <Dispatch as FusedNorm>::fused_norm_apply(
         x.into_dispatch(),
@@ -555,8 +531,8 @@ pub(crate) fn normalize_units(
     x: Tensor<3>,
     scale: Tensor<2>,
     shift: Tensor<2>,
-    plan: FusedPlan,
-) -> (Tensor<3>, Vec<f64>, Vec<f64>) {
+    plan: FusedStats,
+) -> Result<(Tensor<3>, Vec<f64>, Vec<f64>), crate::NormError> {
     let m = plan.unit_values();
     let (y, sums) = <Dispatch as FusedNorm>::fused_norm_units(
         x.into_dispatch(),
@@ -564,9 +540,9 @@ pub(crate) fn normalize_units(
         shift.into_dispatch(),
         Arc::new(plan),
     );
-    let raw = crate::state::to_f64(Tensor::<3>::from_dispatch(sums));
+    let raw = crate::tensors::to_f64(Tensor::<3>::from_dispatch(sums), "the unit sums")?;
     let (sums, sum_sq) = decode_sums(&raw, m);
-    (Tensor::from_dispatch(y), sums, sum_sq)
+    Ok((Tensor::from_dispatch(y), sums, sum_sq))
 }
 
 #[cfg(test)]

@@ -82,7 +82,8 @@ pub fn step(
     let mut norm = config.init(&device)?;
     randomize_affine(&mut norm, &mut Rng(seed));
     if let Some((collective, groups, weighting)) = sync {
-        norm.set_reducer(Arc::new(SyncReducer::new(collective, groups, weighting)?));
+        let reducer = Arc::new(SyncReducer::new(collective, groups, weighting)?);
+        norm = bnlab_norm::set_stats_reducer(norm, reducer);
     }
     let norm = norm.with_mode(mode);
     let xt = tensor(x, [n, c, s], &device).require_grad();

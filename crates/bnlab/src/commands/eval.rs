@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use bnlab_models::Network;
-use bnlab_norm::StatsSource;
+use bnlab_norm::{PopulationEstimator, StatsSource};
 use bnlab_train::{
     Metrics, RunData, RunFile, evaluate_batches, precise_bn, precise_bn_exact, save_model,
     with_source,
@@ -52,7 +52,13 @@ impl Loaded {
     }
 
     /// PreciseBN statistics from `samples` training images in batches of `batch`.
-    fn precise(&self, samples: usize, batch: usize, exact: bool) -> Result<Network> {
+    fn precise(
+        &self,
+        samples: usize,
+        batch: usize,
+        exact: bool,
+        estimator: PopulationEstimator,
+    ) -> Result<Network> {
         if batch == 0 || samples == 0 {
             bail!("--samples and --batch must be at least 1");
         }
@@ -75,9 +81,9 @@ impl Loaded {
                 }))
         };
         Ok(if exact {
-            precise_bn_exact(self.model.valid(), batches)?
+            precise_bn_exact(self.model.valid(), batches, estimator)?
         } else {
-            precise_bn(self.model.valid(), batches(0)?)?
+            precise_bn(self.model.valid(), batches(0)?, estimator)?
         })
     }
 }
@@ -99,7 +105,10 @@ pub fn eval(dir: &Path, stats: &str, batch: usize, samples: usize) -> Result<()>
     let l = load(dir)?;
     let (model, drop_last) = match stats {
         "population" => (with_source(l.model.valid(), StatsSource::Population), false),
-        "precise" => (l.precise(samples, batch, false)?, false),
+        "precise" => (
+            l.precise(samples, batch, false, PopulationEstimator::Pooled)?,
+            false,
+        ),
         "minibatch" => (with_source(l.model.valid(), StatsSource::MiniBatch), true),
         other => match other.strip_prefix("alpha=").map(str::parse::<f64>) {
             Some(Ok(alpha)) if (0.0..=1.0).contains(&alpha) => (
@@ -121,15 +130,17 @@ pub fn precise(
     samples: usize,
     batch: usize,
     exact: bool,
+    estimator: &str,
     out: Option<PathBuf>,
 ) -> Result<()> {
+    let estimator: PopulationEstimator = bnlab_norm::by_name(estimator).context("--estimator")?;
     let l = load(dir)?;
     let before = l.test(
         &with_source(l.model.valid(), StatsSource::Population),
         128,
         false,
     )?;
-    let model = l.precise(samples, batch, exact)?;
+    let model = l.precise(samples, batch, exact, estimator)?;
     let after = l.test(&model, 128, false)?;
     let out = out.unwrap_or_else(|| dir.join("model-precise.bpk"));
     let tmp = out.with_extension("bpk.tmp");

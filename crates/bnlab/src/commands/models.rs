@@ -4,7 +4,7 @@ use anyhow::Result;
 
 /// Prints every registered network with what it is.
 pub fn run() -> Result<()> {
-    for (name, what) in bnlab_models::MODELS {
+    for bnlab_models::ModelEntry { name, what, .. } in bnlab_models::MODELS {
         println!("{name:<24} {what}");
     }
     Ok(())

@@ -90,7 +90,8 @@ fn sweep_mpi(
         .map(|c| c.config.train.distributed.timeout_secs)
         .max()
         .unwrap_or(600);
-    let (_universe, world) = bnlab_norm::MpiGroup::start(std::time::Duration::from_secs(secs))?;
+    let (_universe, world) =
+        bnlab_collective::MpiGroup::start(std::time::Duration::from_secs(secs))?;
     let quiet = quiet || world.rank() > 0;
     let transport = Transport::Processes(world.clone());
     let outcome = sweep(spec, out, jobs, quiet, stop_after_epochs, transport);

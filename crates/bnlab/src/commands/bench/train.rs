@@ -9,8 +9,8 @@ use bnlab_data::{Batch, HostBatch};
 use bnlab_models::{ConvKernel, ModelOptions, NormSpec, build};
 use bnlab_norm::{Kernel, NormConfig, SyncGroups, SyncReducer, SyncWeighting, set_stats_reducer};
 use bnlab_train::{
-    GroupedOptimizer, LrCurve, OptimizerConfig, Schedule, ShufflePlan, Worker, all_reduce_grads,
-    cross_entropy_sum, precise_bn, shuffle,
+    GroupedOptimizer, LrCurve, OptimizerConfig, Schedule, ShuffleAssignment, Worker,
+    all_reduce_grads, cross_entropy_sum, precise_bn, shuffle,
 };
 use burn::module::Module;
 use burn::optim::GradientsParams;
@@ -103,7 +103,7 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
         // the step's examples: own ones, or with Shuffle BN those the all-to-all brings
         let host = match &worker {
             Some(w) if sync == SyncArg::Shuffle => {
-                let plan = ShufflePlan::new(batch, k, i as u64);
+                let plan = ShuffleAssignment::new(batch, k, i as u64);
                 shuffle(w.collective.as_ref(), &own, &plan)?
             }
             _ => own.clone(),
@@ -185,7 +185,7 @@ fn workers(distributed: Option<Distributed>) -> Result<Guarded> {
         }
         Some(Distributed::Mpi) => {
             let (universe, world) =
-                bnlab_norm::MpiGroup::start(std::time::Duration::from_secs(600))?;
+                bnlab_collective::MpiGroup::start(std::time::Duration::from_secs(600))?;
             Ok((Some(Box::new(universe)), Some(Worker::on_cpu(world))))
         }
     }
@@ -221,6 +221,10 @@ fn precise_time(
         })
         .collect();
     let start = Instant::now();
-    precise_bn(net, batches.into_iter().map(Ok))?;
+    precise_bn(
+        net,
+        batches.into_iter().map(Ok),
+        bnlab_norm::PopulationEstimator::Pooled,
+    )?;
     Ok(start.elapsed().as_secs_f64())
 }

@@ -11,9 +11,9 @@
 //!
 //! Every loop has a fixed order and blocks are fixed by the shape, so the bits do not depend
 //! on the thread count. [`applies`] says which convolutions this runs; im2col + GEMM
-//! ([`super::kernels`]) covers the rest.
+//! ([`super::gemm`]) covers the rest.
 
-use super::kernels::Geometry;
+use super::geometry::Geometry;
 
 /// f32 lanes of one AVX2 vector.
 const LANES: usize = 8;

@@ -1,12 +1,15 @@
 //! The fast kernels against a direct f64 convolution and its adjoint (plain loops), against
 //! Burn's own convolution, and across thread counts.
 
-use burn::module::{Module, Param};
+use burn::module::Param;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use proptest::prelude::*;
 
+use super::direct;
+use super::extension::on_flex_f32;
+use super::geometry::Geometry;
 use super::*;
 
 /// A convolution case: input [n, cin, h, w], `cout` outputs, kernel, stride, padding
@@ -231,7 +234,7 @@ fn check(case: Case) {
     );
     let conv = case.conv(&w, &b, &Device::flex());
     assert!(
-        on_flex_f32(&probe) && geometry(&conv, probe.dims()).is_some(),
+        on_flex_f32(&probe) && Geometry::of_conv(&conv, probe.dims()).is_some(),
         "{case:?}: not fast"
     );
     let fast = run(&case, ConvKernel::Auto, seed);
@@ -301,7 +304,7 @@ fn check_direct(case: Case) {
     let w = values(case.weight_shape().iter().product(), 0);
     let conv = case.conv(&w, &values(case.cout, 0), &Device::flex());
     let dims = [case.n, case.cin, case.size[0], case.size[1]];
-    let g = geometry(&conv, dims).expect("a fast shape");
+    let g = Geometry::of_conv(&conv, dims).expect("a fast shape");
     assert_eq!(direct::applies(&g), direct::has_avx2_fma(), "{case:?}");
     check(case);
 }
@@ -378,8 +381,11 @@ fn the_burn_kernel_and_inconsistent_shapes_take_burns_convolution() {
     let x = Tensor::<4>::from_data(TensorData::new(values(18, 2), [1, 2, 3, 3]), &device);
     let y = conv2d(&conv, x.clone(), ConvKernel::Burn);
     assert_eq!(to_vec(y), to_vec(conv.forward(x.clone())));
-    assert!(geometry(&conv, [1, 3, 3, 3]).is_none(), "channel mismatch");
-    assert!(geometry(&conv, [1, 2, 3, 3]).is_some());
+    assert!(
+        Geometry::of_conv(&conv, [1, 3, 3, 3]).is_none(),
+        "channel mismatch"
+    );
+    assert!(Geometry::of_conv(&conv, [1, 2, 3, 3]).is_some());
 }
 
 proptest! {
@@ -407,46 +413,4 @@ proptest! {
         prop_assume!(h + pad[0] + pad[2] >= 3 && w + pad[1] + pad[3] >= 3);
         check_direct(Case { pad, ..Case::new(n, cin, 1, cout, 3) }.size([h, w]));
     }
-}
-
-#[test]
-fn a_resnet_step_agrees_with_burns_convolution() {
-    // the same ResNet-20 (one set of weights, loaded into both) on either kernel: loss and
-    // the stem's weight gradient agree within rounding
-    let device = Device::flex().autodiff();
-    let build = |kernel: ConvKernel| {
-        let options = crate::ModelOptions {
-            conv_kernel: kernel,
-            ..crate::ModelOptions::new(10, 3)
-        };
-        crate::build("resnet20", &options, &device).unwrap()
-    };
-    let weights = build(ConvKernel::Auto).into_record();
-    let run = |kernel: ConvKernel| {
-        let net = build(kernel).load_record(weights.clone());
-        let x = Tensor::<4>::from_data(
-            TensorData::new(values(4 * 3 * 64, 9), [4, 3, 8, 8]),
-            &device,
-        );
-        let loss = net.forward(x, None).unwrap().powf_scalar(2.0).sum();
-        let grads = loss.backward();
-        let crate::Network::ResNet(resnet) = &net else {
-            panic!("resnet20 is a ResNet")
-        };
-        let stem = resnet.stem.conv.weight.val();
-        (
-            to_vec(stem.grad(&grads).unwrap()),
-            loss.into_scalar::<f32>(),
-        )
-    };
-    let (fast, burn) = (run(ConvKernel::Auto), run(ConvKernel::Burn));
-    assert!(
-        (fast.1 - burn.1).abs() <= 1e-4 * burn.1.abs().max(1.0),
-        "{} vs {}",
-        fast.1,
-        burn.1
-    );
-    let burn64: Vec<f64> = burn.0.iter().map(|&v| f64::from(v)).collect();
-    let err = rel_err(&fast.0, &burn64);
-    assert!(err <= 1e-3, "stem gradient differs by {err}");
 }

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use burn::tensor::{Tensor, TensorCreationOptions, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::collective::{Collective, all_gather_f64, all_reduce_sum};
-use crate::state::to_f64;
+use crate::tensors::to_f64;
 use crate::{Moments, NormError, NormMode, StatsReducer};
+use bnlab_collective::{Collective, all_gather_f64, all_reduce_sum};
 
 /// Which workers' examples form one normalization batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -159,13 +159,16 @@ impl SyncReducer {
 
     /// Every rank's rows, checked for the same population rows and channel groups.
     fn exchange(&self, local: &Moments, k: usize) -> Result<Vec<Sent>, NormError> {
-        let (s1, s2) = (to_f64(local.sum.clone()), to_f64(local.sum_sq.clone()));
+        let (s1, s2) = (
+            to_f64(local.sum.clone(), "the unit sums")?,
+            to_f64(local.sum_sq.clone(), "the unit sums of squares")?,
+        );
         let pops = local.count.len() - local.units;
         let mut msg = vec![local.units as f64, pops as f64, k as f64];
         msg.extend(&local.count);
         msg.extend(&s1);
         msg.extend(&s2);
-        let all = all_gather_f64(self.collective.as_ref(), &msg).map_err(collective_error)?;
+        let all = all_gather_f64(self.collective.as_ref(), &msg).map_err(NormError::Collective)?;
         all.into_iter()
             .enumerate()
             .map(|(r, m)| {
@@ -191,10 +194,6 @@ impl SyncReducer {
             })
             .collect()
     }
-}
-
-fn collective_error(e: crate::collective::CollectiveError) -> NormError {
-    NormError::Reducer(e.to_string())
 }
 
 impl StatsReducer for SyncReducer {
@@ -311,7 +310,7 @@ impl StatsReducer for SyncReducer {
             && let Ok(mut slot) = self.failure.lock()
             && slot.is_none()
         {
-            *slot = Some(collective_error(e));
+            *slot = Some(NormError::Collective(e));
         }
     }
 

@@ -5,7 +5,7 @@ use crate::{GhostSplit, NormConfig, NormError, Remainder, StatUnit};
 
 /// The example partition and per-example set indices of one forward pass.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Plan {
+pub(crate) struct Partition {
     /// Examples of each example block (statistic units are blocks × channel groups).
     pub blocks: Vec<Vec<usize>>,
     /// Block of each example.
@@ -16,7 +16,7 @@ pub(crate) struct Plan {
     pub affine_of: Vec<usize>,
 }
 
-impl Plan {
+impl Partition {
     /// Whether every block is one example, in order (no gather needed).
     pub fn is_identity(&self) -> bool {
         self.blocks.len() == self.block_of.len()
@@ -55,7 +55,7 @@ fn ghost_blocks(
     let err = |reason: String| Err(NormError::BatchSplit { batch: n, reason });
     if !n.is_multiple_of(b) && remainder == Remainder::Error {
         return err(format!(
-            "ghost size {b} does not divide the batch (allow a partial ghost batch with remainder = Allow)"
+            "ghost_size = {b} does not divide the batch of {n} (allow a partial ghost batch with remainder = Allow)"
         ));
     }
     let blocks = match split {
@@ -137,6 +137,62 @@ pub(crate) fn check_domains<'a>(
     Ok(Some(ids))
 }
 
+/// The example blocks of a forward pass over `n` ≥ 1 examples, before any domain refinement:
+/// ghost batches, example groups, one block per example, or (without `batch_stats`) the whole
+/// batch unsplit. This is the one batch-split rule; [`check_batch`] and [`plan`] both call it.
+fn example_blocks(
+    config: &NormConfig,
+    n: usize,
+    batch_stats: bool,
+) -> Result<Vec<Vec<usize>>, NormError> {
+    let policy = config.batch;
+    let unit = if batch_stats {
+        config.unit
+    } else {
+        StatUnit::None
+    };
+    Ok(match unit {
+        StatUnit::Batch => match policy.ghost_size {
+            Some(b) => ghost_blocks(n, b, policy.split, policy.remainder)?,
+            None => vec![(0..n).collect()],
+        },
+        StatUnit::BatchGroup { example_groups, .. } => {
+            let split_error = |reason: String| NormError::BatchSplit { batch: n, reason };
+            if n < example_groups {
+                return Err(split_error(format!(
+                    "example_groups = {example_groups} exceeds the batch of {n}"
+                )));
+            }
+            if !n.is_multiple_of(example_groups) && policy.remainder == Remainder::Error {
+                return Err(split_error(format!(
+                    "example_groups = {example_groups} does not divide the batch of {n} (allow uneven groups with remainder = Allow)"
+                )));
+            }
+            even_split(n, example_groups, policy.split)
+        }
+        StatUnit::Group { .. } | StatUnit::Layer | StatUnit::Instance | StatUnit::None => {
+            (0..n).map(|i| vec![i]).collect()
+        }
+    })
+}
+
+/// Checks, before anything runs, that a layer set up as `config` can take forward batches of
+/// `n` examples with batch statistics (training, PreciseBN collection, mini-batch evaluation):
+/// the configuration is valid and the batch splits as it asks. It applies the same rule as
+/// every forward pass, so a check that passes never fails later with [`NormError::BatchSplit`].
+///
+/// Domain refinement is not checked: it depends on the domain ids of each batch.
+pub fn check_batch(config: &NormConfig, n: usize) -> Result<(), NormError> {
+    config.validate()?;
+    if n == 0 {
+        return Err(NormError::BatchSplit {
+            batch: 0,
+            reason: "a forward batch with batch statistics needs at least 1 example".into(),
+        });
+    }
+    example_blocks(config, n, true).map(|_| ())
+}
+
 /// Plans a forward pass over `n` examples (no units when `n` = 0). Without `batch_stats` (population
 /// statistics) the batch is not split, so no batch-size rule applies.
 pub(crate) fn plan(
@@ -144,45 +200,18 @@ pub(crate) fn plan(
     n: usize,
     domains: Option<&[usize]>,
     batch_stats: bool,
-) -> Result<Plan, NormError> {
+) -> Result<Partition, NormError> {
     let domains = check_domains(config, n, domains)?;
     if n == 0 {
         // an empty worker of a synchronized group: no units of its own
-        return Ok(Plan {
+        return Ok(Partition {
             blocks: Vec::new(),
             block_of: Vec::new(),
             pop_of: Vec::new(),
             affine_of: Vec::new(),
         });
     }
-    let policy = config.batch;
-    let unit = if batch_stats {
-        config.unit
-    } else {
-        StatUnit::None
-    };
-    let mut blocks = match unit {
-        StatUnit::Batch => match policy.ghost_size {
-            Some(b) => ghost_blocks(n, b, policy.split, policy.remainder)?,
-            None => vec![(0..n).collect()],
-        },
-        StatUnit::BatchGroup { example_groups, .. } => {
-            if n < example_groups
-                || (!n.is_multiple_of(example_groups) && policy.remainder == Remainder::Error)
-            {
-                return Err(NormError::BatchSplit {
-                    batch: n,
-                    reason: format!(
-                        "example_groups = {example_groups} does not divide the batch (allow uneven groups with remainder = Allow)"
-                    ),
-                });
-            }
-            even_split(n, example_groups, policy.split)
-        }
-        StatUnit::Group { .. } | StatUnit::Layer | StatUnit::Instance | StatUnit::None => {
-            (0..n).map(|i| vec![i]).collect()
-        }
-    };
+    let mut blocks = example_blocks(config, n, batch_stats)?;
     if let (Some(ids), true) = (domains, batch_stats && config.train_per_domain()) {
         blocks = split_by_domain(blocks, ids, config.domain_count());
     }
@@ -196,7 +225,7 @@ pub(crate) fn plan(
         (Some(ids), true) => ids.to_vec(),
         _ => vec![0; n],
     };
-    Ok(Plan {
+    Ok(Partition {
         blocks,
         block_of,
         pop_of: set_of(config.population_sets()),
@@ -263,5 +292,42 @@ mod tests {
             Err(NormError::Domain(_))
         ));
         assert!(matches!(plan(&c, 4, None, true), Err(NormError::Domain(_))));
+    }
+
+    #[test]
+    fn check_batch_applies_the_forward_rule() {
+        let bg = |e: usize, remainder: Remainder| {
+            NormConfig::new(16)
+                .with_unit(StatUnit::BatchGroup {
+                    channel_groups: 4,
+                    example_groups: e,
+                })
+                .with_batch(BatchPolicy {
+                    remainder,
+                    ..BatchPolicy::default()
+                })
+        };
+        // 3 example groups do not divide 8 unless uneven groups are allowed
+        assert!(check_batch(&bg(3, Remainder::Error), 8).is_err());
+        assert!(plan(&bg(3, Remainder::Error), 8, None, true).is_err());
+        assert!(check_batch(&bg(3, Remainder::Allow), 8).is_ok());
+        assert!(check_batch(&bg(9, Remainder::Allow), 8).is_err());
+        // a strided ghost of 4 with a remainder splits 9 as 3 + 3 + 3
+        let mut policy = BatchPolicy::ghost(4, GhostSplit::Strided);
+        policy.remainder = Remainder::Allow;
+        let c = NormConfig::new(3).with_batch(policy);
+        assert!(check_batch(&c, 9).is_ok());
+        assert_eq!(plan(&c, 9, None, true).unwrap().blocks.len(), 3);
+        // the contiguous split of the same leaves a last ghost batch of 1
+        policy.split = GhostSplit::Contiguous;
+        assert!(check_batch(&c.with_batch(policy), 9).is_err());
+        // the channel count is the site's own
+        let gn = NormConfig::new(16).with_unit(StatUnit::Group { groups: 8 });
+        assert!(check_batch(&gn, 2).is_ok());
+        assert!(matches!(
+            check_batch(&gn.for_channels(12), 2),
+            Err(NormError::InvalidConfig(_))
+        ));
+        assert!(check_batch(&NormConfig::new(3), 0).is_err());
     }
 }

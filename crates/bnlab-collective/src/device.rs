@@ -16,7 +16,7 @@ use burn::tensor::distributed::{
 };
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::collective::{Collective, CollectiveError};
+use crate::{Collective, CollectiveError};
 
 /// Bytes carried by one f32 value of the summed vector.
 const BYTES_PER_VALUE: usize = 3;
@@ -243,7 +243,7 @@ impl Collective for DeviceGroup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collective::{ThreadGroup, all_gather_f64};
+    use crate::{ThreadGroup, all_gather_f64};
     use proptest::prelude::*;
     use std::time::Duration;
 

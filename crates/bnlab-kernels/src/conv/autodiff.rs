@@ -11,9 +11,11 @@ use burn::backend::autodiff::{
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 
-use bnlab_norm::{f32_values, flex_tensor};
+use crate::{f32_values, flex_tensor};
 
-use super::{FastConv, Geometry, kernels};
+use super::FastConv;
+use super::geometry::Geometry;
+use super::passes;
 
 /// Backward of `fast_conv2d` over (x, weight).
 #[derive(Debug)]
@@ -34,7 +36,7 @@ impl Backward<Flex, 2> for ConvBackward {
         let (x, weight, geometry) = ops.state;
         let w_shape = burn::backend::TensorMetadata::shape(&weight).to_vec();
         let x_shape = burn::backend::TensorMetadata::shape(&x).to_vec();
-        let (dx, dw) = kernels::backward(
+        let (dx, dw) = passes::backward(
             &geometry,
             &f32_values(&x),
             &f32_values(&weight),

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::collective::{Collective, CollectiveError};
+use crate::{Collective, CollectiveError};
 use mpi::datatype::PartitionMut;
 use mpi::environment::Universe;
 use mpi::request::{Request, Scope};

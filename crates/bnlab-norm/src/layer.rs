@@ -1,14 +1,13 @@
 //! The [`Norm`] module: one normalization layer with every batch, statistics and affine choice.
 
-use std::sync::Arc;
-
 use burn::module::{Module, Param};
 use burn::tensor::activation::sigmoid;
-use burn::tensor::{DType, Device, Int, Tensor, TensorCreationOptions, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
 
-use crate::fused::{self, FusedPlan};
-use crate::plan::{Plan, plan};
-use crate::state::{NormState, to_f64_pair};
+use crate::batch::{Partition, plan};
+use crate::fused::{self, FusedStats};
+use crate::state::NormState;
+use crate::tensors::{accumulation_dtype, is_autodiff, membership, rows_for, to_f64_pair, widen};
 use crate::{
     Affine, Kernel, LocalReducer, Moments, NormConfig, NormError, NormMode, RunningStats, StatUnit,
     StatsReducer, StatsSource, VarianceStorage,
@@ -105,60 +104,6 @@ struct BatchStats {
     pop_sum_sq: Tensor<2>,
 }
 
-/// Whether `x` lives on an autodiff device.
-fn is_autodiff(x: &Tensor<3>) -> bool {
-    matches!(
-        x.device().as_dispatch(),
-        burn::backend::DispatchDevice::Autodiff(_)
-    )
-}
-
-/// The dtype reductions accumulate in: f64 where the device has it, else the input's own.
-fn accumulation_dtype(device: &Device) -> Option<DType> {
-    device.supports_dtype(DType::F64).then_some(DType::F64)
-}
-
-fn widen<const D: usize>(t: Tensor<D>, acc: Option<DType>) -> Tensor<D> {
-    match acc {
-        Some(dtype) if t.dtype() != dtype => t.cast(dtype),
-        _ => t,
-    }
-}
-
-/// A 0/1 membership matrix [rows, n] in `dtype`: entry (r, i) is 1 when example i is in row r.
-fn membership(
-    rows: usize,
-    n: usize,
-    row_of: impl Fn(usize) -> usize,
-    device: &Device,
-    dtype: DType,
-) -> Tensor<2> {
-    let mut m = vec![0.0f64; rows * n];
-    for i in 0..n {
-        m[row_of(i) * n + i] = 1.0;
-    }
-    Tensor::from_data(
-        TensorData::new(m, [rows, n]),
-        TensorCreationOptions::new(device.clone()).with_dtype(dtype),
-    )
-}
-
-fn index_tensor(idx: &[usize], device: &Device) -> Tensor<1, Int> {
-    let v: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
-    Tensor::from_data(TensorData::new(v, [idx.len()]), device)
-}
-
-/// Rows `rows[i]` of `t` for every example i ([len, K]); no gather when all rows are 0 and `t`
-/// has one row (broadcast instead).
-fn rows_for(t: Tensor<2>, rows: &[usize]) -> Tensor<2> {
-    let [r, _] = t.dims();
-    if r == 1 {
-        return t;
-    }
-    let device = t.device();
-    t.select(0, index_tensor(rows, &device))
-}
-
 impl Norm {
     /// The current mode.
     pub fn mode(&self) -> NormMode {
@@ -174,11 +119,6 @@ impl Norm {
     pub fn with_mode(mut self, mode: NormMode) -> Self {
         self.set_mode(mode);
         self
-    }
-
-    /// Uses `reducer` to combine statistics with other workers (SyncBN).
-    pub fn set_reducer(&mut self, reducer: Arc<dyn StatsReducer>) {
-        self.state.reducer = Some(reducer);
     }
 
     /// Forward pass without domain ids.
@@ -291,7 +231,7 @@ impl Norm {
     fn forward_fused(
         &self,
         x3: Tensor<3>,
-        plan: &Plan,
+        plan: &Partition,
         shape: &[usize],
     ) -> Result<Tensor<3>, NormError> {
         let [n, c, _] = x3.dims();
@@ -317,7 +257,7 @@ impl Norm {
         x3: Tensor<3>,
         [scale, shift]: [Tensor<2>; 2],
         affine_row: Vec<usize>,
-        plan: &Plan,
+        plan: &Partition,
         shape: &[usize],
     ) -> Result<Tensor<3>, NormError> {
         let [n, c, s] = x3.dims();
@@ -331,7 +271,7 @@ impl Norm {
                 TensorCreationOptions::new(device.clone()).with_dtype(acc.unwrap_or(DType::F32)),
             )
         };
-        let mut fused_plan = FusedPlan {
+        let mut fused_plan = FusedStats {
             shape: [n, c, s],
             cpg,
             stat_row: (0..n).collect(),
@@ -346,28 +286,35 @@ impl Norm {
         let mode = self.state.mode;
         let synced = mode.uses_batch_stats() && self.synced_units();
         if mode.uses_batch_stats() && plan.is_identity() && !synced {
-            let (y, s1, s2) = fused::normalize_units(x3, scale, shift, fused_plan);
+            let (y, s1, s2) = fused::normalize_units(x3, scale, shift, fused_plan)?;
             let stats = self.batch_stats_from(host(s1), host(s2), values, plan, shape)?;
             self.record_batch_stats(&stats)?;
             return Ok(y);
         }
         let (stat_row, mean, var, count, alpha) = match mode {
             NormMode::Train | NormMode::Collect | NormMode::Eval(StatsSource::MiniBatch) => {
-                let (s1, s2) = fused::example_sums(&x3, cpg);
+                let (s1, s2) = fused::example_sums(&x3, cpg)?;
                 let stats = self.batch_stats_from(host(s1), host(s2), values, plan, shape)?;
                 self.record_batch_stats(&stats)?;
-                let (mean, var) = to_f64_pair(stats.mean, stats.var);
+                let (mean, var) = to_f64_pair(stats.mean, stats.var, "the batch statistics")?;
                 (plan.block_of.clone(), mean, var, stats.unit_count, 1.0)
             }
             NormMode::Eval(StatsSource::Population) | NormMode::Frozen => {
-                let (mean, var) = to_f64_pair(self.state.running_mean(), self.state.running_var());
+                let (mean, var) = to_f64_pair(
+                    self.state.running_mean(),
+                    self.state.running_var(),
+                    "the population statistics",
+                )?;
                 let rows = mean.len() / k.max(1);
                 (plan.pop_of.clone(), mean, var, vec![1.0; rows], 0.0)
             }
             NormMode::Eval(StatsSource::ExampleWeighed { alpha }) => {
-                let (s1, s2) = fused::example_sums(&x3, cpg);
-                let (pop_mean, pop_var) =
-                    to_f64_pair(self.state.running_mean(), self.state.running_var());
+                let (s1, s2) = fused::example_sums(&x3, cpg)?;
+                let (pop_mean, pop_var) = to_f64_pair(
+                    self.state.running_mean(),
+                    self.state.running_var(),
+                    "the population statistics",
+                )?;
                 let (mut mean, mut var) = (Vec::with_capacity(n * k), Vec::with_capacity(n * k));
                 for i in 0..n {
                     for g in 0..k {
@@ -437,7 +384,7 @@ impl Norm {
     fn forward_batch(
         &self,
         x3: &Tensor<3>,
-        plan: &Plan,
+        plan: &Partition,
         shape: &[usize],
     ) -> Result<Tensor<3>, NormError> {
         let stats = self.batch_stats(x3, plan, shape)?;
@@ -447,7 +394,11 @@ impl Norm {
 
     /// Adds this batch's pooled statistics to the PreciseBN accumulator.
     fn accumulate(&self, stats: &BatchStats) -> Result<(), NormError> {
-        let (sum, sum_sq) = to_f64_pair(stats.pop_sum.clone(), stats.pop_sum_sq.clone());
+        let (sum, sum_sq) = to_f64_pair(
+            stats.pop_sum.clone(),
+            stats.pop_sum_sq.clone(),
+            "the PreciseBN sums",
+        )?;
         self.state
             .collected
             .lock()
@@ -457,7 +408,7 @@ impl Norm {
     }
 
     /// `Eval(Population)` and `Frozen`: running statistics as constants.
-    fn forward_population(&self, x3: &Tensor<3>, plan: &Plan) -> Tensor<3> {
+    fn forward_population(&self, x3: &Tensor<3>, plan: &Partition) -> Tensor<3> {
         let device = x3.device();
         let mean = self.state.running_mean().to_device(&device).detach();
         let var = self.state.running_var().to_device(&device).detach();
@@ -465,7 +416,7 @@ impl Norm {
     }
 
     /// `Eval(ExampleWeighed)`: Summers & Dinneen eq. 3.
-    fn forward_weighed(&self, x3: &Tensor<3>, plan: &Plan, alpha: f64) -> Tensor<3> {
+    fn forward_weighed(&self, x3: &Tensor<3>, plan: &Partition, alpha: f64) -> Tensor<3> {
         let device = x3.device();
         let acc = accumulation_dtype(&device);
         let (s1, s2, values) = self.example_sums(x3, acc);
@@ -501,7 +452,7 @@ impl Norm {
     fn batch_stats(
         &self,
         x3: &Tensor<3>,
-        plan: &Plan,
+        plan: &Partition,
         shape: &[usize],
     ) -> Result<BatchStats, NormError> {
         let (s1, s2, values) = self.example_sums(x3, accumulation_dtype(&x3.device()));
@@ -515,7 +466,7 @@ impl Norm {
         s1: Tensor<2>,
         s2: Tensor<2>,
         values: f64,
-        plan: &Plan,
+        plan: &Partition,
         shape: &[usize],
     ) -> Result<BatchStats, NormError> {
         let device = s1.device();
@@ -595,7 +546,7 @@ impl Norm {
         let var = (combined.sum_sq.clone().narrow(0, 0, b) / unit_n - mean.clone().square())
             .clamp_min(0.0);
         if self.config.check_finite {
-            let (m, v) = to_f64_pair(mean.clone(), var.clone());
+            let (m, v) = to_f64_pair(mean.clone(), var.clone(), "the batch statistics")?;
             for (what, values) in [("mean", m), ("variance", v)] {
                 if values.iter().any(|v| !v.is_finite()) {
                     return Err(NormError::NonFinite {
@@ -688,14 +639,14 @@ impl Norm {
     }
 
     /// The affine parameter `p` as [rows, C, 1] for the examples' affine sets.
-    fn per_example(&self, p: &Param<Tensor<2>>, plan: &Plan) -> Tensor<3> {
+    fn per_example(&self, p: &Param<Tensor<2>>, plan: &Partition) -> Tensor<3> {
         let t = rows_for(p.val(), &plan.affine_of);
         let [r, c] = t.dims();
         t.reshape([r, c, 1])
     }
 
     /// Applies the affine tail to x̂.
-    fn affine(&self, x3: &Tensor<3>, xhat: Tensor<3>, plan: &Plan) -> Tensor<3> {
+    fn affine(&self, x3: &Tensor<3>, xhat: Tensor<3>, plan: &Partition) -> Tensor<3> {
         let get = |p: &Option<Param<Tensor<2>>>| p.as_ref().map(|p| self.per_example(p, plan));
         let (gamma, beta) = (get(&self.gamma), get(&self.beta));
         match self.config.affine {

@@ -1,0 +1,76 @@
+//! The [`FastConv`] backend extension (Flex and `Autodiff<Flex>`), [`ConvKernel`] and
+//! [`conv2d`], which runs a `burn::nn::conv::Conv2d` through bnlab's kernels for f32 inputs
+//! on Flex devices (with or without autodiff); every other backend, and [`ConvKernel::Burn`],
+//! takes Burn's own convolution, which stays the reference.
+
+use crate::{f32_values, flex_tensor};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, Flex, backend_extension};
+use burn::nn::conv::Conv2d;
+use burn::tensor::{DType, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::geometry::Geometry;
+use super::passes;
+
+/// Which convolution kernels a network runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConvKernel {
+    /// bnlab's im2col + GEMM kernels where the backend is Flex and the input f32; Burn's
+    /// convolution elsewhere.
+    #[default]
+    Auto,
+    /// Burn's own convolution everywhere (the reference).
+    Burn,
+}
+
+/// Fast convolution kernels, implemented for Flex and `Autodiff<Flex>`.
+#[backend_extension(Flex, Autodiff)]
+pub(crate) trait FastConv: Backend {
+    /// conv(x, weight) without bias for x [N, C_in, H, W] and weight [C_out, C_in/groups, kh,
+    /// kw] of `geometry`; differentiable in x and weight.
+    fn fast_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        geometry: Geometry,
+    ) -> FloatTensor<Self>;
+}
+
+impl FastConv for Flex {
+    fn fast_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        geometry: Geometry,
+    ) -> FloatTensor<Self> {
+        let y = passes::forward(&geometry, &f32_values(&x), &f32_values(&weight));
+        flex_tensor(y, geometry.output_shape())
+    }
+}
+
+/// Whether `x` is f32 on a Flex device, with or without autodiff.
+pub(crate) fn on_flex_f32(x: &Tensor<4>) -> bool {
+    crate::is_flex(&x.device()) && x.dtype() == DType::F32
+}
+
+/// `conv.forward(x)`, through bnlab's kernels where `kernel` and the backend allow.
+///
+/// # Shapes
+/// - input `[N, C_in, H, W]`, output `[N, C_out, H', W']`.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>, kernel: ConvKernel) -> Tensor<4> {
+    let fast = (kernel == ConvKernel::Auto && on_flex_f32(&x))
+        .then(|| Geometry::of_conv(conv, x.dims()))
+        .flatten();
+    let Some(geometry) = fast else {
+        return conv.forward(x);
+    };
+    let out = <Dispatch as FastConv>::fast_conv2d(
+        x.into_dispatch(),
+        conv.weight.val().into_dispatch(),
+        geometry,
+    );
+    let y = Tensor::<4>::from_dispatch(out);
+    match &conv.bias {
+        Some(bias) => y + bias.val().reshape([1, geometry.cout, 1, 1]),
+        None => y,
+    }
+}

@@ -1,0 +1,10 @@
+//! Where statistics come from: the layer's mode and inference source, the running statistics
+//! kept in training, and PreciseBN's population statistics.
+
+mod mode;
+pub(crate) mod population;
+mod running;
+
+pub use mode::*;
+pub use population::PopulationEstimator;
+pub use running::*;
