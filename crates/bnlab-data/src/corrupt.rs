@@ -12,13 +12,26 @@ use crate::{DataError, Rng};
 
 /// A corruption family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum CorruptionKind {
     /// Contrast scaled by c ∈ (0.4, 0.3, 0.2, 0.1, 0.05) around each image's mean.
+    #[serde(alias = "Contrast")]
     Contrast,
     /// Additive N(0, σ²) with σ ∈ (0.08, 0.12, 0.18, 0.26, 0.38) on [0, 1] pixels.
+    #[serde(alias = "GaussianNoise")]
     GaussianNoise,
     /// JPEG re-encoding at quality (25, 18, 15, 10, 7).
+    #[serde(alias = "Jpeg")]
     Jpeg,
+}
+
+impl CorruptionKind {
+    /// Every family.
+    pub const ALL: [CorruptionKind; 3] = [
+        CorruptionKind::Contrast,
+        CorruptionKind::GaussianNoise,
+        CorruptionKind::Jpeg,
+    ];
 }
 
 /// A corruption at a severity from 1 to 5 (ImageNet-C's parameters).

@@ -40,6 +40,33 @@ pub struct InputNorm {
     pub scale: Vec<f64>,
 }
 
+/// Input normalization by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InputNormName {
+    /// A scale-only BN layer, γ̂ = 0.58·γ.
+    Bn,
+    /// (x − 128)/128.
+    Fixed,
+    /// The training split's per-channel μ and σ.
+    Offline,
+}
+
+impl InputNormName {
+    /// The layer this name stands for on `channels` input channels; `offline` starts at
+    /// μ = 0, σ = 1 until the trainer fills in the training split's statistics.
+    pub fn config(self, channels: usize) -> InputNormConfig {
+        match self {
+            InputNormName::Bn => InputNormConfig::Bn,
+            InputNormName::Fixed => InputNormConfig::Fixed,
+            InputNormName::Offline => InputNormConfig::Offline {
+                mean: vec![0.0; channels],
+                std: vec![1.0; channels],
+            },
+        }
+    }
+}
+
 impl InputNormConfig {
     /// Builds the layer for `channels` input channels.
     pub(crate) fn init(&self, b: &Builder, channels: usize) -> Result<InputNorm, ModelError> {

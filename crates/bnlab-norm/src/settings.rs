@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Affine, BatchPolicy, GhostSplit, NormConfig, NormError, Remainder, RunningStats, StatUnit,
-    VarianceStorage,
+    SyncGroups, VarianceStorage,
 };
 
 /// Statistic units by name.
@@ -214,9 +214,63 @@ impl NormSettings {
     }
 }
 
+/// The normalization group of data-parallel training, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyncName {
+    /// Each worker alone.
+    #[default]
+    Worker,
+    /// All workers (SyncBN).
+    All,
+    /// Groups of `group_size` consecutive workers.
+    Groups,
+}
+
+impl SyncName {
+    /// The sync groups this name stands for with `workers` workers; `groups` takes
+    /// `group_size` consecutive workers per group (all of them without one).
+    pub fn groups(self, workers: usize, group_size: Option<usize>) -> SyncGroups {
+        match self {
+            SyncName::Worker => SyncGroups::PerWorker,
+            SyncName::All => SyncGroups::All,
+            SyncName::Groups => SyncGroups::consecutive(workers, group_size.unwrap_or(workers)),
+        }
+    }
+}
+
 /// The setting called `name` by its serde name, as a spec writes it (for command-line flags,
 /// which take the same names); an unknown name lists the valid ones.
 pub fn by_name<T: DeserializeOwned>(name: &str) -> Result<T, NormError> {
     T::deserialize(IntoDeserializer::<serde::de::value::Error>::into_deserializer(name))
         .map_err(|e| NormError::InvalidConfig(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_kebab_case_and_the_old_pascal_case_still_reads() {
+        assert_eq!(by_name::<GhostSplit>("strided"), Ok(GhostSplit::Strided));
+        assert_eq!(by_name::<GhostSplit>("Strided"), Ok(GhostSplit::Strided));
+        assert_eq!(
+            by_name::<VarianceStorage>("biased"),
+            Ok(VarianceStorage::Biased)
+        );
+        assert_eq!(
+            by_name::<crate::PopulationEstimator>("mean-of-variances"),
+            Ok(crate::PopulationEstimator::MeanOfVariances)
+        );
+        // what specs and results files hold
+        let written = serde_json::to_string(&GhostSplit::Contiguous).unwrap();
+        assert_eq!(written, "\"contiguous\"");
+    }
+
+    #[test]
+    fn an_unknown_name_lists_the_valid_ones() {
+        let e = by_name::<GhostSplit>("diagonal").unwrap_err().to_string();
+        assert!(e.contains("diagonal"), "{e}");
+        assert!(e.contains("contiguous") && e.contains("strided"), "{e}");
+    }
 }

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use bnlab_data::{Augment, CorruptionKind};
-use bnlab_models::{ConvKernel, InputNormConfig, ModelOptions, NormSpec};
-use bnlab_norm::{NormSettings, SyncGroups, SyncWeighting, UnitName};
+use bnlab_models::{ConvKernel, InputNormName, ModelOptions, NormSpec};
+use bnlab_norm::{NormSettings, SyncGroups, SyncName, SyncWeighting, UnitName};
 use serde::{Deserialize, Serialize};
 
 use crate::{OptimizerConfig, Schedule};
@@ -214,18 +214,6 @@ pub struct ModelConfig {
     pub zero_init_residual: bool,
 }
 
-/// Input normalization by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum InputNormName {
-    /// A scale-only BN layer, γ̂ = 0.58·γ.
-    Bn,
-    /// (x − 128)/128.
-    Fixed,
-    /// The training split's per-channel μ and σ.
-    Offline,
-}
-
 /// Epochs, batch sizes and the FrozenBN switch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -284,19 +272,6 @@ pub struct DistConfig {
     pub timeout_secs: u64,
 }
 
-/// The normalization group of data-parallel training, by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum SyncName {
-    /// Each worker alone.
-    #[default]
-    Worker,
-    /// All workers (SyncBN).
-    All,
-    /// Groups of `group_size` consecutive workers.
-    Groups,
-}
-
 fn default_workers() -> usize {
     1
 }
@@ -320,13 +295,7 @@ impl Default for DistConfig {
 impl DistConfig {
     /// The sync groups of [`DistConfig::norm`].
     pub fn sync_groups(&self) -> SyncGroups {
-        match self.norm {
-            SyncName::Worker => SyncGroups::PerWorker,
-            SyncName::All => SyncGroups::All,
-            SyncName::Groups => {
-                SyncGroups::consecutive(self.workers, self.group_size.unwrap_or(self.workers))
-            }
-        }
+        self.norm.groups(self.workers, self.group_size)
     }
 }
 
@@ -427,15 +396,7 @@ impl Default for EvalConfig {
 impl RunConfig {
     /// The network options for `classes` classes of `channels`-channel images.
     pub fn model_options(&self, classes: usize, channels: usize) -> ModelOptions {
-        let input_norm = self.model.input_norm.map(|n| match n {
-            InputNormName::Bn => InputNormConfig::Bn,
-            InputNormName::Fixed => InputNormConfig::Fixed,
-            // filled in from the training split by the trainer
-            InputNormName::Offline => InputNormConfig::Offline {
-                mean: vec![0.0; channels],
-                std: vec![1.0; channels],
-            },
-        });
+        let input_norm = self.model.input_norm.map(|n| n.config(channels));
         ModelOptions {
             num_classes: classes,
             in_channels: channels,

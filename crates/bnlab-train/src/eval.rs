@@ -15,7 +15,7 @@ use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::run::{EVAL_PASS, stat_batches};
-use crate::{RunConfig, RunData, Scheme, TrainError};
+use crate::{EvalKey, RunConfig, RunData, Scheme, TrainError};
 
 /// Loss and accuracy over a set of images.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -188,23 +188,29 @@ pub fn evaluate_schemes(
         match scheme {
             Scheme::Population => {
                 let m = with_source(model.valid(), StatsSource::Population);
-                out.insert("population".into(), test(&m, e.batch_size, false, None)?);
+                out.insert(
+                    EvalKey::Population.to_string(),
+                    test(&m, e.batch_size, false, None)?,
+                );
             }
             Scheme::Precise => {
                 let m = precise(model.valid(), None)?;
-                out.insert("precise".into(), test(&m, e.batch_size, false, None)?);
+                out.insert(
+                    EvalKey::Precise.to_string(),
+                    test(&m, e.batch_size, false, None)?,
+                );
             }
             Scheme::Minibatch => {
                 let m = with_source(model.valid(), StatsSource::MiniBatch);
                 for &b in &e.minibatch_sizes {
-                    out.insert(format!("minibatch-{b}"), test(&m, b, true, None)?);
+                    out.insert(EvalKey::MiniBatch(b).to_string(), test(&m, b, true, None)?);
                 }
             }
             Scheme::Alpha => {
                 for &alpha in &e.alphas {
                     let m = with_source(model.valid(), StatsSource::ExampleWeighed { alpha });
                     out.insert(
-                        format!("alpha-{alpha}"),
+                        EvalKey::Alpha(alpha).to_string(),
                         test(&m, e.batch_size, false, None)?,
                     );
                 }
@@ -212,28 +218,32 @@ pub fn evaluate_schemes(
             Scheme::TrainMinibatch => {
                 let b = config.train.micro_batch();
                 for (name, source) in [
-                    ("train-minibatch", StatsSource::MiniBatch),
-                    ("train-population", StatsSource::Population),
+                    (EvalKey::TrainMiniBatch, StatsSource::MiniBatch),
+                    (EvalKey::TrainPopulation, StatsSource::Population),
                 ] {
                     let m = with_source(model.valid(), source);
                     let loader = data.loader(&data.train, b, true, false, None, seed)?;
                     let batches = loader.epoch(&data.train_pool, None, EVAL_PASS)?;
-                    out.insert(name.into(), evaluate_batches(&m, batches, device)?);
+                    out.insert(name.to_string(), evaluate_batches(&m, batches, device)?);
                 }
             }
         }
     }
     for a in &e.adapt {
         let corruption = Some(Corruption::new(a.corruption, a.severity)?);
-        let name = format!("adapt-{:?}-{}", a.corruption, a.severity).to_lowercase();
+        let key = |adapted| EvalKey::Adapt {
+            kind: a.corruption,
+            severity: a.severity,
+            adapted,
+        };
         let source = with_source(model.valid(), StatsSource::Population);
         out.insert(
-            format!("{name}-source"),
+            key(false).to_string(),
             test(&source, e.batch_size, false, corruption)?,
         );
         let adapted = precise(model.valid(), corruption)?;
         out.insert(
-            format!("{name}-adapted"),
+            key(true).to_string(),
             test(&adapted, e.batch_size, false, corruption)?,
         );
     }

@@ -20,6 +20,7 @@ mod diagnostics;
 mod dist;
 mod error;
 mod eval;
+mod eval_key;
 mod optim;
 mod progress;
 mod report;
@@ -44,6 +45,7 @@ pub use eval::{
     Metrics, cross_entropy_sum, evaluate_batches, evaluate_schemes, precise_bn, precise_bn_exact,
     with_source,
 };
+pub use eval_key::EvalKey;
 pub use optim::*;
 pub use progress::{Bars, Progress, Quiet};
 pub use report::*;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bnlab_data::Loader;
-use bnlab_models::Network;
+use bnlab_models::{InputNormName, Network};
 use bnlab_norm::{
     NormMode, PopulationEstimator, StatsReducer, StatsSource, SyncReducer, set_norm_mode,
     set_stats_reducer,
@@ -26,8 +26,8 @@ use crate::run::{
     EVAL_PASS, MODEL_FILE, RUN_FILE, local_batch, new_network, outlier_shares, stat_batches,
 };
 use crate::{
-    Diagnostics, EpochRecord, GroupedOptimizer, InputNormName, LrCurve, Metrics, RESULT_FORMAT,
-    RunConfig, RunData, RunFile, RunRequest, RunResult, Status, TrainError, Worker,
+    Diagnostics, EpochRecord, GroupedOptimizer, LrCurve, Metrics, RESULT_FORMAT, RunConfig,
+    RunData, RunFile, RunRequest, RunResult, Status, TrainError, Worker,
 };
 
 /// Trains, validates and evaluates one run; resumes from its last checkpoint.

@@ -80,14 +80,14 @@ fn batch_group_with_example_groups_that_do_not_divide_is_refused_by_the_spec() {
 #[test]
 fn a_strided_ghost_batch_with_a_remainder_is_accepted_as_the_layer_splits_it() {
     let text = spec(
-        "ghost_size = 4\nghost_split = \"Strided\"\nallow_remainder = true",
+        "ghost_size = 4\nghost_split = \"strided\"\nallow_remainder = true",
         "batch_size = 9",
         "",
     );
     // the layer splits 9 into 3 + 3 + 3
     forward_of(&text, 9).unwrap();
     // contiguous ghost batches of 4 leave 1 example: both refuse it
-    let contiguous = text.replace("\"Strided\"", "\"Contiguous\"");
+    let contiguous = text.replace("\"strided\"", "\"contiguous\"");
     let (line, message) = error(&contiguous);
     assert_eq!(line, line_of(&contiguous, "ghost_size = 4"), "{message}");
     assert!(message.contains("at least 2"), "{message}");

@@ -47,7 +47,8 @@ pub enum Command {
     Eval {
         /// The run directory (`OUT/runs/<run id>`).
         run: PathBuf,
-        /// population, precise, minibatch or alpha=A.
+        /// population, precise, minibatch or alpha=A (also the result keys minibatch-B and
+        /// alpha-A, as `bnlab report` names them).
         #[arg(long, default_value = "population")]
         stats: String,
         /// Batch size of the evaluation (and of `precise` statistics).

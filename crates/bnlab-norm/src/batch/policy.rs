@@ -5,19 +5,25 @@ use serde::{Deserialize, Serialize};
 
 /// How a batch is cut into ghost batches (or example groups).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum GhostSplit {
     /// Ghost batch g holds examples g·B' .. (g+1)·B' (Summers & Dinneen eq. 4).
+    #[serde(alias = "Contiguous")]
     Contiguous,
     /// Ghost batch g holds examples g, g + G, g + 2G, … with G = ⌈N / B'⌉ (tf-keras).
+    #[serde(alias = "Strided")]
     Strided,
 }
 
 /// What to do when the ghost size does not divide the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Remainder {
     /// A batch the ghost size does not divide is an error.
+    #[serde(alias = "Error")]
     Error,
     /// Allow a partial ghost batch, provided it holds at least 2 examples.
+    #[serde(alias = "Allow")]
     Allow,
 }
 
@@ -55,10 +61,13 @@ impl BatchPolicy {
 
 /// Whether something is shared by all domains or kept per domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum DomainChoice {
     /// One for all domains together.
+    #[serde(alias = "Shared")]
     Shared,
     /// One per domain.
+    #[serde(alias = "PerDomain")]
     PerDomain,
 }
 

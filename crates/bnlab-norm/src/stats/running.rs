@@ -19,9 +19,12 @@ pub enum RunningStats {
 
 /// How the running variance is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum VarianceStorage {
     /// The biased batch variance (divide by n).
+    #[serde(alias = "Biased")]
     Biased,
     /// The unbiased batch variance (divide by n − 1), as PyTorch stores it.
+    #[serde(alias = "Unbiased")]
     Unbiased,
 }

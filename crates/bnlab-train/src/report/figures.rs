@@ -1,7 +1,7 @@
 //! The report's figures as data: which figures a sweep's results support, and their series.
 //! Drawing is [`super::plot`]'s job.
 
-use crate::{Histogram, RunResult, summary};
+use crate::{EvalKey, Histogram, RunResult, summary};
 
 use super::results::{Metric, SweepResults};
 
@@ -223,7 +223,9 @@ pub fn alpha_curves(results: &SweepResults) -> Option<Figure> {
             .filter_map(|(i, name, runs)| {
                 let p = points(runs.iter().flat_map(|r| {
                     r.test.iter().filter_map(|(k, m)| {
-                        let alpha = k.strip_prefix("alpha-")?.parse::<f64>().ok()?;
+                        let Some(EvalKey::Alpha(alpha)) = EvalKey::parse(k) else {
+                            return None;
+                        };
                         Some((alpha, metric.of(m)))
                     })
                 }));
@@ -371,11 +373,13 @@ pub fn norm_batch_curves(results: &SweepResults) -> Option<Figure> {
     let mut series = Vec::new();
     for (g, (name, _, runs)) in series_groups(results).into_iter().enumerate() {
         let schemes: [(&str, SchemeKey); 4] = [
-            ("train set, mini-batch stats", |_| "train-minibatch".into()),
-            ("test, PreciseBN", |_| "precise".into()),
-            ("test, EMA population", |_| "population".into()),
+            ("train set, mini-batch stats", |_| {
+                EvalKey::TrainMiniBatch.to_string()
+            }),
+            ("test, PreciseBN", |_| EvalKey::Precise.to_string()),
+            ("test, EMA population", |_| EvalKey::Population.to_string()),
             ("test, mini-batch stats at the training norm. batch", |r| {
-                format!("minibatch-{}", norm_batch(r))
+                EvalKey::MiniBatch(norm_batch(r)).to_string()
             }),
         ];
         for (k, (what, key)) in schemes.iter().enumerate() {

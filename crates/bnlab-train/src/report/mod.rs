@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use bnlab_data::write_atomic;
 
-use crate::{Alternative, Status, TrainError, run_seed};
+use crate::{Alternative, EvalKey, Status, TrainError, run_seed};
 
 pub use figures::{Figure, HistPanel, HistSeries, LinePanel, LineSeries, Panel, figures};
 pub use plot::{PALETTE, PANEL, png, size, svg};
@@ -73,32 +73,9 @@ impl Report {
     }
 }
 
-/// What a scheme measures, for headings.
+/// What a scheme measures, for headings (the name itself for a key bnlab does not write).
 pub fn describe_scheme(scheme: &str) -> String {
-    if let Some(b) = scheme.strip_prefix("minibatch-") {
-        return format!("test set, statistics of each test mini-batch of {b}");
-    }
-    if let Some(a) = scheme.strip_prefix("alpha-") {
-        return format!("test set, example weighing at inference with α = {a}");
-    }
-    if let Some(rest) = scheme.strip_prefix("adapt-") {
-        let (what, source) = match rest.rsplit_once('-') {
-            Some((what, "adapted")) => (what, "statistics re-estimated on it (Adaptive BN)"),
-            Some((what, _)) => (what, "the source population statistics"),
-            None => (rest, "population statistics"),
-        };
-        let (kind, severity) = what.rsplit_once('-').unwrap_or((what, "?"));
-        return format!("test set corrupted by {kind} at severity {severity}, {source}");
-    }
-    match scheme {
-        "population" => "test set, population statistics from the training EMA".into(),
-        "precise" => "test set, PreciseBN population statistics".into(),
-        "train-minibatch" => {
-            "training set, mini-batch statistics at the training normalization batch".into()
-        }
-        "train-population" => "training set, population statistics from the training EMA".into(),
-        other => other.into(),
-    }
+    EvalKey::parse(scheme).map_or_else(|| scheme.to_string(), |k| k.describe())
 }
 
 fn csv_error(e: impl std::fmt::Display) -> TrainError {
@@ -327,7 +304,7 @@ pub fn build_report(results: &SweepResults, options: &ReportOptions) -> Result<R
     let schemes: Vec<String> = if options.schemes.is_empty() {
         available
             .iter()
-            .filter(|s| !s.starts_with("alpha-"))
+            .filter(|s| !matches!(EvalKey::parse(s), Some(EvalKey::Alpha(_))))
             .cloned()
             .collect()
     } else {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::{Metrics, RESULT_FORMAT, RunResult, Status, SweepFile, TrainError};
+use crate::{EvalKey, Metrics, RESULT_FORMAT, RunResult, Status, SweepFile, TrainError};
 
 /// The quantity a table or figure shows for one run and scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,19 +239,7 @@ impl SweepResults {
 
 /// A scheme's place in [`SweepResults::schemes`]: (group, number, name).
 fn scheme_rank(name: &str) -> (u8, f64, String) {
-    let number = |prefix: &str| {
-        name.strip_prefix(prefix)
-            .and_then(|v| v.parse::<f64>().ok())
-    };
-    let (group, n) = match name {
-        "population" => (0, 0.0),
-        "precise" => (1, 0.0),
-        _ if number("minibatch-").is_some() => (2, number("minibatch-").unwrap_or(0.0)),
-        _ if number("alpha-").is_some() => (3, number("alpha-").unwrap_or(0.0)),
-        "train-minibatch" => (4, 0.0),
-        "train-population" => (5, 0.0),
-        _ => (6, 0.0),
-    };
+    let (group, n) = EvalKey::parse(name).map_or((6, 0.0), |k| k.rank());
     (group, n, name.to_string())
 }
 

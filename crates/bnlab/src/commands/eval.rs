@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use bnlab_models::Network;
 use bnlab_norm::{PopulationEstimator, StatsSource};
 use bnlab_train::{
-    Metrics, RunData, RunFile, evaluate_batches, precise_bn, precise_bn_exact, save_model,
+    EvalKey, Metrics, RunData, RunFile, evaluate_batches, precise_bn, precise_bn_exact, save_model,
     with_source,
 };
 use burn::module::Module;
@@ -103,22 +103,36 @@ pub fn eval(dir: &Path, stats: &str, batch: usize, samples: usize) -> Result<()>
         bail!("--batch must be at least 1");
     }
     let l = load(dir)?;
-    let (model, drop_last) = match stats {
-        "population" => (with_source(l.model.valid(), StatsSource::Population), false),
-        "precise" => (
-            l.precise(samples, batch, false, PopulationEstimator::Pooled)?,
+    // the scheme by its result key (`bnlab_train::EvalKey`); `minibatch` takes --batch, and
+    // the documented `alpha=A` reads as the key `alpha-A`
+    let name = match stats {
+        "minibatch" => format!("minibatch-{batch}"),
+        other => other.replacen("alpha=", "alpha-", 1),
+    };
+    let (model, batch, drop_last) = match EvalKey::parse(&name) {
+        Some(EvalKey::Population) => (
+            with_source(l.model.valid(), StatsSource::Population),
+            batch,
             false,
         ),
-        "minibatch" => (with_source(l.model.valid(), StatsSource::MiniBatch), true),
-        other => match other.strip_prefix("alpha=").map(str::parse::<f64>) {
-            Some(Ok(alpha)) if (0.0..=1.0).contains(&alpha) => (
-                with_source(l.model.valid(), StatsSource::ExampleWeighed { alpha }),
-                false,
-            ),
-            _ => bail!(
-                "--stats must be population, precise, minibatch or alpha=A with A in [0, 1], not `{other}`"
-            ),
-        },
+        Some(EvalKey::Precise) => (
+            l.precise(samples, batch, false, PopulationEstimator::Pooled)?,
+            batch,
+            false,
+        ),
+        Some(EvalKey::MiniBatch(b)) if b > 0 => (
+            with_source(l.model.valid(), StatsSource::MiniBatch),
+            b,
+            true,
+        ),
+        Some(EvalKey::Alpha(alpha)) if (0.0..=1.0).contains(&alpha) => (
+            with_source(l.model.valid(), StatsSource::ExampleWeighed { alpha }),
+            batch,
+            false,
+        ),
+        _ => bail!(
+            "--stats must be population, precise, minibatch or alpha=A with A in [0, 1], not `{stats}`"
+        ),
     };
     print(stats, &l.test(&model, batch, drop_last)?);
     Ok(())
