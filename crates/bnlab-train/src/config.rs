@@ -606,16 +606,15 @@ impl RunConfig {
         if uses(Scheme::Precise) || !e.adapt.is_empty() {
             batches.push(("eval.precise_batch", e.precise_batch, "a PreciseBN batch"));
         }
-        if (t.precise_every_epoch || t.freeze_at_epoch.is_some()) && workers > 1 {
+        if t.precise_every_epoch || t.freeze_at_epoch.is_some() {
+            let what = if workers > 1 {
+                "one worker's shard of a PreciseBN batch during training"
+            } else {
+                "a PreciseBN batch"
+            };
             for size in shard_sizes(e.precise_batch, workers) {
-                batches.push((
-                    "eval.precise_batch",
-                    size,
-                    "one worker's shard of a PreciseBN batch during training",
-                ));
+                batches.push(("eval.precise_batch", size, what));
             }
-        } else if t.precise_every_epoch || t.freeze_at_epoch.is_some() {
-            batches.push(("eval.precise_batch", e.precise_batch, "a PreciseBN batch"));
         }
         if uses(Scheme::Minibatch) {
             for &b in &e.minibatch_sizes {
