@@ -184,38 +184,28 @@ impl DatasetId {
         self.load_from(&self.locate()?, part)
     }
 
-    /// Reads `part` of the dataset from folder `dir`.
-    pub fn load_from(self, dir: &Path, part: Part) -> Result<ImageSet, DataError> {
+    /// The files `part` of the dataset is read from in folder `dir` (the one place that
+    /// names them: the readers and the provenance of a run both ask here).
+    pub fn files(self, dir: &Path, part: Part) -> Result<Vec<PathBuf>, DataError> {
         let no_part = || DataError::Invalid(format!("{} has no {part:?} part", self.name()));
-        match self {
-            DatasetId::Cifar10 => {
-                let files: Vec<PathBuf> = match part {
-                    Part::Train => (1..=5)
-                        .map(|i| dir.join(format!("data_batch_{i}.bin")))
-                        .collect(),
-                    Part::Test => vec![dir.join("test_batch.bin")],
-                    Part::Extra => return Err(no_part()),
-                };
-                read_cifar10(&files.iter().map(PathBuf::as_path).collect::<Vec<_>>())
-            }
-            DatasetId::Cifar100 | DatasetId::Cifar100Coarse => {
-                let file = match part {
-                    Part::Train => dir.join("train.bin"),
-                    Part::Test => dir.join("test.bin"),
-                    Part::Extra => return Err(no_part()),
-                };
-                let label = if self == DatasetId::Cifar100 {
-                    Cifar100Label::Fine
-                } else {
-                    Cifar100Label::Coarse
-                };
-                read_cifar100(&[&file], label)
-            }
-            DatasetId::Svhn => read_svhn(&dir.join(match part {
+        Ok(match self {
+            DatasetId::Cifar10 => match part {
+                Part::Train => (1..=5)
+                    .map(|i| dir.join(format!("data_batch_{i}.bin")))
+                    .collect(),
+                Part::Test => vec![dir.join("test_batch.bin")],
+                Part::Extra => return Err(no_part()),
+            },
+            DatasetId::Cifar100 | DatasetId::Cifar100Coarse => vec![match part {
+                Part::Train => dir.join("train.bin"),
+                Part::Test => dir.join("test.bin"),
+                Part::Extra => return Err(no_part()),
+            }],
+            DatasetId::Svhn => vec![dir.join(match part {
                 Part::Train => "train_32x32.mat",
                 Part::Test => "test_32x32.mat",
                 Part::Extra => "extra_32x32.mat",
-            })),
+            })],
             _ => {
                 let prefix = match part {
                     Part::Train => "train",
@@ -226,12 +216,30 @@ impl DatasetId {
                     let gz = dir.join(format!("{stem}.gz"));
                     if gz.is_file() { gz } else { dir.join(stem) }
                 };
-                read_idx_pair(
-                    &pick(format!("{prefix}-images-idx3-ubyte")),
-                    &pick(format!("{prefix}-labels-idx1-ubyte")),
-                    10,
-                )
+                vec![
+                    pick(format!("{prefix}-images-idx3-ubyte")),
+                    pick(format!("{prefix}-labels-idx1-ubyte")),
+                ]
             }
+        })
+    }
+
+    /// Reads `part` of the dataset from folder `dir`.
+    pub fn load_from(self, dir: &Path, part: Part) -> Result<ImageSet, DataError> {
+        let files = self.files(dir, part)?;
+        let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+        match self {
+            DatasetId::Cifar10 => read_cifar10(&paths),
+            DatasetId::Cifar100 | DatasetId::Cifar100Coarse => {
+                let label = if self == DatasetId::Cifar100 {
+                    Cifar100Label::Fine
+                } else {
+                    Cifar100Label::Coarse
+                };
+                read_cifar100(&paths, label)
+            }
+            DatasetId::Svhn => read_svhn(paths[0]),
+            _ => read_idx_pair(paths[0], paths[1], 10),
         }
     }
 }

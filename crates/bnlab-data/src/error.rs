@@ -87,6 +87,16 @@ pub enum DataError {
     /// A setting is out of range.
     #[error("invalid setting: {0}")]
     Invalid(String),
+    /// A loader thread died before it delivered every batch of its epoch.
+    #[error("the data loader failed after {delivered} of {planned} batches: {why}")]
+    LoaderDied {
+        /// Batches delivered before it failed.
+        delivered: usize,
+        /// Batches the epoch planned.
+        planned: usize,
+        /// Its panic message, or what is known.
+        why: String,
+    },
     /// A download failed.
     #[error("download of {url} failed: {why}")]
     Fetch {

@@ -129,19 +129,50 @@ pub fn prepare_batch(
     })
 }
 
-/// The batches of one epoch, prepared in the background; dropping it stops the work.
+/// The batches of one epoch, prepared in the background; dropping it stops the work. A
+/// loader thread that dies (a panic) before the last batch yields an error, never a short
+/// epoch.
 pub struct EpochBatches {
     rx: Receiver<Result<HostBatch, DataError>>,
     /// Number of batches planned.
     pub len: usize,
+    delivered: usize,
+    ended: bool,
 }
 
 impl Iterator for EpochBatches {
     type Item = Result<HostBatch, DataError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.rx.recv().ok()
+        if self.ended {
+            return None;
+        }
+        match self.rx.recv() {
+            Ok(batch) => {
+                self.delivered += 1;
+                self.ended = batch.is_err();
+                Some(batch)
+            }
+            Err(_) if self.delivered < self.len => {
+                self.ended = true;
+                Some(Err(DataError::LoaderDied {
+                    delivered: self.delivered,
+                    planned: self.len,
+                    why: "its thread stopped without a reason".into(),
+                }))
+            }
+            Err(_) => None,
+        }
     }
+}
+
+/// The message of a caught panic.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// Loads batches of a [`Source`] as a [`LoaderConfig`] says.
@@ -197,23 +228,36 @@ impl Loader {
         let (source, config, workers) =
             (self.source.clone(), self.config.clone(), self.pool.clone());
         std::thread::spawn(move || {
-            for plan in &plans {
-                let batch =
-                    workers.install(|| prepare_batch(source.as_ref(), &config, plan, epoch));
+            for (k, plan) in plans.iter().enumerate() {
+                let batch = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    workers.install(|| prepare_batch(source.as_ref(), &config, plan, epoch))
+                }))
+                .unwrap_or_else(|payload| {
+                    Err(DataError::LoaderDied {
+                        delivered: k,
+                        planned: plans.len(),
+                        why: format!("it panicked: {}", panic_message(payload.as_ref())),
+                    })
+                });
                 let failed = batch.is_err();
                 if tx.send(batch).is_err() || failed {
                     return;
                 }
             }
         });
-        Ok(EpochBatches { rx, len })
+        Ok(EpochBatches {
+            rx,
+            len,
+            delivered: 0,
+            ended: false,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Corruption, CorruptionKind, synthetic};
+    use crate::{Corruption, CorruptionKind, ImageSet, synthetic};
 
     fn config(threads: usize) -> LoaderConfig {
         LoaderConfig {
@@ -226,6 +270,57 @@ mod tests {
                 9,
             )
         }
+    }
+
+    /// A source whose `read` panics at one index, like a reader bug or a bad image.
+    struct Panicky {
+        inner: ImageSet,
+        at: usize,
+    }
+
+    impl Source for Panicky {
+        fn len(&self) -> usize {
+            self.inner.len()
+        }
+        fn shape(&self) -> [usize; 3] {
+            self.inner.shape
+        }
+        fn classes(&self) -> usize {
+            self.inner.classes
+        }
+        fn label(&self, i: usize) -> usize {
+            self.inner.label(i)
+        }
+        fn read(&self, i: usize, out: &mut Vec<u8>) -> Result<(), DataError> {
+            assert!(i != self.at, "image {i} is unreadable");
+            self.inner.read(i, out)
+        }
+    }
+
+    #[test]
+    fn a_panicking_loader_is_an_error_not_a_short_epoch() {
+        let inner = synthetic(2, 8, [1, 4, 4], 0.2, 1).unwrap();
+        let set = Arc::new(Panicky { inner, at: 5 });
+        let cfg = LoaderConfig::new(Batching::shuffle(4, false), Augment::None, 1);
+        let pool: Vec<usize> = (0..16).collect();
+        let out: Vec<_> = Loader::new(set, cfg)
+            .unwrap()
+            .epoch(&pool, None, 0)
+            .unwrap()
+            .collect();
+        // the batches before the one holding image 5 arrive, then its error, then nothing
+        let (last, before) = out.split_last().unwrap();
+        assert!(
+            before
+                .iter()
+                .all(|b| b.as_ref().is_ok_and(|b| !b.indices.contains(&5)))
+        );
+        let err = last.as_ref().unwrap_err().to_string();
+        let want = format!("after {} of 4 batches", before.len());
+        assert!(
+            err.contains(&want) && err.contains("image 5 is unreadable"),
+            "{err}"
+        );
     }
 
     #[test]

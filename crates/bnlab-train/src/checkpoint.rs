@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use bnlab_data::write_atomic;
+use bnlab_data::{FileDigest, write_atomic};
 use bnlab_models::Network;
 use burn::module::Module;
 use serde::{Deserialize, Serialize};
@@ -15,6 +15,10 @@ use crate::{EpochRecord, Histogram, TrainError};
 /// The loop state after an epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoopState {
+    /// The training fingerprint of the settings this run was trained with (empty in
+    /// checkpoints written before fingerprints).
+    #[serde(default)]
+    pub fingerprint: String,
     /// Epochs done.
     pub epochs_done: usize,
     /// Optimizer updates done.
@@ -65,6 +69,13 @@ impl Checkpoint {
     pub fn best(&self) -> PathBuf {
         self.dir.join(BEST)
     }
+    /// Checks every file of the checkpoint against its checksum.
+    pub fn verify(&self) -> Result<(), TrainError> {
+        for file in [self.model(), self.optimizer(), self.best()] {
+            verify(&file)?;
+        }
+        Ok(())
+    }
 }
 
 fn corrupt(path: &Path, why: impl std::fmt::Display) -> TrainError {
@@ -74,16 +85,60 @@ fn corrupt(path: &Path, why: impl std::fmt::Display) -> TrainError {
     }
 }
 
-/// Saves `model` (its parameters and running statistics) to `path`.
-pub fn save_model(model: &Network, path: &Path) -> Result<(), TrainError> {
-    model
-        .clone()
-        .save_file(path)
-        .map_err(|e| corrupt(path, format!("writing model: {e}")))
+/// The checksum file beside `path`.
+fn checksum_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".md5");
+    PathBuf::from(p)
 }
 
-/// Loads parameters and running statistics from `path` into `model` (same architecture).
+/// Writes the MD5 of `path` beside it, so a later load can tell a damaged file.
+pub fn seal(path: &Path) -> Result<(), TrainError> {
+    let digest = FileDigest::of(path)?;
+    Ok(write_atomic(&checksum_path(path), digest.md5.as_bytes())?)
+}
+
+/// Checks `path` against the checksum [`seal`] wrote beside it.
+pub fn verify(path: &Path) -> Result<(), TrainError> {
+    let sum = checksum_path(path);
+    let expected = std::fs::read_to_string(&sum).map_err(|e| {
+        corrupt(
+            path,
+            format!("its checksum file {} cannot be read ({e})", sum.display()),
+        )
+    })?;
+    let actual = FileDigest::of(path)?.md5;
+    if expected.trim() != actual {
+        return Err(corrupt(
+            path,
+            format!(
+                "checksum mismatch: {} says {}, the file has {actual}; it was damaged or \
+                 changed after it was written",
+                sum.display(),
+                expected.trim()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Saves `model` (its parameters and running statistics) to `path`, atomically, with its
+/// checksum beside it.
+pub fn save_model(model: &Network, path: &Path) -> Result<(), TrainError> {
+    let tmp = bnlab_data::temp_path(path);
+    model
+        .clone()
+        .save_file(&tmp)
+        .map_err(|e| corrupt(path, format!("writing model: {e}")))?;
+    let digest = FileDigest::of(&tmp)?;
+    write_atomic(&checksum_path(path), digest.md5.as_bytes())?;
+    std::fs::rename(&tmp, path).map_err(TrainError::io(path))
+}
+
+/// Loads parameters and running statistics from `path` into `model` (same architecture),
+/// after checking the file against its checksum.
 pub fn load_model(model: Network, path: &Path) -> Result<Network, TrainError> {
+    verify(path)?;
     model
         .try_load_file(path)
         .map_err(|e| corrupt(path, format!("reading model: {e}")))
@@ -109,6 +164,27 @@ impl Checkpoints {
             .collect();
         out.sort();
         out
+    }
+
+    /// The latest complete checkpoint, read only: the sweep's look at what a run was trained
+    /// with (only the run's owner cleans its directory). A checkpoint removed while it is
+    /// read (its owner wrote a newer one) is looked up again.
+    pub fn peek(&self) -> Result<Option<Checkpoint>, TrainError> {
+        for _ in 0..3 {
+            let Some((_, dir)) = self.epoch_dirs().pop() else {
+                return Ok(None);
+            };
+            let path = dir.join(STATE);
+            match std::fs::read(&path) {
+                Ok(bytes) => {
+                    let state = serde_json::from_slice(&bytes).map_err(|e| corrupt(&path, e))?;
+                    return Ok(Some(Checkpoint { dir, state }));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(TrainError::Io { path, source: e }),
+            }
+        }
+        Ok(None)
     }
 
     /// The latest complete checkpoint, if any.
@@ -148,9 +224,12 @@ impl Checkpoints {
         std::fs::create_dir_all(&tmp).map_err(TrainError::io(&tmp))?;
         save_model(model, &tmp.join(MODEL))?;
         optimizer.save(&tmp.join(OPTIM))?;
+        seal(&tmp.join(OPTIM))?;
         match best {
             Some(file) => {
+                verify(file)?;
                 std::fs::copy(file, tmp.join(BEST)).map_err(TrainError::io(file))?;
+                seal(&tmp.join(BEST))?;
             }
             None => save_model(model, &tmp.join(BEST))?,
         }

@@ -603,8 +603,17 @@ impl RunConfig {
             batches.push((training_key, n / workers, "the forward batch of one worker"));
         }
         let uses = |s: Scheme| e.schemes.contains(&s);
+        // PreciseBN draws exactly precise_samples images: full batches and the rest
+        let last = e.precise_samples % e.precise_batch.max(1);
         if uses(Scheme::Precise) || !e.adapt.is_empty() {
             batches.push(("eval.precise_batch", e.precise_batch, "a PreciseBN batch"));
+            if last > 0 {
+                batches.push((
+                    "eval.precise_samples",
+                    last,
+                    "the last PreciseBN batch, precise_samples mod precise_batch",
+                ));
+            }
         }
         if t.precise_every_epoch || t.freeze_at_epoch.is_some() {
             let what = if workers > 1 {
@@ -614,6 +623,15 @@ impl RunConfig {
             };
             for size in shard_sizes(e.precise_batch, workers) {
                 batches.push(("eval.precise_batch", size, what));
+            }
+            if last > 0 {
+                for size in shard_sizes(last, workers) {
+                    batches.push((
+                        "eval.precise_samples",
+                        size,
+                        "(a shard of) the last PreciseBN batch during training",
+                    ));
+                }
             }
         }
         if uses(Scheme::Minibatch) {

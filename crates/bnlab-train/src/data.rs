@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use bnlab_data::{
-    Augment, BatchOrder, Batching, Corruption, DatasetId, Holdout, ImageSet, Loader, LoaderConfig,
-    Part, Scaling, Source, channel_stats, stratified_split, synthetic,
+    Augment, BatchOrder, Batching, Corruption, Holdout, ImageSet, Loader, LoaderConfig, Part,
+    Scaling, Source, channel_stats, stratified_split, synthetic,
 };
 
 use crate::{DataConfig, ScalingName, TrainError};
@@ -42,15 +42,20 @@ impl RunData {
             )?;
             (all.select(&train), all.select(&test))
         } else {
-            let id = DatasetId::from_name(&config.dataset)?;
-            match &config.root {
-                Some(dir) => (
-                    id.load_from(dir, Part::Train)?,
-                    id.load_from(dir, Part::Test)?,
-                ),
-                None => (id.load(Part::Train)?, id.load(Part::Test)?),
-            }
+            let (id, dir) = crate::data_folder(config)?.ok_or_else(|| {
+                TrainError::Config(format!("`{}` is not read from files", config.dataset))
+            })?;
+            (
+                id.load_from(&dir, Part::Train)?,
+                id.load_from(&dir, Part::Test)?,
+            )
         };
+        if train.shape != test.shape || train.classes != test.classes {
+            return Err(TrainError::Config(format!(
+                "`{}`: the training images are {:?} in {} classes but the test images {:?} in {}",
+                config.dataset, train.shape, train.classes, test.shape, test.classes
+            )));
+        }
         let labels = train.labels();
         let (train_pool, val_pool) = if config.validation > 0.0 {
             stratified_split(

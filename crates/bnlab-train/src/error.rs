@@ -68,6 +68,16 @@ pub enum TrainError {
     /// The workers' collective failed: a worker left, timed out or disagrees with the others.
     #[error(transparent)]
     Collective(#[from] bnlab_collective::CollectiveError),
+    /// Runs already begun or finished under other settings than the spec's now: neither
+    /// skipped nor continued.
+    #[error("{}", changed_message(runs))]
+    Changed {
+        /// Each changed run's id and what changed.
+        runs: Vec<(String, Vec<String>)>,
+    },
+    /// Another worker took over this run after this one's lease expired.
+    #[error("run {0}: another worker took it over (this worker's lease expired)")]
+    LeaseLost(String),
     /// The sweep was asked to stop (a budget ran out); rerunning continues it.
     #[error("stopped before the sweep finished; run again to continue")]
     Interrupted,
@@ -79,6 +89,25 @@ impl TrainError {
         let path = path.into();
         move |source| TrainError::Io { path, source }
     }
+}
+
+/// The message of [`TrainError::Changed`]: every run with its changes, and what to do.
+fn changed_message(runs: &[(String, Vec<String>)]) -> String {
+    let mut out = format!(
+        "{} run(s) were trained with other settings than the spec's now:",
+        runs.len()
+    );
+    for (id, changes) in runs {
+        out.push_str(&format!("\n  {id}:"));
+        for c in changes {
+            out.push_str(&format!("\n    {c}"));
+        }
+    }
+    out.push_str(
+        "\nRestore the spec, use another --out, or rerun with --restart-changed to retrain \
+         them (their files are moved to superseded/, not deleted).",
+    );
+    out
 }
 
 /// `error` and every cause below it, joined by ": " (for messages that must carry the whole

@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 mod checkpoint;
+pub mod claim;
 mod config;
 mod data;
 mod diagnostics;
@@ -21,6 +22,7 @@ mod dist;
 mod error;
 mod eval;
 mod eval_key;
+mod fingerprint;
 mod optim;
 mod progress;
 mod report;
@@ -31,6 +33,7 @@ mod schedule;
 mod seeds;
 mod spec;
 mod stats;
+mod status;
 mod train_loop;
 
 pub use checkpoint::{Checkpoint, Checkpoints, LoopState, load_model, save_model};
@@ -46,6 +49,7 @@ pub use eval::{
     with_source,
 };
 pub use eval_key::EvalKey;
+pub use fingerprint::{Fingerprint, Provenance, changes, data_folder};
 pub use optim::*;
 pub use progress::{Bars, Progress, Quiet};
 pub use report::*;
@@ -56,4 +60,5 @@ pub use schedule::{GroupLr, LrCurve, Schedule};
 pub use seeds::run_seed;
 pub use spec::*;
 pub use stats::{Alternative, Summary, TTest, paired_t_test, summary, welch_t_test};
+pub use status::{RunState, RunStatus, sweep_status};
 pub use train_loop::train_run;

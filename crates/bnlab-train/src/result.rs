@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use bnlab_data::write_atomic;
 
-use crate::{Diagnostics, Metrics, RunConfig, TrainError};
+use crate::{Diagnostics, Fingerprint, Metrics, Provenance, RunConfig, TrainError};
 
 /// The version of the result format.
-pub const RESULT_FORMAT: u32 = 1;
+pub const RESULT_FORMAT: u32 = 2;
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +62,12 @@ pub struct RunResult {
     pub seed: u32,
     /// The settings.
     pub config: RunConfig,
+    /// The fingerprint of the settings and data (absent in results of format 1).
+    #[serde(default)]
+    pub fingerprint: Option<Fingerprint>,
+    /// Where the data came from (absent in results of format 1).
+    #[serde(default)]
+    pub provenance: Option<Provenance>,
     /// How it ended.
     pub status: Status,
     /// Per-epoch metrics.

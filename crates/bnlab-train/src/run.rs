@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bnlab_data::{Batch, Corruption, ImageSet};
@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::load_model;
 use crate::dist::{ShuffleAssignment, select, shard, shuffle};
 use crate::eval::{evaluate_batches, with_source};
-use crate::{Configuration, Progress, RunConfig, RunData, TrainError, Worker};
+use crate::{
+    Configuration, Fingerprint, Progress, Provenance, RunConfig, RunData, TrainError, Worker,
+};
 
 /// Burn's CPU random generator is global: seeding and building a network hold this lock, so
 /// parallel runs initialize exactly as they would alone.
@@ -67,6 +69,12 @@ pub struct RunRequest<'a> {
     pub budget: Option<&'a Budget>,
     /// This process's place in a data-parallel job (`train.distributed.workers` > 1).
     pub worker: Option<Worker>,
+    /// The configuration's fingerprint, kept in every checkpoint and in the result.
+    pub fingerprint: &'a Fingerprint,
+    /// Where the data comes from, kept in the result.
+    pub provenance: &'a Provenance,
+    /// Set when the run must stop after its current epoch (its lease was lost).
+    pub cancel: Option<&'a AtomicBool>,
 }
 
 /// What `bnlab eval` needs to rebuild a run's network: written next to its model.
@@ -80,6 +88,9 @@ pub struct RunFile {
     pub seed: u32,
     /// The settings.
     pub config: RunConfig,
+    /// Their fingerprint (absent in run files written before fingerprints).
+    #[serde(default)]
+    pub fingerprint: Option<Fingerprint>,
     /// Offline input-normalization statistics, if used.
     pub input_stats: Option<(Vec<f64>, Vec<f64>)>,
 }
@@ -153,11 +164,20 @@ impl burn::module::ModuleVisitor for Materialize {
     }
 }
 
-/// Batches of `set` at `pool` for statistics: `samples` images in batches of `batch`
-/// (training augmentation, full batches only), pass `pass` of the run's shuffling; with a
-/// worker, its shard of each.
+/// The pass of the `k`-th extra pass over the pool of a statistics draw that starts at
+/// `pass`: far from the next draw's (one per epoch) for any run under 65,536 epochs.
+fn extra_pass(pass: u64, k: u64) -> u64 {
+    pass + (k << 16)
+}
+
+/// Batches for statistics (PreciseBN, Adaptive BN): exactly `samples` images of `set` at
+/// `pool`, in batches of `batch` with training augmentation. The rule: full batches from
+/// pass `pass` of the run's shuffling, then from further passes when `samples` is more than
+/// one pass holds (every image of a pass once, then again in a new order), and a last batch
+/// of the `samples mod batch` images left, when that is not zero. With a worker, its shard
+/// of each batch.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn stat_batches<'a>(
+pub fn stat_batches<'a>(
     data: &RunData,
     set: &Arc<ImageSet>,
     pool: &[usize],
@@ -169,9 +189,45 @@ pub(crate) fn stat_batches<'a>(
     worker: Option<&'a Worker>,
     device: &'a Device,
 ) -> Result<impl Iterator<Item = Result<Batch, TrainError>> + 'a, TrainError> {
+    if samples == 0 || batch == 0 {
+        return Err(TrainError::Config(format!(
+            "statistics need at least one image and a batch of at least one (N = {samples}, B = {batch})"
+        )));
+    }
+    if batch > pool.len() {
+        return Err(TrainError::Config(format!(
+            "a statistics batch of {batch} is larger than the {} images it is drawn from",
+            pool.len()
+        )));
+    }
     let loader = data.loader(set, batch, true, true, corruption, seed)?;
-    let batches = loader.epoch(pool, None, pass)?;
-    Ok(batches.take(samples.div_ceil(batch.max(1))).map(move |b| {
+    let per_pass = pool.len() / batch * batch;
+    let passes = samples.div_ceil(per_pass) as u64;
+    let pool = pool.to_vec();
+    let host = (0..passes).flat_map(move |k| {
+        let batches: Box<dyn Iterator<Item = Result<bnlab_data::HostBatch, TrainError>>> =
+            match loader.epoch(&pool, None, extra_pass(pass, k)) {
+                Ok(it) => Box::new(it.map(|b| b.map_err(TrainError::from))),
+                Err(e) => Box::new(std::iter::once(Err(e.into()))),
+            };
+        batches
+    });
+    let mut left = samples;
+    let exact = host.map_while(move |b| {
+        if left == 0 {
+            return None;
+        }
+        Some(b.map(|b| {
+            let n = b.labels.len().min(left);
+            left -= n;
+            if n < b.labels.len() {
+                select(&b, &(0..n).collect::<Vec<_>>())
+            } else {
+                b
+            }
+        }))
+    });
+    Ok(exact.map(move |b| {
         let b = b?;
         let b = match worker {
             Some(w) => {

@@ -231,7 +231,23 @@ impl Spec {
             }
         }
 
+        check_ids(&configurations).map_err(|(variant, m)| err(line_of(text, &variant), m))?;
         let seeds = match spec.seeds {
+            Seeds::Count(n) if n as usize > MAX_SEEDS => {
+                return Err(err(
+                    line_of(text, "seeds"),
+                    format!("seeds = {n}: a sweep runs at most {MAX_SEEDS} seeds"),
+                ));
+            }
+            Seeds::List(list) if list.len() > MAX_SEEDS => {
+                return Err(err(
+                    line_of(text, "seeds"),
+                    format!(
+                        "{} seeds listed: a sweep runs at most {MAX_SEEDS}",
+                        list.len()
+                    ),
+                ));
+            }
             Seeds::Count(n) => (1..=n).collect(),
             Seeds::List(list) => list,
         };
@@ -274,12 +290,50 @@ impl Spec {
                     configuration: c,
                     index,
                     seed: run_seed(index),
-                    id: format!("{}-s{index}", file_safe(&conf.name)),
+                    id: run_id(&conf.name, index),
                 });
             }
         }
         out
     }
+}
+
+/// The most seeds one sweep runs (a guard against a typo that would exhaust memory).
+pub const MAX_SEEDS: usize = 10_000;
+
+/// The id of run `index` of configuration `name`: `<file-safe name>-s<index>`, the name of
+/// its result file and work directory.
+pub fn run_id(name: &str, index: u32) -> String {
+    format!("{}-s{index}", file_safe(name))
+}
+
+/// Refuses configurations whose run ids would share a file: equal after [`file_safe`], or
+/// equal but for letter case (one file on a case-insensitive file system). The error carries
+/// the second configuration's variant (for its line) and the message.
+fn check_ids(configurations: &[Configuration]) -> Result<(), (String, String)> {
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    for c in configurations {
+        let key = file_safe(&c.name).to_lowercase();
+        if let Some(other) = seen.insert(key, &c.name) {
+            let variant = c.axes.get("variant").cloned().unwrap_or_default();
+            return Err((
+                variant,
+                if other == c.name {
+                    format!(
+                        "configuration `{other}` appears twice (a grid value or variant repeats)"
+                    )
+                } else {
+                    format!(
+                        "configurations `{other}` and `{}` would share run ids and result \
+                     files (names are made file-safe, and letter case does not count); \
+                     rename one",
+                        c.name
+                    )
+                },
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `name` with every character outside `[A-Za-z0-9._=+-]` replaced by `_`.

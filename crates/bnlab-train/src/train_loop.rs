@@ -47,6 +47,12 @@ pub fn train_run(req: &RunRequest) -> Result<RunResult, TrainError> {
             .run_started(req.id, run.config.train.epochs, training.state.epochs_done);
     }
     while training.state.epochs_done < run.config.train.epochs {
+        if req
+            .cancel
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            return Err(TrainError::LeaseLost(req.id.to_string()));
+        }
         if let Some(b) = req.budget
             && !b.spend()
         {
@@ -111,6 +117,7 @@ impl<'r, 'a> RunContext<'r, 'a> {
                 index: req.index,
                 seed: req.seed,
                 config: config.clone(),
+                fingerprint: Some(req.fingerprint.clone()),
                 input_stats: input_stats.clone(),
             };
             std::fs::create_dir_all(&req.work_dir).map_err(TrainError::io(&req.work_dir))?;
@@ -194,10 +201,22 @@ impl<'r, 'a> RunContext<'r, 'a> {
     fn resume_or_start(&self, fresh: Network) -> Result<Training, TrainError> {
         let (config, curve) = (self.config, self.curve.clone());
         if let Some(ck) = self.ckpts.latest()? {
+            if ck.state.fingerprint != self.req.fingerprint.training {
+                return Err(TrainError::Changed {
+                    runs: vec![(
+                        self.req.id.to_string(),
+                        vec![format!(
+                            "its checkpoint {} was trained with other settings",
+                            ck.dir.display()
+                        )],
+                    )],
+                });
+            }
             let mut model = load_model(fresh, &ck.model())?;
             if ck.state.frozen {
                 model = set_norm_mode(model, NormMode::Frozen);
             }
+            crate::checkpoint::verify(&ck.optimizer())?;
             let optim =
                 GroupedOptimizer::new(&model, &config.optimizer, curve, ck.state.updates_done)?
                     .load(&ck.optimizer())?;
@@ -218,6 +237,7 @@ impl<'r, 'a> RunContext<'r, 'a> {
             });
         let probe = precise_bn(fresh.valid(), first, PopulationEstimator::Pooled)?;
         let state = LoopState {
+            fingerprint: self.req.fingerprint.training.clone(),
             epochs_done: 0,
             updates_done: 0,
             history: Vec::new(),
@@ -450,6 +470,8 @@ impl<'r, 'a> RunContext<'r, 'a> {
             index: req.index,
             seed: req.seed,
             config: config.clone(),
+            fingerprint: Some(req.fingerprint.clone()),
+            provenance: Some(req.provenance.clone()),
             status: Status::Finished,
             epochs: state.history,
             best_epoch: state.best.map(|(e, _)| e),
@@ -488,12 +510,7 @@ impl<'r, 'a> RunContext<'r, 'a> {
             histograms: state.histograms.clone(),
             outlier_share: outlier_shares(data, &best, seed, config.eval.batch_size, device)?,
         };
-        save_model(&best, &req.work_dir.join(format!("{MODEL_FILE}.tmp")))?;
-        std::fs::rename(
-            req.work_dir.join(format!("{MODEL_FILE}.tmp")),
-            req.work_dir.join(MODEL_FILE),
-        )
-        .map_err(TrainError::io(req.work_dir.join(MODEL_FILE)))?;
+        save_model(&best, &req.work_dir.join(MODEL_FILE))?;
         Ok(finished(state, test, diagnostics))
     }
 }

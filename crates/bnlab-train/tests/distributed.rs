@@ -65,12 +65,7 @@ name = "shuffle2"
 "#;
 
 fn options() -> SweepOptions {
-    SweepOptions {
-        jobs: 1,
-        budget: None,
-        progress: Arc::new(Quiet),
-        transport: Default::default(),
-    }
+    SweepOptions::new(1, Arc::new(Quiet))
 }
 
 /// The result of every configuration of a finished sweep in `dir`.

@@ -9,7 +9,7 @@ use bnlab_train::{
     Baseline, Diagnostics, EpochRecord, Histogram, LayerDiagnostics, LinePanel, Metric, Metrics,
     PALETTE, Panel, RESULT_FORMAT, ReportOptions, RunResult, Spec, Status, SweepFile, SweepResults,
     TableSettings, TestKind, build_report, figures, png, result_path, run_seed, scheme_section,
-    size, svg, tables, write_report,
+    size, stamps, svg, tables, write_report,
 };
 
 const TABLE_SPEC: &str = r#"name = "fixture"
@@ -48,7 +48,7 @@ fn metrics(accuracy_percent: f64, loss: f64) -> Metrics {
 }
 
 fn write_sweep(dir: &Path, spec: &Spec) {
-    let sweep = SweepFile::of(spec);
+    let sweep = SweepFile::of(spec, &stamps(spec).unwrap());
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
         dir.join("sweep.json"),
@@ -68,6 +68,8 @@ fn run(spec: &Spec, c: usize, index: u32, test: BTreeMap<String, Metrics>) -> Ru
         index,
         seed: run_seed(index),
         config: conf.config.clone(),
+        fingerprint: Some(stamps(spec).unwrap()[c].fingerprint.clone()),
+        provenance: None,
         status: Status::Finished,
         epochs: vec![],
         best_epoch: Some(1),

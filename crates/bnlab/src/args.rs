@@ -13,6 +13,41 @@ pub struct Args {
     pub command: Command,
 }
 
+/// `bnlab run`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The spec file.
+    pub spec: PathBuf,
+    /// Output directory (results, checkpoints, log).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Runs trained at once by this process.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Stop after this many epochs (then rerun to continue).
+    #[arg(long, hide = true)]
+    pub stop_after_epochs: Option<usize>,
+    /// Where the workers of runs with `train.distributed.workers` > 1 live: `threads` of
+    /// this process (the default), `mpi` processes started by `mpirun -np K`, or `cuda`
+    /// devices 0..K of this process.
+    #[arg(long, value_enum, default_value_t = Distributed::Threads)]
+    pub distributed: Distributed,
+    /// Retrain the runs whose settings or data changed since they were trained (their old
+    /// files are moved to OUT/superseded/), instead of stopping before training.
+    #[arg(long)]
+    pub restart_changed: bool,
+    /// Only part I of N of the runs (1-based), for a scheduler's job array: `--shard 2/4`.
+    #[arg(long)]
+    pub shard: Option<bnlab_train::Shard>,
+    /// Seconds a run's claim lasts without renewal; after that another worker takes the
+    /// run over and resumes it from its checkpoint.
+    #[arg(long, default_value_t = 60)]
+    pub lease_secs: u64,
+}
+
 /// bnlab's commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -21,27 +56,13 @@ pub enum Command {
     Data(DataCommand),
     /// List the registered networks.
     Models,
-    /// Run every configuration × seed of a TOML spec; rerun to resume.
-    Run {
-        /// The spec file.
-        spec: PathBuf,
-        /// Output directory (results, checkpoints, log).
-        #[arg(long)]
+    /// Run every configuration × seed of a TOML spec; rerun to resume. Any number of these
+    /// may share one --out (on one machine or many): each run is trained once.
+    Run(RunArgs),
+    /// Show a sweep's finished, running, failed and missing runs.
+    Status {
+        /// The sweep's output directory.
         out: PathBuf,
-        /// Runs trained at once.
-        #[arg(long, default_value_t = 1)]
-        jobs: usize,
-        /// No progress bars.
-        #[arg(long)]
-        quiet: bool,
-        /// Stop after this many epochs (then rerun to continue).
-        #[arg(long, hide = true)]
-        stop_after_epochs: Option<usize>,
-        /// Where the workers of runs with `train.distributed.workers` > 1 live: `threads` of
-        /// this process (the default), `mpi` processes started by `mpirun -np K`, or `cuda`
-        /// devices 0..K of this process.
-        #[arg(long, value_enum, default_value_t = Distributed::Threads)]
-        distributed: Distributed,
     },
     /// Evaluate a finished run's model on its test set under one statistics source.
     Eval {

@@ -16,16 +16,8 @@ fn main() -> ExitCode {
     let result = match args.command {
         Command::Data(c) => commands::data::run(c),
         Command::Models => commands::models::run(),
-        Command::Run {
-            spec,
-            out,
-            jobs,
-            quiet,
-            stop_after_epochs,
-            distributed,
-        } => {
-            commands::run::run(&spec, &out, jobs, quiet, stop_after_epochs, distributed).map(|_| ())
-        }
+        Command::Run(a) => commands::run::run(&a).map(|_| ()),
+        Command::Status { out } => commands::status::run(&out),
         Command::Eval {
             run,
             stats,

@@ -55,7 +55,13 @@ pub fn read_idx(path: &Path, rank: usize) -> Result<IdxArray, DataError> {
             u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
         })
         .collect();
-    let expected = dims.iter().product::<usize>();
+    let Some(expected) = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) else {
+        return Err(DataError::Format {
+            file: file(),
+            offset: 4,
+            why: format!("dimensions {dims:?} hold more values than any file can"),
+        });
+    };
     let have = bytes.len() - header;
     if have < expected {
         return Err(DataError::Truncated {
@@ -213,6 +219,14 @@ mod tests {
             "need 8 data bytes, found 7",
         );
         check(idx_bytes(1, &[2], &[1, 2, 3]), 1, "1 bytes after");
+        // sizes whose product overflows 64 bits (2^32 · 2^32 · 2^32 wraps to 0 = the data
+        // length) are refused before any allocation
+        check(
+            idx_bytes(3, &[u32::MAX, u32::MAX, u32::MAX], &[]),
+            3,
+            "hold more values than any file can",
+        );
+        check(idx_bytes(3, &[1 << 31, 1 << 31, 4], &[]), 3, "more values");
         let whole = gz(&idx_bytes(1, &[100], &[1; 100]));
         check(whole[..whole.len() / 2].to_vec(), 1, "gzip stream broken");
         // labels out of range and mismatched counts

@@ -98,6 +98,48 @@ fn corrupt(path: &Path, why: impl Into<String>) -> TrainError {
     }
 }
 
+/// Refuses results that cannot be paired: runs of one configuration trained under different
+/// settings or data (their fingerprints differ), or a result whose fingerprint is not the
+/// one `sweep.json` records for its configuration.
+fn check_fingerprints(sweep: &SweepFile, runs: &[(usize, RunResult)]) -> Result<(), TrainError> {
+    let short = |f: Option<&crate::Fingerprint>| {
+        f.map_or("none (format 1)".to_string(), |f| f.result[..8].to_string())
+    };
+    let mut first: BTreeMap<&str, &RunResult> = BTreeMap::new();
+    for (_, run) in runs {
+        let name = run.configuration.as_str();
+        if let Some(expected) = sweep.fingerprints.get(name)
+            && run.fingerprint.as_ref() != Some(expected)
+        {
+            return Err(TrainError::Report(format!(
+                "`{name}` run {} has fingerprint {}, but the sweep's configuration has {}: it \
+                 was trained under other settings or data; rerun the sweep (it lists what \
+                 changed) or report it apart",
+                run.index,
+                short(run.fingerprint.as_ref()),
+                short(Some(expected))
+            )));
+        }
+        match first.get(name) {
+            None => {
+                first.insert(name, run);
+            }
+            Some(other) if other.fingerprint != run.fingerprint => {
+                return Err(TrainError::Report(format!(
+                    "`{name}` runs {} and {} were trained under different settings or data \
+                     (fingerprints {} and {}): they cannot be paired",
+                    other.index,
+                    run.index,
+                    short(other.fingerprint.as_ref()),
+                    short(run.fingerprint.as_ref())
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 impl SweepResults {
     /// Reads `dir/sweep.json` and every `dir/results/*.json`. A malformed or empty file is an
     /// error naming it; so is a result of another sweep or of an unknown configuration.
@@ -169,6 +211,7 @@ impl SweepResults {
             runs.push((c, run));
         }
         runs.sort_by_key(|(c, r)| (*c, r.index));
+        check_fingerprints(&sweep, &runs)?;
         let missing = sweep
             .order
             .iter()

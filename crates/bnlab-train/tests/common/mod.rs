@@ -22,9 +22,7 @@ pub fn line_of(text: &str, needle: &str) -> usize {
 /// Quiet sweep options with `jobs` runs at once and an optional epoch budget.
 pub fn options(budget: Option<usize>, jobs: usize) -> SweepOptions {
     SweepOptions {
-        jobs,
         budget,
-        progress: Arc::new(Quiet),
-        transport: Default::default(),
+        ..SweepOptions::new(jobs, Arc::new(Quiet))
     }
 }

@@ -8,7 +8,7 @@ use bnlab_models::Network;
 use bnlab_norm::{PopulationEstimator, StatsSource};
 use bnlab_train::{
     EvalKey, Metrics, RunData, RunFile, evaluate_batches, precise_bn, precise_bn_exact, save_model,
-    with_source,
+    stat_batches, with_source,
 };
 use burn::module::Module;
 use burn::tensor::Device;
@@ -62,23 +62,20 @@ impl Loaded {
         if batch == 0 || samples == 0 {
             bail!("--samples and --batch must be at least 1");
         }
-        let loader = self.data.loader(
-            &self.data.train,
-            batch,
-            true,
-            true,
-            None,
-            self.run.seed as u64,
-        )?;
-        let device = &self.device;
-        let batches = |pass: usize| -> Result<_, bnlab_train::TrainError> {
-            Ok(loader
-                .epoch(&self.data.train_pool, None, pass as u64)?
-                .take(samples.div_ceil(batch))
-                .map(|b| {
-                    b.map(|b| b.to_device(device))
-                        .map_err(bnlab_train::TrainError::from)
-                }))
+        let (data, seed) = (&self.data, self.run.seed as u64);
+        let batches = |layer: usize| {
+            stat_batches(
+                data,
+                &data.train,
+                &data.train_pool,
+                samples,
+                batch,
+                None,
+                seed,
+                layer as u64,
+                None,
+                &self.device,
+            )
         };
         Ok(if exact {
             precise_bn_exact(self.model.valid(), batches, estimator)?
@@ -157,9 +154,7 @@ pub fn precise(
     let model = l.precise(samples, batch, exact, estimator)?;
     let after = l.test(&model, 128, false)?;
     let out = out.unwrap_or_else(|| dir.join("model-precise.bpk"));
-    let tmp = out.with_extension("bpk.tmp");
-    save_model(&model, &tmp)?;
-    std::fs::rename(&tmp, &out).with_context(|| format!("writing {}", out.display()))?;
+    save_model(&model, &out)?;
     print("stored (EMA) statistics", &before);
     let name = if exact {
         "PreciseBN, layer by layer"

@@ -7,3 +7,4 @@ pub mod models;
 pub mod quickstart;
 pub mod report;
 pub mod run;
+pub mod status;

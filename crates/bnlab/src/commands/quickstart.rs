@@ -50,7 +50,12 @@ pub fn run(out: &Path, quiet: bool, jobs: usize) -> Result<()> {
     let spec_path = out.join("quickstart.toml");
     bnlab_data::write_atomic(&spec_path, SPEC.as_bytes())?;
     let spec = Spec::parse(SPEC, &spec_path.display().to_string())?;
-    super::run::sweep(&spec, out, jobs, quiet, None, Default::default())?;
+    super::run::sweep(
+        &spec,
+        out,
+        &super::run::Launch::simple(jobs, quiet),
+        Default::default(),
+    )?;
     let results = SweepResults::load(out)?;
     let options = ReportOptions::default();
     let baseline = Baseline::resolve("base", &results)?;

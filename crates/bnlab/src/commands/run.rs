@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use bnlab_train::{Bars, Progress, Quiet, Spec, SweepOptions, SweepSummary, Transport, run_sweep};
 
-use crate::args::Distributed;
+use crate::args::{Distributed, RunArgs};
 
 /// Sends tracing events to `out/NAME` (once per process).
 fn log_to(out: &Path, name: &str) -> Result<()> {
@@ -25,26 +25,56 @@ fn log_to(out: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Runs `spec` into `out`; an interrupted or failed sweep is an error.
-pub fn run(
-    spec: &Path,
-    out: &Path,
-    jobs: usize,
-    quiet: bool,
-    stop_after_epochs: Option<usize>,
-    distributed: Distributed,
-) -> Result<SweepSummary> {
-    let spec = Spec::load(spec)?;
-    match distributed {
-        Distributed::Threads => sweep(
-            &spec,
-            out,
+/// How this process takes part in a sweep: everything of `bnlab run` but the spec and
+/// the transport.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// Runs trained at once.
+    pub jobs: usize,
+    /// No progress bars.
+    pub quiet: bool,
+    /// Stop after this many epochs.
+    pub stop_after_epochs: Option<usize>,
+    /// Retrain changed runs.
+    pub restart_changed: bool,
+    /// Only this part of the runs.
+    pub shard: Option<bnlab_train::Shard>,
+    /// The claim lease.
+    pub lease: std::time::Duration,
+}
+
+impl Launch {
+    /// A plain sweep in this process: `jobs` at once, nothing else asked.
+    pub fn simple(jobs: usize, quiet: bool) -> Self {
+        Self {
             jobs,
             quiet,
-            stop_after_epochs,
-            Transport::Threads,
-        ),
-        Distributed::Mpi => sweep_mpi(&spec, out, jobs, quiet, stop_after_epochs),
+            stop_after_epochs: None,
+            restart_changed: false,
+            shard: None,
+            lease: SweepOptions::DEFAULT_LEASE,
+        }
+    }
+}
+
+/// Runs `bnlab run`; an interrupted or failed sweep is an error.
+pub fn run(args: &RunArgs) -> Result<SweepSummary> {
+    let spec = Spec::load(&args.spec)?;
+    let out = args.out.as_path();
+    if args.lease_secs == 0 {
+        anyhow::bail!("--lease-secs must be at least 1");
+    }
+    let launch = Launch {
+        jobs: args.jobs,
+        quiet: args.quiet,
+        stop_after_epochs: args.stop_after_epochs,
+        restart_changed: args.restart_changed,
+        shard: args.shard,
+        lease: std::time::Duration::from_secs(args.lease_secs),
+    };
+    match args.distributed {
+        Distributed::Threads => sweep(&spec, out, &launch, Transport::Threads),
+        Distributed::Mpi => sweep_mpi(&spec, out, &launch),
         Distributed::Cuda => {
             let workers = spec
                 .configurations
@@ -53,7 +83,7 @@ pub fn run(
                 .max()
                 .unwrap_or(1);
             let transport = Transport::Devices(cuda_devices(workers)?);
-            sweep(&spec, out, jobs, quiet, stop_after_epochs, transport)
+            sweep(&spec, out, &launch, transport)
         }
     }
 }
@@ -75,13 +105,7 @@ fn cuda_devices(_: usize) -> Result<Vec<burn::tensor::Device>> {
 /// Runs `spec` as one process of an MPI job: rank 0 shows progress and writes results; a
 /// failing rank stops the whole job.
 #[cfg(feature = "mpi")]
-fn sweep_mpi(
-    spec: &Spec,
-    out: &Path,
-    jobs: usize,
-    quiet: bool,
-    stop_after_epochs: Option<usize>,
-) -> Result<SweepSummary> {
+fn sweep_mpi(spec: &Spec, out: &Path, launch: &Launch) -> Result<SweepSummary> {
     use bnlab_norm::Collective;
     // the longest timeout any configuration allows
     let secs = spec
@@ -92,9 +116,12 @@ fn sweep_mpi(
         .unwrap_or(600);
     let (_universe, world) =
         bnlab_collective::MpiGroup::start(std::time::Duration::from_secs(secs))?;
-    let quiet = quiet || world.rank() > 0;
+    let launch = Launch {
+        quiet: launch.quiet || world.rank() > 0,
+        ..launch.clone()
+    };
     let transport = Transport::Processes(world.clone());
-    let outcome = sweep(spec, out, jobs, quiet, stop_after_epochs, transport);
+    let outcome = sweep(spec, out, &launch, transport);
     if let Err(e) = &outcome
         && world.size() > 1
     {
@@ -105,7 +132,7 @@ fn sweep_mpi(
 
 /// Without the `mpi` feature: says how to get it.
 #[cfg(not(feature = "mpi"))]
-fn sweep_mpi(_: &Spec, _: &Path, _: usize, _: bool, _: Option<usize>) -> Result<SweepSummary> {
+fn sweep_mpi(_: &Spec, _: &Path, _: &Launch) -> Result<SweepSummary> {
     anyhow::bail!(
         "this bnlab was built without MPI: install Open MPI and libclang (apt-get install libopenmpi-dev openmpi-bin libclang-dev) and build with `cargo build --release -p bnlab --features mpi`"
     )
@@ -115,9 +142,7 @@ fn sweep_mpi(_: &Spec, _: &Path, _: usize, _: bool, _: Option<usize>) -> Result<
 pub fn sweep(
     spec: &Spec,
     out: &Path,
-    jobs: usize,
-    quiet: bool,
-    stop_after_epochs: Option<usize>,
+    launch: &Launch,
     transport: Transport,
 ) -> Result<SweepSummary> {
     let log = match &transport {
@@ -125,30 +150,46 @@ pub fn sweep(
         _ => "bnlab.log".to_string(),
     };
     log_to(out, &log)?;
-    let total = spec.runs().len();
-    let done = spec
-        .runs()
+    let mut runs = spec.runs();
+    if let Some(shard) = launch.shard {
+        runs = shard.select(runs);
+    }
+    let total = runs.len();
+    let done = runs
         .iter()
         .filter(|r| bnlab_train::result_path(out, &r.id).exists())
         .count();
-    let progress: Arc<dyn Progress> = if quiet {
+    let progress: Arc<dyn Progress> = if launch.quiet {
         Arc::new(Quiet)
     } else {
         Arc::new(Bars::new(total, done))
     };
     let options = SweepOptions {
-        jobs,
-        budget: stop_after_epochs,
-        progress,
+        budget: launch.stop_after_epochs,
         transport,
+        restart_changed: launch.restart_changed,
+        shard: launch.shard,
+        lease: launch.lease,
+        ..SweepOptions::new(launch.jobs, progress)
     };
     let summary = run_sweep(spec, out, &options)
         .with_context(|| format!("sweep `{}` into {}", spec.name, out.display()))?;
     if matches!(&options.transport, Transport::Processes(c) if c.rank() > 0) {
         return Ok(summary);
     }
+    let mut also = String::new();
+    if summary.elsewhere > 0 {
+        also.push_str(&format!(", {} by other workers", summary.elsewhere));
+    }
+    if summary.restarted > 0 {
+        also.push_str(&format!(
+            ", {} changed runs retrained (old files in {})",
+            summary.restarted,
+            out.join("superseded").display()
+        ));
+    }
     eprintln!(
-        "{}: {} finished, {} failed, {} already done; results in {}",
+        "{}: {} finished, {} failed, {} already done{also}; results in {}",
         spec.name,
         summary.finished,
         summary.failed,

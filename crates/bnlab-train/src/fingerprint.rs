@@ -1,0 +1,292 @@
+//! What ties a result to the configuration that produced it: the [`Fingerprint`] (a hash of
+//! the canonical settings, the bytes of the data and the results format; the same for every
+//! seed of a configuration, since a run's seed follows from its index, which is in its id)
+//! and its [`Provenance`] (where the data came from, and which bnlab read it).
+//!
+//! Settings that cannot change a result (loader threads, the data folder's path, a
+//! collective's timeout) are left out, so moving the data or using more threads keeps the
+//! fingerprint. A setting added later keeps old fingerprints only if it is skipped when it
+//! has its default value; otherwise adding it must bump [`RESULT_FORMAT`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use bnlab_data::{DatasetId, FileDigest, Part};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{DataConfig, RESULT_FORMAT, RunConfig, TrainError};
+
+/// Dotted settings that never change a result.
+const IGNORED: [&str; 3] = [
+    "data.threads",
+    "data.root",
+    "train.distributed.timeout_secs",
+];
+
+/// Dotted settings used only after training, by the final evaluation: a change in them
+/// alone leaves the training fingerprint (and the checkpoints) valid.
+const EVALUATION_ONLY: [&str; 4] = [
+    "eval.schemes",
+    "eval.minibatch_sizes",
+    "eval.alphas",
+    "eval.adapt",
+];
+
+/// The hashes that identify a run: one over what training depends on, one over everything
+/// the result depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// MD5 of the canonical training settings, data files and format.
+    pub training: String,
+    /// MD5 of the same with the evaluation-only settings too.
+    pub result: String,
+}
+
+/// Where a run's data came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The data folder that was read (none for generated data).
+    pub folder: Option<PathBuf>,
+    /// Every file read, with its size and MD5.
+    pub files: Vec<FileDigest>,
+    /// The bnlab version that trained the run.
+    pub bnlab: String,
+}
+
+/// The folder `config`'s data set is read from (none for generated data): the spec's
+/// `root`, else the first place the catalog finds it.
+pub fn data_folder(config: &DataConfig) -> Result<Option<(DatasetId, PathBuf)>, TrainError> {
+    if config.dataset == "synthetic" {
+        return Ok(None);
+    }
+    let id = DatasetId::from_name(&config.dataset)?;
+    let dir = match &config.root {
+        Some(dir) => dir.clone(),
+        None => id.locate()?,
+    };
+    Ok(Some((id, dir)))
+}
+
+impl Provenance {
+    /// Finds and digests every file `config` reads.
+    pub fn of(config: &DataConfig) -> Result<Self, TrainError> {
+        let (folder, files) = match data_folder(config)? {
+            None => (None, Vec::new()),
+            Some((id, dir)) => {
+                let mut files = Vec::new();
+                for part in [Part::Train, Part::Test] {
+                    for path in id.files(&dir, part)? {
+                        files.push(FileDigest::of(&path)?);
+                    }
+                }
+                (Some(dir), files)
+            }
+        };
+        Ok(Self {
+            folder,
+            files,
+            bnlab: env!("CARGO_PKG_VERSION").into(),
+        })
+    }
+}
+
+impl Fingerprint {
+    /// The fingerprint of runs of `config` on the data of `provenance`.
+    pub fn of(config: &RunConfig, provenance: &Provenance) -> Result<Self, TrainError> {
+        let settings = settings(config)?;
+        let hash = |settings: &Value| {
+            let whole = serde_json::json!({
+                "format": RESULT_FORMAT,
+                "data": provenance.files,
+                "settings": settings,
+            });
+            bnlab_data::md5_hex(canonical(&whole).as_bytes())
+        };
+        let mut training = settings.clone();
+        for key in EVALUATION_ONLY {
+            remove(&mut training, key);
+        }
+        Ok(Self {
+            training: hash(&training),
+            result: hash(&settings),
+        })
+    }
+}
+
+/// The settings of `config` that can change a result, as JSON.
+fn settings(config: &RunConfig) -> Result<Value, TrainError> {
+    let mut value = serde_json::to_value(config)
+        .map_err(|e| TrainError::Config(format!("the settings cannot be written as JSON: {e}")))?;
+    for key in IGNORED {
+        remove(&mut value, key);
+    }
+    Ok(value)
+}
+
+/// Every setting that differs between `old` and `new`, as `key: old → new` lines (the
+/// settings that cannot change a result are not listed).
+pub fn changes(old: &RunConfig, new: &RunConfig) -> Result<Vec<String>, TrainError> {
+    let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
+    leaves("", &settings(old)?, &mut a);
+    leaves("", &settings(new)?, &mut b);
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let none = "(unset)".to_string();
+    Ok(keys
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            let (x, y) = (a.get(k).unwrap_or(&none), b.get(k).unwrap_or(&none));
+            format!("{k}: {x} → {y}")
+        })
+        .collect())
+}
+
+/// Leaves of `value` as dotted key → JSON text.
+fn leaves(prefix: &str, value: &Value, out: &mut BTreeMap<String, String>) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                leaves(&key, v, out);
+            }
+        }
+        v => {
+            out.insert(prefix.to_string(), canonical(v));
+        }
+    }
+}
+
+/// Removes the dotted `key` from `value`, if present.
+fn remove(value: &mut Value, key: &str) {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let Some(last) = parts.pop() else { return };
+    let mut here = value;
+    for p in parts {
+        match here.get_mut(p) {
+            Some(v) => here = v,
+            None => return,
+        }
+    }
+    if let Some(map) = here.as_object_mut() {
+        map.remove(last);
+    }
+}
+
+/// `value` as compact JSON with every object's keys sorted, whatever map type serde_json
+/// was built with.
+fn canonical(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let items: Vec<String> = keys
+                .into_iter()
+                .map(|k| format!("{}:{}", Value::String(k.clone()), canonical(&map[k])))
+                .collect();
+            format!("{{{}}}", items.join(","))
+        }
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(canonical).collect();
+            format!("[{}]", items.join(","))
+        }
+        v => v.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> RunConfig {
+        let spec = crate::Spec::parse(
+            "seeds = 1\n[data]\ndataset = \"synthetic\"\n[model]\nname = \"plain-cnn\"\n[train]\nepochs = 1\nbatch_size = 8\n",
+            "<spec>",
+        )
+        .unwrap();
+        spec.configurations[0].config.clone()
+    }
+
+    fn none() -> Provenance {
+        Provenance {
+            folder: None,
+            files: Vec::new(),
+            bnlab: "0".into(),
+        }
+    }
+
+    #[test]
+    fn a_changed_setting_changes_the_fingerprint_and_is_listed() {
+        let a = config();
+        let mut b = a.clone();
+        b.optimizer.lr *= 0.5;
+        let (fa, fb) = (
+            Fingerprint::of(&a, &none()).unwrap(),
+            Fingerprint::of(&b, &none()).unwrap(),
+        );
+        assert_ne!(fa.training, fb.training);
+        assert_ne!(fa.result, fb.result);
+        assert_eq!(
+            changes(&a, &b).unwrap(),
+            vec![format!(
+                "optimizer.lr: {} → {}",
+                a.optimizer.lr, b.optimizer.lr
+            )]
+        );
+        // the data bytes are part of it too
+        let mut other = none();
+        other.files.push(FileDigest {
+            name: "x".into(),
+            bytes: 1,
+            md5: "00".into(),
+        });
+        assert_ne!(fa, Fingerprint::of(&a, &other).unwrap());
+    }
+
+    #[test]
+    fn settings_that_cannot_change_a_result_keep_it() {
+        let a = config();
+        let mut b = a.clone();
+        b.data.threads += 3;
+        b.data.root = Some("/elsewhere".into());
+        b.train.distributed.timeout_secs += 1;
+        let mut p = none();
+        p.folder = Some("/moved".into());
+        p.bnlab = "9.9".into();
+        assert_eq!(
+            Fingerprint::of(&a, &none()).unwrap(),
+            Fingerprint::of(&b, &p).unwrap()
+        );
+        assert!(changes(&a, &b).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_evaluation_only_change_keeps_the_training_fingerprint() {
+        let a = config();
+        let mut b = a.clone();
+        b.eval.alphas.push(0.25);
+        let (fa, fb) = (
+            Fingerprint::of(&a, &none()).unwrap(),
+            Fingerprint::of(&b, &none()).unwrap(),
+        );
+        assert_eq!(fa.training, fb.training);
+        assert_ne!(fa.result, fb.result);
+        // an evaluation setting that validation uses during training is not evaluation-only
+        let mut c = a.clone();
+        c.eval.batch_size += 1;
+        assert_ne!(fa.training, Fingerprint::of(&c, &none()).unwrap().training);
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_depth() {
+        let v = serde_json::json!({"b": {"z": 1, "a": [ {"y": 2, "x": 3} ]}, "a": "s"});
+        assert_eq!(
+            canonical(&v),
+            r#"{"a":"s","b":{"a":[{"x":3,"y":2}],"z":1}}"#
+        );
+    }
+}
