@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use burn::module::{
     Content, Devices, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor,
-    RunningState,
+    Param, ParamId, RunningState,
 };
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -283,13 +283,13 @@ impl Module for NormState {
         self.sync();
         crate::tree::with_pending(|op, errors, path| self.apply(op, errors, path));
         mapper.enter_module("running_mean", STATE_CONTAINER);
-        let running_mean = self.running_mean.map(mapper);
+        let running_mean = map_keeping_id(self.running_mean, mapper);
         mapper.exit_module("running_mean", STATE_CONTAINER);
         mapper.enter_module("running_var", STATE_CONTAINER);
-        let running_var = self.running_var.map(mapper);
+        let running_var = map_keeping_id(self.running_var, mapper);
         mapper.exit_module("running_var", STATE_CONTAINER);
         mapper.enter_module("updates", STATE_CONTAINER);
-        let updates = self.updates.map(mapper);
+        let updates = map_keeping_id(self.updates, mapper);
         mapper.exit_module("updates", STATE_CONTAINER);
         Self {
             running_mean,
@@ -298,6 +298,29 @@ impl Module for NormState {
             ..self
         }
     }
+}
+
+/// Maps a (synced) running state and keeps the id the mapper returns. Burn's own
+/// `RunningState::map` drops it, so a loaded model kept fresh random ids for its statistics
+/// and a model derived from one file (PreciseBN) differed from run to run in its ids.
+fn map_keeping_id<const D: usize, M: ModuleMapper>(
+    state: RunningState<Tensor<D>>,
+    mapper: &mut M,
+) -> RunningState<Tensor<D>> {
+    /// Reads the id, which `RunningState` only shows to visitors.
+    struct IdOf(Option<ParamId>);
+    impl ModuleVisitor for IdOf {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0 = Some(param.id);
+        }
+    }
+    let mut id = IdOf(None);
+    state.visit(&mut id);
+    let id = id.0.unwrap_or_default();
+    let (id, value, _) = mapper
+        .map_float(Param::initialized(id, state.value()))
+        .consume();
+    RunningState::with_id(id, value.set_require_grad(false))
 }
 
 impl ModuleDisplayDefault for NormState {

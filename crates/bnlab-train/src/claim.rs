@@ -35,9 +35,24 @@ pub struct ClaimFile {
 }
 
 impl ClaimFile {
-    /// Whether the lease still holds at `now_ms`.
+    /// Whether the lease still holds at `now_ms` and its owner may be alive.
     pub fn live(&self, now_ms: u64, lease: Duration) -> bool {
-        now_ms.saturating_sub(self.renewed_ms) < lease.as_millis() as u64
+        now_ms.saturating_sub(self.renewed_ms) < lease.as_millis() as u64 && !self.owner_gone()
+    }
+
+    /// Whether the owner is a process of this machine that has exited. A worker killed and
+    /// started again on one machine takes its run back at once instead of waiting out the
+    /// lease. Only where `/proc` lists processes; a reused pid only makes the claim wait for
+    /// its lease.
+    fn owner_gone(&self) -> bool {
+        let Some((host, pid)) = self.owner.rsplit_once(':') else {
+            return false;
+        };
+        let proc = Path::new("/proc");
+        host == host_name()
+            && pid.parse::<u32>().is_ok()
+            && proc.join("self").exists()
+            && !proc.join(pid).exists()
     }
 }
 
@@ -48,15 +63,19 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// This process as a claim owner: `host:pid`.
-pub fn worker_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+/// This machine's name.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".into());
-    format!("{host}:{}", std::process::id())
+        .unwrap_or_else(|| "host".into())
+}
+
+/// This process as a claim owner: `host:pid`.
+pub fn worker_name() -> String {
+    format!("{}:{}", host_name(), std::process::id())
 }
 
 /// The highest claim in `dir` and what it says, if any. A claim file that cannot be parsed
@@ -307,6 +326,26 @@ mod tests {
         assert_eq!(latest_claim(&run).unwrap().unwrap().0, 2);
         b.finish().unwrap();
         assert!(latest_claim(&run).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_claim_of_an_exited_process_here_is_taken_at_once_but_not_one_of_another_host() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let now = now_ms();
+        let claim = |owner: String| ClaimFile {
+            owner,
+            since_ms: now,
+            renewed_ms: now,
+        };
+        let hour = Duration::from_secs(3600);
+        if Path::new("/proc/self").exists() {
+            assert!(!claim(format!("{}:{pid}", host_name())).live(now, hour));
+        }
+        assert!(claim(format!("{}:{}", host_name(), std::process::id())).live(now, hour));
+        assert!(claim(format!("elsewhere-{}:{pid}", host_name())).live(now, hour));
+        assert!(claim("a".into()).live(now, hour));
     }
 
     #[test]
