@@ -303,6 +303,8 @@ impl Module for NormState {
 /// Maps a (synced) running state and keeps the id the mapper returns. Burn's own
 /// `RunningState::map` drops it, so a loaded model kept fresh random ids for its statistics
 /// and a model derived from one file (PreciseBN) differed from run to run in its ids.
+/// It reads the value with `value_sync`: `value` ignores this thread's pending update, so
+/// statistics just written (PreciseBN, finalize) would be dropped on save.
 fn map_keeping_id<const D: usize, M: ModuleMapper>(
     state: RunningState<Tensor<D>>,
     mapper: &mut M,
@@ -318,7 +320,7 @@ fn map_keeping_id<const D: usize, M: ModuleMapper>(
     state.visit(&mut id);
     let id = id.0.unwrap_or_default();
     let (id, value, _) = mapper
-        .map_float(Param::initialized(id, state.value()))
+        .map_float(Param::initialized(id, state.value_sync()))
         .consume();
     RunningState::with_id(id, value.set_require_grad(false))
 }

@@ -433,6 +433,39 @@ fn running_statistics_survive_a_record_round_trip() {
 }
 
 #[test]
+fn a_module_map_keeps_updated_statistics_and_their_ids() {
+    /// Maps nothing: what comes out must be what went in.
+    struct Same;
+    impl burn::module::ModuleMapper for Same {}
+    /// The ids of every float tensor, in visit order.
+    struct Ids(Vec<burn::module::ParamId>);
+    impl burn::module::ModuleVisitor for Ids {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+            self.0.push(p.id);
+        }
+    }
+    let ids = |n: &bnlab_norm::Norm| {
+        let mut v = Ids(Vec::new());
+        n.visit(&mut v);
+        v.0
+    };
+    let device = device();
+    let norm = NormConfig::new(2)
+        .with_running(RunningStats::Ema { momentum: 1.0 })
+        .init(&device)
+        .unwrap();
+    // the update is pending on this thread until a sync: a map must see it
+    norm.forward(tensor(&[1.0, 5.0, 3.0, 9.0], [2, 2], &device))
+        .unwrap();
+    let before = ids(&norm);
+    let mapped = norm.map(&mut Same);
+    assert_eq!(values(mapped.state.running_mean()), vec![2.0, 7.0]);
+    // unbiased (the default): (1−2)²+(3−2)² over 1, (5−7)²+(9−7)² over 1
+    assert_eq!(values(mapped.state.running_var()), vec![2.0, 8.0]);
+    assert_eq!(ids(&mapped), before);
+}
+
+#[test]
 fn fold_into_conv_matches_conv_then_norm() {
     let device = device();
     let mut rng = Rng(11);
