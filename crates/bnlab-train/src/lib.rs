@@ -32,7 +32,7 @@ mod runner;
 mod schedule;
 mod seeds;
 mod spec;
-mod stats;
+pub mod stats;
 mod status;
 mod train_loop;
 
@@ -59,6 +59,9 @@ pub use runner::*;
 pub use schedule::{GroupLr, LrCurve, Schedule};
 pub use seeds::run_seed;
 pub use spec::*;
-pub use stats::{Alternative, Summary, TTest, paired_t_test, summary, welch_t_test};
+pub use stats::{
+    Alternative, Correction, Expect, Interval, PValues, PairedDifference, Summary, TTest,
+    UnpairedDifference, Verdict, paired_t_test, summary, welch_t_test,
+};
 pub use status::{RunState, RunStatus, sweep_status};
 pub use train_loop::train_run;

@@ -1,41 +1,11 @@
-//! Statistics across seeds (Davis & Frank §4.3): mean and sample standard deviation, the
-//! one-sided paired t-test against a baseline (runs paired by seed) and Welch's unpaired test,
-//! with p-values from Student's t.
+//! Student's t: the paired t-test (runs paired by seed, Davis & Frank §4.3) and Welch's
+//! unpaired test, their p-values under each alternative, and t confidence intervals.
 
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
+use super::summary::summary;
 use crate::TrainError;
-
-/// Mean, sample standard deviation and count of a set of values.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
-    /// Number of values.
-    pub n: usize,
-    /// Mean.
-    pub mean: f64,
-    /// Sample standard deviation (divisor n − 1; 0 for one value).
-    pub std: f64,
-}
-
-/// The summary of `values`; `None` when empty.
-pub fn summary(values: &[f64]) -> Option<Summary> {
-    if values.is_empty() {
-        return None;
-    }
-    let n = values.len();
-    let mean = values.iter().sum::<f64>() / n as f64;
-    let var = if n > 1 {
-        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64
-    } else {
-        0.0
-    };
-    Some(Summary {
-        n,
-        mean,
-        std: var.sqrt(),
-    })
-}
 
 /// The alternative hypothesis of a one-sided test about `a` against `b`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,26 +41,86 @@ pub struct TTest {
     pub p_value: f64,
 }
 
+/// The p-values of one statistic under each alternative.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PValues {
+    /// Two-sided.
+    pub two_sided: f64,
+    /// One-sided, the difference greater than zero.
+    pub greater: f64,
+    /// One-sided, the difference less than zero.
+    pub less: f64,
+}
+
+impl PValues {
+    /// The one-sided p-value for `alternative`.
+    pub fn one_sided(&self, alternative: Alternative) -> f64 {
+        match alternative {
+            Alternative::Greater => self.greater,
+            Alternative::Less => self.less,
+        }
+    }
+}
+
+/// A confidence interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Interval {
+    /// Lower end.
+    pub low: f64,
+    /// Upper end.
+    pub high: f64,
+}
+
+impl Interval {
+    /// Whether `x` lies in the closed interval.
+    pub fn contains(&self, x: f64) -> bool {
+        self.low <= x && x <= self.high
+    }
+}
+
+/// Student's t with `df` degrees of freedom.
+fn students_t(df: f64) -> Result<StudentsT, TrainError> {
+    if df.is_nan() || df <= 0.0 {
+        return Err(invalid(format!("t distribution undefined for df = {df}")));
+    }
+    StudentsT::new(0.0, 1.0, df).map_err(|e| invalid(e.to_string()))
+}
+
+/// The p-values of `t` with `df` degrees of freedom.
+pub fn t_p_values(t: f64, df: f64) -> Result<PValues, TrainError> {
+    if !t.is_finite() {
+        return Err(invalid(format!(
+            "t-test undefined: t = {t} (zero variance?)"
+        )));
+    }
+    let dist = students_t(df)?;
+    let (greater, less) = (dist.sf(t), dist.cdf(t));
+    Ok(PValues {
+        two_sided: (2.0 * greater.min(less)).min(1.0),
+        greater,
+        less,
+    })
+}
+
+/// The two-sided `level` (0.95) t interval around `mean` with standard error `se`.
+pub fn t_interval(mean: f64, se: f64, df: f64, level: f64) -> Result<Interval, TrainError> {
+    let q = students_t(df)?.inverse_cdf(0.5 + level / 2.0);
+    Ok(Interval {
+        low: mean - q * se,
+        high: mean + q * se,
+    })
+}
+
 fn invalid(msg: String) -> TrainError {
     TrainError::Config(msg)
 }
 
-/// The one-sided p-value of `t` with `df` degrees of freedom.
+/// The one-sided test of `t` with `df` degrees of freedom.
 fn one_sided(t: f64, df: f64, alternative: Alternative) -> Result<TTest, TrainError> {
-    if !t.is_finite() || df.is_nan() || df <= 0.0 {
-        return Err(invalid(format!(
-            "t-test undefined: t = {t}, df = {df} (zero variance?)"
-        )));
-    }
-    let dist = StudentsT::new(0.0, 1.0, df).map_err(|e| invalid(e.to_string()))?;
-    let p_value = match alternative {
-        Alternative::Greater => dist.sf(t),
-        Alternative::Less => dist.cdf(t),
-    };
     Ok(TTest {
         statistic: t,
         df,
-        p_value,
+        p_value: t_p_values(t, df)?.one_sided(alternative),
     })
 }
 
