@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use bnlab_train::{
-    Baseline, Diagnostics, EpochRecord, Histogram, LayerDiagnostics, LinePanel, Metric, Metrics,
-    PALETTE, Panel, RESULT_FORMAT, ReportOptions, RunResult, Spec, Status, SweepFile, SweepResults,
-    TableSettings, TestKind, build_report, figures, png, result_path, run_seed, scheme_section,
-    size, stamps, svg, tables, write_report,
+    Baseline, Correction, Diagnostics, EpochRecord, Histogram, LayerDiagnostics, LinePanel, Metric,
+    Metrics, PALETTE, Panel, RESULT_FORMAT, ReportOptions, RunResult, Spec, Status, SweepFile,
+    SweepResults, TableSettings, TestKind, build_report, figures, png, result_path, run_seed,
+    scheme_section, size, stamps, svg, tables, write_report,
 };
 
 const TABLE_SPEC: &str = r#"name = "fixture"
@@ -111,6 +111,7 @@ fn settings(rows: &[&str], cols: &[&str], metric: Metric) -> TableSettings {
         metric,
         test: TestKind::Paired,
         level: 0.05,
+        correction: Correction::Auto,
     }
 }
 
@@ -131,9 +132,10 @@ fn the_table_is_exact_with_bold_for_significant_and_underline_for_best() {
     let results = SweepResults::load(tmp.path()).unwrap();
     let baseline = Baseline::resolve("base", &results).unwrap();
     let s = settings(&["variant"], &["optimizer.lr"], Metric::Accuracy);
-    let (md, _) = scheme_section(&results, "population", Some(&baseline), &s).unwrap();
+    let (md, _, json) = scheme_section(&results, "population", Some(&baseline), &s).unwrap();
+    let (tables_md, tests_md) = md.split_once("| configuration |").unwrap();
     assert_eq!(
-        md,
+        tables_md,
         "## Accuracy (%): test set, population statistics from the training EMA
 
 | variant \\ lr | 0.1 | 0.01 |
@@ -143,13 +145,50 @@ fn the_table_is_exact_with_bold_for_significant_and_underline_for_best() {
 
 Against the baseline (one-sided paired t-test, runs paired by seed):
 
-| configuration | baseline | mean ± std | Δ mean | t | df | p (greater) | runs compared |
-|---|---|---|---|---|---|---|---|
-| better,lr=0.1 | base,lr=0.1 | 84.33 ± 1.53 | +3.33 | 10.000 | 2.0 | **0.0049** | 3 pairs |
-| better,lr=0.01 | base,lr=0.01 | 71.67 ± 3.06 | -0.33 | -0.250 | 2.0 | 0.5870 | 3 pairs |
-
 "
     );
+    // The t interval: Δ ± t.ppf(0.975, 2) · s/√n with t.ppf(0.975, 2) = 4.302652729749464
+    // (scipy 1.17.1): [3,4,3] → 3.333 ± 1.434; [1,-3,1] → -0.333 ± 5.737. Two comparisons: no
+    // correction, so p adj. is p.
+    let rows: Vec<Vec<&str>> = tests_md
+        .lines()
+        .skip(2)
+        .take(2)
+        .map(|l| l.trim_matches('|').split(" | ").map(str::trim).collect())
+        .collect();
+    let pick = |r: &[&str]| [r[0], r[3], r[4], r[6], r[7], r[8], r[9], r[12]].map(String::from);
+    assert_eq!(
+        pick(&rows[0]),
+        [
+            "better,lr=0.1",
+            "+3.33",
+            "[+1.90, +4.77]",
+            "10.000",
+            "2.0",
+            "0.0049",
+            "**0.0049**",
+            "3 pairs"
+        ]
+    );
+    assert_eq!(
+        pick(&rows[1]),
+        [
+            "better,lr=0.01",
+            "-0.33",
+            "[-6.07, +5.40]",
+            "-0.250",
+            "2.0",
+            "0.5870",
+            "0.5870",
+            "3 pairs"
+        ]
+    );
+    assert_eq!(json.len(), 2);
+    let low = json[0]["difference"]["t_ci"]["low"].as_f64().unwrap();
+    assert!(
+        (low - (10.0 / 3.0 - 4.302652729749464 * (1.0f64 / 3.0).sqrt() / 3f64.sqrt())).abs() < 1e-9
+    );
+    assert_eq!(json[0]["difference"]["test"], "paired");
 
     // Error: lower is better, so the same runs are bold and underlined the other way round.
     let s = settings(&["variant"], &["optimizer.lr"], Metric::Error);
@@ -173,9 +212,13 @@ fn the_unpaired_test_is_welchs() {
     let baseline = Baseline::resolve("base", &results).unwrap();
     let mut s = settings(&["variant"], &["optimizer.lr"], Metric::Accuracy);
     s.test = TestKind::Welch;
-    let (md, _) = scheme_section(&results, "population", Some(&baseline), &s).unwrap();
+    let (md, _, _) = scheme_section(&results, "population", Some(&baseline), &s).unwrap();
     assert!(
-        md.contains("| better,lr=0.1 | base,lr=0.1 | 84.33 ± 1.53 | +3.33 | 3.162 | 3.4 | **0.0210** | 3 vs 3 runs |"),
+        md.contains("| better,lr=0.1 | base,lr=0.1 | 84.33 ± 1.53 | +3.33 | ["),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 3.162 | 3.4 | 0.0210 | **0.0210** | – | – | 3 vs 3 runs |"),
         "{md}"
     );
     assert!(
@@ -280,7 +323,7 @@ fn an_incomplete_sweep_pairs_only_matched_seeds_and_says_so() {
     assert_eq!(results.missing.len(), 1);
     let baseline = Baseline::resolve("base", &results).unwrap();
     let s = settings(&["variant"], &["optimizer.lr"], Metric::Accuracy);
-    let (md, _) = scheme_section(&results, "population", Some(&baseline), &s).unwrap();
+    let (md, _, _) = scheme_section(&results, "population", Some(&baseline), &s).unwrap();
     // [70, 74] → 72 ± 2.83; [83, 86] → 84.5 ± 2.12
     assert!(
         md.contains("| base | 81.00 ± 1.00 | <ins>72.00 ± 2.83</ins> (n=2) |"),
@@ -291,9 +334,11 @@ fn an_incomplete_sweep_pairs_only_matched_seeds_and_says_so() {
         "{md}"
     );
     assert!(
-        md.contains("| better,lr=0.1 | base,lr=0.1 | 84.50 ± 2.12 | +3.50 | 7.000 | 1.0 | **0.0452** | 2 pairs |"),
+        md.contains("| better,lr=0.1 | base,lr=0.1 | 84.50 ± 2.12 | +3.50 | [-2.85, +9.85] | "),
         "{md}"
     );
+    // 3.5 ± t.ppf(0.975, 1) · 0.5, t.ppf(0.975, 1) = 12.706204736174698 (scipy 1.17.1)
+    assert!(md.contains("| 7.000 | 1.0 | 0.0452 | **0.0452** |"), "{md}");
     assert!(
         md.contains("- `better,lr=0.1` against `base,lr=0.1`: run 3 finished on one side only, left out of the pairing."),
         "{md}"

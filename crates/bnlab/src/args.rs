@@ -220,6 +220,9 @@ pub struct ReportArgs {
     /// Significance level of the one-sided test.
     #[arg(long, default_value_t = 0.05)]
     pub level: f64,
+    /// Correction of each table's p-values: auto (Holm above 3 comparisons), holm or none.
+    #[arg(long, default_value = "auto")]
+    pub correction: String,
     /// Evaluation schemes to tabulate, comma-separated (default: all but the α grid).
     #[arg(long, value_delimiter = ',')]
     pub schemes: Vec<String>,

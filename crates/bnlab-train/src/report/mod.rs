@@ -17,7 +17,7 @@ pub use figures::{Figure, HistPanel, HistSeries, LinePanel, LineSeries, Panel, f
 pub use plot::{PALETTE, PANEL, png, size, svg};
 pub use results::{Metric, MissingRun, Pairs, SweepResults, pair};
 pub use table::{
-    Baseline, Cell, Comparison, Table, TableSettings, TestKind, all_axes, cell, tables,
+    Baseline, Cell, Comparison, Detail, Table, TableSettings, TestKind, all_axes, cell, tables,
 };
 
 /// What `bnlab report` is asked for.
@@ -43,6 +43,7 @@ impl Default for ReportOptions {
                 metric: Metric::Accuracy,
                 test: TestKind::Paired,
                 level: 0.05,
+                correction: crate::Correction::Auto,
             },
             schemes: vec![],
             figure_scheme: "population".into(),
@@ -206,8 +207,8 @@ fn comparisons_markdown(tables: &[Table], decimals: usize, alternative: Alternat
         Alternative::Less => "less",
     };
     let mut out = format!(
-        "| configuration | baseline | mean ± std | Δ mean | t | df | p ({side}) | runs compared |\n\
-         |---|---|---|---|---|---|---|---|\n"
+        "| configuration | baseline | mean ± std | Δ mean | 95 % CI (t) | 95 % CI (bootstrap) | t | df | p ({side}) | p adj. | p Wilcoxon (two-sided) | MDE | runs compared |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     );
     let mut notes = String::new();
     for c in &cells {
@@ -218,16 +219,34 @@ fn comparisons_markdown(tables: &[Table], decimals: usize, alternative: Alternat
             Ok(t) => (
                 format!("{:.3}", t.statistic),
                 format!("{:.1}", t.df),
-                if cmp.significant {
-                    format!("**{:.4}**", t.p_value)
-                } else {
-                    format!("{:.4}", t.p_value)
-                },
+                format!("{:.4}", t.p_value),
             ),
             Err(why) => ("–".into(), "–".into(), format!("n/a: {why}")),
         };
+        let adjusted = match cmp.p_adjusted {
+            Some(p) if cmp.significant => format!("**{p:.4}**"),
+            Some(p) => format!("{p:.4}"),
+            None => "–".into(),
+        };
+        let interval = |i: &crate::Interval| format!("[{:+.d$}, {:+.d$}]", i.low, i.high);
+        let (t_ci, boot, wilcoxon, mde) = match &cmp.detail {
+            Some(table::Detail::Paired(x)) => (
+                interval(&x.t_ci),
+                interval(&x.bootstrap_ci),
+                x.wilcoxon
+                    .map_or("–".into(), |w| format!("{:.4}", w.p.two_sided)),
+                format!("{:.d$}", x.mde),
+            ),
+            Some(table::Detail::Welch(x)) => (
+                interval(&x.t_ci),
+                interval(&x.bootstrap_ci),
+                "–".into(),
+                "–".into(),
+            ),
+            None => ("–".into(), "–".into(), "–".into(), "–".into()),
+        };
         out.push_str(&format!(
-            "| {} | {} | {stats} | {delta} | {t} | {df} | {p} | {} |\n",
+            "| {} | {} | {stats} | {delta} | {t_ci} | {boot} | {t} | {df} | {p} | {adjusted} | {wilcoxon} | {mde} | {} |\n",
             c.configuration, cmp.baseline, cmp.compared
         ));
         if !cmp.unmatched.is_empty() {
@@ -248,6 +267,32 @@ fn comparisons_markdown(tables: &[Table], decimals: usize, alternative: Alternat
     out
 }
 
+/// The comparisons of `tables` for `report.json`.
+fn comparisons_json(tables: &[Table]) -> Vec<serde_json::Value> {
+    tables
+        .iter()
+        .flat_map(|t| t.cells().map(move |c| (t, c)))
+        .filter_map(|(t, c)| {
+            let cmp = c.comparison.as_ref()?;
+            Some(serde_json::json!({
+                "scheme": t.scheme,
+                "metric": t.metric.name(),
+                "block": t.block,
+                "configuration": c.configuration,
+                "baseline": cmp.baseline,
+                "summary": c.summary,
+                "delta": cmp.delta,
+                "p_one_sided": cmp.outcome.as_ref().ok().map(|t| t.p_value),
+                "p_adjusted": cmp.p_adjusted,
+                "significant": cmp.significant,
+                "unmatched": cmp.unmatched,
+                "difference": cmp.detail,
+                "error": cmp.outcome.as_ref().err(),
+            }))
+        })
+        .collect()
+}
+
 /// The Markdown section of one scheme (its tables, then the tests against the baseline) and
 /// its CSV.
 pub fn scheme_section(
@@ -255,7 +300,7 @@ pub fn scheme_section(
     scheme: &str,
     baseline: Option<&Baseline>,
     settings: &TableSettings,
-) -> Result<(String, Vec<u8>), TrainError> {
+) -> Result<(String, Vec<u8>, Vec<serde_json::Value>), TrainError> {
     let metric = settings.metric;
     let tables = tables(results, scheme, baseline, settings)?;
     let mut md = format!(
@@ -281,7 +326,7 @@ pub fn scheme_section(
         md.push_str(&comparisons);
         md.push('\n');
     }
-    Ok((md, tables_csv(&tables)?))
+    Ok((md, tables_csv(&tables)?, comparisons_json(&tables)))
 }
 
 /// Builds the report of `results` in memory.
@@ -389,8 +434,10 @@ pub fn build_report(results: &SweepResults, options: &ReportOptions) -> Result<R
     }
 
     let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    let mut comparisons = Vec::new();
     for scheme in &schemes {
-        let (section, csv) = scheme_section(results, scheme, baseline.as_ref(), settings)?;
+        let (section, csv, json) = scheme_section(results, scheme, baseline.as_ref(), settings)?;
+        comparisons.extend(json);
         md.push_str(&section);
         let csv_path = PathBuf::from("tables").join(format!("{}.csv", crate::file_safe(scheme)));
         md.push_str(&format!("CSV: [{0}]({0})\n\n", csv_path.display()));
@@ -417,6 +464,19 @@ pub fn build_report(results: &SweepResults, options: &ReportOptions) -> Result<R
     }
 
     files.push(("runs.csv".into(), runs_csv(results)?));
+    let json = serde_json::json!({
+        "sweep": sweep.name,
+        "metric": metric.name(),
+        "level": settings.level,
+        "correction": settings.correction,
+        "test": settings.test.describe(),
+        "runs": { "expected": expected, "present": results.runs.len(), "failed": failed.len() },
+        "comparisons": comparisons,
+    });
+    let json = serde_json::to_vec_pretty(&json)
+        .map_err(|e| TrainError::Report(format!("writing report.json: {e}")))?;
+    files.push(("report.json".into(), json));
+    md.push_str(&format!("{COLUMNS}\n"));
     md.push_str("## Every run\n\nOne line per run and scheme: [runs.csv](runs.csv)\n");
     files.push(("report.md".into(), md.into_bytes()));
     Ok(Report {
@@ -426,6 +486,19 @@ pub fn build_report(results: &SweepResults, options: &ReportOptions) -> Result<R
         failed: failed.len(),
     })
 }
+
+/// What each column of the comparison tables means.
+const COLUMNS: &str = "## Columns of the comparisons\n\n\
+- Δ mean: mean difference to the baseline (over pairs for the paired test).\n\
+- 95 % CI (t): Student's t interval of Δ; (bootstrap): percentile interval of 10,000 seeded \
+paired (or, for Welch, stratified) resamples.\n\
+- p: the one-sided t-test in the metric's better direction; p adj.: after Holm's correction \
+across the table where it applies (more than 3 comparisons by default, `--correction`); \
+**bold**: p adj. below the level.\n\
+- p Wilcoxon: two-sided signed-rank test of the paired differences.\n\
+- MDE: the smallest true Δ that these pairs detect with 80 % power at α = 0.05 (two-sided \
+paired t), given the observed std of the differences: a Δ smaller than this can go unseen.\n\
+- Every number is also in [report.json](report.json).\n";
 
 fn capitalized(s: &str) -> String {
     let mut c = s.chars();

@@ -5,7 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Alternative, Summary, TTest, TrainError, paired_t_test, summary, welch_t_test};
+use serde::Serialize;
+
+use crate::{
+    Alternative, Correction, PairedDifference, Summary, TTest, TrainError, UnpairedDifference,
+    paired_t_test, summary, welch_t_test,
+};
 
 use super::results::{Metric, SweepResults, pair};
 
@@ -148,6 +153,18 @@ pub struct TableSettings {
     pub test: TestKind,
     /// The significance level (0.05).
     pub level: f64,
+    /// The correction of each table's p-values for its many comparisons.
+    pub correction: Correction,
+}
+
+/// The difference behind a comparison, with its intervals, tests and power.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "test")]
+pub enum Detail {
+    /// Paired by seed.
+    Paired(PairedDifference),
+    /// Welch, unpaired.
+    Welch(UnpairedDifference),
 }
 
 /// A configuration against its baseline.
@@ -163,7 +180,11 @@ pub struct Comparison {
     pub compared: String,
     /// Run indices left out because the other side has no finished run.
     pub unmatched: Vec<u32>,
-    /// p below the level in the metric's better direction.
+    /// The difference with its intervals, tests and power; `None` where it is undefined.
+    pub detail: Option<Detail>,
+    /// The one-sided p-value after the table's correction (the raw one without it).
+    pub p_adjusted: Option<f64>,
+    /// The (corrected) p below the level in the metric's better direction.
     pub significant: bool,
 }
 
@@ -244,16 +265,21 @@ fn compare(
     let a = results.values(configuration, scheme, metric);
     let b = results.values(baseline, scheme, metric);
     let mean = |v: &[f64]| summary(v).map_or(f64::NAN, |s| s.mean);
-    let (outcome, delta, compared, unmatched) = match settings.test {
+    let (outcome, delta, compared, unmatched, detail) = match settings.test {
         TestKind::Paired => {
             let p = pair(&a, &b);
             let delta = (!p.a.is_empty()).then(|| mean(&p.a) - mean(&p.b));
             let compared = format!("{} pairs", p.indices.len());
+            let d: Vec<f64> = p.a.iter().zip(&p.b).map(|(x, y)| x - y).collect();
+            let detail = PairedDifference::of(&d, None, None)
+                .ok()
+                .map(Detail::Paired);
             (
                 paired_t_test(&p.a, &p.b, alternative),
                 delta,
                 compared,
                 p.unmatched,
+                detail,
             )
         }
         TestKind::Welch => {
@@ -261,7 +287,14 @@ fn compare(
                 (a.values().copied().collect(), b.values().copied().collect());
             let delta = (!a.is_empty() && !b.is_empty()).then(|| mean(&a) - mean(&b));
             let compared = format!("{} vs {} runs", a.len(), b.len());
-            (welch_t_test(&a, &b, alternative), delta, compared, vec![])
+            let detail = UnpairedDifference::of(&a, &b).ok().map(Detail::Welch);
+            (
+                welch_t_test(&a, &b, alternative),
+                delta,
+                compared,
+                vec![],
+                detail,
+            )
         }
     };
     let outcome = outcome.map_err(|e| match e {
@@ -271,11 +304,32 @@ fn compare(
     let significant = outcome.as_ref().is_ok_and(|t| t.p_value < settings.level);
     Comparison {
         baseline: baseline.to_string(),
+        p_adjusted: outcome.as_ref().ok().map(|t| t.p_value),
         outcome,
         delta,
         compared,
         unmatched,
+        detail,
         significant,
+    }
+}
+
+/// Corrects the p-values of one table's comparisons together, and marks significance by the
+/// corrected value.
+fn correct(rows: &mut [(String, Vec<Option<Cell>>)], settings: &TableSettings) {
+    let mut tested: Vec<&mut Comparison> = rows
+        .iter_mut()
+        .flat_map(|(_, cells)| cells.iter_mut().flatten())
+        .filter_map(|c| c.comparison.as_mut())
+        .filter(|c| c.outcome.is_ok())
+        .collect();
+    let raw: Vec<f64> = tested
+        .iter()
+        .filter_map(|c| c.outcome.as_ref().ok().map(|t| t.p_value))
+        .collect();
+    for (c, p) in tested.iter_mut().zip(settings.correction.adjust(&raw)) {
+        c.p_adjusted = Some(p);
+        c.significant = p < settings.level;
     }
 }
 
@@ -372,6 +426,7 @@ pub fn tables(
             })
             .collect();
         mark_best(&mut table_rows, settings.metric);
+        correct(&mut table_rows, settings);
         let block_axes = members.first().and_then(|c| results.axes(c));
         out.push(Table {
             scheme: scheme.to_string(),

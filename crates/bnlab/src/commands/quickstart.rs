@@ -60,7 +60,7 @@ pub fn run(out: &Path, quiet: bool, jobs: usize) -> Result<()> {
     let options = ReportOptions::default();
     let baseline = Baseline::resolve("base", &results)?;
     for scheme in ["population", "precise"] {
-        let (section, _) = scheme_section(&results, scheme, Some(&baseline), &options.table)?;
+        let (section, _, _) = scheme_section(&results, scheme, Some(&baseline), &options.table)?;
         println!("{section}");
     }
     let report = out.join("report");

@@ -15,6 +15,7 @@ pub fn options(a: &ReportArgs) -> Result<ReportOptions> {
             metric: a.metric.parse()?,
             test: a.test.parse()?,
             level: a.level,
+            correction: a.correction.parse()?,
         },
         schemes: a.schemes.clone(),
         figure_scheme: a.figure_scheme.clone(),
