@@ -152,6 +152,9 @@ pub struct SweepFile {
     /// Configuration name → its fingerprint.
     #[serde(default)]
     pub fingerprints: BTreeMap<String, Fingerprint>,
+    /// The spec's claims (outside the fingerprint: they change the report, not the runs).
+    #[serde(default)]
+    pub claims: Vec<crate::ClaimSpec>,
 }
 
 impl SweepFile {
@@ -160,6 +163,7 @@ impl SweepFile {
         Self {
             name: spec.name.clone(),
             baseline: spec.baseline.clone(),
+            claims: spec.claims.clone(),
             configurations: spec
                 .configurations
                 .iter()

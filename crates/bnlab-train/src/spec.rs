@@ -24,6 +24,17 @@
 //!
 //! [grid]
 //! "optimizer.lr" = [0.1, 0.01]
+//!
+//! # what a paper expects, for the report's verdict (reproduced, reversed, not reproduced,
+//! # underpowered): a − b paired by run, in `metric` (accuracy by default)
+//! [[claim]]
+//! name = "gamma-gain"
+//! paper = "Davis & Frank Table 1"
+//! a = "gamma0.1-c100,lr=0.1" # configurations, as named in run ids
+//! b = "base,lr=0.1"
+//! scheme = "population"     # or a_scheme / b_scheme: scheme against scheme in the same runs
+//! expect = "greater"        # "less", or "equivalent" with `margin = 0.5`
+//! effect = 1.0              # the paper's Δ (metric units): power for it separates the nulls
 //! ```
 
 use std::collections::BTreeMap;
@@ -69,6 +80,8 @@ struct SpecFile {
     variant: Vec<Table>,
     #[serde(default)]
     grid: Table,
+    #[serde(default)]
+    claim: Vec<crate::ClaimSpec>,
 }
 
 fn default_name() -> String {
@@ -100,6 +113,8 @@ pub struct Spec {
     pub seeds: Vec<u32>,
     /// The configuration the others are compared with.
     pub baseline: Option<String>,
+    /// What the papers expect of the results (`[[claim]]`), for the report's verdicts.
+    pub claims: Vec<crate::ClaimSpec>,
 }
 
 /// One run of a sweep: a configuration at a seed.
@@ -273,11 +288,18 @@ impl Spec {
                 format!("baseline `{b}` is not a variant or configuration of this spec"),
             ));
         }
+        let names: Vec<String> = configurations.iter().map(|c| c.name.clone()).collect();
+        for claim in &spec.claim {
+            claim
+                .check(&names)
+                .map_err(|why| err(line_of(text, &format!("\"{}\"", claim.name)), why))?;
+        }
         Ok(Spec {
             name: spec.name,
             configurations,
             seeds,
             baseline: spec.baseline,
+            claims: spec.claim,
         })
     }
 

@@ -698,3 +698,102 @@ fn the_whole_report_is_written_with_every_file_it_links() {
     let runs = std::fs::read_to_string(out.join("runs.csv")).unwrap();
     assert_eq!(runs.lines().count(), 1 + 4 * 2 * 6);
 }
+
+/// Three claims on the table fixture: the lr = 0.1 gain (d = [3, 4, 3]) expected and
+/// expected the other way, and the lr = 0.01 one (d = [1, −3, 1]) with a paper effect of 0.1.
+const CLAIMS: &str = r#"
+[[claim]]
+name = "gain"
+paper = "+3 pt"
+a = "better,lr=0.1"
+b = "base,lr=0.1"
+expect = "greater"
+effect = 3.0
+
+[[claim]]
+name = "loss"
+a = "better,lr=0.1"
+b = "base,lr=0.1"
+expect = "less"
+
+[[claim]]
+name = "small"
+a = "better,lr=0.01"
+b = "base,lr=0.01"
+expect = "greater"
+effect = 0.1
+"#;
+
+#[test]
+fn claims_get_the_verdict_of_their_rule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = format!("{TABLE_SPEC}{CLAIMS}");
+    let spec = Spec::parse(&text, "claims.toml").unwrap();
+    table_fixture(tmp.path());
+    write_sweep(tmp.path(), &spec);
+    let results = SweepResults::load(tmp.path()).unwrap();
+    let report = build_report(&results, &ReportOptions::default()).unwrap();
+    let file = |name: &str| {
+        let (_, bytes) = report
+            .files
+            .iter()
+            .find(|(p, _)| p.ends_with(name))
+            .unwrap();
+        String::from_utf8(bytes.clone()).unwrap()
+    };
+    let md = file("report.md");
+    // two-sided p = 2 × 0.004926228511662845 (scipy's one-sided ttest_rel above); three claims:
+    // no correction by default
+    assert!(
+        md.contains("| gain | +3 pt | better,lr=0.1:population − base,lr=0.1:population | +3.333 | [+1.899, +4.768] |"),
+        "{md}"
+    );
+    assert!(md.contains("| 0.0099 | 0.0099 |"), "{md}");
+    let verdicts: Vec<&str> = md
+        .lines()
+        .filter(|l| l.starts_with("| gain") || l.starts_with("| loss") || l.starts_with("| small"))
+        .map(|l| l.trim_end_matches(" |").rsplit("| ").next().unwrap())
+        .collect();
+    assert_eq!(
+        verdicts,
+        ["**reproduced**", "**reversed**", "**underpowered**"]
+    );
+    let json: serde_json::Value = serde_json::from_str(&file("report.json")).unwrap();
+    assert_eq!(json["claims"][2]["verdict"], "underpowered");
+    let p = json["claims"][0]["difference"]["t_p"]["two_sided"]
+        .as_f64()
+        .unwrap();
+    assert!((p - 2.0 * 0.004926228511662845).abs() < 1e-12, "{p}");
+}
+
+#[test]
+fn impossible_claims_are_refused_with_their_line() {
+    let bad = |claim: &str| {
+        let text = format!("{TABLE_SPEC}\n[[claim]]\nname = \"c\"\n{claim}\n");
+        Spec::parse(&text, "bad.toml").unwrap_err().to_string()
+    };
+    let e = bad("a = \"nope\"\nb = \"base,lr=0.1\"\nexpect = \"greater\"");
+    assert!(
+        e.contains("`nope` is not a configuration") && e.contains("bad.toml:"),
+        "{e}"
+    );
+    let e = bad("a = \"better,lr=0.1\"\nb = \"base,lr=0.1\"\nexpect = \"equivalent\"");
+    assert!(e.contains("needs a margin"), "{e}");
+    let e = bad("a = \"better,lr=0.1\"\nb = \"base,lr=0.1\"\nexpect = \"greater\"\nmargn = 1");
+    assert!(e.contains("margn"), "{e}");
+}
+
+#[test]
+fn the_commented_spec_example_parses_with_its_claim() {
+    let source = include_str!("../src/spec.rs");
+    let text: String = source
+        .lines()
+        .skip_while(|l| *l != "//! ```toml")
+        .skip(1)
+        .take_while(|l| *l != "//! ```")
+        .map(|l| format!("{}\n", l.trim_start_matches("//!").trim_start_matches(' ')))
+        .collect();
+    let spec = Spec::parse(&text, "spec.rs").unwrap();
+    assert_eq!(spec.claims.len(), 1);
+    assert_eq!(spec.claims[0].a, "gamma0.1-c100,lr=0.1");
+}

@@ -2,6 +2,7 @@
 //! figures. Everything is computed in memory first; files are written only when all of it
 //! succeeded, each one atomically, `report.md` last.
 
+mod claims;
 mod figures;
 mod plot;
 mod results;
@@ -13,6 +14,7 @@ use bnlab_data::write_atomic;
 
 use crate::{Alternative, EvalKey, Status, TrainError, run_seed};
 
+pub use claims::{ClaimOutcome, ClaimSpec, ExpectName, claims, claims_markdown};
 pub use figures::{Figure, HistPanel, HistSeries, LinePanel, LineSeries, Panel, figures};
 pub use plot::{PALETTE, PANEL, png, size, svg};
 pub use results::{Metric, MissingRun, Pairs, SweepResults, pair};
@@ -444,6 +446,9 @@ pub fn build_report(results: &SweepResults, options: &ReportOptions) -> Result<R
         files.push((csv_path, csv));
     }
 
+    let outcomes = claims(results, settings.correction);
+    md.push_str(&claims_markdown(&outcomes));
+
     let figs = figures(results, &options.figure_scheme, metric);
     if !figs.is_empty() {
         md.push_str("## Figures\n\n");
@@ -472,6 +477,7 @@ pub fn build_report(results: &SweepResults, options: &ReportOptions) -> Result<R
         "test": settings.test.describe(),
         "runs": { "expected": expected, "present": results.runs.len(), "failed": failed.len() },
         "comparisons": comparisons,
+        "claims": outcomes,
     });
     let json = serde_json::to_vec_pretty(&json)
         .map_err(|e| TrainError::Report(format!("writing report.json: {e}")))?;

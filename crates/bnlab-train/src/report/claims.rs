@@ -1,0 +1,204 @@
+//! Claims: a spec's `[[claim]]` entries (one comparison of two configuration × scheme cells,
+//! paired by run, with what the paper expects of it) and their verdicts in the report.
+
+use serde::{Deserialize, Serialize};
+
+use super::results::{Metric, SweepResults, pair};
+use crate::{Correction, Expect, PairedDifference, TrainError, Verdict};
+
+/// What a claim expects, as written in a spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExpectName {
+    /// a − b > 0.
+    Greater,
+    /// a − b < 0.
+    Less,
+    /// |a − b| < margin.
+    Equivalent,
+}
+
+fn population() -> String {
+    "population".into()
+}
+
+fn accuracy() -> String {
+    "accuracy".into()
+}
+
+/// One `[[claim]]` of a spec: `a − b` under the claim's metric, paired by run index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimSpec {
+    /// Its name in the report.
+    pub name: String,
+    /// The paper's statement or number, quoted in the report.
+    #[serde(default)]
+    pub paper: Option<String>,
+    /// The configuration (or variant) of side a.
+    pub a: String,
+    /// The configuration (or variant) of side b.
+    pub b: String,
+    /// The scheme of both sides, unless `a_scheme` / `b_scheme` say otherwise.
+    #[serde(default = "population")]
+    pub scheme: String,
+    /// Side a's scheme (scheme against scheme within the same runs).
+    #[serde(default)]
+    pub a_scheme: Option<String>,
+    /// Side b's scheme.
+    #[serde(default)]
+    pub b_scheme: Option<String>,
+    /// What the paper expects of a − b.
+    pub expect: ExpectName,
+    /// The equivalence margin (metric units), for `expect = "equivalent"`.
+    #[serde(default)]
+    pub margin: Option<f64>,
+    /// The paper's effect (metric units): the runs' power for it decides "not reproduced"
+    /// against "underpowered".
+    #[serde(default)]
+    pub effect: Option<f64>,
+    /// `accuracy`, `error` or `loss`.
+    #[serde(default = "accuracy")]
+    pub metric: String,
+}
+
+impl ClaimSpec {
+    /// Why the claim cannot be evaluated with `configurations`, if it cannot.
+    pub fn check(&self, configurations: &[String]) -> Result<(), String> {
+        for side in [&self.a, &self.b] {
+            if !configurations.contains(side) {
+                return Err(format!(
+                    "claim `{}`: `{side}` is not a configuration of this spec ({})",
+                    self.name,
+                    configurations.join(", ")
+                ));
+            }
+        }
+        self.metric.parse::<Metric>().map_err(|e| e.to_string())?;
+        self.expectation()?;
+        Ok(())
+    }
+
+    /// The expectation, with its margin.
+    pub fn expectation(&self) -> Result<Expect, String> {
+        match (self.expect, self.margin) {
+            (ExpectName::Greater, None) => Ok(Expect::Greater),
+            (ExpectName::Less, None) => Ok(Expect::Less),
+            (ExpectName::Equivalent, Some(margin)) if margin > 0.0 => {
+                Ok(Expect::Equivalent { margin })
+            }
+            (ExpectName::Equivalent, _) => Err(format!(
+                "claim `{}`: expect = \"equivalent\" needs a margin > 0",
+                self.name
+            )),
+            (_, Some(_)) => Err(format!(
+                "claim `{}`: a margin belongs to expect = \"equivalent\" only",
+                self.name
+            )),
+        }
+    }
+}
+
+/// A claim's outcome: its difference and verdict, or why there is none.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClaimOutcome {
+    /// The claim.
+    pub claim: ClaimSpec,
+    /// The paired difference.
+    pub difference: Option<PairedDifference>,
+    /// The two-sided p after Holm's correction across the claims (where it applies).
+    pub p_adjusted: Option<f64>,
+    /// The verdict.
+    pub verdict: Option<Verdict>,
+    /// Why there is no verdict.
+    pub error: Option<String>,
+}
+
+/// Evaluates every claim of the sweep, correcting their p-values together.
+pub fn claims(results: &SweepResults, correction: Correction) -> Vec<ClaimOutcome> {
+    let mut out: Vec<ClaimOutcome> = results
+        .sweep
+        .claims
+        .iter()
+        .map(|c| {
+            let difference = (|| -> Result<PairedDifference, TrainError> {
+                let metric: Metric = c.metric.parse()?;
+                let expect = c.expectation().map_err(TrainError::Report)?;
+                let margin = match expect {
+                    Expect::Equivalent { margin } => Some(margin),
+                    _ => None,
+                };
+                let a = results.values(&c.a, c.a_scheme.as_ref().unwrap_or(&c.scheme), metric);
+                let b = results.values(&c.b, c.b_scheme.as_ref().unwrap_or(&c.scheme), metric);
+                let p = pair(&a, &b);
+                let d: Vec<f64> = p.a.iter().zip(&p.b).map(|(x, y)| x - y).collect();
+                PairedDifference::of(&d, c.effect, margin)
+            })();
+            ClaimOutcome {
+                claim: c.clone(),
+                p_adjusted: None,
+                verdict: None,
+                error: difference.as_ref().err().map(|e| e.to_string()),
+                difference: difference.ok(),
+            }
+        })
+        .collect();
+    let raw: Vec<f64> = out
+        .iter()
+        .filter_map(|o| o.difference.as_ref().map(|d| d.t_p.two_sided))
+        .collect();
+    let mut adjusted = correction.adjust(&raw).into_iter();
+    for o in &mut out {
+        let (Some(d), Ok(expect)) = (&o.difference, o.claim.expectation()) else {
+            continue;
+        };
+        let p = adjusted.next().unwrap_or(f64::NAN);
+        o.p_adjusted = Some(p);
+        o.verdict = Some(Verdict::of(d, expect, p, o.claim.effect));
+    }
+    out
+}
+
+/// The claims' section of `report.md`.
+pub fn claims_markdown(outcomes: &[ClaimOutcome]) -> String {
+    if outcomes.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from(
+        "## Claims\n\n| claim | paper | a − b | Δ mean | 95 % CI (t) | 95 % CI (bootstrap) | p (two-sided) | p adj. | MDE | power for the paper's effect | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for o in outcomes {
+        let c = &o.claim;
+        let sides = format!(
+            "{}:{} − {}:{}",
+            c.a,
+            c.a_scheme.as_ref().unwrap_or(&c.scheme),
+            c.b,
+            c.b_scheme.as_ref().unwrap_or(&c.scheme)
+        );
+        let paper = c.paper.clone().unwrap_or_default();
+        match (&o.difference, o.verdict) {
+            (Some(d), Some(v)) => md.push_str(&format!(
+                "| {} | {paper} | {sides} | {:+.3} | [{:+.3}, {:+.3}] | [{:+.3}, {:+.3}] | {:.4} | {:.4} | {:.3} | {} | **{}** |\n",
+                c.name,
+                d.mean,
+                d.t_ci.low,
+                d.t_ci.high,
+                d.bootstrap_ci.low,
+                d.bootstrap_ci.high,
+                d.t_p.two_sided,
+                o.p_adjusted.unwrap_or(f64::NAN),
+                d.mde,
+                d.target.map_or("–".into(), |t| format!("{:.2}", t.power)),
+                v.label()
+            )),
+            _ => md.push_str(&format!(
+                "| {} | {paper} | {sides} | – | – | – | – | – | – | – | n/a: {} |\n",
+                c.name,
+                o.error.clone().unwrap_or_default()
+            )),
+        }
+    }
+    md.push_str(&format!("\nVerdicts: {}\n\n", Verdict::RULE));
+    md
+}
