@@ -33,6 +33,7 @@
 //! a = "gamma0.1-c100,lr=0.1" # configurations, as named in run ids
 //! b = "base,lr=0.1"
 //! scheme = "population"     # or a_scheme / b_scheme: scheme against scheme in the same runs
+//!                           # c, d (and c_scheme, d_scheme): (a − b) − (c − d)
 //! expect = "greater"        # "less", or "equivalent" with `margin = 0.5`
 //! effect = 1.0              # the paper's Δ (metric units): power for it separates the nulls
 //! ```

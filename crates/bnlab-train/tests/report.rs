@@ -8,8 +8,8 @@ use std::path::Path;
 use bnlab_train::{
     Baseline, Correction, Diagnostics, EpochRecord, Histogram, LayerDiagnostics, LinePanel, Metric,
     Metrics, PALETTE, Panel, RESULT_FORMAT, ReportOptions, RunResult, Spec, Status, SweepFile,
-    SweepResults, TableSettings, TestKind, build_report, figures, png, result_path, run_seed,
-    scheme_section, size, stamps, svg, tables, write_report,
+    SweepResults, TableSettings, TestKind, Verdict, build_report, figures, png, result_path,
+    run_seed, scheme_section, size, stamps, svg, tables, write_report,
 };
 
 const TABLE_SPEC: &str = r#"name = "fixture"
@@ -796,4 +796,37 @@ fn the_commented_spec_example_parses_with_its_claim() {
     let spec = Spec::parse(&text, "spec.rs").unwrap();
     assert_eq!(spec.claims.len(), 1);
     assert_eq!(spec.claims[0].a, "gamma0.1-c100,lr=0.1");
+}
+
+#[test]
+fn a_difference_of_differences_is_paired_by_run() {
+    // (better − base at lr 0.1) − (better − base at lr 0.01) = [3, 4, 3] − [1, −3, 1] = [2, 7, 2];
+    // scipy 1.17.1: ttest_1samp([2, 7, 2], 0) → t = 2.2, p = 0.15880897580794023,
+    // CI (−3.5044212162491033, 10.837754549582437)
+    let claim = r#"
+[[claim]]
+name = "interaction"
+a = "better,lr=0.1"
+b = "base,lr=0.1"
+c = "better,lr=0.01"
+d = "base,lr=0.01"
+expect = "greater"
+"#;
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = Spec::parse(&format!("{TABLE_SPEC}{claim}"), "dd.toml").unwrap();
+    table_fixture(tmp.path());
+    write_sweep(tmp.path(), &spec);
+    let results = SweepResults::load(tmp.path()).unwrap();
+    let out = bnlab_train::claims(&results, Correction::Auto);
+    let d = out[0].difference.as_ref().unwrap();
+    assert!((d.t - 2.2).abs() < 1e-12 && (d.t_p.two_sided - 0.15880897580794023).abs() < 1e-12);
+    assert!((d.t_ci.low + 3.5044212162491033).abs() < 1e-9);
+    assert!((d.t_ci.high - 10.837754549582437).abs() < 1e-9);
+    assert_eq!(out[0].verdict, Some(Verdict::Underpowered));
+    let half = format!(
+        "{TABLE_SPEC}{}",
+        claim.replace("d = \"base,lr=0.01\"\n", "")
+    );
+    let e = Spec::parse(&half, "dd.toml").unwrap_err().to_string();
+    assert!(e.contains("needs both c and d"), "{e}");
 }

@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::results::{Metric, SweepResults, pair};
+use std::collections::BTreeMap;
+
+use super::results::{Metric, SweepResults};
 use crate::{Correction, Expect, PairedDifference, TrainError, Verdict};
 
 /// What a claim expects, as written in a spec.
@@ -26,7 +28,9 @@ fn accuracy() -> String {
     "accuracy".into()
 }
 
-/// One `[[claim]]` of a spec: `a − b` under the claim's metric, paired by run index.
+/// One `[[claim]]` of a spec: `a − b` under the claim's metric, paired by run index, or the
+/// difference of differences `(a − b) − (c − d)` where `c` and `d` are given (the gain of α at
+/// ghost 8 against its gain at 128, Summers & Dinneen Fig. 4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimSpec {
@@ -48,6 +52,18 @@ pub struct ClaimSpec {
     /// Side b's scheme.
     #[serde(default)]
     pub b_scheme: Option<String>,
+    /// The configuration of c, for a difference of differences.
+    #[serde(default)]
+    pub c: Option<String>,
+    /// The configuration of d, for a difference of differences.
+    #[serde(default)]
+    pub d: Option<String>,
+    /// Side c's scheme.
+    #[serde(default)]
+    pub c_scheme: Option<String>,
+    /// Side d's scheme.
+    #[serde(default)]
+    pub d_scheme: Option<String>,
     /// What the paper expects of a − b.
     pub expect: ExpectName,
     /// The equivalence margin (metric units), for `expect = "equivalent"`.
@@ -65,7 +81,21 @@ pub struct ClaimSpec {
 impl ClaimSpec {
     /// Why the claim cannot be evaluated with `configurations`, if it cannot.
     pub fn check(&self, configurations: &[String]) -> Result<(), String> {
-        for side in [&self.a, &self.b] {
+        if self.c.is_some() != self.d.is_some() {
+            return Err(format!(
+                "claim `{}`: a difference of differences needs both c and d",
+                self.name
+            ));
+        }
+        for side in [
+            Some(&self.a),
+            Some(&self.b),
+            self.c.as_ref(),
+            self.d.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             if !configurations.contains(side) {
                 return Err(format!(
                     "claim `{}`: `{side}` is not a configuration of this spec ({})",
@@ -77,6 +107,34 @@ impl ClaimSpec {
         self.metric.parse::<Metric>().map_err(|e| e.to_string())?;
         self.expectation()?;
         Ok(())
+    }
+
+    /// The cells of the claim with their signs: a, b, and c, d where given.
+    pub fn cells(&self) -> Vec<(f64, &str, &str)> {
+        fn pick<'a>(s: &'a Option<String>, default: &'a str) -> &'a str {
+            s.as_deref().unwrap_or(default)
+        }
+        let pick = |s| pick(s, &self.scheme);
+        let mut out = vec![
+            (1.0, self.a.as_str(), pick(&self.a_scheme)),
+            (-1.0, self.b.as_str(), pick(&self.b_scheme)),
+        ];
+        if let (Some(c), Some(d)) = (&self.c, &self.d) {
+            out.push((-1.0, c.as_str(), pick(&self.c_scheme)));
+            out.push((1.0, d.as_str(), pick(&self.d_scheme)));
+        }
+        out
+    }
+
+    /// The claim's difference as written: `a:s − b:s`, or `(a:s − b:s) − (c:s − d:s)`.
+    pub fn describe(&self) -> String {
+        let cells = self.cells();
+        let cell = |i: usize| format!("{}:{}", cells[i].1, cells[i].2);
+        if cells.len() == 4 {
+            format!("({} − {}) − ({} − {})", cell(0), cell(1), cell(2), cell(3))
+        } else {
+            format!("{} − {}", cell(0), cell(1))
+        }
     }
 
     /// The expectation, with its margin.
@@ -128,10 +186,22 @@ pub fn claims(results: &SweepResults, correction: Correction) -> Vec<ClaimOutcom
                     Expect::Equivalent { margin } => Some(margin),
                     _ => None,
                 };
-                let a = results.values(&c.a, c.a_scheme.as_ref().unwrap_or(&c.scheme), metric);
-                let b = results.values(&c.b, c.b_scheme.as_ref().unwrap_or(&c.scheme), metric);
-                let p = pair(&a, &b);
-                let d: Vec<f64> = p.a.iter().zip(&p.b).map(|(x, y)| x - y).collect();
+                // run index → the signed sum, over runs finished in every cell
+                let cells: Vec<(f64, BTreeMap<u32, f64>)> = c
+                    .cells()
+                    .into_iter()
+                    .map(|(sign, conf, scheme)| (sign, results.values(conf, scheme, metric)))
+                    .collect();
+                let d: Vec<f64> = cells[0]
+                    .1
+                    .keys()
+                    .filter_map(|i| {
+                        cells
+                            .iter()
+                            .map(|(sign, v)| v.get(i).map(|x| sign * x))
+                            .sum::<Option<f64>>()
+                    })
+                    .collect();
                 PairedDifference::of(&d, c.effect, margin)
             })();
             ClaimOutcome {
@@ -169,13 +239,7 @@ pub fn claims_markdown(outcomes: &[ClaimOutcome]) -> String {
     );
     for o in outcomes {
         let c = &o.claim;
-        let sides = format!(
-            "{}:{} − {}:{}",
-            c.a,
-            c.a_scheme.as_ref().unwrap_or(&c.scheme),
-            c.b,
-            c.b_scheme.as_ref().unwrap_or(&c.scheme)
-        );
+        let sides = c.describe();
         let paper = c.paper.clone().unwrap_or_default();
         match (&o.difference, o.verdict) {
             (Some(d), Some(v)) => md.push_str(&format!(
