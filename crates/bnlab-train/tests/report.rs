@@ -830,3 +830,63 @@ expect = "greater"
     let e = Spec::parse(&half, "dd.toml").unwrap_err().to_string();
     assert!(e.contains("needs both c and d"), "{e}");
 }
+
+#[test]
+fn a_per_epoch_claim_averages_the_chosen_epochs() {
+    // run i, epoch e: EMA validation 50 + e %, PreciseBN 50 + e + i + 0.5·e %, and in epoch 3
+    // PreciseBN 20 points lower. Over epochs 1–2 the difference is i + 0.75: [1.75, 2.75, 3.75].
+    let claim = r#"
+[[claim]]
+name = "early"
+a = "base,lr=0.1"
+b = "base,lr=0.1"
+a_scheme = "val-precise@1-2"
+b_scheme = "val@1-2"
+expect = "greater"
+"#;
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = Spec::parse(&format!("{TABLE_SPEC}{claim}"), "e.toml").unwrap();
+    write_sweep(tmp.path(), &spec);
+    for i in 1..=3u32 {
+        let test = BTreeMap::from([("population".to_string(), metrics(80.0, 0.2))]);
+        let mut r = run(&spec, 0, i, test);
+        r.epochs = (1..=3)
+            .map(|e| {
+                let ema = 50.0 + e as f64;
+                let shift = if e == 3 {
+                    -20.0
+                } else {
+                    i as f64 + 0.5 * e as f64
+                };
+                EpochRecord {
+                    epoch: e,
+                    lr: 0.1,
+                    train_loss: 1.0,
+                    train_accuracy: 0.5,
+                    val: Some(metrics(ema, 1.0)),
+                    val_precise: Some(metrics(ema + shift, 1.0)),
+                    frozen: false,
+                }
+            })
+            .collect();
+        save(tmp.path(), &spec, &r);
+    }
+    let results = SweepResults::load(tmp.path()).unwrap();
+    let out = bnlab_train::claims(&results, Correction::Auto);
+    let d = out[0].difference.as_ref().unwrap();
+    assert_eq!(d.n, 3);
+    assert!(
+        (d.mean - 2.75).abs() < 1e-9 && (d.std - 1.0).abs() < 1e-9,
+        "{d:?}"
+    );
+    let bad = claim.replace("val@1-2", "val@2-1");
+    let spec = Spec::parse(&format!("{TABLE_SPEC}{bad}"), "e.toml").unwrap();
+    write_sweep(tmp.path(), &spec);
+    let results = SweepResults::load(tmp.path()).unwrap();
+    let out = bnlab_train::claims(&results, Correction::Auto);
+    assert!(
+        out[0].error.as_ref().unwrap().contains("E-F"),
+        "{:?}",
+        out[0].error
+    );
+}

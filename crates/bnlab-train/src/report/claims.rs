@@ -43,7 +43,9 @@ pub struct ClaimSpec {
     pub a: String,
     /// The configuration (or variant) of side b.
     pub b: String,
-    /// The scheme of both sides, unless `a_scheme` / `b_scheme` say otherwise.
+    /// The scheme of both sides, unless `a_scheme` / `b_scheme` say otherwise: a test scheme,
+    /// or `val@E-F` / `val-precise@E-F`, the mean validation metric over epochs E..=F under EMA
+    /// or PreciseBN statistics (Wu & Johnson Fig. 4's early epochs).
     #[serde(default = "population")]
     pub scheme: String,
     /// Side a's scheme (scheme against scheme within the same runs).
@@ -157,6 +159,56 @@ impl ClaimSpec {
     }
 }
 
+/// Epochs `E-F` (1-based, inclusive) of a per-epoch cell.
+fn epoch_range(range: &str) -> Option<(usize, usize)> {
+    let (from, to) = range.split_once('-')?;
+    let (from, to) = (from.trim().parse().ok()?, to.trim().parse().ok()?);
+    (1 <= from && from <= to).then_some((from, to))
+}
+
+/// Run index → value of one cell: a test scheme, or `val@E-F` / `val-precise@E-F`, the mean
+/// over epochs E..=F of the validation metric under EMA or PreciseBN statistics (runs missing
+/// any of those epochs are left out).
+fn cell_values(
+    results: &SweepResults,
+    configuration: &str,
+    scheme: &str,
+    metric: Metric,
+) -> Result<BTreeMap<u32, f64>, TrainError> {
+    let Some((kind, range)) = scheme.split_once('@') else {
+        return Ok(results.values(configuration, scheme, metric));
+    };
+    let Some((from, to)) = epoch_range(range) else {
+        return Err(TrainError::Report(format!(
+            "`{scheme}`: epochs are written E-F with 1 ≤ E ≤ F"
+        )));
+    };
+    let pick = match kind {
+        "val" => |e: &crate::EpochRecord| e.val,
+        "val-precise" => |e: &crate::EpochRecord| e.val_precise,
+        other => {
+            return Err(TrainError::Report(format!(
+                "`{other}@{range}`: per-epoch cells are val@E-F or val-precise@E-F"
+            )));
+        }
+    };
+    Ok(results
+        .finished(configuration)
+        .filter_map(|r| {
+            let values: Vec<f64> = (from..=to)
+                .map(|epoch| {
+                    r.epochs
+                        .iter()
+                        .find(|e| e.epoch == epoch)
+                        .and_then(pick)
+                        .map(|m| metric.of(&m))
+                })
+                .collect::<Option<_>>()?;
+            Some((r.index, values.iter().sum::<f64>() / values.len() as f64))
+        })
+        .collect())
+}
+
 /// A claim's outcome: its difference and verdict, or why there is none.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClaimOutcome {
@@ -190,8 +242,10 @@ pub fn claims(results: &SweepResults, correction: Correction) -> Vec<ClaimOutcom
                 let cells: Vec<(f64, BTreeMap<u32, f64>)> = c
                     .cells()
                     .into_iter()
-                    .map(|(sign, conf, scheme)| (sign, results.values(conf, scheme, metric)))
-                    .collect();
+                    .map(|(sign, conf, scheme)| {
+                        Ok((sign, cell_values(results, conf, scheme, metric)?))
+                    })
+                    .collect::<Result<_, TrainError>>()?;
                 let d: Vec<f64> = cells[0]
                     .1
                     .keys()
