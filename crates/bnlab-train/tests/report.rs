@@ -823,6 +823,14 @@ expect = "greater"
     assert!((d.t_ci.low + 3.5044212162491033).abs() < 1e-9);
     assert!((d.t_ci.high - 10.837754549582437).abs() < 1e-9);
     assert_eq!(out[0].verdict, Some(Verdict::Underpowered));
+    // without `expect` it is a plain comparison: the same numbers, no verdict
+    let plain = claim.replace("expect = \"greater\"\n", "");
+    let spec = Spec::parse(&format!("{TABLE_SPEC}{plain}"), "dd.toml").unwrap();
+    write_sweep(tmp.path(), &spec);
+    let results = SweepResults::load(tmp.path()).unwrap();
+    let out = bnlab_train::claims(&results, Correction::Auto);
+    assert_eq!(out[0].verdict, None);
+    assert_eq!(out[0].difference.as_ref().unwrap().t, d.t);
     let half = format!(
         "{TABLE_SPEC}{}",
         claim.replace("d = \"base,lr=0.01\"\n", "")

@@ -66,8 +66,10 @@ pub struct ClaimSpec {
     /// Side d's scheme.
     #[serde(default)]
     pub d_scheme: Option<String>,
-    /// What the paper expects of a − b.
-    pub expect: ExpectName,
+    /// What the paper expects of a − b; without it the claim is a plain comparison, reported
+    /// with every statistic but no verdict.
+    #[serde(default)]
+    pub expect: Option<ExpectName>,
     /// The equivalence margin (metric units), for `expect = "equivalent"`.
     #[serde(default)]
     pub margin: Option<f64>,
@@ -139,15 +141,16 @@ impl ClaimSpec {
         }
     }
 
-    /// The expectation, with its margin.
-    pub fn expectation(&self) -> Result<Expect, String> {
+    /// The expectation, with its margin; `None` for a plain comparison.
+    pub fn expectation(&self) -> Result<Option<Expect>, String> {
         match (self.expect, self.margin) {
-            (ExpectName::Greater, None) => Ok(Expect::Greater),
-            (ExpectName::Less, None) => Ok(Expect::Less),
-            (ExpectName::Equivalent, Some(margin)) if margin > 0.0 => {
-                Ok(Expect::Equivalent { margin })
+            (None, None) => Ok(None),
+            (Some(ExpectName::Greater), None) => Ok(Some(Expect::Greater)),
+            (Some(ExpectName::Less), None) => Ok(Some(Expect::Less)),
+            (Some(ExpectName::Equivalent), Some(margin)) if margin > 0.0 => {
+                Ok(Some(Expect::Equivalent { margin }))
             }
-            (ExpectName::Equivalent, _) => Err(format!(
+            (Some(ExpectName::Equivalent), _) => Err(format!(
                 "claim `{}`: expect = \"equivalent\" needs a margin > 0",
                 self.name
             )),
@@ -235,7 +238,7 @@ pub fn claims(results: &SweepResults, correction: Correction) -> Vec<ClaimOutcom
                 let metric: Metric = c.metric.parse()?;
                 let expect = c.expectation().map_err(TrainError::Report)?;
                 let margin = match expect {
-                    Expect::Equivalent { margin } => Some(margin),
+                    Some(Expect::Equivalent { margin }) => Some(margin),
                     _ => None,
                 };
                 // run index → the signed sum, over runs finished in every cell
@@ -273,12 +276,11 @@ pub fn claims(results: &SweepResults, correction: Correction) -> Vec<ClaimOutcom
         .collect();
     let mut adjusted = correction.adjust(&raw).into_iter();
     for o in &mut out {
-        let (Some(d), Ok(expect)) = (&o.difference, o.claim.expectation()) else {
-            continue;
-        };
+        let Some(d) = &o.difference else { continue };
         let p = adjusted.next().unwrap_or(f64::NAN);
         o.p_adjusted = Some(p);
-        o.verdict = Some(Verdict::of(d, expect, p, o.claim.effect));
+        let expect = o.claim.expectation().ok().flatten();
+        o.verdict = expect.map(|e| Verdict::of(d, e, p, o.claim.effect));
     }
     out
 }
@@ -295,8 +297,8 @@ pub fn claims_markdown(outcomes: &[ClaimOutcome]) -> String {
         let c = &o.claim;
         let sides = c.describe();
         let paper = c.paper.clone().unwrap_or_default();
-        match (&o.difference, o.verdict) {
-            (Some(d), Some(v)) => md.push_str(&format!(
+        match &o.difference {
+            Some(d) => md.push_str(&format!(
                 "| {} | {paper} | {sides} | {:+.3} | [{:+.3}, {:+.3}] | [{:+.3}, {:+.3}] | {:.4} | {:.4} | {:.3} | {} | **{}** |\n",
                 c.name,
                 d.mean,
@@ -308,9 +310,9 @@ pub fn claims_markdown(outcomes: &[ClaimOutcome]) -> String {
                 o.p_adjusted.unwrap_or(f64::NAN),
                 d.mde,
                 d.target.map_or("–".into(), |t| format!("{:.2}", t.power)),
-                v.label()
+                o.verdict.map_or("– (no expectation)", Verdict::label)
             )),
-            _ => md.push_str(&format!(
+            None => md.push_str(&format!(
                 "| {} | {paper} | {sides} | – | – | – | – | – | – | – | n/a: {} |\n",
                 c.name,
                 o.error.clone().unwrap_or_default()
