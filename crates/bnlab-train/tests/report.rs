@@ -749,6 +749,9 @@ fn claims_get_the_verdict_of_their_rule() {
         "{md}"
     );
     assert!(md.contains("| 0.0099 | 0.0099 |"), "{md}");
+    // statsmodels: TTestPower().power(0.1 / std([1, -3, 1], ddof=1), 3, 0.05) = 0.0503, and
+    // solve_power(effect_size=…, alpha=0.05, power=0.8) = 4187.x
+    assert!(md.contains("| 0.05 (4188 seeds for 80 %) |"), "{md}");
     let verdicts: Vec<&str> = md
         .lines()
         .filter(|l| l.starts_with("| gain") || l.starts_with("| loss") || l.starts_with("| small"))

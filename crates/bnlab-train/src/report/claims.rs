@@ -291,7 +291,7 @@ pub fn claims_markdown(outcomes: &[ClaimOutcome]) -> String {
         return String::new();
     }
     let mut md = String::from(
-        "## Claims\n\n| claim | paper | a − b | Δ mean | 95 % CI (t) | 95 % CI (bootstrap) | p (two-sided) | p adj. | MDE | power for the paper's effect | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "## Claims\n\n| claim | paper | a − b | Δ mean | 95 % CI (t) | 95 % CI (bootstrap) | p (two-sided) | p adj. | MDE | power for the paper's effect (seeds for 80 %) | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for o in outcomes {
         let c = &o.claim;
@@ -309,7 +309,10 @@ pub fn claims_markdown(outcomes: &[ClaimOutcome]) -> String {
                 d.t_p.two_sided,
                 o.p_adjusted.unwrap_or(f64::NAN),
                 d.mde,
-                d.target.map_or("–".into(), |t| format!("{:.2}", t.power)),
+                d.target.map_or("–".into(), |t| match t.seeds_needed {
+                    Some(n) => format!("{:.2} ({n} seeds for 80 %)", t.power),
+                    None => format!("{:.2} (over 100,000 seeds for 80 %)", t.power),
+                }),
                 o.verdict.map_or("– (no expectation)", Verdict::label)
             )),
             None => md.push_str(&format!(
