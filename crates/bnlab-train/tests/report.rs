@@ -801,6 +801,15 @@ fn the_commented_spec_example_parses_with_its_claim() {
     assert_eq!(spec.claims[0].a, "gamma0.1-c100,lr=0.1");
 }
 
+/// Writes `sweep.json` of the table spec with `claim` over the results under `dir`, and
+/// evaluates the claims.
+fn outcomes(dir: &Path, claim: &str) -> Vec<bnlab_train::ClaimOutcome> {
+    let spec = Spec::parse(&format!("{TABLE_SPEC}{claim}"), "claim.toml").unwrap();
+    write_sweep(dir, &spec);
+    let results = SweepResults::load(dir).unwrap();
+    bnlab_train::claims(&results, Correction::Auto)
+}
+
 #[test]
 fn a_difference_of_differences_is_paired_by_run() {
     // (better − base at lr 0.1) − (better − base at lr 0.01) = [3, 4, 3] − [1, −3, 1] = [2, 7, 2];
@@ -816,22 +825,15 @@ d = "base,lr=0.01"
 expect = "greater"
 "#;
     let tmp = tempfile::tempdir().unwrap();
-    let spec = Spec::parse(&format!("{TABLE_SPEC}{claim}"), "dd.toml").unwrap();
     table_fixture(tmp.path());
-    write_sweep(tmp.path(), &spec);
-    let results = SweepResults::load(tmp.path()).unwrap();
-    let out = bnlab_train::claims(&results, Correction::Auto);
+    let out = outcomes(tmp.path(), claim);
     let d = out[0].difference.as_ref().unwrap();
     assert!((d.t - 2.2).abs() < 1e-12 && (d.t_p.two_sided - 0.15880897580794023).abs() < 1e-12);
     assert!((d.t_ci.low + 3.5044212162491033).abs() < 1e-9);
     assert!((d.t_ci.high - 10.837754549582437).abs() < 1e-9);
     assert_eq!(out[0].verdict, Some(Verdict::Underpowered));
     // without `expect` it is a plain comparison: the same numbers, no verdict
-    let plain = claim.replace("expect = \"greater\"\n", "");
-    let spec = Spec::parse(&format!("{TABLE_SPEC}{plain}"), "dd.toml").unwrap();
-    write_sweep(tmp.path(), &spec);
-    let results = SweepResults::load(tmp.path()).unwrap();
-    let out = bnlab_train::claims(&results, Correction::Auto);
+    let out = outcomes(tmp.path(), &claim.replace("expect = \"greater\"\n", ""));
     assert_eq!(out[0].verdict, None);
     assert_eq!(out[0].difference.as_ref().unwrap().t, d.t);
     let half = format!(
@@ -882,19 +884,14 @@ expect = "greater"
             .collect();
         save(tmp.path(), &spec, &r);
     }
-    let results = SweepResults::load(tmp.path()).unwrap();
-    let out = bnlab_train::claims(&results, Correction::Auto);
+    let out = outcomes(tmp.path(), claim);
     let d = out[0].difference.as_ref().unwrap();
     assert_eq!(d.n, 3);
     assert!(
         (d.mean - 2.75).abs() < 1e-9 && (d.std - 1.0).abs() < 1e-9,
         "{d:?}"
     );
-    let bad = claim.replace("val@1-2", "val@2-1");
-    let spec = Spec::parse(&format!("{TABLE_SPEC}{bad}"), "e.toml").unwrap();
-    write_sweep(tmp.path(), &spec);
-    let results = SweepResults::load(tmp.path()).unwrap();
-    let out = bnlab_train::claims(&results, Correction::Auto);
+    let out = outcomes(tmp.path(), &claim.replace("val@1-2", "val@2-1"));
     assert!(
         out[0].error.as_ref().unwrap().contains("E-F"),
         "{:?}",

@@ -24,8 +24,8 @@ fn population() -> String {
     "population".into()
 }
 
-fn accuracy() -> String {
-    "accuracy".into()
+fn accuracy() -> Metric {
+    Metric::Accuracy
 }
 
 /// One `[[claim]]` of a spec: `a − b` under the claim's metric, paired by run index, or the
@@ -39,9 +39,9 @@ pub struct ClaimSpec {
     /// The paper's statement or number, quoted in the report.
     #[serde(default)]
     pub paper: Option<String>,
-    /// The configuration (or variant) of side a.
+    /// The configuration of side a, as named in run ids.
     pub a: String,
-    /// The configuration (or variant) of side b.
+    /// The configuration of side b.
     pub b: String,
     /// The scheme of both sides, unless `a_scheme` / `b_scheme` say otherwise: a test scheme,
     /// or `val@E-F` / `val-precise@E-F`, the mean validation metric over epochs E..=F under EMA
@@ -79,7 +79,7 @@ pub struct ClaimSpec {
     pub effect: Option<f64>,
     /// `accuracy`, `error` or `loss`.
     #[serde(default = "accuracy")]
-    pub metric: String,
+    pub metric: Metric,
 }
 
 impl ClaimSpec {
@@ -108,7 +108,6 @@ impl ClaimSpec {
                 ));
             }
         }
-        self.metric.parse::<Metric>().map_err(|e| e.to_string())?;
         self.expectation()?;
         Ok(())
     }
@@ -235,7 +234,7 @@ pub fn claims(results: &SweepResults, correction: Correction) -> Vec<ClaimOutcom
         .iter()
         .map(|c| {
             let difference = (|| -> Result<PairedDifference, TrainError> {
-                let metric: Metric = c.metric.parse()?;
+                let metric = c.metric;
                 let expect = c.expectation().map_err(TrainError::Report)?;
                 let margin = match expect {
                     Some(Expect::Equivalent { margin }) => Some(margin),
@@ -299,13 +298,11 @@ pub fn claims_markdown(outcomes: &[ClaimOutcome]) -> String {
         let paper = c.paper.clone().unwrap_or_default();
         match &o.difference {
             Some(d) => md.push_str(&format!(
-                "| {} | {paper} | {sides} | {:+.3} | [{:+.3}, {:+.3}] | [{:+.3}, {:+.3}] | {:.4} | {:.4} | {:.3} | {} | **{}** |\n",
+                "| {} | {paper} | {sides} | {:+.3} | {:.3} | {:.3} | {:.4} | {:.4} | {:.3} | {} | **{}** |\n",
                 c.name,
                 d.mean,
-                d.t_ci.low,
-                d.t_ci.high,
-                d.bootstrap_ci.low,
-                d.bootstrap_ci.high,
+                d.t_ci,
+                d.bootstrap_ci,
                 d.t_p.two_sided,
                 o.p_adjusted.unwrap_or(f64::NAN),
                 d.mde,

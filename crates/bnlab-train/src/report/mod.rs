@@ -230,7 +230,7 @@ fn comparisons_markdown(tables: &[Table], decimals: usize, alternative: Alternat
             Some(p) => format!("{p:.4}"),
             None => "–".into(),
         };
-        let interval = |i: &crate::Interval| format!("[{:+.d$}, {:+.d$}]", i.low, i.high);
+        let interval = |i: &crate::Interval| format!("{i:.d$}");
         let (t_ci, boot, wilcoxon, mde) = match &cmp.detail {
             Some(table::Detail::Paired(x)) => (
                 interval(&x.t_ci),

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use crate::{EvalKey, Metrics, RESULT_FORMAT, RunResult, Status, SweepFile, TrainError};
 
 /// The quantity a table or figure shows for one run and scheme.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Metric {
     /// Accuracy in %: higher is better.
     Accuracy,

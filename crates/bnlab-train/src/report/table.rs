@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::{
     Alternative, Correction, PairedDifference, Summary, TTest, TrainError, UnpairedDifference,
-    paired_t_test, summary, welch_t_test,
+    summary,
 };
 
 use super::results::{Metric, SweepResults, pair};
@@ -265,42 +265,41 @@ fn compare(
     let a = results.values(configuration, scheme, metric);
     let b = results.values(baseline, scheme, metric);
     let mean = |v: &[f64]| summary(v).map_or(f64::NAN, |s| s.mean);
-    let (outcome, delta, compared, unmatched, detail) = match settings.test {
+    let (detail, delta, compared, unmatched) = match settings.test {
         TestKind::Paired => {
             let p = pair(&a, &b);
             let delta = (!p.a.is_empty()).then(|| mean(&p.a) - mean(&p.b));
             let compared = format!("{} pairs", p.indices.len());
             let d: Vec<f64> = p.a.iter().zip(&p.b).map(|(x, y)| x - y).collect();
-            let detail = PairedDifference::of(&d, None, None)
-                .ok()
-                .map(Detail::Paired);
-            (
-                paired_t_test(&p.a, &p.b, alternative),
-                delta,
-                compared,
-                p.unmatched,
-                detail,
-            )
+            let detail = PairedDifference::of(&d, None, None).map(Detail::Paired);
+            (detail, delta, compared, p.unmatched)
         }
         TestKind::Welch => {
             let (a, b): (Vec<f64>, Vec<f64>) =
                 (a.values().copied().collect(), b.values().copied().collect());
             let delta = (!a.is_empty() && !b.is_empty()).then(|| mean(&a) - mean(&b));
             let compared = format!("{} vs {} runs", a.len(), b.len());
-            let detail = UnpairedDifference::of(&a, &b).ok().map(Detail::Welch);
-            (
-                welch_t_test(&a, &b, alternative),
-                delta,
-                compared,
-                vec![],
-                detail,
-            )
+            let detail = UnpairedDifference::of(&a, &b).map(Detail::Welch);
+            (detail, delta, compared, vec![])
         }
     };
-    let outcome = outcome.map_err(|e| match e {
-        TrainError::Config(m) => m,
+    let detail = detail.map_err(|e| match e {
+        TrainError::Config(m) | TrainError::Report(m) => m,
         e => e.to_string(),
     });
+    // the one-sided test in the metric's better direction, read off the difference
+    let outcome = detail.as_ref().map(|d| {
+        let (t, df, p) = match d {
+            Detail::Paired(x) => (x.t, x.df, x.t_p),
+            Detail::Welch(x) => (x.t, x.df, x.t_p),
+        };
+        TTest {
+            statistic: t,
+            df,
+            p_value: p.one_sided(alternative),
+        }
+    });
+    let outcome = outcome.map_err(String::clone);
     let significant = outcome.as_ref().is_ok_and(|t| t.p_value < settings.level);
     Comparison {
         baseline: baseline.to_string(),
@@ -309,7 +308,7 @@ fn compare(
         delta,
         compared,
         unmatched,
-        detail,
+        detail: detail.ok(),
         significant,
     }
 }

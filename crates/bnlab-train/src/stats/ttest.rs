@@ -71,6 +71,14 @@ pub struct Interval {
     pub high: f64,
 }
 
+/// `[+low, +high]`, with signs, to the formatter's precision (3 by default).
+impl std::fmt::Display for Interval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = f.precision().unwrap_or(3);
+        write!(f, "[{:+.d$}, {:+.d$}]", self.low, self.high)
+    }
+}
+
 impl Interval {
     /// Whether `x` lies in the closed interval.
     pub fn contains(&self, x: f64) -> bool {
@@ -140,9 +148,9 @@ pub fn paired_t_test(a: &[f64], b: &[f64], alternative: Alternative) -> Result<T
     one_sided(t, (s.n - 1) as f64, alternative)
 }
 
-/// Welch's unpaired t-test of `a` against `b`, as scipy's
-/// `ttest_ind(a, b, equal_var=False, alternative=…)`.
-pub fn welch_t_test(a: &[f64], b: &[f64], alternative: Alternative) -> Result<TTest, TrainError> {
+/// Welch's mean difference mean(a) − mean(b), its standard error and its Welch–Satterthwaite
+/// degrees of freedom (at least 2 values per sample).
+pub(super) fn welch(a: &[f64], b: &[f64]) -> Result<(f64, f64, f64), TrainError> {
     let (Some(x), Some(y)) = (summary(a), summary(b)) else {
         return Err(invalid("Welch's test needs two non-empty samples".into()));
     };
@@ -153,9 +161,15 @@ pub fn welch_t_test(a: &[f64], b: &[f64], alternative: Alternative) -> Result<TT
         )));
     }
     let (vx, vy) = (x.std.powi(2) / x.n as f64, y.std.powi(2) / y.n as f64);
-    let t = (x.mean - y.mean) / (vx + vy).sqrt();
     let df = (vx + vy).powi(2) / (vx.powi(2) / (x.n - 1) as f64 + vy.powi(2) / (y.n - 1) as f64);
-    one_sided(t, df, alternative)
+    Ok((x.mean - y.mean, (vx + vy).sqrt(), df))
+}
+
+/// Welch's unpaired t-test of `a` against `b`, as scipy's
+/// `ttest_ind(a, b, equal_var=False, alternative=…)`.
+pub fn welch_t_test(a: &[f64], b: &[f64], alternative: Alternative) -> Result<TTest, TrainError> {
+    let (mean, se, df) = welch(a, b)?;
+    one_sided(mean / se, df, alternative)
 }
 
 #[cfg(test)]

@@ -5,8 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bootstrap;
 use super::difference::LEVEL;
-use super::summary::summary;
-use super::ttest::{Interval, PValues, t_interval, t_p_values};
+use super::ttest::{Interval, PValues, t_interval, t_p_values, welch};
 use crate::TrainError;
 
 /// mean(a) − mean(b) over all finished runs of each arm, unpaired.
@@ -33,26 +32,11 @@ pub struct UnpairedDifference {
 impl UnpairedDifference {
     /// The comparison of `a` with `b` (at least 2 runs each, not all equal).
     pub fn of(a: &[f64], b: &[f64]) -> Result<Self, TrainError> {
-        let (Some(x), Some(y)) = (summary(a), summary(b)) else {
-            return Err(TrainError::Report(
-                "Welch's test needs two non-empty arms".into(),
-            ));
-        };
-        if x.n < 2 || y.n < 2 {
-            return Err(TrainError::Report(format!(
-                "Welch's test needs at least 2 runs per arm, got {} and {}",
-                x.n, y.n
-            )));
-        }
-        let (vx, vy) = (x.std.powi(2) / x.n as f64, y.std.powi(2) / y.n as f64);
-        let se = (vx + vy).sqrt();
-        let mean = x.mean - y.mean;
+        let (mean, se, df) = welch(a, b)?;
         let t = mean / se;
-        let df =
-            (vx + vy).powi(2) / (vx.powi(2) / (x.n - 1) as f64 + vy.powi(2) / (y.n - 1) as f64);
         Ok(Self {
-            n_a: x.n,
-            n_b: y.n,
+            n_a: a.len(),
+            n_b: b.len(),
             mean,
             t,
             df,
