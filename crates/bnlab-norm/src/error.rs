@@ -3,8 +3,8 @@
 use bnlab_collective::CollectiveError;
 use thiserror::Error;
 
-/// The backend's message for a failed read of a tensor (its own error types are neither
-/// `Clone` nor `PartialEq`, which [`NormError`] is).
+/// The backend's message for a failed read of a tensor or a missing device (its own error
+/// types are neither `Clone` nor `PartialEq`, which [`NormError`] is).
 #[derive(Debug, Error, Clone, PartialEq)]
 #[error("{0}")]
 pub struct ReadError(pub String);
@@ -77,6 +77,15 @@ pub enum NormError {
     #[error("reading {what} back from the device failed")]
     DeviceRead {
         /// Which values.
+        what: String,
+        /// The backend's own error.
+        #[source]
+        source: ReadError,
+    },
+    /// The device asked for is not on this machine.
+    #[error("no {what} on this machine")]
+    NoDevice {
+        /// The device asked for.
         what: String,
         /// The backend's own error.
         #[source]

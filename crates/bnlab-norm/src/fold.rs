@@ -26,40 +26,13 @@ impl Norm {
             return no("per-domain statistics or affine parameters depend on the example's domain");
         }
         let c = self.config.num_features;
-        let row = |p: &Option<Param<Tensor<2>>>| p.as_ref().map(|p| p.val().reshape([c]));
-        let device = self.state.running_mean().device();
-        let ones = Tensor::<1>::ones([c], &device);
-        let zeros = Tensor::<1>::zeros([c], &device);
-        let (scale, shift) = match self.config.affine {
-            Affine::Off => (ones, zeros),
-            Affine::ScaleOnly { .. } => (row(&self.input_gamma).unwrap_or(ones), zeros),
-            Affine::Standard { .. } => (
-                row(&self.gamma).unwrap_or(ones),
-                row(&self.beta).unwrap_or(zeros),
-            ),
-            Affine::A1 { .. } => {
-                let g = row(&self.gamma).unwrap_or(ones);
-                (g.clone(), g * row(&self.beta).unwrap_or(zeros))
+        let (scale, shift) = match self.config.affine.scale_shift(&self.affine) {
+            Some((scale, shift)) => (scale.reshape([c]), shift.reshape([c])),
+            None if self.config.affine == Affine::Off => {
+                let device = self.state.running_mean().device();
+                (Tensor::ones([c], &device), Tensor::zeros([c], &device))
             }
-            Affine::A2 { .. } => {
-                let g = row(&self.gamma).unwrap_or(ones.clone());
-                (
-                    g.clone() * row(&self.gamma0).unwrap_or(ones),
-                    g * row(&self.beta).unwrap_or(zeros),
-                )
-            }
-            Affine::RbnMinus { .. } | Affine::IebnMinus { .. } => {
-                let gate = burn::tensor::activation::sigmoid(
-                    row(&self.gate_bias).unwrap_or(zeros.clone()),
-                );
-                (
-                    row(&self.gamma).unwrap_or(ones) * gate,
-                    row(&self.beta).unwrap_or(zeros),
-                )
-            }
-            Affine::Rbn { .. } | Affine::Iebn { .. } => {
-                return no("RBN/IEBN scale depends on each example's pooled features");
-            }
+            None => return no("RBN/IEBN scale depends on each example's pooled features"),
         };
         if self.config.unit == StatUnit::None {
             return Ok((scale, shift));

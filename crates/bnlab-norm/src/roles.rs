@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
 
+use crate::AffineParams;
 use crate::state::STATE_CONTAINER;
 
 /// What a parameter is, for optimizer groups (learning rate ÷ c, weight decay, …).
@@ -28,12 +29,11 @@ pub enum ParamRole {
 
 /// The role of the field `field` of a module of type `container` ("Struct:Name"), if known.
 fn role_of(container: &str, field: &str) -> Option<ParamRole> {
+    if container == AffineParams::CONTAINER {
+        return AffineParams::role(field);
+    }
     let name = container.strip_prefix("Struct:")?;
     match (name, field) {
-        ("Norm", "gamma") => Some(ParamRole::NormGamma),
-        ("Norm", "beta") => Some(ParamRole::NormBeta),
-        ("Norm", "gamma0" | "gate_weight" | "gate_bias") => Some(ParamRole::NormExtra),
-        ("Norm", "input_gamma") => Some(ParamRole::InputNormGamma),
         (n, "weight") if n.starts_with("Conv") => Some(ParamRole::ConvWeight),
         ("Linear", "weight") => Some(ParamRole::LinearWeight),
         (_, "bias") => Some(ParamRole::Bias),

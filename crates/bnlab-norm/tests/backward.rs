@@ -124,7 +124,7 @@ fn check(case: &Case, rng: &mut Rng) {
 
     // parameter gradients
     let tensors = param_tensors(&norm);
-    let has_input_gamma = norm.input_gamma.is_some();
+    let has_input_gamma = norm.affine.input_gamma.is_some();
     let count = tensors.len();
     for (slot, t) in (0..count).zip(tensors) {
         let got = values(t.grad(&grads).expect("param grad"));

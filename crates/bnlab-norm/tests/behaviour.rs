@@ -385,19 +385,19 @@ fn tree_helpers_reach_every_norm_and_roles_come_from_the_tree() {
     let roles = param_roles(&model);
     let role = |p: &burn::module::Param<Tensor<2>>| roles.get(&p.id).copied();
     assert_eq!(
-        role(model.first.gamma.as_ref().unwrap()),
+        role(model.first.affine.gamma.as_ref().unwrap()),
         Some(ParamRole::NormGamma)
     );
     assert_eq!(
-        role(model.first.beta.as_ref().unwrap()),
+        role(model.first.affine.beta.as_ref().unwrap()),
         Some(ParamRole::NormBeta)
     );
     assert_eq!(
-        role(model.first.gamma0.as_ref().unwrap()),
+        role(model.first.affine.gamma0.as_ref().unwrap()),
         Some(ParamRole::NormExtra)
     );
     assert_eq!(
-        role(model.rest[1].input_gamma.as_ref().unwrap()),
+        role(model.rest[1].affine.input_gamma.as_ref().unwrap()),
         Some(ParamRole::InputNormGamma)
     );
     assert_eq!(
@@ -411,8 +411,10 @@ fn tree_helpers_reach_every_norm_and_roles_come_from_the_tree() {
     // γ, β, γ0 of two A2 layers, γ̂ of the input norm, conv weight and bias
     assert_eq!(roles.len(), 3 + 3 + 1 + 2);
     // ScaleOnly starts at 0.58·γ and has no β
-    assert!(model.rest[1].beta.is_none());
-    assert!((values(model.rest[1].input_gamma.as_ref().unwrap().val())[0] - 0.58).abs() < 1e-6);
+    assert!(model.rest[1].affine.beta.is_none());
+    assert!(
+        (values(model.rest[1].affine.input_gamma.as_ref().unwrap().val())[0] - 0.58).abs() < 1e-6
+    );
 }
 
 #[test]

@@ -137,11 +137,31 @@ pub fn save_model(model: &Network, path: &Path) -> Result<(), TrainError> {
 
 /// Loads parameters and running statistics from `path` into `model` (same architecture),
 /// after checking the file against its checksum.
+///
+/// Files written before a norm layer's affine parameters had their own module (`x.gamma`
+/// where it is now `x.affine.gamma`) are read with their keys renamed.
 pub fn load_model(model: Network, path: &Path) -> Result<Network, TrainError> {
     verify(path)?;
-    model
-        .try_load_file(path)
-        .map_err(|e| corrupt(path, format!("reading model: {e}")))
+    let first = match model.clone().try_load_file(path) {
+        Ok(model) => return Ok(model),
+        Err(e) => e,
+    };
+    load_renamed(model, path).map_err(|_| corrupt(path, format!("reading model: {first}")))
+}
+
+/// Loads a model file whose norm layers hold their affine parameters directly (the layout
+/// before [`AffineParams`](bnlab_norm::AffineParams)); every tensor must find its place.
+fn load_renamed(mut model: Network, path: &Path) -> Result<Network, String> {
+    use burn::store::{BurnpackStore, ModuleSnapshot};
+    let fields = bnlab_norm::AffineParams::FIELDS.join("|");
+    let mut store = BurnpackStore::from_file(path)
+        .with_remap_pattern(format!(r"^(.+)\.({fields})$"), "$1.affine.$2");
+    let applied = model.load_from(&mut store).map_err(|e| e.to_string())?;
+    if applied.missing.is_empty() && applied.unused.is_empty() && applied.errors.is_empty() {
+        Ok(model)
+    } else {
+        Err(format!("{applied:?}"))
+    }
 }
 
 impl Checkpoints {
@@ -254,5 +274,68 @@ impl Checkpoints {
             std::fs::remove_dir_all(&self.dir).map_err(TrainError::io(&self.dir))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnostics::read_tensors;
+    use bnlab_models::{InputNormConfig, ModelOptions, NormSpec, build};
+    use bnlab_norm::{Affine, NormConfig};
+    use burn::store::{BurnpackStore, ModuleAdapter, ModuleContext, ModuleSnapshot};
+    use burn::tensor::Device;
+
+    /// Writes keys as files did before `AffineParams`: `x.affine.gamma` → `x.gamma`.
+    #[derive(Clone)]
+    struct OldLayout;
+
+    impl ModuleAdapter for OldLayout {
+        fn adapt(
+            &self,
+            mut tensor: burn::store::burn_pack::Tensor,
+            _ctx: ModuleContext<'_>,
+        ) -> burn::store::burn_pack::Tensor {
+            tensor.name = tensor.name.replace(".affine.", ".");
+            tensor
+        }
+
+        fn clone_box(&self) -> Box<dyn ModuleAdapter> {
+            Box::new(self.clone())
+        }
+    }
+
+    fn net(gamma: f64, beta: f64) -> Network {
+        let norm = NormConfig::new(1).with_affine(Affine::Standard {
+            gamma_init: gamma,
+            beta_init: beta,
+        });
+        let options = ModelOptions::new(10, 1)
+            .with_norm(NormSpec::new(norm))
+            .with_input_norm(Some(InputNormConfig::Bn));
+        build("plain-cnn", &options, &Device::flex()).unwrap()
+    }
+
+    #[test]
+    fn a_model_file_of_the_layout_before_affine_params_loads_with_every_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.bpk");
+        let original = net(0.3, 0.7);
+        let mut store = BurnpackStore::from_file(&path).with_to_adapter(OldLayout);
+        original.save_into(&mut store).unwrap();
+        seal(&path).unwrap();
+        // the file holds the old keys, which a plain load refuses
+        assert!(net(1.0, 0.0).try_load_file(&path).is_err());
+        let loaded = load_model(net(1.0, 0.0), &path).unwrap();
+        let (want, got) = (read_tensors(&original), read_tensors(&loaded));
+        assert_eq!(want.len(), got.len());
+        for (w, g) in want.iter().zip(&got) {
+            assert_eq!((&w.path, &w.values), (&g.path, &g.values));
+        }
+        assert!(
+            want.iter()
+                .any(|e| e.path.ends_with("affine.beta") && e.values[0] == 0.7)
+        );
+        assert!(want.iter().any(|e| e.path.ends_with("affine.input_gamma")));
     }
 }

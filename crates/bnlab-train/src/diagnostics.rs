@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use bnlab_norm::{ParamRole, param_roles};
+use bnlab_norm::{ParamRole, norm_of_param, param_roles};
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
@@ -163,7 +163,7 @@ pub(crate) type GammaBeta = (Vec<f32>, Vec<f32>);
 pub(crate) fn affine_layers<M: Module>(module: &M) -> Vec<(String, GammaBeta)> {
     let mut out: Vec<(String, GammaBeta)> = Vec::new();
     for e in read_tensors(module) {
-        let layer = e.path.rsplit_once('.').map_or("", |(l, _)| l).to_string();
+        let layer = norm_of_param(&e.path).to_string();
         let slot = match e.role {
             Some(ParamRole::NormGamma | ParamRole::NormBeta) => {
                 match out.iter().position(|(l, _)| *l == layer) {
@@ -205,7 +205,7 @@ pub(crate) fn gradient_factors<M: Module>(module: &M, epsilon: f64) -> BTreeMap<
         .iter()
         .filter(|e| e.role == Some(ParamRole::NormGamma))
     {
-        let layer = e.path.rsplit_once('.').map_or("", |(l, _)| l);
+        let layer = norm_of_param(&e.path);
         if let Some(var) = vars.get(layer)
             && var.len() == e.values.len()
         {

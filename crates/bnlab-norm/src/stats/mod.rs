@@ -2,8 +2,10 @@
 //! kept in training, and PreciseBN's population statistics.
 
 mod mode;
+pub(crate) mod moments;
 pub(crate) mod population;
 mod running;
+pub(crate) mod weighing;
 
 pub use mode::*;
 pub use population::PopulationEstimator;

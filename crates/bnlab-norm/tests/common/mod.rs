@@ -364,14 +364,14 @@ pub fn randomize_affine(norm: &mut Norm, rng: &mut Rng) -> RefAffine {
         }
     };
     let mut r = RefAffine {
-        gamma: set(&mut norm.gamma, 0.5, 1.5),
-        beta: set(&mut norm.beta, -0.5, 0.5),
-        gamma0: set(&mut norm.gamma0, 0.5, 1.5),
-        gate_weight: set(&mut norm.gate_weight, -1.0, 1.0),
-        gate_bias: set(&mut norm.gate_bias, -1.0, 1.0),
+        gamma: set(&mut norm.affine.gamma, 0.5, 1.5),
+        beta: set(&mut norm.affine.beta, -0.5, 0.5),
+        gamma0: set(&mut norm.affine.gamma0, 0.5, 1.5),
+        gate_weight: set(&mut norm.affine.gate_weight, -1.0, 1.0),
+        gate_bias: set(&mut norm.affine.gate_bias, -1.0, 1.0),
     };
-    if norm.input_gamma.is_some() {
-        r.gamma = set(&mut norm.input_gamma, 0.5, 1.5);
+    if norm.affine.input_gamma.is_some() {
+        r.gamma = set(&mut norm.affine.input_gamma, 0.5, 1.5);
     }
     r
 }
@@ -392,12 +392,12 @@ pub fn all_modes() -> Vec<bnlab_norm::NormMode> {
 /// The parameters of `norm` in a fixed order: γ, β, γ0, w_v, w_b, γ̂ (those it has).
 pub fn param_tensors(norm: &Norm) -> Vec<Tensor<2>> {
     [
-        &norm.gamma,
-        &norm.beta,
-        &norm.gamma0,
-        &norm.gate_weight,
-        &norm.gate_bias,
-        &norm.input_gamma,
+        &norm.affine.gamma,
+        &norm.affine.beta,
+        &norm.affine.gamma0,
+        &norm.affine.gate_weight,
+        &norm.affine.gate_bias,
+        &norm.affine.input_gamma,
     ]
     .into_iter()
     .flatten()

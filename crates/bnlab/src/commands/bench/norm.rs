@@ -132,7 +132,7 @@ fn bench_device(which: BenchDevice) -> Result<Device> {
     match which {
         BenchDevice::Flex => Ok(Device::flex()),
         #[cfg(feature = "vulkan")]
-        BenchDevice::Vulkan => bnlab_norm::vulkan_gpu().map_err(anyhow::Error::msg),
+        BenchDevice::Vulkan => Ok(bnlab_norm::vulkan_gpu()?),
         #[cfg(not(feature = "vulkan"))]
         BenchDevice::Vulkan => bail!(
             "this bnlab was built without Vulkan: build with `cargo build --release -p bnlab --features vulkan`"

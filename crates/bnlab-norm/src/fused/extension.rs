@@ -1,0 +1,134 @@
+//! [`FusedNorm`]: the Burn backend extension behind the fused path, and its Flex implementation.
+
+use std::sync::Arc;
+
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Flex, TensorMetadata, backend_extension};
+
+use bnlab_kernels::{f32_values, flex_tensor};
+
+use super::kernels;
+use super::plan::{FusedGrads, FusedStats, group_sums};
+
+/// Fused normalization kernels, implemented for Flex, CubeCL devices (features `vulkan` and
+/// `cuda`) and Autodiff over either.
+#[backend_extension(Flex, Cube: cfg(any(feature = "vulkan", feature = "cuda")), Autodiff)]
+pub(crate) trait FusedNorm: Backend {
+    /// The sums of each example and channel group (unit) of x [N, C, S], shifted by a value of
+    /// the unit so that they keep their precision in f32: a [3, N, K] tensor holding a shift,
+    /// Σ(x − shift) and Σ(x − shift)² per unit (Flex: shift 0, sums in f64).
+    fn fused_norm_sums(x: FloatTensor<Self>, cpg: usize) -> FloatTensor<Self>;
+
+    /// y = (x − mean)·rstd·scale + shift for x [N, C, S], with `scale` and `shift` [A, C] and
+    /// the statistics of `plan`; differentiable in x, scale and shift.
+    fn fused_norm_apply(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        plan: Arc<FusedStats>,
+    ) -> FloatTensor<Self>;
+
+    /// Per-example units (the plan's statistics rows are the examples) normalized with their
+    /// own statistics: y, and the unit sums as [`Self::fused_norm_sums`] gives them;
+    /// differentiable in x, scale and shift.
+    fn fused_norm_units(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        plan: Arc<FusedStats>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// The backward of the fused normalization on one backend: what the Autodiff implementation
+/// calls for the gradients of `fused_norm_apply` and `fused_norm_units`.
+pub(crate) trait FusedNormBackward: FusedNorm {
+    /// ∂L/∂x (when `want_dx`), ∂L/∂scale and ∂L/∂shift (zeros unless `want_affine`) of
+    /// y = (x − mean)·rstd·scale + shift with `plan`'s statistics, given ∂L/∂y.
+    fn fused_norm_backward(
+        dy: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        plan: &FusedStats,
+        want_dx: bool,
+        want_affine: bool,
+    ) -> FusedGrads<FloatTensor<Self>>;
+}
+
+impl FusedNormBackward for Flex {
+    fn fused_norm_backward(
+        dy: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        plan: &FusedStats,
+        want_dx: bool,
+        want_affine: bool,
+    ) -> FusedGrads<FloatTensor<Self>> {
+        let out = plan.backward(
+            &f32_values(&dy),
+            &f32_values(&x),
+            &f32_values(&scale),
+            want_dx,
+            want_affine,
+        );
+        FusedGrads {
+            dx: out.dx.map(|dx| flex_tensor(dx, plan.shape.to_vec())),
+            dscale: out.dscale,
+            dshift: out.dshift,
+        }
+    }
+}
+
+/// The values of small tensors on the host, as f64, read in one transaction (on a GPU, one wait
+/// for the device instead of one per tensor).
+pub(crate) fn host_values<B: Backend>(tensors: Vec<FloatTensor<B>>) -> Vec<Vec<f64>> {
+    use burn::backend::ops::TransactionPrimitive;
+    let tr = TransactionPrimitive::<B>::new(tensors, Vec::new(), Vec::new(), Vec::new());
+    // a failed read means a lost device, which no caller can recover from here
+    let data = burn::tensor::read_sync(B::tr_execute(tr)).unwrap_or_else(|e| {
+        panic!("bnlab-norm: reading statistics back from the device failed: {e}")
+    });
+    data.read_floats
+        .into_iter()
+        .map(|d| d.convert::<f64>().try_into_vec::<f64>().unwrap_or_default())
+        .collect()
+}
+
+pub(crate) fn dims3(t: &FlexTensor) -> [usize; 3] {
+    let shape = t.shape();
+    [shape[0], shape[1], shape[2]]
+}
+
+impl FusedNorm for Flex {
+    fn fused_norm_sums(x: FloatTensor<Self>, cpg: usize) -> FloatTensor<Self> {
+        let [n, c, s] = dims3(&x);
+        let planes = kernels::moments(&f32_values(&x), s);
+        flex_tensor(group_sums(&planes, n, c, cpg), vec![3, n, c / cpg.max(1)])
+    }
+
+    fn fused_norm_apply(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        plan: Arc<FusedStats>,
+    ) -> FloatTensor<Self> {
+        let coef = plan.forward_coefficients(&f32_values(&scale), &f32_values(&shift));
+        let y = kernels::affine1(&f32_values(&x), &coef, plan.shape[2]);
+        flex_tensor(y, plan.shape.to_vec())
+    }
+
+    fn fused_norm_units(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        plan: Arc<FusedStats>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (y, sums) =
+            plan.unit_forward(&f32_values(&x), &f32_values(&scale), &f32_values(&shift));
+        let [n, c, _] = plan.shape;
+        (
+            flex_tensor(y, plan.shape.to_vec()),
+            flex_tensor(sums, vec![3, n, c / plan.cpg.max(1)]),
+        )
+    }
+}

@@ -1,0 +1,340 @@
+//! [`FusedStats`]: the statistics and per-plane coefficients of one fused call, planned on the
+//! host for every kernel set; and how the kernels' sums come back as moments.
+
+use std::sync::Arc;
+
+use super::kernels::{self, PlaneBackward, PlaneForward};
+
+/// The statistics and set indices of one fused call, all on the host.
+///
+/// Statistics rows are whatever the mode uses: example blocks (batch statistics), population
+/// sets (running statistics) or examples (example weighing).
+#[derive(Debug, Clone)]
+pub(crate) struct FusedStats {
+    /// Input shape [N, C, S].
+    pub shape: [usize; 3],
+    /// Channels per channel group.
+    pub cpg: usize,
+    /// Statistics row of each example.
+    pub stat_row: Vec<usize>,
+    /// Affine row (of `scale` and `shift`) of each example.
+    pub affine_row: Vec<usize>,
+    /// Mean per statistics row and channel group, [R, K].
+    pub mean: Vec<f64>,
+    /// 1/√(var + ε) per statistics row and channel group, [R, K].
+    pub rstd: Vec<f64>,
+    /// Values per statistics row.
+    pub count: Vec<f64>,
+    /// How much the statistics depend on x: 1 for batch statistics, 0 for constants, α for
+    /// example weighing (mean = α·batch + (1 − α)·population).
+    pub alpha: f64,
+    /// Added to the variance before the square root.
+    pub epsilon: f64,
+    /// Combines the backward's per-unit gradient sums with other workers' (SyncBN).
+    pub sync: Option<GradSync>,
+}
+
+/// The reducer whose [`StatsReducer::reduce_grads`](crate::StatsReducer::reduce_grads) the
+/// backward calls.
+#[derive(Clone)]
+pub(crate) struct GradSync(pub Arc<dyn crate::StatsReducer>);
+
+impl std::fmt::Debug for GradSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GradSync")
+    }
+}
+
+/// The gradients of one fused call, with ∂L/∂x as `T`.
+pub(crate) struct FusedGrads<T> {
+    /// ∂L/∂x, when asked for.
+    pub(crate) dx: Option<T>,
+    /// ∂L/∂scale and ∂L/∂shift per affine row and channel (zeros when not asked for).
+    pub(crate) dscale: Vec<f64>,
+    pub(crate) dshift: Vec<f64>,
+}
+
+impl FusedStats {
+    pub(crate) fn groups(&self) -> usize {
+        self.shape[1] / self.cpg
+    }
+
+    /// Statistics index (row·K + group) and affine index (row·C + channel) of plane (i, ch).
+    pub(crate) fn indices(&self, i: usize, ch: usize) -> (usize, usize) {
+        let c = self.shape[1];
+        (
+            self.stat_row[i] * self.groups() + ch / self.cpg,
+            self.affine_row[i] * c + ch,
+        )
+    }
+
+    /// Per-plane coefficients of y = (x − mean)·rstd·scale + shift.
+    pub(crate) fn forward_coefficients(&self, scale: &[f32], shift: &[f32]) -> Vec<PlaneForward> {
+        let [n, c, _] = self.shape;
+        let mut coef = Vec::with_capacity(n * c);
+        for i in 0..n {
+            for ch in 0..c {
+                let (u, a) = self.indices(i, ch);
+                coef.push(PlaneForward {
+                    shift: self.mean[u] as f32,
+                    scale: (self.rstd[u] * f64::from(scale[a])) as f32,
+                    offset: shift[a],
+                });
+            }
+        }
+        coef
+    }
+
+    /// Mean and 1/√(var + ε) of a per-example unit from its Σx and Σx².
+    pub(crate) fn unit_stats(&self, sum: f64, sum_sq: f64) -> (f64, f64) {
+        let m = (self.cpg * self.shape[2]) as f64;
+        let mean = sum / m;
+        let var = (sum_sq / m - mean * mean).max(0.0);
+        (mean, 1.0 / (var + self.epsilon).sqrt())
+    }
+
+    /// Per-example units normalized one at a time while in cache (statistics from the unit's
+    /// own values): y and [Σx | Σx²] per example and channel group.
+    pub(crate) fn unit_forward(
+        &self,
+        x: &[f32],
+        scale: &[f32],
+        shift: &[f32],
+    ) -> (Vec<f32>, Vec<f64>) {
+        let [n, c, s] = self.shape;
+        let k = self.groups();
+        let (y, planes) = kernels::unit_forward(x, s, self.cpg, |u, sums| {
+            let (i, g) = (u / k, u % k);
+            let (mut s1, mut s2) = (0.0, 0.0);
+            for &[a, b] in sums {
+                s1 += a;
+                s2 += b;
+            }
+            let (mean, rstd) = self.unit_stats(s1, s2);
+            (g * self.cpg..(g + 1) * self.cpg)
+                .map(|ch| {
+                    let a = self.affine_row[i] * c + ch;
+                    PlaneForward {
+                        shift: mean as f32,
+                        scale: (rstd * f64::from(scale[a])) as f32,
+                        offset: shift[a],
+                    }
+                })
+                .collect()
+        });
+        (y, group_sums(&planes, n, c, self.cpg))
+    }
+
+    /// Values per example and channel group.
+    pub(crate) fn unit_values(&self) -> f64 {
+        (self.cpg * self.shape[2]) as f64
+    }
+
+    /// This plan with the statistics of per-example units from their shifted sums ([3, N, K],
+    /// see [`FusedNorm::fused_norm_sums`]), computed as the forward computed them.
+    pub(crate) fn with_unit_stats(mut self, raw: &[f64]) -> Self {
+        let (sums, sum_sq) = decode_sums(raw, self.unit_values());
+        let (mean, rstd) = sums
+            .iter()
+            .zip(&sum_sq)
+            .map(|(&s1, &s2)| self.unit_stats(s1, s2))
+            .unzip();
+        (self.mean, self.rstd) = (mean, rstd);
+        self
+    }
+
+    /// The mean of every plane, in plane order.
+    pub(crate) fn plane_means(&self) -> Vec<f32> {
+        let [n, c, _] = self.shape;
+        (0..n)
+            .flat_map(|i| (0..c).map(move |ch| (i, ch)))
+            .map(|(i, ch)| self.mean[self.indices(i, ch).0] as f32)
+            .collect()
+    }
+
+    /// Whether every example has statistics rows of its own (GroupNorm, LayerNorm,
+    /// InstanceNorm, example weighing): each unit is then `cpg` consecutive planes, and the
+    /// kernels can finish a unit while it is in cache.
+    pub(crate) fn per_example_units(&self) -> bool {
+        let mut seen = vec![false; self.count.len()];
+        self.stat_row
+            .iter()
+            .all(|&r| r < seen.len() && !std::mem::replace(&mut seen[r], true))
+    }
+
+    /// dx coefficients of plane (i, ch) given its unit's Σ scale·dy and Σ scale·dy·x̂.
+    pub(crate) fn grad_coefficient(
+        &self,
+        i: usize,
+        ch: usize,
+        scale: &[f32],
+        unit_dy: f64,
+        unit_dy_xhat: f64,
+    ) -> PlaneBackward {
+        let (u, a) = self.indices(i, ch);
+        let r = self.rstd[u];
+        let f = if self.alpha == 0.0 {
+            0.0
+        } else {
+            self.alpha / self.count[self.stat_row[i]]
+        };
+        PlaneBackward {
+            shift: self.mean[u] as f32,
+            dy_scale: (r * f64::from(scale[a])) as f32,
+            x_scale: (-r * r * f * unit_dy_xhat) as f32,
+            offset: (-r * f * unit_dy) as f32,
+        }
+    }
+
+    /// Σ scale·dy and Σ scale·dy·x̂ per statistics unit, and ∂L/∂scale, ∂L/∂shift, from the
+    /// per-plane [Σdy, Σdy·(x − mean)] in plane order.
+    pub(crate) fn reduce_planes(&self, planes: &[[f64; 2]], scale: &[f32]) -> [Vec<f64>; 4] {
+        let c = self.shape[1];
+        let mut unit_dy = vec![0.0f64; self.rstd.len()];
+        let mut unit_dy_xhat = vec![0.0f64; self.rstd.len()];
+        let mut dscale = vec![0.0f64; scale.len()];
+        let mut dshift = vec![0.0f64; scale.len()];
+        for (p, &sums) in planes.iter().enumerate() {
+            let (u, a, sum_dy, sum_dy_xhat) = self.plane_terms(p / c, p % c, sums);
+            dshift[a] += sum_dy;
+            dscale[a] += sum_dy_xhat;
+            let g = f64::from(scale[a]);
+            unit_dy[u] += g * sum_dy;
+            unit_dy_xhat[u] += g * sum_dy_xhat;
+        }
+        [unit_dy, unit_dy_xhat, dscale, dshift]
+    }
+
+    /// Statistics index, affine index, Σdy and Σdy·x̂ of plane (i, ch) from its
+    /// [Σdy, Σdy·(x − mean)].
+    pub(crate) fn plane_terms(
+        &self,
+        i: usize,
+        ch: usize,
+        [sum_dy, centred]: [f64; 2],
+    ) -> (usize, usize, f64, f64) {
+        let (u, a) = self.indices(i, ch);
+        (u, a, sum_dy, centred * self.rstd[u])
+    }
+
+    /// The backward in two passes over the activations: per-plane Σdy and Σdy·x̂, then
+    /// dx = rstd·(scale·dy − α/m·(Σ_unit scale·dy + x̂·Σ_unit scale·dy·x̂)). With per-example
+    /// units both passes run unit by unit, so each unit is read from memory once.
+    pub(crate) fn backward(
+        &self,
+        dy: &[f32],
+        x: &[f32],
+        scale: &[f32],
+        want_dx: bool,
+        want_affine: bool,
+    ) -> FusedGrads<Vec<f32>> {
+        let [_, _, s] = self.shape;
+        let k = self.groups();
+        let synced = self.syncs_grads(want_dx);
+        let (dx, planes) = if want_dx && self.alpha != 0.0 && !synced && self.per_example_units() {
+            let (dx, planes) =
+                kernels::unit_backward(dy, x, &self.plane_means(), s, self.cpg, |u, sums| {
+                    let (i, g) = (u / k, u % k);
+                    let channels = g * self.cpg..(g + 1) * self.cpg;
+                    // the unit's sums, accumulated in the order `reduce_planes` uses
+                    let (mut unit_dy, mut unit_dy_xhat) = (0.0f64, 0.0f64);
+                    for (ch, &sums) in channels.clone().zip(sums) {
+                        let (_, a, sum_dy, sum_dy_xhat) = self.plane_terms(i, ch, sums);
+                        let w = f64::from(scale[a]);
+                        unit_dy += w * sum_dy;
+                        unit_dy_xhat += w * sum_dy_xhat;
+                    }
+                    channels
+                        .map(|ch| self.grad_coefficient(i, ch, scale, unit_dy, unit_dy_xhat))
+                        .collect()
+                });
+            (Some(dx), planes)
+        } else if self.needs_grad_sums(want_dx, want_affine) {
+            (None, kernels::grad_moments(dy, x, &self.plane_means(), s))
+        } else {
+            (None, Vec::new())
+        };
+        let [unit_dy, unit_dy_xhat, dscale, dshift] = self.unit_grads(&planes, scale, synced);
+        let dx = match dx {
+            Some(dx) => Some(dx),
+            None if want_dx => {
+                let coef = self.grad_coefficients(scale, &unit_dy, &unit_dy_xhat);
+                Some(kernels::affine2(dy, x, &coef, s))
+            }
+            None => None,
+        };
+        FusedGrads { dx, dscale, dshift }
+    }
+
+    /// Σ scale·dy and Σ scale·dy·x̂ per unit (combined with other workers' when `synced`), and
+    /// ∂L/∂scale, ∂L/∂shift, from the per-plane [Σdy, Σdy·(x − mean)].
+    pub(crate) fn unit_grads(
+        &self,
+        planes: &[[f64; 2]],
+        scale: &[f32],
+        synced: bool,
+    ) -> [Vec<f64>; 4] {
+        let [mut unit_dy, mut unit_dy_xhat, dscale, dshift] = self.reduce_planes(planes, scale);
+        if let (true, Some(GradSync(reducer))) = (synced, &self.sync) {
+            let mut both = std::mem::take(&mut unit_dy);
+            both.append(&mut unit_dy_xhat);
+            reducer.reduce_grads(&mut both);
+            unit_dy_xhat = both.split_off(both.len() / 2);
+            unit_dy = both;
+        }
+        [unit_dy, unit_dy_xhat, dscale, dshift]
+    }
+
+    /// The dx coefficients of every plane, in plane order, from the per-unit sums.
+    pub(crate) fn grad_coefficients(
+        &self,
+        scale: &[f32],
+        unit_dy: &[f64],
+        unit_dy_xhat: &[f64],
+    ) -> Vec<PlaneBackward> {
+        let c = self.shape[1];
+        (0..self.shape[0] * c)
+            .map(|p| {
+                let (i, ch) = (p / c, p % c);
+                let (u, _) = self.indices(i, ch);
+                self.grad_coefficient(i, ch, scale, unit_dy[u], unit_dy_xhat[u])
+            })
+            .collect()
+    }
+
+    /// Whether the backward needs the per-plane gradient sums.
+    pub(crate) fn needs_grad_sums(&self, want_dx: bool, want_affine: bool) -> bool {
+        want_affine || (want_dx && self.alpha != 0.0)
+    }
+
+    /// Whether the backward combines its unit sums with other workers'.
+    pub(crate) fn syncs_grads(&self, want_dx: bool) -> bool {
+        want_dx && self.alpha != 0.0 && self.sync.is_some()
+    }
+}
+
+/// The shifted sums of [`FusedNorm::fused_norm_sums`] ([3, N, K] row-major, shift 0) from
+/// per-plane [Σx, Σx²].
+pub(crate) fn group_sums(planes: &[[f64; 2]], n: usize, c: usize, cpg: usize) -> Vec<f64> {
+    let k = c / cpg.max(1);
+    let mut out = vec![0.0f64; 3 * n * k];
+    for (p, [sum, sum_sq]) in planes.iter().copied().enumerate() {
+        let (i, ch) = (p / c, p % c);
+        out[(n + i) * k + ch / cpg] += sum;
+        out[(2 * n + i) * k + ch / cpg] += sum_sq;
+    }
+    out
+}
+
+/// Σx and Σx² per unit from the shifted sums [shift | Σ(x − shift) | Σ(x − shift)²] of units
+/// of `m` values: Σx = Σd + m·shift, Σx² = Σd² + 2·shift·Σd + m·shift².
+pub(crate) fn decode_sums(raw: &[f64], m: f64) -> (Vec<f64>, Vec<f64>) {
+    let units = raw.len() / 3;
+    let (shift, rest) = raw.split_at(units);
+    let (d1, d2) = rest.split_at(units);
+    let sums = (0..units).map(|u| d1[u] + m * shift[u]).collect();
+    let sum_sq = (0..units)
+        .map(|u| d2[u] + 2.0 * shift[u] * d1[u] + m * shift[u] * shift[u])
+        .collect();
+    (sums, sum_sq)
+}
