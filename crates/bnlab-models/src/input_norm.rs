@@ -219,8 +219,9 @@ mod tests {
     fn bn_input_norm_is_scale_only_at_0_58_gamma() {
         let n = net(InputNormConfig::Bn, 3).unwrap();
         let layer = input_norm(&n).norm.as_ref().unwrap();
-        assert!(layer.gamma.is_none() && layer.beta.is_none());
+        assert!(layer.affine.gamma.is_none() && layer.affine.beta.is_none());
         let g: Vec<f32> = layer
+            .affine
             .input_gamma
             .as_ref()
             .unwrap()
@@ -233,7 +234,7 @@ mod tests {
             "{g:?}"
         );
         let roles = param_roles(&n);
-        let id = layer.input_gamma.as_ref().unwrap().id;
+        let id = layer.affine.input_gamma.as_ref().unwrap().id;
         assert_eq!(roles.get(&id), Some(&ParamRole::InputNormGamma));
         // in training each channel comes out with mean 0 and std γ̂
         let x = crate::testing::input([16, 3, 8, 8], 3) * 50.0 + 90.0;

@@ -29,7 +29,7 @@
 mod conv_norm;
 mod error;
 mod fold;
-mod head;
+mod frame;
 mod inception;
 pub mod init;
 mod input_norm;
@@ -47,7 +47,7 @@ pub use bnlab_kernels::{ConvKernel, conv2d};
 pub use conv_norm::*;
 pub use error::ModelError;
 pub use fold::FoldNorms;
-pub use head::Classifier;
+pub use frame::{Classifier, ModelOptions};
 pub use inception::*;
 pub use input_norm::*;
 pub use mobilenetv2::*;

@@ -10,12 +10,11 @@ use burn::module::Module;
 use burn::tensor::activation::relu6;
 use burn::tensor::{Device, Tensor};
 
-use crate::ConvKernel;
 use crate::fold::fold_fields;
-use crate::head::{Classifier, check_input, check_io};
+use crate::frame::{Classifier, enter};
 use crate::init::ConvShape;
 use crate::norms::Builder;
-use crate::{ConvNorm, InputNorm, InputNormConfig, ModelError, NormSpec};
+use crate::{ConvNorm, InputNorm, ModelError, ModelOptions};
 
 /// (expansion t, channels c, repeats n, stride s) of Sandler et al.'s Table 2.
 const ROWS: [(usize, usize, usize, usize); 7] = [
@@ -31,12 +30,6 @@ const ROWS: [(usize, usize, usize, usize); 7] = [
 /// Configuration of a [`MobileNetV2`].
 #[derive(Config, Debug)]
 pub struct MobileNetV2Config {
-    /// Number of classes. Default: 1000.
-    #[config(default = 1000)]
-    pub num_classes: usize,
-    /// Input channels. Default: 3.
-    #[config(default = 3)]
-    pub in_channels: usize,
     /// Width multiplier. Default: 1.0.
     #[config(default = 1.0)]
     pub width_mult: f64,
@@ -46,15 +39,10 @@ pub struct MobileNetV2Config {
     /// Dropout before the classifier. Default: 0.2 (torchvision).
     #[config(default = 0.2)]
     pub dropout: f64,
-    /// Input normalization before the first convolution. Default: none.
-    #[config(default = "None")]
-    pub input_norm: Option<InputNormConfig>,
-    /// The normalization at every site. Default: BatchNorm.
-    #[config(default = "NormSpec::default()")]
-    pub norm: NormSpec,
-    /// The convolution kernels. Default: bnlab's where the backend has them.
-    #[config(default = "ConvKernel::Auto")]
-    pub conv_kernel: ConvKernel,
+    /// Classes, input channels, normalization, input normalization, convolution kernels.
+    /// Default: 1000 classes, 3 channels, BatchNorm.
+    #[config(default = "ModelOptions::new(1000, 3)")]
+    pub options: ModelOptions,
 }
 
 /// torchvision's `_make_divisible(v, 8)`: the nearest multiple of 8, never 10 % below `v`.
@@ -70,26 +58,20 @@ fn make_divisible(v: f64) -> usize {
 impl MobileNetV2Config {
     /// Builds the network on `device`.
     pub fn init(&self, device: &Device) -> Result<MobileNetV2, ModelError> {
-        check_io(self.num_classes, self.in_channels)?;
         if !(self.width_mult.is_finite() && self.width_mult > 0.0) {
             return Err(ModelError::InvalidConfig(format!(
                 "width_mult must be > 0, got {}",
                 self.width_mult
             )));
         }
-        let b = Builder::new(&self.norm, self.conv_kernel, device);
-        let input_norm = self
-            .input_norm
-            .as_ref()
-            .map(|c| c.init(&b, self.in_channels))
-            .transpose()?;
+        let (b, input_norm) = self.options.begin(false, device)?;
         let first = make_divisible(32.0 * self.width_mult);
         let last = make_divisible(1280.0 * self.width_mult.max(1.0));
         let stem_stride = if self.cifar { 1 } else { 2 };
         let stem = ConvNorm::new(
             &b,
             "stem",
-            ConvShape::square(self.in_channels, first, 3).stride(stem_stride),
+            ConvShape::square(self.options.in_channels, first, 3).stride(stem_stride),
         )?;
         let mut blocks = Vec::new();
         let mut cin = first;
@@ -114,8 +96,8 @@ impl MobileNetV2Config {
             stem,
             blocks,
             last: last_conv,
-            head: Classifier::new(last, self.num_classes, self.dropout, device),
-            in_channels: self.in_channels,
+            head: self.options.head(last, self.dropout, device),
+            in_channels: self.options.in_channels,
         })
     }
 }
@@ -213,11 +195,7 @@ impl MobileNetV2 {
         x: Tensor<4>,
         domains: Option<&[usize]>,
     ) -> Result<Tensor<2>, ModelError> {
-        check_input(&x, self.in_channels, 1)?;
-        let x = match &self.input_norm {
-            Some(n) => n.forward(x, domains)?,
-            None => x,
-        };
+        let x = enter(&self.input_norm, self.in_channels, 1, x, domains)?;
         let mut x = relu6(self.stem.forward(x, domains)?);
         for block in &self.blocks {
             x = block.forward(x, domains)?;
@@ -247,7 +225,7 @@ mod tests {
         let count = |c: MobileNetV2Config| count_parameters(&c.init(&device()).unwrap());
         assert_eq!(count(MobileNetV2Config::new()), 3_504_872);
         assert_eq!(
-            count(MobileNetV2Config::new().with_num_classes(10)),
+            count(MobileNetV2Config::new().with_options(ModelOptions::new(10, 3))),
             2_236_682
         );
         // the CIFAR strides change no shapes of parameters
@@ -269,7 +247,7 @@ mod tests {
         // CIFAR: total stride 8 instead of 32, so the last feature map of a 32×32 input is 4×4
         let cifar = MobileNetV2Config::new()
             .with_cifar(true)
-            .with_num_classes(10);
+            .with_options(ModelOptions::new(10, 3));
         let net = cifar.init(&device()).unwrap();
         let strides: Vec<usize> = net
             .blocks
@@ -289,7 +267,7 @@ mod tests {
         let device = device().autodiff();
         let net = MobileNetV2Config::new()
             .with_cifar(true)
-            .with_num_classes(10)
+            .with_options(ModelOptions::new(10, 3))
             .init(&device)
             .unwrap();
         let y = net
@@ -304,8 +282,7 @@ mod tests {
     fn fold_norms_keeps_outputs() {
         let config = MobileNetV2Config::new()
             .with_cifar(true)
-            .with_num_classes(10)
-            .with_norm(bn_last_batch());
+            .with_options(ModelOptions::new(10, 3).with_norm(bn_last_batch()));
         let net = with_inference_stats(
             config.init(&device()).unwrap(),
             |m, x| m.forward(x, None),

@@ -3,12 +3,10 @@
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
-use serde::{Deserialize, Serialize};
 
-use crate::ConvKernel;
 use crate::{
-    FoldNorms, InceptionV3, InceptionV3Config, InputNormConfig, MobileNetV2, MobileNetV2Config,
-    ModelError, NormSpec, RepVgg, RepVggConfig, ResNet, ResNetConfig, Stem, Vgg, VggConfig,
+    FoldNorms, InceptionV3, InceptionV3Config, MobileNetV2, MobileNetV2Config, ModelError,
+    ModelOptions, RepVgg, RepVggConfig, ResNet, ResNetConfig, Stem, Vgg, VggConfig,
 };
 
 /// A registered network: its name, what it is, and how to build it.
@@ -145,46 +143,6 @@ pub const MODELS: &[ModelEntry] = &[
     },
 ];
 
-/// What every registered network takes besides its name.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ModelOptions {
-    /// Number of classes.
-    pub num_classes: usize,
-    /// Input channels (1 for Fashion-MNIST, 3 for CIFAR).
-    pub in_channels: usize,
-    /// The normalization at every site.
-    #[serde(default)]
-    pub norm: NormSpec,
-    /// Input normalization, if any.
-    #[serde(default)]
-    pub input_norm: Option<InputNormConfig>,
-    /// Start each residual block's last γ at 0 (ResNets only).
-    #[serde(default)]
-    pub zero_init_residual: bool,
-    /// The convolution kernels.
-    #[serde(default)]
-    pub conv_kernel: ConvKernel,
-}
-
-impl ModelOptions {
-    /// `num_classes` classes, `in_channels` input channels, BatchNorm everywhere.
-    pub fn new(num_classes: usize, in_channels: usize) -> Self {
-        Self {
-            num_classes,
-            in_channels,
-            norm: NormSpec::default(),
-            input_norm: None,
-            zero_init_residual: false,
-            conv_kernel: ConvKernel::Auto,
-        }
-    }
-
-    /// These options with normalization `norm`.
-    pub fn with_norm(self, norm: NormSpec) -> Self {
-        Self { norm, ..self }
-    }
-}
-
 /// A network built by name.
 // Built once per run and moved rarely; boxing would cost Burn's derive for nothing.
 #[allow(clippy::large_enum_variant)]
@@ -256,14 +214,7 @@ pub fn build(name: &str, options: &ModelOptions, device: &Device) -> Result<Netw
 }
 
 fn resnet(c: ResNetConfig, o: &ModelOptions, d: &Device) -> Result<Network, ModelError> {
-    let c = c
-        .with_num_classes(o.num_classes)
-        .with_in_channels(o.in_channels)
-        .with_zero_init_residual(o.zero_init_residual)
-        .with_input_norm(o.input_norm.clone())
-        .with_norm(o.norm.clone())
-        .with_conv_kernel(o.conv_kernel);
-    Ok(Network::ResNet(c.init(d)?))
+    Ok(Network::ResNet(c.with_options(o.clone()).init(d)?))
 }
 
 fn mobilenet(
@@ -275,43 +226,22 @@ fn mobilenet(
     let c = MobileNetV2Config::new()
         .with_cifar(cifar)
         .with_dropout(dropout)
-        .with_num_classes(o.num_classes)
-        .with_in_channels(o.in_channels)
-        .with_input_norm(o.input_norm.clone())
-        .with_norm(o.norm.clone())
-        .with_conv_kernel(o.conv_kernel);
+        .with_options(o.clone());
     Ok(Network::MobileNetV2(c.init(d)?))
 }
 
 fn repvgg(cifar: bool, o: &ModelOptions, d: &Device) -> Result<Network, ModelError> {
-    let c = RepVggConfig::a0()
-        .with_cifar(cifar)
-        .with_num_classes(o.num_classes)
-        .with_in_channels(o.in_channels)
-        .with_input_norm(o.input_norm.clone())
-        .with_norm(o.norm.clone())
-        .with_conv_kernel(o.conv_kernel);
+    let c = RepVggConfig::a0().with_cifar(cifar).with_options(o.clone());
     Ok(Network::RepVgg(c.init(d)?))
 }
 
 fn inception(o: &ModelOptions, d: &Device) -> Result<Network, ModelError> {
-    let c = InceptionV3Config::new()
-        .with_num_classes(o.num_classes)
-        .with_in_channels(o.in_channels)
-        .with_input_norm(o.input_norm.clone())
-        .with_norm(o.norm.clone())
-        .with_conv_kernel(o.conv_kernel);
+    let c = InceptionV3Config::new().with_options(o.clone());
     Ok(Network::InceptionV3(c.init(d)?))
 }
 
 fn vgg(c: VggConfig, o: &ModelOptions, d: &Device) -> Result<Network, ModelError> {
-    let c = c
-        .with_num_classes(o.num_classes)
-        .with_in_channels(o.in_channels)
-        .with_input_norm(o.input_norm.clone())
-        .with_norm(o.norm.clone())
-        .with_conv_kernel(o.conv_kernel);
-    Ok(Network::Vgg(c.init(d)?))
+    Ok(Network::Vgg(c.with_options(o.clone()).init(d)?))
 }
 
 /// The normalization sites of the network `name` built with `options`: each site's path and
@@ -333,6 +263,7 @@ pub fn norm_site_configs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::NormSpec;
     use crate::testing::{device, input};
     use bnlab_norm::{
         DomainChoice, DomainConfig, NormConfig, NormMode, StatUnit, count_parameters, norm_sites,

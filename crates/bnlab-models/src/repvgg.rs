@@ -12,11 +12,11 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::at_site;
-use crate::head::{Classifier, check_input, check_io};
+use crate::frame::{Classifier, enter};
 use crate::init::ConvShape;
 use crate::norms::Builder;
-use crate::{ConvKernel, conv2d};
-use crate::{ConvNorm, FoldNorms, InputNorm, InputNormConfig, ModelError, NormSpec};
+use crate::{ConvKernel, ModelOptions, conv2d};
+use crate::{ConvNorm, FoldNorms, InputNorm, ModelError};
 
 /// Configuration of a [`RepVgg`]; [`RepVggConfig::a0`] is RepVGG-A0.
 #[derive(Config, Debug)]
@@ -30,21 +30,10 @@ pub struct RepVggConfig {
     /// The CIFAR strides (Davis & Frank §4.4). Default: false.
     #[config(default = false)]
     pub cifar: bool,
-    /// Number of classes. Default: 1000.
-    #[config(default = 1000)]
-    pub num_classes: usize,
-    /// Input channels. Default: 3.
-    #[config(default = 3)]
-    pub in_channels: usize,
-    /// Input normalization before stage 0. Default: none.
-    #[config(default = "None")]
-    pub input_norm: Option<InputNormConfig>,
-    /// The normalization at every site. Default: BatchNorm.
-    #[config(default = "NormSpec::default()")]
-    pub norm: NormSpec,
-    /// The convolution kernels. Default: bnlab's where the backend has them.
-    #[config(default = "ConvKernel::Auto")]
-    pub conv_kernel: ConvKernel,
+    /// Classes, input channels, normalization, input normalization, convolution kernels.
+    /// Default: 1000 classes, 3 channels, BatchNorm.
+    #[config(default = "ModelOptions::new(1000, 3)")]
+    pub options: ModelOptions,
 }
 
 impl RepVggConfig {
@@ -55,18 +44,12 @@ impl RepVggConfig {
 
     /// Builds the training-time network on `device`.
     pub fn init(&self, device: &Device) -> Result<RepVgg, ModelError> {
-        check_io(self.num_classes, self.in_channels)?;
         if self.num_blocks.len() != 4 || !(self.width_a > 0.0 && self.width_b > 0.0) {
             return Err(ModelError::InvalidConfig(
                 "RepVGG needs 4 block counts and width multipliers > 0".into(),
             ));
         }
-        let b = Builder::new(&self.norm, self.conv_kernel, device);
-        let input_norm = self
-            .input_norm
-            .as_ref()
-            .map(|c| c.init(&b, self.in_channels))
-            .transpose()?;
+        let (b, input_norm) = self.options.begin(false, device)?;
         let a = self.width_a;
         let widths = [
             (64.0 * a).min(64.0) as usize,
@@ -82,7 +65,7 @@ impl RepVggConfig {
             self.num_blocks[2],
             self.num_blocks[3],
         ];
-        let mut cin = self.in_channels;
+        let mut cin = self.options.in_channels;
         let mut stages = Vec::new();
         for (i, (&width, &count)) in widths.iter().zip(&counts).enumerate() {
             let first_stride = if self.cifar && i < 2 { 1 } else { 2 };
@@ -104,8 +87,8 @@ impl RepVggConfig {
         Ok(RepVgg {
             input_norm,
             stages,
-            head: Classifier::new(cin, self.num_classes, 0.0, device),
-            in_channels: self.in_channels,
+            head: self.options.head(cin, 0.0, device),
+            in_channels: self.options.in_channels,
         })
     }
 }
@@ -268,11 +251,7 @@ impl RepVgg {
         x: Tensor<4>,
         domains: Option<&[usize]>,
     ) -> Result<Tensor<2>, ModelError> {
-        check_input(&x, self.in_channels, 1)?;
-        let mut x = match &self.input_norm {
-            Some(n) => n.forward(x, domains)?,
-            None => x,
-        };
+        let mut x = enter(&self.input_norm, self.in_channels, 1, x, domains)?;
         for block in self.stages.iter().flatten() {
             x = block.forward(x, domains)?;
         }
@@ -318,7 +297,7 @@ mod tests {
         let deploy = set_norm_mode(net, NormMode::EVAL).reparameterize().unwrap();
         assert_eq!(count_parameters(&deploy), 8_309_384);
         let ten = RepVggConfig::a0()
-            .with_num_classes(10)
+            .with_options(ModelOptions::new(10, 3))
             .init(&device())
             .unwrap();
         assert_eq!(count_parameters(&ten), 7_840_778);
@@ -335,7 +314,7 @@ mod tests {
         );
         let cifar = RepVggConfig::a0()
             .with_cifar(true)
-            .with_num_classes(10)
+            .with_options(ModelOptions::new(10, 3))
             .init(&device())
             .unwrap();
         let strides: Vec<usize> = cifar
@@ -357,8 +336,7 @@ mod tests {
     fn reparameterize_gives_the_plain_network_with_equal_outputs() {
         let config = RepVggConfig::a0()
             .with_cifar(true)
-            .with_num_classes(10)
-            .with_norm(bn_last_batch());
+            .with_options(ModelOptions::new(10, 3).with_norm(bn_last_batch()));
         let net = with_inference_stats(
             config.init(&device()).unwrap(),
             |m, x| m.forward(x, None),

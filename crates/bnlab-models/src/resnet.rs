@@ -13,12 +13,11 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::ConvKernel;
 use crate::fold::fold_fields;
-use crate::head::{Classifier, check_input, check_io};
+use crate::frame::{Classifier, enter};
 use crate::init::ConvShape;
 use crate::norms::Builder;
-use crate::{ConvNorm, InputNorm, InputNormConfig, ModelError, NormSpec};
+use crate::{ConvNorm, InputNorm, ModelError, ModelOptions};
 
 /// The residual block of a ResNet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,24 +81,10 @@ pub struct ResNetConfig {
     /// Bottleneck width per group at 64 planes (ResNeXt). Default: 64.
     #[config(default = 64)]
     pub width_per_group: usize,
-    /// Number of classes. Default: 1000.
-    #[config(default = 1000)]
-    pub num_classes: usize,
-    /// Input channels. Default: 3.
-    #[config(default = 3)]
-    pub in_channels: usize,
-    /// Start the last γ of every residual block at 0 (Goyal et al.). Default: false.
-    #[config(default = false)]
-    pub zero_init_residual: bool,
-    /// Input normalization before the stem. Default: none.
-    #[config(default = "None")]
-    pub input_norm: Option<InputNormConfig>,
-    /// The normalization at every site. Default: BatchNorm.
-    #[config(default = "NormSpec::default()")]
-    pub norm: NormSpec,
-    /// The convolution kernels. Default: bnlab's where the backend has them.
-    #[config(default = "ConvKernel::Auto")]
-    pub conv_kernel: ConvKernel,
+    /// Classes, input channels, normalization, input normalization, convolution kernels.
+    /// Default: 1000 classes, 3 channels, BatchNorm.
+    #[config(default = "ModelOptions::new(1000, 3)")]
+    pub options: ModelOptions,
 }
 
 impl ResNetConfig {
@@ -144,12 +129,11 @@ impl ResNetConfig {
             .with_stem(Stem::Cifar)
             .with_stem_width(16)
             .with_shortcut(Shortcut::ZeroPad)
-            .with_num_classes(10))
+            .with_options(ModelOptions::new(10, 3)))
     }
 
     /// Builds the network on `device`.
     pub fn init(&self, device: &Device) -> Result<ResNet, ModelError> {
-        check_io(self.num_classes, self.in_channels)?;
         if self.blocks.len() != self.widths.len() || self.blocks.is_empty() {
             return Err(ModelError::InvalidConfig(format!(
                 "ResNet needs one width per stage: {} stages, {} widths",
@@ -162,15 +146,12 @@ impl ResNetConfig {
                 "groups and width_per_group must be at least 1".into(),
             ));
         }
-        let b = Builder::new(&self.norm, self.conv_kernel, device);
-        let input_norm = self
-            .input_norm
-            .as_ref()
-            .map(|c| c.init(&b, self.in_channels))
-            .transpose()?;
+        let (b, input_norm) = self.options.begin(true, device)?;
         let stem_shape = match self.stem {
-            Stem::ImageNet => ConvShape::square(self.in_channels, self.stem_width, 7).stride(2),
-            Stem::Cifar => ConvShape::square(self.in_channels, self.stem_width, 3),
+            Stem::ImageNet => {
+                ConvShape::square(self.options.in_channels, self.stem_width, 7).stride(2)
+            }
+            Stem::Cifar => ConvShape::square(self.options.in_channels, self.stem_width, 3),
         };
         let stem = ConvNorm::new(&b, "stem", stem_shape)?;
         let mut inplanes = self.stem_width;
@@ -191,8 +172,8 @@ impl ResNetConfig {
             stem,
             max_pool: self.stem == Stem::ImageNet,
             stages,
-            head: Classifier::new(inplanes, self.num_classes, 0.0, device),
-            in_channels: self.in_channels,
+            head: self.options.head(inplanes, 0.0, device),
+            in_channels: self.options.in_channels,
         })
     }
 
@@ -206,7 +187,7 @@ impl ResNetConfig {
     ) -> Result<Residual, ModelError> {
         let out = planes * self.block.expansion();
         let zero_last = |c: bnlab_norm::NormConfig| {
-            if self.zero_init_residual {
+            if self.options.zero_init_residual {
                 let affine = c.affine.with_gamma_init(0.0);
                 c.with_affine(affine)
             } else {
@@ -367,11 +348,7 @@ impl ResNet {
         x: Tensor<4>,
         domains: Option<&[usize]>,
     ) -> Result<Tensor<2>, ModelError> {
-        check_input(&x, self.in_channels, 1)?;
-        let x = match &self.input_norm {
-            Some(n) => n.forward(x, domains)?,
-            None => x,
-        };
+        let x = enter(&self.input_norm, self.in_channels, 1, x, domains)?;
         let mut x = self.stem.forward_relu(x, domains)?;
         if self.max_pool {
             x = MaxPool2dConfig::new([3, 3])
@@ -424,7 +401,9 @@ mod tests {
             "ResNeXt-50 32x4d"
         );
         // torchvision resnet18(num_classes=10)
-        let r18 = ResNetConfig::resnet(18).unwrap().with_num_classes(10);
+        let r18 = ResNetConfig::resnet(18)
+            .unwrap()
+            .with_options(ModelOptions::new(10, 3));
         assert_eq!(params(r18), 11_181_642);
     }
 
@@ -457,11 +436,17 @@ mod tests {
                 ResNetConfig::resnet(18)
                     .unwrap()
                     .with_stem(Stem::Cifar)
-                    .with_num_classes(10),
+                    .with_options(ModelOptions::new(10, 3)),
                 32,
                 10,
             ),
-            (ResNetConfig::resnet(50).unwrap().with_num_classes(7), 64, 7),
+            (
+                ResNetConfig::resnet(50)
+                    .unwrap()
+                    .with_options(ModelOptions::new(7, 3)),
+                64,
+                7,
+            ),
         ] {
             let net = config.init(&device).unwrap();
             let x = Tensor::<4>::zeros([2, 3, hw, hw], &device)
@@ -493,12 +478,9 @@ mod tests {
             } else {
                 "conv3"
             };
-            let (_, sites) = norm_sites(
-                config
-                    .with_zero_init_residual(true)
-                    .init(&device())
-                    .unwrap(),
-            );
+            let mut config = config;
+            config.options.zero_init_residual = true;
+            let (_, sites) = norm_sites(config.init(&device()).unwrap());
             let mut zeroed = 0;
             for site in &sites {
                 let gamma = site.config.affine.gamma_init().unwrap();
@@ -516,7 +498,8 @@ mod tests {
             ResNetConfig::cifar(20).unwrap(),
             ResNetConfig::resnet(50).unwrap().with_stem(Stem::Cifar),
         ] {
-            let net = config.with_norm(bn_last_batch()).init(&device()).unwrap();
+            let options = config.options.clone().with_norm(bn_last_batch());
+            let net = config.with_options(options).init(&device()).unwrap();
             let net = with_inference_stats(net, |m, x| m.forward(x, None), [8, 3, 16, 16]);
             let x = input([3, 3, 16, 16], 3);
             let before = net.forward(x.clone(), None).unwrap();

@@ -9,33 +9,20 @@ use burn::module::Module;
 use burn::nn::pool::MaxPool2dConfig;
 use burn::tensor::{Device, Tensor};
 
-use crate::ConvKernel;
 use crate::fold::fold_fields;
-use crate::head::{Classifier, check_input, check_io};
+use crate::frame::{Classifier, enter};
 use crate::init::ConvShape;
-use crate::norms::Builder;
-use crate::{ConvNorm, InputNorm, InputNormConfig, ModelError, NormSpec};
+use crate::{ConvNorm, InputNorm, ModelError, ModelOptions};
 
 /// Configuration of a [`Vgg`]: 3×3 conv widths per stage, a 2×2 max-pool after each stage.
 #[derive(Config, Debug)]
 pub struct VggConfig {
     /// Output channels of each 3×3 convolution, per stage.
     pub stages: Vec<Vec<usize>>,
-    /// Number of classes. Default: 10.
-    #[config(default = 10)]
-    pub num_classes: usize,
-    /// Input channels. Default: 3.
-    #[config(default = 3)]
-    pub in_channels: usize,
-    /// Input normalization before the first convolution. Default: none.
-    #[config(default = "None")]
-    pub input_norm: Option<InputNormConfig>,
-    /// The normalization at every site. Default: BatchNorm.
-    #[config(default = "NormSpec::default()")]
-    pub norm: NormSpec,
-    /// The convolution kernels. Default: bnlab's where the backend has them.
-    #[config(default = "ConvKernel::Auto")]
-    pub conv_kernel: ConvKernel,
+    /// Classes, input channels, normalization, input normalization, convolution kernels.
+    /// Default: 10 classes, 3 channels, BatchNorm.
+    #[config(default = "ModelOptions::new(10, 3)")]
+    pub options: ModelOptions,
 }
 
 impl VggConfig {
@@ -57,19 +44,13 @@ impl VggConfig {
 
     /// Builds the network on `device`.
     pub fn init(&self, device: &Device) -> Result<Vgg, ModelError> {
-        check_io(self.num_classes, self.in_channels)?;
         if self.stages.is_empty() || self.stages.iter().any(|s| s.is_empty() || s.contains(&0)) {
             return Err(ModelError::InvalidConfig(
                 "a VGG needs at least one stage, each with at least one conv of width ≥ 1".into(),
             ));
         }
-        let b = Builder::new(&self.norm, self.conv_kernel, device);
-        let input_norm = self
-            .input_norm
-            .as_ref()
-            .map(|c| c.init(&b, self.in_channels))
-            .transpose()?;
-        let mut cin = self.in_channels;
+        let (b, input_norm) = self.options.begin(false, device)?;
+        let mut cin = self.options.in_channels;
         let mut stages = Vec::new();
         for (i, widths) in self.stages.iter().enumerate() {
             let mut stage = Vec::new();
@@ -87,8 +68,8 @@ impl VggConfig {
         Ok(Vgg {
             input_norm,
             stages,
-            head: Classifier::new(cin, self.num_classes, 0.0, device),
-            in_channels: self.in_channels,
+            head: self.options.head(cin, 0.0, device),
+            in_channels: self.options.in_channels,
         })
     }
 }
@@ -116,11 +97,8 @@ impl Vgg {
         x: Tensor<4>,
         domains: Option<&[usize]>,
     ) -> Result<Tensor<2>, ModelError> {
-        check_input(&x, self.in_channels, 1 << self.stages.len())?;
-        let mut x = match &self.input_norm {
-            Some(n) => n.forward(x, domains)?,
-            None => x,
-        };
+        let min_size = 1 << self.stages.len();
+        let mut x = enter(&self.input_norm, self.in_channels, min_size, x, domains)?;
         for stage in &self.stages {
             for conv in stage {
                 x = conv.forward_relu(x, domains)?;
@@ -156,7 +134,7 @@ mod tests {
     fn forward_backward_and_fold() {
         let device = device();
         let net = VggConfig::plain_cnn()
-            .with_in_channels(1)
+            .with_options(ModelOptions::new(10, 1))
             .init(&device.clone().autodiff())
             .unwrap();
         let y = net
@@ -170,7 +148,7 @@ mod tests {
         assert!(net.stages[0][0].conv.weight.grad(&grads).is_some());
 
         let net = VggConfig::vgg11()
-            .with_norm(bn_last_batch())
+            .with_options(ModelOptions::default().with_norm(bn_last_batch()))
             .init(&device)
             .unwrap();
         let net = with_inference_stats(net, |m, x| m.forward(x, None), [8, 3, 32, 32]);
