@@ -1,0 +1,254 @@
+//! What makes a run impossible: every check of a [`RunConfig`] before it trains, each with
+//! the dotted key it concerns.
+
+use bnlab_models::InputNormName;
+use bnlab_norm::{SyncName, UnitName};
+
+use crate::{RunConfig, ScalingName, Scheme};
+
+impl RunConfig {
+    /// Every impossible combination, as (dotted key, message); empty when the run can start.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let t = &self.train;
+        let n = t.micro_batch();
+        if t.epochs == 0 {
+            out.push(("train.epochs", "epochs must be at least 1".to_string()));
+        }
+        if t.batch_size == 0 || n == 0 || !t.batch_size.is_multiple_of(n) {
+            out.push((
+                "train.micro_batch_size",
+                format!(
+                    "micro_batch_size = {n} must be ≥ 1 and divide batch_size = {}",
+                    t.batch_size
+                ),
+            ));
+        } else if t.distributed.workers == 0 || !n.is_multiple_of(t.distributed.workers) {
+            out.push((
+                "train.distributed.workers",
+                format!(
+                    "workers = {} must be ≥ 1 and divide the forward batch of {n}",
+                    t.distributed.workers
+                ),
+            ));
+        }
+        let d = &t.distributed;
+        if d.norm == SyncName::Groups
+            && !d
+                .group_size
+                .is_some_and(|g| g >= 1 && d.workers.is_multiple_of(g))
+        {
+            out.push((
+                "train.distributed.group_size",
+                format!(
+                    "norm = \"groups\" needs a group_size that divides workers = {}",
+                    d.workers
+                ),
+            ));
+        }
+        if d.timeout_secs == 0 {
+            out.push((
+                "train.distributed.timeout_secs",
+                "timeout_secs must be at least 1".into(),
+            ));
+        }
+        if let Some(p) = self.data.class_pattern
+            && p.classes_per_batch * p.per_class != n
+        {
+            out.push((
+                "data.class_pattern",
+                format!(
+                    "classes_per_batch × per_class = {} × {} must equal the forward batch of {n}",
+                    p.classes_per_batch, p.per_class
+                ),
+            ));
+        }
+        if let Some(k) = t.freeze_at_epoch
+            && (k == 0 || k >= t.epochs)
+        {
+            out.push((
+                "train.freeze_at_epoch",
+                format!(
+                    "freeze_at_epoch = {k} must be in 1..{} (epochs = {})",
+                    t.epochs, t.epochs
+                ),
+            ));
+        }
+        if let Err(e) = self.optimizer.validate() {
+            out.push(("optimizer", e));
+        }
+        let v = self.data.validation;
+        if !(0.0..1.0).contains(&v) {
+            out.push((
+                "data.validation",
+                format!("validation must be in [0, 1), got {v}"),
+            ));
+        }
+        if self.data.threads == 0 {
+            out.push(("data.threads", "threads must be at least 1".into()));
+        }
+        if matches!(
+            self.model.input_norm,
+            Some(InputNormName::Fixed | InputNormName::Offline)
+        ) && self.scaling() != ScalingName::Raw
+        {
+            out.push((
+                "data.scaling",
+                "fixed and offline input normalization expect raw 0–255 pixels: set scaling = \"raw\""
+                    .into(),
+            ));
+        }
+        let e = &self.eval;
+        if e.batch_size == 0 {
+            out.push(("eval.batch_size", "batch_size must be at least 1".into()));
+        }
+        let uses = |s: Scheme| e.schemes.contains(&s);
+        if (uses(Scheme::Precise) || t.precise_every_epoch || t.freeze_at_epoch.is_some())
+            && e.precise_samples == 0
+        {
+            out.push(("eval.precise_samples", "precise_samples must be ≥ 1".into()));
+        }
+        if uses(Scheme::Minibatch) && e.minibatch_sizes.is_empty() {
+            out.push((
+                "eval.minibatch_sizes",
+                "the minibatch scheme needs minibatch_sizes".into(),
+            ));
+        }
+        if uses(Scheme::Alpha) {
+            if e.alphas.is_empty() {
+                out.push(("eval.alphas", "the alpha scheme needs alphas".into()));
+            }
+            if let Some(a) = e.alphas.iter().find(|a| !(0.0..=1.0).contains(*a)) {
+                out.push(("eval.alphas", format!("α = {a} is outside [0, 1]")));
+            }
+        }
+        for a in &e.adapt {
+            if !(1..=5).contains(&a.severity) {
+                out.push((
+                    "eval.adapt",
+                    format!("severity {} is outside 1..=5", a.severity),
+                ));
+            }
+        }
+        let known_model = bnlab_models::model_names().contains(&self.model.name.as_str());
+        if let (true, Some((channels, classes))) = (known_model, self.input_channels_and_classes())
+        {
+            out.extend(self.batch_problems(channels, classes));
+        }
+        if !known_model {
+            out.push((
+                "model.name",
+                format!(
+                    "unknown model `{}`; `bnlab models` lists them",
+                    self.model.name
+                ),
+            ));
+        }
+        if self.data.dataset != "synthetic"
+            && bnlab_data::DatasetId::from_name(&self.data.dataset).is_err()
+        {
+            out.push((
+                "data.dataset",
+                format!(
+                    "unknown dataset `{}`; `bnlab data list` lists them, or use \"synthetic\"",
+                    self.data.dataset
+                ),
+            ));
+        }
+        out
+    }
+
+    /// (input channels, classes) of the spec's data set; `None` for an unknown name.
+    fn input_channels_and_classes(&self) -> Option<(usize, usize)> {
+        if self.data.dataset == "synthetic" {
+            let s = self.data.synthetic.clone().unwrap_or_default();
+            return Some((s.shape[0], s.classes));
+        }
+        let id = bnlab_data::DatasetId::from_name(&self.data.dataset).ok()?;
+        Some((id.channels(), id.classes()))
+    }
+
+    /// The batch problems at every normalization site of the network, by the layer's own rule
+    /// ([`bnlab_norm::check_batch`]) at each site's own channel count: the forward batch of one
+    /// worker, PreciseBN's batches (whole at the final evaluation, a worker's shard during
+    /// training) and the mini-batch evaluation sizes. The first failing site is named.
+    fn batch_problems(&self, channels: usize, classes: usize) -> Vec<(&'static str, String)> {
+        let options = self.model_options(classes, channels);
+        let sites = match bnlab_models::norm_site_configs(&self.model.name, &options) {
+            Ok(sites) => sites,
+            Err(e) => return vec![("model.norm", crate::error::chain(&e))],
+        };
+        let (t, e) = (&self.train, &self.eval);
+        let workers = t.distributed.workers.max(1);
+        let n = t.micro_batch();
+        let training_key = match self.model.norm.unit {
+            UnitName::BatchGroup => "model.norm.example_groups",
+            _ if self.model.norm.ghost_size.is_some() => "model.norm.ghost_size",
+            _ => "train.batch_size",
+        };
+        // (key, batch size, what the batch is)
+        let mut batches: Vec<(&'static str, usize, &'static str)> = Vec::new();
+        if n > 0 && n.is_multiple_of(workers) {
+            batches.push((training_key, n / workers, "the forward batch of one worker"));
+        }
+        let uses = |s: Scheme| e.schemes.contains(&s);
+        // PreciseBN draws exactly precise_samples images: full batches and the rest
+        let last = e.precise_samples % e.precise_batch.max(1);
+        if uses(Scheme::Precise) || !e.adapt.is_empty() {
+            batches.push(("eval.precise_batch", e.precise_batch, "a PreciseBN batch"));
+            if last > 0 {
+                batches.push((
+                    "eval.precise_samples",
+                    last,
+                    "the last PreciseBN batch, precise_samples mod precise_batch",
+                ));
+            }
+        }
+        if t.precise_every_epoch || t.freeze_at_epoch.is_some() {
+            let what = if workers > 1 {
+                "one worker's shard of a PreciseBN batch during training"
+            } else {
+                "a PreciseBN batch"
+            };
+            for size in shard_sizes(e.precise_batch, workers) {
+                batches.push(("eval.precise_batch", size, what));
+            }
+            if last > 0 {
+                for size in shard_sizes(last, workers) {
+                    batches.push((
+                        "eval.precise_samples",
+                        size,
+                        "(a shard of) the last PreciseBN batch during training",
+                    ));
+                }
+            }
+        }
+        if uses(Scheme::Minibatch) {
+            for &b in &e.minibatch_sizes {
+                batches.push(("eval.minibatch_sizes", b, "a mini-batch evaluation batch"));
+            }
+        }
+        batches.dedup();
+        batches
+            .into_iter()
+            .filter_map(|(key, size, what)| {
+                sites.iter().find_map(|(site, config)| {
+                    bnlab_norm::check_batch(config, size)
+                        .err()
+                        .map(|err| (key, format!("{err} ({what}, at site `{site}`)")))
+                })
+            })
+            .collect()
+    }
+}
+
+/// The distinct non-zero shard sizes of a batch of `n` over `workers` (as [`crate::shard`]
+/// cuts it).
+fn shard_sizes(n: usize, workers: usize) -> Vec<usize> {
+    let mut sizes: Vec<usize> = (0..workers)
+        .map(|rank| crate::shard(n, rank, workers).len())
+        .filter(|&s| s > 0)
+        .collect();
+    sizes.dedup();
+    sizes
+}
