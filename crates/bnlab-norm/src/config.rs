@@ -67,13 +67,7 @@ impl NormConfig {
 
     /// Channels per channel group and the number of channel groups K of the statistic unit.
     pub(crate) fn channel_grouping(&self) -> (usize, usize) {
-        let c = self.num_features;
-        match self.unit {
-            StatUnit::Batch | StatUnit::Instance | StatUnit::None => (1, c),
-            StatUnit::Group { groups } => (c / groups, groups),
-            StatUnit::Layer => (c, 1),
-            StatUnit::BatchGroup { channel_groups, .. } => (c / channel_groups, channel_groups),
-        }
+        self.unit.channel_grouping(self.num_features)
     }
 
     /// Number of domains (1 without domains).
@@ -123,28 +117,7 @@ impl NormConfig {
                 self.epsilon
             ));
         }
-        let check_groups = |name: &str, g: usize| {
-            if g == 0 || !c.is_multiple_of(g) {
-                bad(format!(
-                    "{name} = {g} must be ≥ 1 and divide num_features = {c}"
-                ))
-            } else {
-                Ok(())
-            }
-        };
-        match self.unit {
-            StatUnit::Group { groups } => check_groups("groups", groups)?,
-            StatUnit::BatchGroup {
-                channel_groups,
-                example_groups,
-            } => {
-                check_groups("channel_groups", channel_groups)?;
-                if example_groups == 0 {
-                    return bad("example_groups must be at least 1".into());
-                }
-            }
-            _ => {}
-        }
+        self.unit.validate(c)?;
         if let Some(g) = self.batch.ghost_size {
             if g == 0 {
                 return bad("ghost_size must be at least 1".into());
