@@ -27,9 +27,17 @@ pub struct ModelOptions {
     /// Start each residual block's last γ at 0 (ResNets only; other networks refuse it).
     #[serde(default)]
     pub zero_init_residual: bool,
+    /// Channel width multiplier (the CIFAR ResNets, MobileNetV2 and VGG; other networks
+    /// refuse anything but 1).
+    #[serde(default = "one")]
+    pub width: f64,
     /// The convolution kernels.
     #[serde(default)]
     pub conv_kernel: ConvKernel,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl Default for ModelOptions {
@@ -48,8 +56,14 @@ impl ModelOptions {
             norm: NormSpec::default(),
             input_norm: None,
             zero_init_residual: false,
+            width: 1.0,
             conv_kernel: ConvKernel::Auto,
         }
+    }
+
+    /// `width` scaled by the width multiplier, at least 1.
+    pub(crate) fn scaled(&self, width: usize) -> usize {
+        ((width as f64 * self.width).round() as usize).max(1)
     }
 
     /// These options with normalization `norm`.
@@ -62,21 +76,31 @@ impl ModelOptions {
         Self { input_norm, ..self }
     }
 
-    /// The front of a network: checks the options, and returns the builder of its
-    /// normalization layers with the input normalization already built. `residual` says
-    /// whether the network has residual blocks for `zero_init_residual`.
+    /// The front of a network: checks the options against what the network `takes`, and
+    /// returns the builder of its normalization layers with the input normalization built.
     pub(crate) fn begin<'a>(
         &'a self,
-        residual: bool,
+        takes: Takes,
         device: &'a Device,
     ) -> Result<(Builder<'a>, Option<InputNorm>), ModelError> {
+        let w = self.width;
+        if !(w.is_finite() && w > 0.0) {
+            return Err(ModelError::InvalidConfig(format!(
+                "the width multiplier must be finite and > 0, got {w}"
+            )));
+        }
+        if w != 1.0 && !takes.width {
+            return Err(ModelError::InvalidConfig(format!(
+                "this network takes no width multiplier (width = {w}): the CIFAR ResNets, MobileNetV2 and VGG do"
+            )));
+        }
         if self.num_classes == 0 || self.in_channels == 0 {
             return Err(ModelError::InvalidConfig(format!(
                 "num_classes ({}) and in_channels ({}) must be at least 1",
                 self.num_classes, self.in_channels
             )));
         }
-        if self.zero_init_residual && !residual {
+        if self.zero_init_residual && !takes.residual {
             return Err(ModelError::InvalidConfig(
                 "zero_init_residual applies to networks with residual blocks (the ResNets)".into(),
             ));
@@ -97,6 +121,15 @@ impl ModelOptions {
             fc: linear(features, self.num_classes, device),
         }
     }
+}
+
+/// The options a network can take beyond the common ones.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Takes {
+    /// Residual blocks, for `zero_init_residual`.
+    pub(crate) residual: bool,
+    /// A width multiplier.
+    pub(crate) width: bool,
 }
 
 /// The front of a network's forward pass: checks the input (`in_channels` channels, sides of

@@ -11,7 +11,7 @@ use burn::tensor::activation::relu6;
 use burn::tensor::{Device, Tensor};
 
 use crate::fold::fold_fields;
-use crate::frame::{Classifier, enter};
+use crate::frame::{Classifier, Takes, enter};
 use crate::init::ConvShape;
 use crate::norms::Builder;
 use crate::{ConvNorm, InputNorm, ModelError, ModelOptions};
@@ -58,15 +58,21 @@ fn make_divisible(v: f64) -> usize {
 impl MobileNetV2Config {
     /// Builds the network on `device`.
     pub fn init(&self, device: &Device) -> Result<MobileNetV2, ModelError> {
-        if !(self.width_mult.is_finite() && self.width_mult > 0.0) {
+        let width_mult = self.width_mult * self.options.width;
+        if !(width_mult.is_finite() && width_mult > 0.0) {
             return Err(ModelError::InvalidConfig(format!(
-                "width_mult must be > 0, got {}",
-                self.width_mult
+                "width_mult × options.width must be > 0, got {width_mult}"
             )));
         }
-        let (b, input_norm) = self.options.begin(false, device)?;
-        let first = make_divisible(32.0 * self.width_mult);
-        let last = make_divisible(1280.0 * self.width_mult.max(1.0));
+        let (b, input_norm) = self.options.begin(
+            Takes {
+                residual: false,
+                width: true,
+            },
+            device,
+        )?;
+        let first = make_divisible(32.0 * width_mult);
+        let last = make_divisible(1280.0 * width_mult.max(1.0));
         let stem_stride = if self.cifar { 1 } else { 2 };
         let stem = ConvNorm::new(
             &b,
@@ -76,7 +82,7 @@ impl MobileNetV2Config {
         let mut blocks = Vec::new();
         let mut cin = first;
         for (row, &(t, c, n, s)) in ROWS.iter().enumerate() {
-            let cout = make_divisible(c as f64 * self.width_mult);
+            let cout = make_divisible(c as f64 * width_mult);
             let s = if self.cifar && (row == 1 || row == 2) {
                 1
             } else {

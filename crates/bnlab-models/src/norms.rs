@@ -107,7 +107,8 @@ impl<'a> Builder<'a> {
         for (pattern, _) in &self.spec.overrides {
             if !sites.iter().any(|s| matches(pattern, s)) {
                 return Err(ModelError::InvalidConfig(format!(
-                    "norm override `{pattern}` matches no normalization site of this network"
+                    "norm override `{pattern}` matches no normalization site of this network; its sites are {}",
+                    sites.join(", ")
                 )));
             }
         }

@@ -72,6 +72,11 @@ pub const MODELS: &[ModelEntry] = &[
         build: |o, d| resnet(ResNetConfig::resnet(152)?.with_stem(Stem::Cifar), o, d),
     },
     ModelEntry {
+        name: "resnet8",
+        what: "He et al.'s CIFAR ResNet-8 (one basic block per stage, 75 k parameters)",
+        build: |o, d| resnet(ResNetConfig::cifar(8)?, o, d),
+    },
+    ModelEntry {
         name: "resnet20",
         what: "He et al.'s CIFAR ResNet-20 (widths 16/32/64, 0.27 M parameters)",
         build: |o, d| resnet(ResNetConfig::cifar(20)?, o, d),

@@ -12,7 +12,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::at_site;
-use crate::frame::{Classifier, enter};
+use crate::frame::{Classifier, Takes, enter};
 use crate::init::ConvShape;
 use crate::norms::Builder;
 use crate::{ConvKernel, ModelOptions, conv2d};
@@ -49,7 +49,7 @@ impl RepVggConfig {
                 "RepVGG needs 4 block counts and width multipliers > 0".into(),
             ));
         }
-        let (b, input_norm) = self.options.begin(false, device)?;
+        let (b, input_norm) = self.options.begin(Takes::default(), device)?;
         let a = self.width_a;
         let widths = [
             (64.0 * a).min(64.0) as usize,

@@ -14,7 +14,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::fold::fold_fields;
-use crate::frame::{Classifier, enter};
+use crate::frame::{Classifier, Takes, enter};
 use crate::init::ConvShape;
 use crate::norms::Builder;
 use crate::{ConvNorm, InputNorm, ModelError, ModelOptions};
@@ -146,17 +146,23 @@ impl ResNetConfig {
                 "groups and width_per_group must be at least 1".into(),
             ));
         }
-        let (b, input_norm) = self.options.begin(true, device)?;
+        let (b, input_norm) = self.options.begin(
+            Takes {
+                residual: true,
+                width: self.stem == Stem::Cifar && self.shortcut == Shortcut::ZeroPad,
+            },
+            device,
+        )?;
+        let stem_width = self.options.scaled(self.stem_width);
         let stem_shape = match self.stem {
-            Stem::ImageNet => {
-                ConvShape::square(self.options.in_channels, self.stem_width, 7).stride(2)
-            }
-            Stem::Cifar => ConvShape::square(self.options.in_channels, self.stem_width, 3),
+            Stem::ImageNet => ConvShape::square(self.options.in_channels, stem_width, 7).stride(2),
+            Stem::Cifar => ConvShape::square(self.options.in_channels, stem_width, 3),
         };
         let stem = ConvNorm::new(&b, "stem", stem_shape)?;
-        let mut inplanes = self.stem_width;
+        let mut inplanes = stem_width;
         let mut stages = Vec::with_capacity(self.blocks.len());
-        for (i, (&count, &planes)) in self.blocks.iter().zip(&self.widths).enumerate() {
+        for (i, (&count, &width)) in self.blocks.iter().zip(&self.widths).enumerate() {
+            let planes = self.options.scaled(width);
             let mut stage = Vec::with_capacity(count);
             for j in 0..count {
                 let stride = if i > 0 && j == 0 { 2 } else { 1 };

@@ -10,7 +10,7 @@ use burn::nn::pool::MaxPool2dConfig;
 use burn::tensor::{Device, Tensor};
 
 use crate::fold::fold_fields;
-use crate::frame::{Classifier, enter};
+use crate::frame::{Classifier, Takes, enter};
 use crate::init::ConvShape;
 use crate::{ConvNorm, InputNorm, ModelError, ModelOptions};
 
@@ -49,12 +49,19 @@ impl VggConfig {
                 "a VGG needs at least one stage, each with at least one conv of width ≥ 1".into(),
             ));
         }
-        let (b, input_norm) = self.options.begin(false, device)?;
+        let (b, input_norm) = self.options.begin(
+            Takes {
+                residual: false,
+                width: true,
+            },
+            device,
+        )?;
         let mut cin = self.options.in_channels;
         let mut stages = Vec::new();
         for (i, widths) in self.stages.iter().enumerate() {
             let mut stage = Vec::new();
             for (j, &w) in widths.iter().enumerate() {
+                let w = self.options.scaled(w);
                 stage.push(ConvNorm::new(
                     &b,
                     &format!("stages.{i}.{j}"),

@@ -13,12 +13,15 @@ use crate::{
 
 /// Which implementation runs a [`Norm`](crate::Norm) layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Kernel {
     /// The fused kernels where the backend has them (f32 on Flex, without a stats reducer
     /// in batch-statistics modes), else the composed path.
     #[default]
+    #[serde(alias = "Auto")]
     Auto,
     /// Burn tensor operations on every backend: the reference implementation.
+    #[serde(alias = "Composed")]
     Composed,
 }
 

@@ -102,7 +102,16 @@ impl Norm {
             return Ok(input);
         }
         let x3: Tensor<3> = input.reshape([n, c, s]);
-        let plan = plan(&self.config, n, domains, batch_stats)?;
+        let plan = match (self.state.mode, self.state.collect_policy) {
+            (NormMode::Collect, Some(batch)) => {
+                let config = NormConfig {
+                    batch,
+                    ..self.config.clone()
+                };
+                plan(&config, n, domains, batch_stats)?
+            }
+            _ => plan(&self.config, n, domains, batch_stats)?,
+        };
         let fused = self.uses_fused(&x3);
         if self.synced_units() && batch_stats && !fused && (n == 0 || is_autodiff(&x3)) {
             return Err(NormError::Reducer(

@@ -7,8 +7,8 @@ use serde::de::{DeserializeOwned, IntoDeserializer};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Affine, BatchPolicy, GhostSplit, NormConfig, NormError, Remainder, RunningStats, StatUnit,
-    SyncGroups, VarianceStorage,
+    Affine, BatchPolicy, GhostSplit, Kernel, NormConfig, NormError, Remainder, RunningStats,
+    StatUnit, SyncGroups, VarianceStorage,
 };
 
 /// Statistic units by name.
@@ -106,6 +106,17 @@ pub struct NormSettings {
     /// ε.
     #[serde(default = "default_epsilon")]
     pub epsilon: f64,
+    /// The fused kernels where the backend has them (`auto`) or Burn tensor operations
+    /// everywhere (`composed`, the reference); results agree within float rounding.
+    #[serde(default, skip_serializing_if = "is_auto")]
+    pub kernel: Kernel,
+    /// Stop with an error when a batch statistic is NaN or infinite.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub check_finite: bool,
+}
+
+fn is_auto(k: &Kernel) -> bool {
+    *k == Kernel::Auto
 }
 
 fn default_unit() -> UnitName {
@@ -155,6 +166,8 @@ impl Default for NormSettings {
             gamma: default_gamma(),
             beta: 0.0,
             epsilon: default_epsilon(),
+            kernel: Kernel::Auto,
+            check_finite: false,
         }
     }
 }
@@ -211,6 +224,8 @@ impl NormSettings {
             .with_variance(self.variance)
             .with_affine(affine)
             .with_epsilon(self.epsilon)
+            .with_kernel(self.kernel)
+            .with_check_finite(self.check_finite)
     }
 }
 

@@ -15,7 +15,10 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::stats::population::Accumulator;
 use crate::tensors::to_f64;
 use crate::tree::{NormSite, TreeOp, site_path};
-use crate::{NormConfig, NormError, NormMode, PopulationEstimator, StatsReducer, VarianceStorage};
+use crate::{
+    BatchPolicy, NormConfig, NormError, NormMode, PopulationEstimator, StatsReducer,
+    VarianceStorage,
+};
 
 /// Mode, running statistics ([P, K]: population sets × channel groups), update counts,
 /// PreciseBN accumulator and stats reducer of one [`Norm`](crate::Norm).
@@ -33,6 +36,8 @@ pub struct NormState {
     pub(crate) reducer: Option<Arc<dyn StatsReducer>>,
     /// Counts of |x̂| above a threshold, when a probe is installed.
     pub(crate) outliers: Option<Arc<Mutex<Outliers>>>,
+    /// The batch policy of `Collect` mode, when it is not the layer's own.
+    pub(crate) collect_policy: Option<BatchPolicy>,
 }
 
 /// How many normalized values |x̂| exceeded a threshold, out of how many (Davis & Frank §1).
@@ -80,6 +85,7 @@ impl NormState {
             collected: Arc::new(Mutex::new(Accumulator::default())),
             reducer: None,
             outliers: None,
+            collect_policy: None,
         }
     }
 
@@ -178,6 +184,7 @@ impl NormState {
                 *next += 1;
             }
             TreeOp::SetReducer(r) => self.reducer = Some(r.clone()),
+            TreeOp::SetCollectPolicy(p) => self.collect_policy = *p,
             TreeOp::ResetCollect => {
                 if let Ok(mut acc) = self.collected.lock() {
                     *acc = Accumulator::default();

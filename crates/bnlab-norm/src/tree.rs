@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use burn::module::{Module, ModuleMapper};
 
-use crate::{NormConfig, NormError, NormMode, Outliers, PopulationEstimator, StatsReducer};
+use crate::{
+    BatchPolicy, NormConfig, NormError, NormMode, Outliers, PopulationEstimator, StatsReducer,
+};
 
 /// An operation applied to every [`NormState`](crate::NormState) of a module tree by one `map` pass.
 pub(crate) enum TreeOp {
@@ -22,6 +24,7 @@ pub(crate) enum TreeOp {
     Finalize(PopulationEstimator),
     ReadSites(Vec<NormSite>),
     SetOutlierProbe(Option<f64>),
+    SetCollectPolicy(Option<BatchPolicy>),
 }
 
 /// One [`Norm`](crate::Norm) of a module tree: where it is, how it is set up, its mode.
@@ -137,6 +140,14 @@ pub fn set_norm_modes<M: Module>(module: M, modes: &[NormMode]) -> M {
 /// pass; [`norm_sites`] reports the counts. The count costs one extra reduction per layer.
 pub fn set_outlier_probe<M: Module>(module: M, threshold: Option<f64>) -> M {
     run_tree_op(TreeOp::SetOutlierProbe(threshold), module).0
+}
+
+/// Sets the batch policy every [`Norm`](crate::Norm) of `module` normalizes under in `Collect`
+/// mode (PreciseBN), instead of its own: `Some(BatchPolicy::default())` collects over whole
+/// batches a model trained with ghost batches (Wu & Johnson Table 2's B); `None` restores each
+/// layer's own policy.
+pub fn set_collect_policy<M: Module>(module: M, policy: Option<BatchPolicy>) -> M {
+    run_tree_op(TreeOp::SetCollectPolicy(policy), module).0
 }
 
 /// Installs `reducer` (for example a SyncBN all-reduce) on every [`Norm`](crate::Norm) in `module`.

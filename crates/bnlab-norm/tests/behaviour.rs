@@ -554,3 +554,30 @@ fn norm_sites_report_paths_and_settings_and_parameters_exclude_buffers() {
         "Burn's count includes the running statistics"
     );
 }
+
+#[test]
+fn collect_policy_whole_batch_normalizes_a_ghost_layer_over_the_whole_batch() {
+    let device = device();
+    let sh = Shape { n: 8, c: 3, s: 5 };
+    let mut rng = Rng(17);
+    let x = rng.vec(sh.len(), -2.0, 3.0);
+    let ghost = NormConfig::new(3)
+        .with_batch(BatchPolicy::ghost(2, GhostSplit::Contiguous))
+        .with_affine(Affine::Off);
+    let eps = ghost.epsilon;
+    let layer = ghost.init(&device).unwrap().with_mode(NormMode::Collect);
+    let input = || tensor(&x, [sh.n, sh.c, sh.s], &device);
+    let as_trained = values(layer.forward(input()).unwrap());
+    let ghosts = ref_blocks(StatUnit::Batch, Some((2, GhostSplit::Contiguous)), 8, None);
+    let want = ref_xhat_batch(&x, sh, StatUnit::Batch, &ghosts, eps);
+    assert!(max_abs_diff(&as_trained, &want) < 1e-5);
+    let whole = bnlab_norm::set_collect_policy(layer, Some(BatchPolicy::default()));
+    let got = values(whole.forward(input()).unwrap());
+    let want = ref_xhat_batch(&x, sh, StatUnit::Batch, &[(0..8).collect()], eps);
+    assert!(max_abs_diff(&got, &want) < 1e-5, "{:?}", &got[..4]);
+    // only Collect mode: mini-batch evaluation keeps the ghost batches
+    let minibatch = whole.with_mode(NormMode::Eval(bnlab_norm::StatsSource::MiniBatch));
+    let got = values(minibatch.forward(input()).unwrap());
+    let want = ref_xhat_batch(&x, sh, StatUnit::Batch, &ghosts, eps);
+    assert!(max_abs_diff(&got, &want) < 1e-5);
+}

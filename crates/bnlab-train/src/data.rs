@@ -3,18 +3,21 @@
 use std::sync::Arc;
 
 use bnlab_data::{
-    Augment, BatchOrder, Batching, Corruption, Holdout, ImageSet, Loader, LoaderConfig, Part,
+    Augment, BatchOrder, Batching, Corruption, Holdout, ImageFolder, Loader, LoaderConfig, Part,
     Scaling, Source, channel_stats, stratified_split, synthetic,
 };
 
 use crate::{DataConfig, ScalingName, TrainError};
 
-/// The data of a run, in memory.
+/// The `dataset` name of an image folder: `root/train/<class>/*` and `root/test/<class>/*`.
+pub const IMAGE_FOLDER: &str = "image-folder";
+
+/// The data of a run: images in memory, or read as needed (image folders).
 pub struct RunData {
     /// The training part (training and validation images).
-    pub train: Arc<ImageSet>,
+    pub train: Arc<dyn Source>,
     /// The test part.
-    pub test: Arc<ImageSet>,
+    pub test: Arc<dyn Source>,
     /// Indices of `train` used for training.
     pub train_pool: Vec<usize>,
     /// Indices of `train` held out for validation (empty without validation).
@@ -27,45 +30,77 @@ pub struct RunData {
 }
 
 impl RunData {
-    /// Reads (or generates) the data set and splits off the validation images.
+    /// Reads (or generates) the data set, takes the training subset (`train_per_class`) and
+    /// splits off the validation images.
     pub fn load(config: &DataConfig, scaling: ScalingName) -> Result<Self, TrainError> {
-        let (train, test) = if config.dataset == "synthetic" {
-            let s = config.synthetic.clone().unwrap_or_default();
-            // one draw (the same class prototypes), then a per-class test split
-            let per_class = s.train_per_class + s.test_per_class;
-            let all = synthetic(s.classes, per_class, s.shape, s.difficulty, 1)?;
-            let (train, test) = stratified_split(
-                &all.labels(),
-                s.classes,
-                Holdout::PerClass(s.test_per_class),
-                1,
-            )?;
-            (all.select(&train), all.select(&test))
-        } else {
-            let (id, dir) = crate::data_folder(config)?.ok_or_else(|| {
-                TrainError::Config(format!("`{}` is not read from files", config.dataset))
-            })?;
-            (
-                id.load_from(&dir, Part::Train)?,
-                id.load_from(&dir, Part::Test)?,
-            )
+        let (train, test): (Arc<dyn Source>, Arc<dyn Source>) = match config.dataset.as_str() {
+            "synthetic" => {
+                let s = config.synthetic.clone().unwrap_or_default();
+                // one draw (the same class prototypes), then a per-class test split
+                let per_class = s.train_per_class + s.test_per_class;
+                let all = synthetic(s.classes, per_class, s.shape, s.difficulty, 1)?;
+                let (train, test) = stratified_split(
+                    &all.labels(),
+                    s.classes,
+                    Holdout::PerClass(s.test_per_class),
+                    1,
+                )?;
+                (Arc::new(all.select(&train)), Arc::new(all.select(&test)))
+            }
+            IMAGE_FOLDER => {
+                let root = config.root.as_ref().ok_or_else(|| {
+                    TrainError::Config(
+                        "`image-folder` needs `root`, the folder holding train/ and test/".into(),
+                    )
+                })?;
+                let open = |part: &str| ImageFolder::open(&root.join(part), config.image_size);
+                (Arc::new(open("train")?), Arc::new(open("test")?))
+            }
+            _ => {
+                let (id, dir) = crate::data_folder(config)?.ok_or_else(|| {
+                    TrainError::Config(format!("`{}` is not read from files", config.dataset))
+                })?;
+                (
+                    Arc::new(id.load_from(&dir, Part::Train)?),
+                    Arc::new(id.load_from(&dir, Part::Test)?),
+                )
+            }
         };
-        if train.shape != test.shape || train.classes != test.classes {
+        if train.shape() != test.shape() || train.classes() != test.classes() {
             return Err(TrainError::Config(format!(
                 "`{}`: the training images are {:?} in {} classes but the test images {:?} in {}",
-                config.dataset, train.shape, train.classes, test.shape, test.classes
+                config.dataset,
+                train.shape(),
+                train.classes(),
+                test.shape(),
+                test.classes()
             )));
         }
+        let classes = train.classes();
         let labels = train.labels();
+        // the seeded class-balanced training subset, if asked for
+        let candidates: Vec<usize> = match config.train_per_class {
+            Some(k) => {
+                let (_, subset) =
+                    stratified_split(&labels, classes, Holdout::PerClass(k), config.split_seed)?;
+                let mut subset = subset;
+                subset.sort_unstable();
+                subset
+            }
+            None => (0..train.len()).collect(),
+        };
         let (train_pool, val_pool) = if config.validation > 0.0 {
-            stratified_split(
-                &labels,
-                train.classes,
+            let sub_labels: Vec<usize> = candidates.iter().map(|&i| labels[i]).collect();
+            let (kept, held) = stratified_split(
+                &sub_labels,
+                classes,
                 Holdout::Fraction(config.validation),
                 config.split_seed,
-            )?
+            )?;
+            let pick = |v: Vec<usize>| v.into_iter().map(|j| candidates[j]).collect();
+            (pick(kept), pick(held))
         } else {
-            ((0..train.len()).collect(), Vec::new())
+            (candidates, Vec::new())
         };
         if train_pool.is_empty() {
             return Err(TrainError::Config(format!(
@@ -80,8 +115,8 @@ impl RunData {
         };
         let test_pool = (0..test.len()).collect();
         Ok(Self {
-            train: Arc::new(train),
-            test: Arc::new(test),
+            train,
+            test,
             train_pool,
             val_pool,
             test_pool,
@@ -92,12 +127,12 @@ impl RunData {
 
     /// Number of classes.
     pub fn classes(&self) -> usize {
-        self.train.classes
+        self.train.classes()
     }
 
     /// (channels, height, width) of the network input.
     pub fn input_shape(&self) -> [usize; 3] {
-        self.config.eval_augment().output_shape(self.train.shape)
+        self.config.eval_augment().output_shape(self.train.shape())
     }
 
     /// Per-channel μ and σ of the training images, 0–255 units (offline input normalization).
@@ -108,7 +143,7 @@ impl RunData {
     /// A loader of `set`: shuffled batches of `batch` seeded by `seed`.
     pub fn loader(
         &self,
-        set: &Arc<ImageSet>,
+        set: &Arc<dyn Source>,
         batch: usize,
         drop_last: bool,
         training: bool,
@@ -138,7 +173,7 @@ impl RunData {
     /// A loader of `set` with `batching`.
     fn loader_with(
         &self,
-        set: &Arc<ImageSet>,
+        set: &Arc<dyn Source>,
         batching: Batching,
         training: bool,
         corruption: Option<Corruption>,
@@ -155,8 +190,7 @@ impl RunData {
             threads: self.config.threads,
             ..LoaderConfig::new(batching, augment, seed)
         };
-        let set: Arc<dyn Source> = set.clone();
-        Ok(Loader::new(set, config)?)
+        Ok(Loader::new(set.clone(), config)?)
     }
 
     /// Whether training augments images (evaluation never does).

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use bnlab_data::{Batch, Corruption, EpochBatches};
 use bnlab_models::Network;
 use bnlab_norm::{
-    NormMode, PopulationEstimator, StatsSource, finalize_collected, norm_sites, reset_collected,
-    set_norm_mode, set_norm_modes,
+    BatchPolicy, NormMode, PopulationEstimator, StatsSource, finalize_collected, norm_sites,
+    reset_collected, set_collect_policy, set_norm_mode, set_norm_modes,
 };
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
@@ -15,7 +15,9 @@ use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::run::{EVAL_PASS, stat_batches};
-use crate::{EvalKey, RunConfig, RunData, Scheme, TrainError};
+use crate::{
+    EvalKey, PrecisePolicy, PreciseSetting, RunConfig, RunData, Scheme, Split, TrainError, Worker,
+};
 
 /// Loss and accuracy over a set of images.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -155,64 +157,165 @@ where
     Ok(set_norm_mode(model, NormMode::EVAL))
 }
 
-/// The test metrics of `model` under every scheme of `config`, by scheme name.
+/// A run's final evaluation: metrics by result key ([`EvalKey`]) on each split.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Evaluations {
+    /// On the test set (and the training-set schemes).
+    pub test: BTreeMap<String, Metrics>,
+    /// On the validation images, when `eval.splits` asks for them.
+    pub validation: BTreeMap<String, Metrics>,
+}
+
+/// PreciseBN of `model` (a copy: it is consumed) under `setting`, with `estimator` and
+/// layer by layer when `exact`, from the training pool of `data` (pass `pass` of the run's
+/// shuffling, one more per layer when exact), images corrupted by `corruption`, each worker
+/// on its shard. Returns the model in `Eval(Population)` mode.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn precise_estimate(
+    model: Network,
+    data: &RunData,
+    setting: PreciseSetting,
+    (estimator, exact): (PopulationEstimator, bool),
+    corruption: Option<Corruption>,
+    (seed, pass): (u64, u64),
+    worker: Option<&Worker>,
+    device: &Device,
+) -> Result<Network, TrainError> {
+    let whole = setting.policy == PrecisePolicy::WholeBatch;
+    let model = set_collect_policy(model, whole.then(BatchPolicy::default));
+    let batches = |layer: usize| {
+        stat_batches(
+            data,
+            &data.train,
+            &data.train_pool,
+            setting.samples,
+            setting.batch,
+            corruption,
+            seed,
+            pass + layer as u64,
+            worker,
+            device,
+        )
+    };
+    let model = if exact {
+        precise_bn_exact(model, batches, estimator)?
+    } else {
+        precise_bn(model, batches(0)?, estimator)?
+    };
+    Ok(set_collect_policy(model, None))
+}
+
+/// Evaluates models on the splits a spec asks for, into [`Evaluations`].
+struct Evaluator<'a> {
+    config: &'a RunConfig,
+    data: &'a RunData,
+    seed: u64,
+    device: &'a Device,
+    out: Evaluations,
+}
+
+impl Evaluator<'_> {
+    /// Records `model` (in the mode wanted) under `key` on every split, in batches of
+    /// `batch`, the images corrupted by `corruption`.
+    fn record(
+        &mut self,
+        key: EvalKey,
+        model: &Network,
+        (batch, drop_last): (usize, bool),
+        corruption: Option<Corruption>,
+    ) -> Result<(), TrainError> {
+        let data = self.data;
+        for split in &self.config.eval.splits {
+            let (set, pool, into) = match split {
+                Split::Test => (&data.test, &data.test_pool, &mut self.out.test),
+                Split::Validation => (&data.train, &data.val_pool, &mut self.out.validation),
+            };
+            let loader = data.loader(set, batch, drop_last, false, corruption, self.seed)?;
+            let metrics =
+                evaluate_batches(model, loader.epoch(pool, None, EVAL_PASS)?, self.device)?;
+            into.insert(key.to_string(), metrics);
+        }
+        Ok(())
+    }
+
+    /// PreciseBN of `model` under `setting` with the spec's estimator, from the (corrupted)
+    /// training images.
+    fn precise(
+        &self,
+        model: &Network,
+        setting: PreciseSetting,
+        corruption: Option<Corruption>,
+    ) -> Result<Network, TrainError> {
+        let (config, data, device) = (self.config, self.data, self.device);
+        final_precise(config, data, model, setting, corruption, self.seed, device)
+    }
+}
+
+/// PreciseBN of a copy of `model` as a run's final evaluation computes it: under `setting`
+/// with `config`'s estimator (and layer by layer when `exact`), from the training pool's
+/// evaluation draw (the same images for every evaluation of the run), the images corrupted
+/// by `corruption`. Returns the model in `Eval(Population)` mode.
+pub fn final_precise(
+    config: &RunConfig,
+    data: &RunData,
+    model: &Network,
+    setting: PreciseSetting,
+    corruption: Option<Corruption>,
+    seed: u64,
+    device: &Device,
+) -> Result<Network, TrainError> {
+    let e = &config.eval;
+    precise_estimate(
+        model.valid(),
+        data,
+        setting,
+        (e.estimator, e.exact),
+        corruption,
+        (seed, EVAL_PASS + 1),
+        None,
+        device,
+    )
+}
+
+/// The metrics of `model` under every scheme of `config`, on every split it asks for.
 pub fn evaluate_schemes(
     config: &RunConfig,
     data: &RunData,
     model: &Network,
     seed: u64,
     device: &Device,
-) -> Result<BTreeMap<String, Metrics>, TrainError> {
+) -> Result<Evaluations, TrainError> {
     let e = &config.eval;
-    let mut out = BTreeMap::new();
-    let test = |m: &Network, batch: usize, drop_last: bool, corruption: Option<Corruption>| {
-        let loader = data.loader(&data.test, batch, drop_last, false, corruption, seed)?;
-        evaluate_batches(m, loader.epoch(&data.test_pool, None, EVAL_PASS)?, device)
+    let mut ev = Evaluator {
+        config,
+        data,
+        seed,
+        device,
+        out: Evaluations::default(),
     };
-    let precise = |m: Network, corruption: Option<Corruption>| {
-        let batches = stat_batches(
-            data,
-            &data.train,
-            &data.train_pool,
-            e.precise_samples,
-            e.precise_batch,
-            corruption,
-            seed,
-            EVAL_PASS + 1,
-            None,
-            device,
-        )?;
-        precise_bn(m, batches, PopulationEstimator::Pooled)
-    };
+    let whole = (e.batch_size, false);
     for scheme in &e.schemes {
         match scheme {
             Scheme::Population => {
                 let m = with_source(model.valid(), StatsSource::Population);
-                out.insert(
-                    EvalKey::Population.to_string(),
-                    test(&m, e.batch_size, false, None)?,
-                );
+                ev.record(EvalKey::Population, &m, whole, None)?;
             }
             Scheme::Precise => {
-                let m = precise(model.valid(), None)?;
-                out.insert(
-                    EvalKey::Precise.to_string(),
-                    test(&m, e.batch_size, false, None)?,
-                );
+                for (key, setting) in e.precise_settings() {
+                    let m = ev.precise(model, setting, None)?;
+                    ev.record(key, &m, whole, None)?;
+                }
             }
             Scheme::Minibatch => {
                 let m = with_source(model.valid(), StatsSource::MiniBatch);
                 for &b in &e.minibatch_sizes {
-                    out.insert(EvalKey::MiniBatch(b).to_string(), test(&m, b, true, None)?);
+                    ev.record(EvalKey::MiniBatch(b), &m, (b, true), None)?;
                 }
             }
             Scheme::Alpha => {
                 for &alpha in &e.alphas {
                     let m = with_source(model.valid(), StatsSource::ExampleWeighed { alpha });
-                    out.insert(
-                        EvalKey::Alpha(alpha).to_string(),
-                        test(&m, e.batch_size, false, None)?,
-                    );
+                    ev.record(EvalKey::Alpha(alpha), &m, whole, None)?;
                 }
             }
             Scheme::TrainMinibatch => {
@@ -224,7 +327,8 @@ pub fn evaluate_schemes(
                     let m = with_source(model.valid(), source);
                     let loader = data.loader(&data.train, b, true, false, None, seed)?;
                     let batches = loader.epoch(&data.train_pool, None, EVAL_PASS)?;
-                    out.insert(name.to_string(), evaluate_batches(&m, batches, device)?);
+                    let metrics = evaluate_batches(&m, batches, device)?;
+                    ev.out.test.insert(name.to_string(), metrics);
                 }
             }
         }
@@ -237,15 +341,9 @@ pub fn evaluate_schemes(
             adapted,
         };
         let source = with_source(model.valid(), StatsSource::Population);
-        out.insert(
-            key(false).to_string(),
-            test(&source, e.batch_size, false, corruption)?,
-        );
-        let adapted = precise(model.valid(), corruption)?;
-        out.insert(
-            key(true).to_string(),
-            test(&adapted, e.batch_size, false, corruption)?,
-        );
+        ev.record(key(false), &source, whole, corruption)?;
+        let adapted = ev.precise(model, e.primary_precise(), corruption)?;
+        ev.record(key(true), &adapted, whole, corruption)?;
     }
-    Ok(out)
+    Ok(ev.out)
 }

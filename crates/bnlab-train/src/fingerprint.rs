@@ -26,12 +26,17 @@ const IGNORED: [&str; 3] = [
 
 /// Dotted settings used only after training, by the final evaluation: a change in them
 /// alone leaves the training fingerprint (and the checkpoints) valid.
-const EVALUATION_ONLY: [&str; 4] = [
+const EVALUATION_ONLY: [&str; 5] = [
     "eval.schemes",
     "eval.minibatch_sizes",
     "eval.alphas",
     "eval.adapt",
+    "eval.splits",
 ];
+
+/// PreciseBN settings that may be lists: training (per-epoch PreciseBN, FrozenBN) uses only
+/// their first value, so the training fingerprint holds that value alone.
+const FIRST_FOR_TRAINING: [&str; 3] = ["precise_samples", "precise_batch", "precise_policy"];
 
 /// The hashes that identify a run: one over what training depends on, one over everything
 /// the result depends on.
@@ -54,10 +59,10 @@ pub struct Provenance {
     pub bnlab: String,
 }
 
-/// The folder `config`'s data set is read from (none for generated data): the spec's
-/// `root`, else the first place the catalog finds it.
+/// The catalogue data set of `config` and the folder it is read from: the spec's `root`,
+/// else the first place the catalog finds it (none for generated data and image folders).
 pub fn data_folder(config: &DataConfig) -> Result<Option<(DatasetId, PathBuf)>, TrainError> {
-    if config.dataset == "synthetic" {
+    if config.dataset == "synthetic" || config.dataset == crate::IMAGE_FOLDER {
         return Ok(None);
     }
     let id = DatasetId::from_name(&config.dataset)?;
@@ -71,6 +76,9 @@ pub fn data_folder(config: &DataConfig) -> Result<Option<(DatasetId, PathBuf)>, 
 impl Provenance {
     /// Finds and digests every file `config` reads.
     pub fn of(config: &DataConfig) -> Result<Self, TrainError> {
+        if config.dataset == crate::IMAGE_FOLDER {
+            return Self::of_image_folder(config);
+        }
         let (folder, files) = match data_folder(config)? {
             None => (None, Vec::new()),
             Some((id, dir)) => {
@@ -85,6 +93,33 @@ impl Provenance {
         };
         Ok(Self {
             folder,
+            files,
+            bnlab: env!("CARGO_PKG_VERSION").into(),
+        })
+    }
+}
+
+impl Provenance {
+    /// Every image of an image folder (`root/train`, `root/test`), named by its path under
+    /// `root`.
+    fn of_image_folder(config: &DataConfig) -> Result<Self, TrainError> {
+        let root = config
+            .root
+            .clone()
+            .ok_or_else(|| TrainError::Config(format!("`{}` needs `root`", crate::IMAGE_FOLDER)))?;
+        let mut files = Vec::new();
+        for part in ["train", "test"] {
+            let folder = bnlab_data::ImageFolder::open(&root.join(part), config.image_size)?;
+            for (path, _) in &folder.files {
+                let mut digest = FileDigest::of(path)?;
+                if let Ok(relative) = path.strip_prefix(&root) {
+                    digest.name = relative.display().to_string();
+                }
+                files.push(digest);
+            }
+        }
+        Ok(Self {
+            folder: Some(root),
             files,
             bnlab: env!("CARGO_PKG_VERSION").into(),
         })
@@ -106,6 +141,20 @@ impl Fingerprint {
         let mut training = settings.clone();
         for key in EVALUATION_ONLY {
             remove(&mut training, key);
+        }
+        if let Some(eval) = training.get_mut("eval").and_then(Value::as_object_mut) {
+            for key in FIRST_FOR_TRAINING {
+                if let Some(Value::Array(values)) = eval.get(key).cloned() {
+                    match values.into_iter().next() {
+                        Some(first) => eval.insert(key.into(), first),
+                        None => eval.remove(key),
+                    };
+                }
+            }
+            // the default policy is left out of settings written before policies existed
+            if eval.get("precise_policy") == Some(&Value::String("as-trained".into())) {
+                eval.remove("precise_policy");
+            }
         }
         Ok(Self {
             training: hash(&training),
@@ -279,6 +328,46 @@ mod tests {
         let mut c = a.clone();
         c.eval.batch_size += 1;
         assert_ne!(fa.training, Fingerprint::of(&c, &none()).unwrap().training);
+    }
+
+    #[test]
+    fn precise_lists_keep_the_training_fingerprint_of_their_first_value() {
+        use crate::{OneOrMany, PrecisePolicy, Split};
+        let a = config();
+        let fa = Fingerprint::of(&a, &none()).unwrap();
+        let (n, b) = (
+            a.eval.precise_samples.values()[0],
+            a.eval.precise_batch.values()[0],
+        );
+        let mut lists = a.clone();
+        lists.eval.precise_samples = OneOrMany::Many(vec![n, 64, 256]);
+        lists.eval.precise_batch = OneOrMany::Many(vec![b, 2]);
+        lists.eval.precise_policy =
+            OneOrMany::Many(vec![PrecisePolicy::AsTrained, PrecisePolicy::WholeBatch]);
+        lists.eval.splits = vec![Split::Validation, Split::Test];
+        let fl = Fingerprint::of(&lists, &none()).unwrap();
+        assert_eq!(fa.training, fl.training);
+        assert_ne!(fa.result, fl.result);
+        // the first value is what training uses
+        let mut first = a.clone();
+        first.eval.precise_samples = OneOrMany::Many(vec![64, n]);
+        assert_ne!(
+            fa.training,
+            Fingerprint::of(&first, &none()).unwrap().training
+        );
+        let mut whole = a.clone();
+        whole.eval.precise_policy = OneOrMany::One(PrecisePolicy::WholeBatch);
+        assert_ne!(
+            fa.training,
+            Fingerprint::of(&whole, &none()).unwrap().training
+        );
+        // a default written out is the same setting as one left out
+        let mut explicit = a.clone();
+        explicit.eval.precise_policy = OneOrMany::Many(vec![PrecisePolicy::AsTrained]);
+        assert_eq!(
+            fa.training,
+            Fingerprint::of(&explicit, &none()).unwrap().training
+        );
     }
 
     #[test]

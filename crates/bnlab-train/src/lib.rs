@@ -13,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+mod added;
 mod checkpoint;
 pub mod claim;
 mod config;
@@ -36,19 +37,20 @@ pub mod stats;
 mod status;
 mod train_loop;
 
+pub use added::{ADDED_FILE, AddedEvaluation, AddedEvaluations};
 pub use checkpoint::{Checkpoint, Checkpoints, LoopState, load_model, save_model};
 pub use config::*;
-pub use data::RunData;
+pub use data::{IMAGE_FOLDER, RunData};
 pub use diagnostics::{
     Diagnostics, HISTOGRAM_BINS, HISTOGRAM_UPDATES, Histogram, LayerDiagnostics, OUTLIER_THRESHOLD,
 };
 pub use dist::*;
 pub use error::TrainError;
 pub use eval::{
-    Metrics, cross_entropy_sum, evaluate_batches, evaluate_schemes, precise_bn, precise_bn_exact,
-    with_source,
+    Evaluations, Metrics, cross_entropy_sum, evaluate_batches, evaluate_schemes, final_precise,
+    precise_bn, precise_bn_exact, with_source,
 };
-pub use eval_key::EvalKey;
+pub use eval_key::{EvalKey, Family};
 pub use fingerprint::{Fingerprint, Provenance, changes, data_folder};
 pub use optim::*;
 pub use progress::{Bars, Progress, Quiet};

@@ -72,6 +72,10 @@ pub struct OptimizerConfig {
     /// Weight decay on γ and β.
     #[serde(default = "default_norm_decay")]
     pub norm_decay: NormDecay,
+    /// λ of the decay on γ and β when `norm_decay` is on (Summers & Dinneen §3.3); by
+    /// default `weight_decay`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub norm_weight_decay: Option<f64>,
     /// c: γ learns at α/c (Davis & Frank use 100; 1 is plain SGD).
     #[serde(default = "one")]
     pub gamma_lr_divisor: f64,
@@ -120,6 +124,7 @@ impl Default for OptimizerConfig {
             adam_epsilon: default_adam_eps(),
             weight_decay: default_wd(),
             norm_decay: default_norm_decay(),
+            norm_weight_decay: None,
             gamma_lr_divisor: 1.0,
             input_norm_lr_divisor: None,
         }
@@ -152,11 +157,21 @@ impl OptimizerConfig {
                 return Err(format!("optimizer.{name} must be in [0, 1), got {v}"));
             }
         }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err(format!(
-                "optimizer.weight_decay must be finite and ≥ 0, got {}",
-                self.weight_decay
-            ));
+        for (name, v) in [
+            ("weight_decay", Some(self.weight_decay)),
+            ("norm_weight_decay", self.norm_weight_decay),
+        ] {
+            if let Some(v) = v
+                && !(v.is_finite() && v >= 0.0)
+            {
+                return Err(format!("optimizer.{name} must be finite and ≥ 0, got {v}"));
+            }
+        }
+        if self.norm_weight_decay.is_some() && self.norm_decay == NormDecay::Off {
+            return Err(
+                "optimizer.norm_weight_decay needs norm_decay = \"toward-zero\" or \"toward-one\""
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -233,10 +248,11 @@ impl GroupedOptimizer {
             )
         };
         let wd = config.weight_decay;
+        let norm_wd = config.norm_weight_decay.unwrap_or(wd);
         let (norm_wd, gamma_target) = match config.norm_decay {
             NormDecay::Off => (0.0, 0.0),
-            NormDecay::TowardZero => (wd, 0.0),
-            NormDecay::TowardOne => (wd, 1.0),
+            NormDecay::TowardZero => (norm_wd, 0.0),
+            NormDecay::TowardOne => (norm_wd, 1.0),
         };
         let groups = [
             (

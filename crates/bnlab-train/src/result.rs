@@ -78,6 +78,9 @@ pub struct RunResult {
     /// Test metrics by scheme: `population`, `precise`, `minibatch-B`, `alpha-A`,
     /// `train-minibatch`, `adapt-KIND-S-source`, `adapt-KIND-S-adapted`.
     pub test: BTreeMap<String, Metrics>,
+    /// The same evaluations on the validation images, when `eval.splits` asks for them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub validation: BTreeMap<String, Metrics>,
     /// Diagnostics.
     pub diagnostics: Diagnostics,
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bnlab_data::{Batch, Corruption, ImageSet};
+use bnlab_data::{Batch, Corruption, Source};
 use bnlab_models::{InputNormConfig, Network, build};
 use bnlab_norm::{NormError, StatsSource, norm_sites, set_outlier_probe};
 use burn::module::Module;
@@ -138,7 +138,7 @@ pub fn new_network(
     device: &Device,
 ) -> Result<Network, TrainError> {
     let [channels, _, _] = data.input_shape();
-    let mut options = config.model_options(data.classes(), channels);
+    let mut options = config.model_options(data.classes(), channels)?;
     if let (Some(InputNormConfig::Offline { .. }), Some((mean, std))) =
         (&options.input_norm, input_stats)
     {
@@ -179,7 +179,7 @@ fn extra_pass(pass: u64, k: u64) -> u64 {
 #[allow(clippy::too_many_arguments)]
 pub fn stat_batches<'a>(
     data: &RunData,
-    set: &Arc<ImageSet>,
+    set: &Arc<dyn Source>,
     pool: &[usize],
     samples: usize,
     batch: usize,

@@ -21,10 +21,11 @@ use crate::diagnostics::{
     HistogramProbe, affine_layers, affine_params, gradient_factors, layer_diagnostics,
 };
 use crate::dist::{all_reduce_everyone, all_reduce_grads};
-use crate::eval::{Tally, evaluate_batches, evaluate_schemes, precise_bn, with_source};
-use crate::run::{
-    EVAL_PASS, MODEL_FILE, RUN_FILE, local_batch, new_network, outlier_shares, stat_batches,
+use crate::eval::{
+    Evaluations, Tally, evaluate_batches, evaluate_schemes, precise_bn, precise_estimate,
+    with_source,
 };
+use crate::run::{EVAL_PASS, MODEL_FILE, RUN_FILE, local_batch, new_network, outlier_shares};
 use crate::{
     Diagnostics, EpochRecord, GroupedOptimizer, LrCurve, Metrics, RESULT_FORMAT, RunConfig,
     RunData, RunFile, RunRequest, RunResult, Status, TrainError, Worker,
@@ -179,21 +180,19 @@ impl<'r, 'a> RunContext<'r, 'a> {
     }
 
     /// PreciseBN statistics for `model` from the training pool (pass `pass` of the loader),
-    /// each worker on its shard.
+    /// each worker on its shard, with the spec's first N, B and policy.
     fn precise(&self, model: Network, pass: u64) -> Result<Network, TrainError> {
-        let batches = stat_batches(
+        let e = &self.config.eval;
+        precise_estimate(
+            model,
             &self.data,
-            &self.data.train,
-            &self.data.train_pool,
-            self.config.eval.precise_samples,
-            self.config.eval.precise_batch,
+            e.primary_precise(),
+            (e.estimator, e.exact),
             None,
-            self.seed,
-            pass,
+            (self.seed, pass),
             self.req.worker.as_ref(),
             &self.device,
-        )?;
-        precise_bn(model, batches, PopulationEstimator::Pooled)
+        )
     }
 
     /// The training state of the last checkpoint, or a fresh start from `fresh` (with the
@@ -462,7 +461,7 @@ impl<'r, 'a> RunContext<'r, 'a> {
     /// diagnostics, and its model saved (the leader; the other workers only report).
     fn finish(&self, training: Training) -> Result<RunResult, TrainError> {
         let (req, config) = (self.req, self.config);
-        let finished = |state: LoopState, test, diagnostics| RunResult {
+        let finished = |state: LoopState, evaluations: Evaluations, diagnostics| RunResult {
             format: RESULT_FORMAT,
             sweep: req.sweep.to_string(),
             configuration: req.configuration.name.clone(),
@@ -475,13 +474,18 @@ impl<'r, 'a> RunContext<'r, 'a> {
             status: Status::Finished,
             epochs: state.history,
             best_epoch: state.best.map(|(e, _)| e),
-            test,
+            test: evaluations.test,
+            validation: evaluations.validation,
             diagnostics,
         };
         let state = training.state;
         if !self.leads {
             // the other workers' replicas are the leader's; it evaluates and reports
-            return Ok(finished(state, BTreeMap::new(), Diagnostics::default()));
+            return Ok(finished(
+                state,
+                Evaluations::default(),
+                Diagnostics::default(),
+            ));
         }
         // the evaluated model: the best-validation checkpoint, on the plain device
         let best_path = training.best_file.ok_or_else(|| TrainError::Corrupt {
@@ -500,7 +504,7 @@ impl<'r, 'a> RunContext<'r, 'a> {
         )?;
         let best = set_norm_mode(best, NormMode::EVAL);
         let (data, seed, device) = (&self.data, self.seed, &self.device);
-        let test = evaluate_schemes(config, data, &best, seed, device)?;
+        let evaluations = evaluate_schemes(config, data, &best, seed, device)?;
         let diagnostics = Diagnostics {
             layers: layer_diagnostics(
                 &state.init_affine,
@@ -511,6 +515,6 @@ impl<'r, 'a> RunContext<'r, 'a> {
             outlier_share: outlier_shares(data, &best, seed, config.eval.batch_size, device)?,
         };
         save_model(&best, &req.work_dir.join(MODEL_FILE))?;
-        Ok(finished(state, test, diagnostics))
+        Ok(finished(state, evaluations, diagnostics))
     }
 }

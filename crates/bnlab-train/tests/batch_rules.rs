@@ -49,7 +49,11 @@ fn forward_of(text: &str, batch: usize) -> Result<(), bnlab_models::ModelError> 
     let spec = Spec::parse(text, "rules.toml").unwrap();
     let config = &spec.configurations[0].config;
     let device = Device::flex();
-    let network = build(&config.model.name, &config.model_options(4, 1), &device)?;
+    let network = build(
+        &config.model.name,
+        &config.model_options(4, 1).unwrap(),
+        &device,
+    )?;
     let network = set_norm_mode(network, NormMode::Train);
     let x = Tensor::<4>::random([batch, 1, 8, 8], Distribution::Normal(0.0, 1.0), &device);
     network.forward(x, None).map(|_| ())

@@ -220,6 +220,42 @@ fn gamma_decays_toward_one_and_beta_toward_zero_when_asked() {
 }
 
 #[test]
+fn norm_weight_decay_sets_the_gamma_beta_dose_alone() {
+    let device = Device::flex().autodiff();
+    device.seed(9);
+    let model = Tiny::new(&device);
+    let roles = param_roles(&model);
+    let config = OptimizerConfig {
+        lr: 0.1,
+        momentum: 0.0,
+        weight_decay: 0.01,
+        norm_decay: NormDecay::TowardZero,
+        norm_weight_decay: Some(0.5),
+        ..OptimizerConfig::default()
+    };
+    let (_, ([w0, w1, _], [g0, _])) = two_steps(model, &config, &device);
+    for (id, role) in &roles {
+        let wd = match role {
+            ParamRole::NormGamma | ParamRole::NormBeta => 0.5,
+            ParamRole::ConvWeight | ParamRole::LinearWeight => 0.01,
+            _ => 0.0,
+        };
+        let hand: Vec<f64> = w0[id]
+            .iter()
+            .zip(&g0[id])
+            .map(|(w, g)| w - 0.1 * (g + wd * w))
+            .collect();
+        assert_close(&w1[id], &hand, &format!("{role:?}"));
+    }
+    // without norm_decay the coefficient has nothing to act on: refused
+    let off = OptimizerConfig {
+        norm_decay: NormDecay::Off,
+        ..config
+    };
+    assert!(off.validate().unwrap_err().contains("norm_weight_decay"));
+}
+
+#[test]
 fn adam_first_step_moves_each_weight_by_the_rate_times_the_gradient_sign() {
     let device = Device::flex().autodiff();
     device.seed(9);

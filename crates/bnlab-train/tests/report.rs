@@ -74,6 +74,7 @@ fn run(spec: &Spec, c: usize, index: u32, test: BTreeMap<String, Metrics>) -> Ru
         epochs: vec![],
         best_epoch: Some(1),
         test,
+        validation: BTreeMap::new(),
         diagnostics: Diagnostics::default(),
     }
 }

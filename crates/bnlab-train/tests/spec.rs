@@ -193,3 +193,84 @@ fn a_missing_file_is_an_io_error() {
     let e = Spec::load(std::path::Path::new("/nonexistent/spec.toml")).unwrap_err();
     assert!(matches!(e, TrainError::Io { .. }), "{e}");
 }
+
+/// The spec of the network-settings tests: ResNet-20 on one-channel synthetic images.
+const NETWORK: &str = r#"seeds = 1
+[data]
+dataset = "synthetic"
+[model]
+name = "resnet20"
+[train]
+epochs = 1
+batch_size = 16
+"#;
+
+/// The normalization settings at every site of `text`'s network, by site path.
+fn sites(text: &str) -> Vec<(String, bnlab_norm::NormConfig)> {
+    let spec = Spec::parse(text, "sites.toml").unwrap();
+    let config = &spec.configurations[0].config;
+    let options = config.model_options(4, 1).unwrap();
+    bnlab_models::norm_site_configs(&config.model.name, &options).unwrap()
+}
+
+#[test]
+fn per_site_overrides_change_only_their_sites_and_keep_the_other_settings() {
+    let text = format!(
+        "{NETWORK}[model.norm]\ngamma = 0.5\n[model.overrides.\"stages.2.*\"]\nunit = \"group\"\ngroups = 8\n[model.overrides.\"stem.norm\"]\nkernel = \"composed\"\ncheck_finite = true\n"
+    );
+    let all = sites(&text);
+    assert_eq!(all.len(), 19);
+    for (site, c) in &all {
+        let want = if site.contains("stages.2.") {
+            bnlab_norm::StatUnit::Group { groups: 8 }
+        } else {
+            bnlab_norm::StatUnit::Batch
+        };
+        assert_eq!(c.unit, want, "{site}");
+        // every override starts from [model.norm]
+        assert_eq!(c.affine.gamma_init(), Some(0.5), "{site}");
+        let stem = site.ends_with("stem.norm");
+        assert_eq!(c.kernel == bnlab_norm::Kernel::Composed, stem, "{site}");
+        assert_eq!(c.check_finite, stem, "{site}");
+    }
+    // an override that matches no site is refused at its key, listing the sites
+    let typo = format!("{NETWORK}[model.overrides.\"stages.9.*\"]\nunit = \"layer\"\n");
+    let (line, message) = error(&typo);
+    assert_eq!(line, line_of(&typo, "[model.overrides"), "{message}");
+    assert!(
+        message.contains("stages.9.*") && message.contains(", stages.2.2.conv2.norm"),
+        "{message}"
+    );
+    // a setting the layer does not have is refused with the valid ones
+    let bad = format!("{NETWORK}[model.overrides.\"stem.norm\"]\ngroup = 4\n");
+    let (_, message) = error(&bad);
+    assert!(
+        message.contains("group") && message.contains("groups"),
+        "{message}"
+    );
+}
+
+#[test]
+fn kernels_width_and_resnet8_are_settings() {
+    let text = format!("{NETWORK}[model.norm]\nkernel = \"composed\"\ncheck_finite = true\n")
+        .replace(
+            "name = \"resnet20\"",
+            "name = \"resnet8\"\nwidth = 0.5\nconv_kernel = \"burn\"",
+        );
+    let spec = Spec::parse(&text, "k.toml").unwrap();
+    let config = &spec.configurations[0].config;
+    let options = config.model_options(4, 1).unwrap();
+    assert_eq!(options.conv_kernel, bnlab_models::ConvKernel::Burn);
+    let all = sites(&text);
+    // ResNet-8: the stem and one block of two convolutions per stage, at half width
+    let channels: Vec<usize> = all.iter().map(|(_, c)| c.num_features).collect();
+    assert_eq!(channels, [8, 8, 8, 16, 16, 32, 32]);
+    assert!(
+        all.iter()
+            .all(|(_, c)| c.check_finite && c.kernel == bnlab_norm::Kernel::Composed)
+    );
+    // a network without a width multiplier refuses one, at the model's key
+    let imagenet = text.replace("name = \"resnet8\"", "name = \"resnet18\"");
+    let (_, message) = error(&imagenet);
+    assert!(message.contains("width multiplier"), "{message}");
+}

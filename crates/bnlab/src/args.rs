@@ -48,6 +48,53 @@ pub struct RunArgs {
     pub lease_secs: u64,
 }
 
+/// `bnlab eval`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// The run directory (`OUT/runs/<run id>`).
+    pub run: PathBuf,
+    /// population, precise, minibatch or alpha=A (also the result keys minibatch-B and
+    /// alpha-A, as `bnlab report` names them).
+    #[arg(long, default_value = "population")]
+    pub stats: String,
+    /// Batch size of the evaluation (and of `precise` statistics).
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Training images for `precise` statistics.
+    #[arg(long, default_value_t = 10_000)]
+    pub samples: usize,
+    /// `precise`: normalize each PreciseBN batch whole, not under the training batch policy
+    /// (ghost batches).
+    #[arg(long)]
+    pub whole_batch: bool,
+}
+
+/// `bnlab precise-bn`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct PreciseArgs {
+    /// The run directory (`OUT/runs/<run id>`).
+    pub run: PathBuf,
+    /// Training images N.
+    #[arg(long, default_value_t = 10_000)]
+    pub samples: usize,
+    /// Batch size B.
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Normalize each batch whole, not under the training batch policy (ghost batches).
+    #[arg(long)]
+    pub whole_batch: bool,
+    /// Layer-by-layer population statistics (Wu & Johnson A.3): one pass per layer.
+    #[arg(long)]
+    pub exact: bool,
+    /// How batch statistics become population statistics (Wu & Johnson A.2): `pooled`
+    /// (eq. 2, the variance of all samples) or `mean-of-variances` (eq. 3).
+    #[arg(long, default_value = "pooled")]
+    pub estimator: String,
+    /// Where to write the model (default: `<run>/model-precise.bpk`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
 /// bnlab's commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -59,47 +106,27 @@ pub enum Command {
     /// Run every configuration × seed of a TOML spec; rerun to resume. Any number of these
     /// may share one --out (on one machine or many): each run is trained once.
     Run(RunArgs),
+    /// Validate a spec without training: its configurations, the number of runs, and an
+    /// estimate of the time they take, from a few training steps measured on this machine.
+    Check {
+        /// The spec file.
+        spec: PathBuf,
+        /// Only validate and list: no timed steps (and no data read).
+        #[arg(long)]
+        no_timing: bool,
+    },
     /// Show a sweep's finished, running, failed and missing runs.
     Status {
         /// The sweep's output directory.
         out: PathBuf,
     },
-    /// Evaluate a finished run's model on its test set under one statistics source.
-    Eval {
-        /// The run directory (`OUT/runs/<run id>`).
-        run: PathBuf,
-        /// population, precise, minibatch or alpha=A (also the result keys minibatch-B and
-        /// alpha-A, as `bnlab report` names them).
-        #[arg(long, default_value = "population")]
-        stats: String,
-        /// Batch size of the evaluation (and of `precise` statistics).
-        #[arg(long, default_value_t = 128)]
-        batch: usize,
-        /// Training images for `precise` statistics.
-        #[arg(long, default_value_t = 10_000)]
-        samples: usize,
-    },
-    /// Recompute a run's population statistics with PreciseBN and save the model with them.
-    PreciseBn {
-        /// The run directory (`OUT/runs/<run id>`).
-        run: PathBuf,
-        /// Training images N.
-        #[arg(long, default_value_t = 10_000)]
-        samples: usize,
-        /// Batch size B.
-        #[arg(long, default_value_t = 128)]
-        batch: usize,
-        /// Layer-by-layer population statistics (Wu & Johnson A.3): one pass per layer.
-        #[arg(long)]
-        exact: bool,
-        /// How batch statistics become population statistics (Wu & Johnson A.2): `pooled`
-        /// (eq. 2, the variance of all samples) or `mean-of-variances` (eq. 3).
-        #[arg(long, default_value = "pooled")]
-        estimator: String,
-        /// Where to write the model (default: `<run>/model-precise.bpk`).
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
+    /// Evaluate a finished run's model under one statistics source, on the splits its spec
+    /// evaluates; the result is added to the run (`runs/<id>/evaluations.json`), where
+    /// `bnlab report` reads it.
+    Eval(EvalArgs),
+    /// Recompute a run's population statistics with PreciseBN, save the model with them, and
+    /// add its evaluation to the run (`runs/<id>/evaluations.json`).
+    PreciseBn(PreciseArgs),
     /// Tables with one-sided t-tests against a baseline, CSV and figures of a sweep's results
     /// (works on an unfinished sweep).
     Report(ReportArgs),

@@ -18,20 +18,9 @@ fn main() -> ExitCode {
         Command::Models => commands::models::run(),
         Command::Run(a) => commands::run::run(&a).map(|_| ()),
         Command::Status { out } => commands::status::run(&out),
-        Command::Eval {
-            run,
-            stats,
-            batch,
-            samples,
-        } => commands::eval::eval(&run, &stats, batch, samples),
-        Command::PreciseBn {
-            run,
-            samples,
-            batch,
-            exact,
-            estimator,
-            out,
-        } => commands::eval::precise(&run, samples, batch, exact, &estimator, out),
+        Command::Check { spec, no_timing } => commands::check::run(&spec, !no_timing),
+        Command::Eval(a) => commands::eval::eval(&a),
+        Command::PreciseBn(a) => commands::eval::precise(&a),
         Command::Report(a) => commands::report::run(&a),
         Command::Bench(BenchCommand::Train(a)) => commands::bench::train::train(&a),
         Command::Bench(BenchCommand::Conv { batch, reps, only }) => {

@@ -166,6 +166,35 @@ fn a_sweep_killed_at_any_moment_resumes_without_loss_or_duplication() {
         assert!(ok && out.contains("PreciseBN"), "{out}{err}");
     }
     assert!(Path::new(run).join("model-precise.bpk").exists());
+    // what eval and precise-bn measured is added to the run, and the report reads it
+    let added: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(Path::new(run).join("evaluations.json")).unwrap())
+            .unwrap();
+    for key in [
+        "minibatch-10",
+        "alpha-0.5",
+        "precise-n40-b10",
+        "precise-n40-b10-exact",
+    ] {
+        assert!(
+            added["evaluations"][key]["test"]["accuracy"].is_f64(),
+            "{key}: {added}"
+        );
+    }
+    let report = whole.join("report-added");
+    let (ok, _, err) = bnlab(&[
+        "report",
+        whole.to_str().unwrap(),
+        "--out",
+        report.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let runs = std::fs::read_to_string(report.join("runs.csv")).unwrap();
+    assert!(
+        runs.lines()
+            .any(|l| l.contains("base,1,") && l.contains("precise-n40-b10-exact")),
+        "{runs}"
+    );
 }
 
 #[test]

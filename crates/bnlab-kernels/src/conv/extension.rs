@@ -15,12 +15,15 @@ use super::passes;
 
 /// Which convolution kernels a network runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ConvKernel {
     /// bnlab's im2col + GEMM kernels where the backend is Flex and the input f32; Burn's
     /// convolution elsewhere.
     #[default]
+    #[serde(alias = "Auto")]
     Auto,
     /// Burn's own convolution everywhere (the reference).
+    #[serde(alias = "Burn")]
     Burn,
 }
 

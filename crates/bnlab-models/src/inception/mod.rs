@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use crate::fold::fold_fields;
-use crate::frame::{Classifier, enter};
+use crate::frame::{Classifier, Takes, enter};
 use crate::{ConvNorm, InputNorm, ModelError, ModelOptions};
 
 mod blocks;
@@ -36,7 +36,7 @@ pub const INCEPTION_MIN_INPUT: usize = 75;
 impl InceptionV3Config {
     /// Builds the network on `device`.
     pub fn init(&self, device: &Device) -> Result<InceptionV3, ModelError> {
-        let (b, input_norm) = self.options.begin(false, device)?;
+        let (b, input_norm) = self.options.begin(Takes::default(), device)?;
         let stem = chain(
             &b,
             "stem",

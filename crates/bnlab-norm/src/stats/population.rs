@@ -9,11 +9,12 @@ use crate::VarianceStorage;
 
 /// How `finalize` turns collected batch statistics into population statistics
 /// (Wu & Johnson A.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PopulationEstimator {
     /// Eq. 2: the variance of all collected samples, `E[μ² + σ²] − E[μ]²` (count-weighted).
     #[serde(alias = "Pooled")]
+    #[default]
     Pooled,
     /// Eq. 3: the average of the per-batch variances.
     #[serde(alias = "MeanOfVariances")]

@@ -4,7 +4,7 @@
 use bnlab_models::InputNormName;
 use bnlab_norm::{SyncName, UnitName};
 
-use crate::{RunConfig, ScalingName, Scheme};
+use crate::{PrecisePolicy, RunConfig, ScalingName, Scheme, Split};
 
 impl RunConfig {
     /// Every impossible combination, as (dotted key, message); empty when the run can start.
@@ -103,10 +103,34 @@ impl RunConfig {
             out.push(("eval.batch_size", "batch_size must be at least 1".into()));
         }
         let uses = |s: Scheme| e.schemes.contains(&s);
-        if (uses(Scheme::Precise) || t.precise_every_epoch || t.freeze_at_epoch.is_some())
-            && e.precise_samples == 0
+        if uses(Scheme::Precise)
+            || t.precise_every_epoch
+            || t.freeze_at_epoch.is_some()
+            || !e.adapt.is_empty()
         {
-            out.push(("eval.precise_samples", "precise_samples must be ≥ 1".into()));
+            for (key, values) in [
+                ("eval.precise_samples", e.precise_samples.values()),
+                ("eval.precise_batch", e.precise_batch.values()),
+            ] {
+                if values.is_empty() || values.contains(&0) {
+                    out.push((
+                        key,
+                        "every value must be ≥ 1, and at least one given".into(),
+                    ));
+                }
+            }
+            if e.precise_policy.values().is_empty() {
+                out.push(("eval.precise_policy", "give at least one policy".into()));
+            }
+        }
+        if e.splits.is_empty() {
+            out.push(("eval.splits", "give at least one split".into()));
+        }
+        if e.splits.contains(&Split::Validation) && self.data.validation <= 0.0 {
+            out.push((
+                "eval.splits",
+                "the validation split needs validation images: set data.validation > 0".into(),
+            ));
         }
         if uses(Scheme::Minibatch) && e.minibatch_sizes.is_empty() {
             out.push((
@@ -144,15 +168,36 @@ impl RunConfig {
                 ),
             ));
         }
-        if self.data.dataset != "synthetic"
-            && bnlab_data::DatasetId::from_name(&self.data.dataset).is_err()
-        {
+        let dataset = self.data.dataset.as_str();
+        if dataset == crate::IMAGE_FOLDER {
+            match &self.data.root {
+                None => out.push((
+                    "data.root",
+                    "`image-folder` needs `root`, the folder holding train/ and test/".into(),
+                )),
+                Some(root) if !root.join("train").is_dir() || !root.join("test").is_dir() => out
+                    .push((
+                        "data.root",
+                        format!("{} holds no train/ and test/ folders", root.display()),
+                    )),
+                Some(_) => {}
+            }
+            if self.data.image_size == 0 {
+                out.push(("data.image_size", "image_size must be at least 1".into()));
+            }
+        } else if dataset != "synthetic" && bnlab_data::DatasetId::from_name(dataset).is_err() {
             out.push((
                 "data.dataset",
                 format!(
-                    "unknown dataset `{}`; `bnlab data list` lists them, or use \"synthetic\"",
-                    self.data.dataset
+                    "unknown dataset `{dataset}`; `bnlab data list` lists them, or use \"synthetic\" or \"{}\"",
+                    crate::IMAGE_FOLDER
                 ),
+            ));
+        }
+        if self.data.train_per_class == Some(0) {
+            out.push((
+                "data.train_per_class",
+                "train_per_class must be at least 1".into(),
             ));
         }
         out
@@ -160,6 +205,14 @@ impl RunConfig {
 
     /// (input channels, classes) of the spec's data set; `None` for an unknown name.
     fn input_channels_and_classes(&self) -> Option<(usize, usize)> {
+        if self.data.dataset == crate::IMAGE_FOLDER {
+            let root = self.data.root.as_ref()?.join("train");
+            let classes = std::fs::read_dir(root)
+                .ok()?
+                .filter(|e| e.as_ref().is_ok_and(|e| e.path().is_dir()))
+                .count();
+            return Some((3, classes));
+        }
         if self.data.dataset == "synthetic" {
             let s = self.data.synthetic.clone().unwrap_or_default();
             return Some((s.shape[0], s.classes));
@@ -173,10 +226,23 @@ impl RunConfig {
     /// worker, PreciseBN's batches (whole at the final evaluation, a worker's shard during
     /// training) and the mini-batch evaluation sizes. The first failing site is named.
     fn batch_problems(&self, channels: usize, classes: usize) -> Vec<(&'static str, String)> {
-        let options = self.model_options(classes, channels);
+        let options = match self.model_options(classes, channels) {
+            Ok(options) => options,
+            Err(e) => return vec![("model.overrides", crate::error::chain(&e))],
+        };
         let sites = match bnlab_models::norm_site_configs(&self.model.name, &options) {
             Ok(sites) => sites,
-            Err(e) => return vec![("model.norm", crate::error::chain(&e))],
+            Err(e) => {
+                let message = crate::error::chain(&e);
+                let key = if message.contains("norm override") {
+                    "model.overrides"
+                } else if matches!(e, bnlab_models::ModelError::Norm { .. }) {
+                    "model.norm"
+                } else {
+                    "model.name"
+                };
+                return vec![(key, message)];
+            }
         };
         let (t, e) = (&self.train, &self.eval);
         let workers = t.distributed.workers.max(1);
@@ -186,54 +252,70 @@ impl RunConfig {
             _ if self.model.norm.ghost_size.is_some() => "model.norm.ghost_size",
             _ => "train.batch_size",
         };
-        // (key, batch size, what the batch is)
-        let mut batches: Vec<(&'static str, usize, &'static str)> = Vec::new();
+        // (key, batch size, whether it is normalized whole, what the batch is)
+        let mut batches: Vec<(&'static str, usize, bool, &'static str)> = Vec::new();
         if n > 0 && n.is_multiple_of(workers) {
-            batches.push((training_key, n / workers, "the forward batch of one worker"));
+            batches.push((
+                training_key,
+                n / workers,
+                false,
+                "the forward batch of one worker",
+            ));
         }
         let uses = |s: Scheme| e.schemes.contains(&s);
-        // PreciseBN draws exactly precise_samples images: full batches and the rest
-        let last = e.precise_samples % e.precise_batch.max(1);
-        if uses(Scheme::Precise) || !e.adapt.is_empty() {
-            batches.push(("eval.precise_batch", e.precise_batch, "a PreciseBN batch"));
-            if last > 0 {
-                batches.push((
-                    "eval.precise_samples",
-                    last,
-                    "the last PreciseBN batch, precise_samples mod precise_batch",
-                ));
-            }
+        // PreciseBN draws exactly N images: full batches of B and the rest, N mod B
+        let mut precise = Vec::new();
+        if uses(Scheme::Precise) {
+            precise.extend(e.precise_settings().into_iter().map(|(_, s)| (s, 1)));
+        }
+        if !e.adapt.is_empty() {
+            precise.push((e.primary_precise(), 1));
         }
         if t.precise_every_epoch || t.freeze_at_epoch.is_some() {
+            precise.push((e.primary_precise(), workers));
+        }
+        for (s, workers) in precise {
+            let whole = s.policy == PrecisePolicy::WholeBatch;
+            let last = s.samples % s.batch.max(1);
             let what = if workers > 1 {
                 "one worker's shard of a PreciseBN batch during training"
             } else {
                 "a PreciseBN batch"
             };
-            for size in shard_sizes(e.precise_batch, workers) {
-                batches.push(("eval.precise_batch", size, what));
+            for size in shard_sizes(s.batch, workers) {
+                batches.push(("eval.precise_batch", size, whole, what));
             }
-            if last > 0 {
-                for size in shard_sizes(last, workers) {
-                    batches.push((
-                        "eval.precise_samples",
-                        size,
-                        "(a shard of) the last PreciseBN batch during training",
-                    ));
-                }
+            for size in shard_sizes(last, workers) {
+                batches.push((
+                    "eval.precise_samples",
+                    size,
+                    whole,
+                    "(a shard of) the last PreciseBN batch, N mod B",
+                ));
             }
         }
         if uses(Scheme::Minibatch) {
             for &b in &e.minibatch_sizes {
-                batches.push(("eval.minibatch_sizes", b, "a mini-batch evaluation batch"));
+                batches.push((
+                    "eval.minibatch_sizes",
+                    b,
+                    false,
+                    "a mini-batch evaluation batch",
+                ));
             }
         }
         batches.dedup();
         batches
             .into_iter()
-            .filter_map(|(key, size, what)| {
+            .filter_map(|(key, size, whole, what)| {
                 sites.iter().find_map(|(site, config)| {
-                    bnlab_norm::check_batch(config, size)
+                    let config = match whole {
+                        true => config
+                            .clone()
+                            .with_batch(bnlab_norm::BatchPolicy::default()),
+                        false => config.clone(),
+                    };
+                    bnlab_norm::check_batch(&config, size)
                         .err()
                         .map(|err| (key, format!("{err} ({what}, at site `{site}`)")))
                 })

@@ -9,11 +9,25 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// A catalogue name (`cifar10`, `fashion-mnist-subset`, …) or `synthetic`.
+    /// A catalogue name (`cifar10`, `fashion-mnist-subset`, …), `synthetic`, or
+    /// `image-folder` (`root/train/<class>/*.jpg|png` and `root/test/<class>/…`: CUB-200,
+    /// Stanford Cars, Caltech-256, ImageNet).
     pub dataset: String,
-    /// A directory to read the dataset from, instead of the search order.
+    /// A directory to read the dataset from, instead of the search order (required for
+    /// `image-folder`).
     #[serde(default)]
     pub root: Option<PathBuf>,
+    /// Side of the square every image-folder image is resized to before augmentation
+    /// (Davis & Frank §4.2: 256, then a crop of 224).
+    #[serde(
+        default = "default_image_size",
+        skip_serializing_if = "is_default_image_size"
+    )]
+    pub image_size: usize,
+    /// A seeded class-balanced subset of this many training images per class (validation
+    /// images included), drawn with `split_seed`; default: every training image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_per_class: Option<usize>,
     /// The share of each training class held out for validation (Davis & Frank: 0.1).
     #[serde(default = "default_validation")]
     pub validation: f64,
@@ -55,6 +69,12 @@ pub struct ClassPattern {
     pub per_class: usize,
 }
 
+fn default_image_size() -> usize {
+    256
+}
+fn is_default_image_size(s: &usize) -> bool {
+    *s == default_image_size()
+}
 fn default_validation() -> f64 {
     0.1
 }

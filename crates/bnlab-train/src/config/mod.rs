@@ -13,10 +13,10 @@ pub use eval::*;
 pub use model::*;
 pub use train::*;
 
-use bnlab_models::{ConvKernel, ModelOptions, NormSpec};
+use bnlab_models::ModelOptions;
 use serde::{Deserialize, Serialize};
 
-use crate::{OptimizerConfig, Schedule};
+use crate::{OptimizerConfig, Schedule, TrainError};
 
 /// Everything one run needs besides its seed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,17 +44,23 @@ fn default_schedule() -> Schedule {
 }
 
 impl RunConfig {
-    /// The network options for `classes` classes of `channels`-channel images.
-    pub fn model_options(&self, classes: usize, channels: usize) -> ModelOptions {
+    /// The network options for `classes` classes of `channels`-channel images; an error
+    /// names a per-site override that is not a valid `[model.norm]` table.
+    pub fn model_options(
+        &self,
+        classes: usize,
+        channels: usize,
+    ) -> Result<ModelOptions, TrainError> {
         let input_norm = self.model.input_norm.map(|n| n.config(channels));
-        ModelOptions {
+        Ok(ModelOptions {
             num_classes: classes,
             in_channels: channels,
-            norm: NormSpec::new(self.model.norm.norm_config()),
+            norm: self.model.norm_spec().map_err(TrainError::Config)?,
             input_norm,
             zero_init_residual: self.model.zero_init_residual,
-            conv_kernel: ConvKernel::Auto,
-        }
+            width: self.model.width,
+            conv_kernel: self.model.conv_kernel,
+        })
     }
 
     /// The pixel scaling: as set, else raw under input normalization, else unit.

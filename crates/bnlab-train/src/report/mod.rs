@@ -6,6 +6,7 @@ mod claims;
 mod figures;
 mod plot;
 mod results;
+mod selection;
 mod table;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ pub use claims::{ClaimOutcome, ClaimSpec, ExpectName, claims, claims_markdown};
 pub use figures::{Figure, HistPanel, HistSeries, LinePanel, LineSeries, Panel, figures};
 pub use plot::{PALETTE, PANEL, png, size, svg};
 pub use results::{Metric, MissingRun, Pairs, SweepResults, pair};
+pub use selection::Selection;
 pub use table::{
     Baseline, Cell, Comparison, Detail, Table, TableSettings, TestKind, all_axes, cell, tables,
 };
@@ -154,7 +156,7 @@ fn runs_csv(results: &SweepResults) -> Result<Vec<u8>, TrainError> {
     header.extend(axes.iter().cloned());
     header.extend(
         [
-            "index", "seed", "status", "scheme", "accuracy", "error", "loss", "examples",
+            "index", "seed", "status", "split", "scheme", "accuracy", "error", "loss", "examples",
         ]
         .map(String::from),
     );
@@ -174,12 +176,17 @@ fn runs_csv(results: &SweepResults) -> Result<Vec<u8>, TrainError> {
         base.push(status);
         if r.test.is_empty() {
             let mut line = base.clone();
-            line.extend(std::iter::repeat_n(String::new(), 5));
+            line.extend(std::iter::repeat_n(String::new(), 6));
             w.write_record(&line).map_err(csv_error)?;
         }
-        for (scheme, m) in &r.test {
+        let splits = [("test", &r.test), ("validation", &r.validation)];
+        for (split, scheme, m) in splits
+            .into_iter()
+            .flat_map(|(split, map)| map.iter().map(move |(k, m)| (split, k, m)))
+        {
             let mut line = base.clone();
             line.extend([
+                split.to_string(),
                 scheme.clone(),
                 format!("{}", Metric::Accuracy.of(m)),
                 format!("{}", Metric::Error.of(m)),
@@ -446,6 +453,7 @@ pub fn build_report(results: &SweepResults, options: &ReportOptions) -> Result<R
         files.push((csv_path, csv));
     }
 
+    md.push_str(&selection::selections_markdown(&results.selections));
     let outcomes = claims(results, settings.correction);
     md.push_str(&claims_markdown(&outcomes));
 
@@ -478,6 +486,7 @@ pub fn build_report(results: &SweepResults, options: &ReportOptions) -> Result<R
         "runs": { "expected": expected, "present": results.runs.len(), "failed": failed.len() },
         "comparisons": comparisons,
         "claims": outcomes,
+        "chosen_on_validation": results.selections,
     });
     let json = serde_json::to_vec_pretty(&json)
         .map_err(|e| TrainError::Report(format!("writing report.json: {e}")))?;

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::{EvalKey, Metrics, RESULT_FORMAT, RunResult, Status, SweepFile, TrainError};
+use crate::{
+    AddedEvaluations, EvalKey, Metrics, RESULT_FORMAT, RunResult, Status, SweepFile, TrainError,
+};
 
 /// The quantity a table or figure shows for one run and scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -70,6 +72,20 @@ impl std::str::FromStr for Metric {
     }
 }
 
+/// Adds the evaluations `bnlab eval` and `bnlab precise-bn` recorded for `run` (in its run
+/// directory under `dir`) to its test and validation metrics. A key the sweep evaluated
+/// itself keeps the sweep's value.
+fn add_evaluations(dir: &Path, run: &mut RunResult) -> Result<(), TrainError> {
+    let run_dir = crate::run_dir(dir, &crate::run_id(&run.configuration, run.index));
+    for (key, added) in AddedEvaluations::load(&run_dir)?.evaluations {
+        if let Some(v) = added.validation {
+            run.validation.entry(key.clone()).or_insert(v);
+        }
+        run.test.entry(key).or_insert(added.test);
+    }
+    Ok(())
+}
+
 /// A run the sweep asks for that has no result file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MissingRun {
@@ -90,6 +106,9 @@ pub struct SweepResults {
     pub runs: Vec<RunResult>,
     /// Configuration × seed pairs without a result file.
     pub missing: Vec<MissingRun>,
+    /// The settings chosen on the validation split, whose test metrics the runs carry under
+    /// `FAMILY@val`.
+    pub selections: Vec<super::selection::Selection>,
 }
 
 fn corrupt(path: &Path, why: impl Into<String>) -> TrainError {
@@ -172,7 +191,7 @@ impl SweepResults {
         let mut seen: BTreeMap<(usize, u32), PathBuf> = BTreeMap::new();
         let mut runs = Vec::new();
         for path in files {
-            let run = RunResult::load(&path)?;
+            let mut run = RunResult::load(&path)?;
             if run.format != RESULT_FORMAT {
                 return Err(corrupt(
                     &path,
@@ -209,6 +228,7 @@ impl SweepResults {
                     ),
                 ));
             }
+            add_evaluations(dir, &mut run)?;
             runs.push((c, run));
         }
         runs.sort_by_key(|(c, r)| (*c, r.index));
@@ -229,11 +249,14 @@ impl SweepResults {
                     })
             })
             .collect();
+        let mut runs: Vec<RunResult> = runs.into_iter().map(|(_, r)| r).collect();
+        let selections = super::selection::choose_on_validation(&mut runs);
         Ok(Self {
             dir: dir.to_path_buf(),
-            runs: runs.into_iter().map(|(_, r)| r).collect(),
+            runs,
             sweep,
             missing,
+            selections,
         })
     }
 

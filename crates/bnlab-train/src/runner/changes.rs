@@ -48,6 +48,8 @@ pub(super) fn recorded_change(
                     r.format
                 )])),
                 Some(f) if *f == stamp.fingerprint => Ok(None),
+                // trained as the spec says; only its evaluation is stale (re-evaluated)
+                Some(f) if f.training == stamp.fingerprint.training => Ok(None),
                 Some(_) => describe(&r.config, r.provenance.as_ref()).map(Some),
             },
         };

@@ -15,11 +15,13 @@
 
 mod changes;
 mod files;
+mod reevaluate;
 mod workers;
 
 pub use files::*;
 
 use changes::{recorded_change, supersede};
+use reevaluate::{reevaluate, stale_evaluation};
 use workers::{one_run, record_error};
 
 use std::collections::VecDeque;
@@ -136,6 +138,8 @@ pub struct SweepSummary {
     pub elsewhere: usize,
     /// Runs retrained because their settings changed (`--restart-changed`).
     pub restarted: usize,
+    /// Finished runs evaluated again because only their evaluation settings changed.
+    pub reevaluated: usize,
 }
 
 /// Runs every run of `spec` (of `options.shard`) not yet done under `out`. Other processes
@@ -211,12 +215,24 @@ pub fn run_sweep(
         bnlab_data::write_atomic(&out.join("sweep.json"), &json)?;
     }
 
+    let mut reevaluated = 0;
+    if leads {
+        for key in &runs {
+            let stamp = &stamps[key.configuration];
+            if let Some(result) = stale_evaluation(out, key, stamp)? {
+                tracing::info!(run = %key.id, "evaluation settings changed: evaluating again");
+                reevaluate(out, spec, key, stamp, result)?;
+                reevaluated += 1;
+            }
+        }
+    }
     let (done, pending): (Vec<RunKey>, Vec<RunKey>) = runs
         .into_iter()
         .partition(|r| result_path(out, &r.id).exists());
     let summary = Mutex::new(SweepSummary {
         already_done: done.len(),
         restarted,
+        reevaluated,
         ..SweepSummary::default()
     });
     tracing::info!(

@@ -177,6 +177,7 @@ pub(super) fn one_run(
                 epochs: Vec::new(),
                 best_epoch: None,
                 test: BTreeMap::new(),
+                validation: BTreeMap::new(),
                 diagnostics: Default::default(),
             }
         }

@@ -1,17 +1,21 @@
 //! `bnlab eval RUN --stats …` and `bnlab precise-bn RUN …`: a finished run's model under
-//! another statistics source.
+//! another statistics source, measured by the sweep's own evaluation code and added to the
+//! run, where the report reads it.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use bnlab_models::Network;
-use bnlab_norm::{PopulationEstimator, StatsSource};
+use bnlab_norm::{NormMode, PopulationEstimator, set_norm_mode};
 use bnlab_train::{
-    EvalKey, Metrics, RunData, RunFile, evaluate_batches, precise_bn, precise_bn_exact, save_model,
-    stat_batches, with_source,
+    AddedEvaluation, AddedEvaluations, EvalConfig, EvalKey, Evaluations, Metrics, OneOrMany,
+    PrecisePolicy, RunConfig, RunData, RunFile, Scheme, evaluate_schemes, final_precise,
+    save_model,
 };
-use burn::module::Module;
 use burn::tensor::Device;
+
+use crate::args::{EvalArgs, PreciseArgs};
 
 /// A run's data and model on the CPU.
 struct Loaded {
@@ -31,137 +35,187 @@ fn load(dir: &Path) -> Result<Loaded> {
     Ok(Loaded {
         run,
         data,
-        model,
+        model: set_norm_mode(model, NormMode::EVAL),
         device,
     })
 }
 
 impl Loaded {
-    /// Test metrics of `model` in batches of `batch`.
-    fn test(&self, model: &Network, batch: usize, drop_last: bool) -> Result<Metrics> {
-        let loader = self.data.loader(
-            &self.data.test,
-            batch,
-            drop_last,
-            false,
-            None,
-            self.run.seed as u64,
-        )?;
-        let batches = loader.epoch(&self.data.test_pool, None, 0)?;
-        Ok(evaluate_batches(model, batches, &self.device)?)
+    /// The run's settings with `eval` as the evaluation: on the run's own splits, in batches
+    /// of `batch`.
+    fn config(&self, batch: usize, eval: EvalConfig) -> RunConfig {
+        let mut config = self.run.config.clone();
+        config.eval = EvalConfig {
+            batch_size: batch,
+            splits: config.eval.splits.clone(),
+            ..eval
+        };
+        config
     }
 
-    /// PreciseBN statistics from `samples` training images in batches of `batch`.
-    fn precise(
-        &self,
-        samples: usize,
-        batch: usize,
-        exact: bool,
-        estimator: PopulationEstimator,
-    ) -> Result<Network> {
-        if batch == 0 || samples == 0 {
-            bail!("--samples and --batch must be at least 1");
-        }
-        let (data, seed) = (&self.data, self.run.seed as u64);
-        let batches = |layer: usize| {
-            stat_batches(
-                data,
-                &data.train,
-                &data.train_pool,
-                samples,
-                batch,
-                None,
-                seed,
-                layer as u64,
-                None,
-                &self.device,
-            )
-        };
-        Ok(if exact {
-            precise_bn_exact(self.model.valid(), batches, estimator)?
-        } else {
-            precise_bn(self.model.valid(), batches(0)?, estimator)?
-        })
+    /// The one evaluation `config` asks for of `model`, by the sweep's own code.
+    fn evaluate(&self, model: &Network, config: &RunConfig) -> Result<(Metrics, Option<Metrics>)> {
+        let Evaluations { test, validation } = evaluate_schemes(
+            config,
+            &self.data,
+            model,
+            self.run.seed as u64,
+            &self.device,
+        )?;
+        let first = |m: BTreeMap<String, Metrics>| m.into_values().next();
+        let test = first(test).context("the evaluation measured nothing")?;
+        Ok((test, first(validation)))
     }
 }
 
+/// Prints `m` under `name`.
 fn print(name: &str, m: &Metrics) {
     println!(
-        "{name}: accuracy {:.2}%, loss {:.4} on {} test images",
+        "{name}: accuracy {:.2}%, loss {:.4} on {} images",
         100.0 * m.accuracy,
         m.loss,
         m.examples
     );
 }
 
-/// `bnlab eval`.
-pub fn eval(dir: &Path, stats: &str, batch: usize, samples: usize) -> Result<()> {
-    if batch == 0 {
-        bail!("--batch must be at least 1");
+/// Adds `key`'s metrics to the run in `dir` and prints them under `name`.
+fn record(
+    dir: &Path,
+    key: &EvalKey,
+    name: &str,
+    (test, validation): (Metrics, Option<Metrics>),
+) -> Result<()> {
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    print(&format!("{name}, test set"), &test);
+    if let Some(v) = &validation {
+        print(&format!("{name}, validation images"), v);
     }
-    let l = load(dir)?;
-    // the scheme by its result key (`bnlab_train::EvalKey`); `minibatch` takes --batch, and
-    // the documented `alpha=A` reads as the key `alpha-A`
-    let name = match stats {
-        "minibatch" => format!("minibatch-{batch}"),
-        other => other.replacen("alpha=", "alpha-", 1),
+    let evaluation = AddedEvaluation {
+        test,
+        validation,
+        command,
     };
-    let (model, batch, drop_last) = match EvalKey::parse(&name) {
-        Some(EvalKey::Population) => (
-            with_source(l.model.valid(), StatsSource::Population),
-            batch,
-            false,
-        ),
-        Some(EvalKey::Precise) => (
-            l.precise(samples, batch, false, PopulationEstimator::Pooled)?,
-            batch,
-            false,
-        ),
-        Some(EvalKey::MiniBatch(b)) if b > 0 => (
-            with_source(l.model.valid(), StatsSource::MiniBatch),
-            b,
-            true,
-        ),
-        Some(EvalKey::Alpha(alpha)) if (0.0..=1.0).contains(&alpha) => (
-            with_source(l.model.valid(), StatsSource::ExampleWeighed { alpha }),
-            batch,
-            false,
-        ),
-        _ => bail!(
-            "--stats must be population, precise, minibatch or alpha=A with A in [0, 1], not `{stats}`"
-        ),
-    };
-    print(stats, &l.test(&model, batch, drop_last)?);
+    AddedEvaluations::record(dir, &key.to_string(), evaluation)?;
+    println!(
+        "added as `{key}` to {}",
+        AddedEvaluations::path(dir).display()
+    );
     Ok(())
 }
 
-/// `bnlab precise-bn`.
-pub fn precise(
-    dir: &Path,
+/// An evaluation of one scheme.
+fn one(scheme: Scheme) -> EvalConfig {
+    EvalConfig {
+        schemes: vec![scheme],
+        ..EvalConfig::default()
+    }
+}
+
+/// The PreciseBN evaluation of N = `samples` images in batches of B = `batch` (normalized
+/// whole when `whole`), with `estimator`, layer by layer when `exact`; and its key.
+fn precise_eval(
     samples: usize,
     batch: usize,
-    exact: bool,
-    estimator: &str,
-    out: Option<PathBuf>,
-) -> Result<()> {
-    let estimator: PopulationEstimator = bnlab_norm::by_name(estimator).context("--estimator")?;
-    let l = load(dir)?;
-    let before = l.test(
-        &with_source(l.model.valid(), StatsSource::Population),
-        128,
-        false,
-    )?;
-    let model = l.precise(samples, batch, exact, estimator)?;
-    let after = l.test(&model, 128, false)?;
-    let out = out.unwrap_or_else(|| dir.join("model-precise.bpk"));
+    whole: bool,
+    (estimator, exact): (PopulationEstimator, bool),
+) -> Result<(EvalConfig, EvalKey)> {
+    if batch == 0 || samples == 0 {
+        bail!("--samples and --batch must be at least 1");
+    }
+    let policy = if whole {
+        PrecisePolicy::WholeBatch
+    } else {
+        PrecisePolicy::AsTrained
+    };
+    let eval = EvalConfig {
+        precise_samples: OneOrMany::One(samples),
+        precise_batch: OneOrMany::One(batch),
+        precise_policy: OneOrMany::One(policy),
+        estimator,
+        exact,
+        ..one(Scheme::Precise)
+    };
+    let key = EvalKey::Precise {
+        size: Some((samples, batch)),
+        whole,
+        exact,
+        eq3: estimator == PopulationEstimator::MeanOfVariances,
+    };
+    Ok((eval, key))
+}
+
+/// `bnlab eval`.
+pub fn eval(a: &EvalArgs) -> Result<()> {
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    // the scheme by its result key (`bnlab_train::EvalKey`); `minibatch` takes --batch, and
+    // the documented `alpha=A` reads as the key `alpha-A`
+    let name = match a.stats.as_str() {
+        "minibatch" => format!("minibatch-{}", a.batch),
+        other => other.replacen("alpha=", "alpha-", 1),
+    };
+    let (eval, key) = match EvalKey::parse(&name) {
+        Some(EvalKey::Population) => (one(Scheme::Population), EvalKey::Population),
+        Some(EvalKey::Precise { .. }) => precise_eval(
+            a.samples,
+            a.batch,
+            a.whole_batch,
+            (PopulationEstimator::Pooled, false),
+        )?,
+        Some(EvalKey::MiniBatch(b)) if b > 0 => (
+            EvalConfig {
+                minibatch_sizes: vec![b],
+                ..one(Scheme::Minibatch)
+            },
+            EvalKey::MiniBatch(b),
+        ),
+        Some(EvalKey::Alpha(alpha)) if (0.0..=1.0).contains(&alpha) => (
+            EvalConfig {
+                alphas: vec![alpha],
+                ..one(Scheme::Alpha)
+            },
+            EvalKey::Alpha(alpha),
+        ),
+        _ => bail!(
+            "--stats must be population, precise, minibatch or alpha=A with A in [0, 1], not `{}`",
+            a.stats
+        ),
+    };
+    let l = load(&a.run)?;
+    let measured = l.evaluate(&l.model, &l.config(a.batch, eval))?;
+    record(&a.run, &key, &a.stats, measured)
+}
+
+/// `bnlab precise-bn`.
+pub fn precise(a: &PreciseArgs) -> Result<()> {
+    let estimator: PopulationEstimator =
+        bnlab_norm::by_name(&a.estimator).context("--estimator")?;
+    let how = (estimator, a.exact);
+    let (eval, key) = precise_eval(a.samples, a.batch, a.whole_batch, how)?;
+    let l = load(&a.run)?;
+    let batch = l.run.config.eval.batch_size;
+    let config = l.config(batch, eval);
+    let setting = config.eval.primary_precise();
+    let seed = l.run.seed as u64;
+    let model = final_precise(&config, &l.data, &l.model, setting, None, seed, &l.device)?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| a.run.join("model-precise.bpk"));
     save_model(&model, &out)?;
-    print("stored (EMA) statistics", &before);
-    let name = if exact {
+    let population = l.config(batch, one(Scheme::Population));
+    let (before, _) = l.evaluate(&l.model, &population)?;
+    print("stored (EMA) statistics, test set", &before);
+    // the saved model under its own (PreciseBN) population statistics
+    let measured = l.evaluate(&model, &population)?;
+    let how = if a.exact {
         "PreciseBN, layer by layer"
     } else {
         "PreciseBN"
     };
-    print(&format!("{name} (N = {samples}, B = {batch})"), &after);
+    let name = format!("{how} (N = {}, B = {})", a.samples, a.batch);
+    record(&a.run, &key, &name, measured)?;
     println!("model with PreciseBN statistics: {}", out.display());
     Ok(())
 }

@@ -181,6 +181,12 @@ pub fn sweep(
     if summary.elsewhere > 0 {
         also.push_str(&format!(", {} by other workers", summary.elsewhere));
     }
+    if summary.reevaluated > 0 {
+        also.push_str(&format!(
+            ", {} evaluated again (only their [eval] settings changed)",
+            summary.reevaluated
+        ));
+    }
     if summary.restarted > 0 {
         also.push_str(&format!(
             ", {} changed runs retrained (old files in {})",

@@ -246,7 +246,7 @@ pub fn norm_batch_curves(results: &SweepResults) -> Option<Figure> {
             ("train set, mini-batch stats", |_| {
                 EvalKey::TrainMiniBatch.to_string()
             }),
-            ("test, PreciseBN", |_| EvalKey::Precise.to_string()),
+            ("test, PreciseBN", |_| EvalKey::PRECISE.to_string()),
             ("test, EMA population", |_| EvalKey::Population.to_string()),
             ("test, mini-batch stats at the training norm. batch", |r| {
                 EvalKey::MiniBatch(norm_batch(r)).to_string()

@@ -60,6 +60,7 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
         })),
         input_norm: None,
         zero_init_residual: false,
+        width: 1.0,
         conv_kernel: match conv {
             KernelArg::Fused => ConvKernel::Auto,
             KernelArg::Composed => ConvKernel::Burn,
