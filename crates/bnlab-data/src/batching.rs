@@ -88,9 +88,19 @@ impl Batching {
             )));
         }
         let mut rng = Rng::new(seed, stream::BATCH, epoch, 0);
+        if let Some(d) = domains
+            && d.len() != labels.len()
+        {
+            return Err(DataError::Invalid(format!(
+                "{} domain ids for {} images",
+                d.len(),
+                labels.len()
+            )));
+        }
+        // every batch carries its examples' domains when the data set has them
         let plain = |idx: Vec<usize>| BatchIndices {
+            domains: domains.map(|d| idx.iter().map(|&i| d[i]).collect()),
             indices: idx,
-            domains: None,
         };
         match self.order {
             BatchOrder::Shuffle => {
@@ -126,21 +136,10 @@ impl Batching {
                 let domains = domains.ok_or_else(|| {
                     DataError::Invalid("domain policies need each example's domain".into())
                 })?;
-                if domains.len() != labels.len() {
-                    return Err(DataError::Invalid(format!(
-                        "{} domain ids for {} images",
-                        domains.len(),
-                        labels.len()
-                    )));
-                }
-                let with_domains = |idx: Vec<usize>| BatchIndices {
-                    domains: Some(idx.iter().map(|&i| domains[i]).collect()),
-                    indices: idx,
-                };
                 if self.order == BatchOrder::MixedDomains {
                     let mut all = pool.to_vec();
                     rng.shuffle(&mut all);
-                    return Ok(self.cut(&all).into_iter().map(with_domains).collect());
+                    return Ok(self.cut(&all).into_iter().map(plain).collect());
                 }
                 let count = pool.iter().map(|&i| domains[i] + 1).max().unwrap_or(0);
                 let mut by_domain = vec![Vec::new(); count];
@@ -153,7 +152,7 @@ impl Batching {
                     batches.extend(self.cut(d));
                 }
                 rng.shuffle(&mut batches);
-                Ok(batches.into_iter().map(with_domains).collect())
+                Ok(batches.into_iter().map(plain).collect())
             }
         }
     }

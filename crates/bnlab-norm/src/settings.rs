@@ -7,8 +7,8 @@ use serde::de::{DeserializeOwned, IntoDeserializer};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Affine, BatchPolicy, GhostSplit, Kernel, NormConfig, NormError, Remainder, RunningStats,
-    StatUnit, SyncGroups, VarianceStorage,
+    Affine, BatchPolicy, DomainChoice, DomainConfig, GhostSplit, Kernel, NormConfig, NormError,
+    Remainder, RunningStats, StatUnit, SyncGroups, VarianceStorage,
 };
 
 /// Statistic units by name.
@@ -113,6 +113,41 @@ pub struct NormSettings {
     /// Stop with an error when a batch statistic is NaN or infinite.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub check_finite: bool,
+    /// What is kept per domain when the data set has several (Wu & Johnson §5.2, Table 5);
+    /// everything shared by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domains: Option<DomainSettings>,
+}
+
+/// `[model.norm.domains]`: for each of the three, `shared` or `per-domain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainSettings {
+    /// The statistics that normalize in training.
+    #[serde(default = "shared")]
+    pub train_stats: DomainChoice,
+    /// The population statistics of inference.
+    #[serde(default = "shared")]
+    pub population_stats: DomainChoice,
+    /// γ and β (and the tail's other parameters).
+    #[serde(default = "shared")]
+    pub affine: DomainChoice,
+}
+
+fn shared() -> DomainChoice {
+    DomainChoice::Shared
+}
+
+impl DomainSettings {
+    /// These choices for `count` domains.
+    pub fn config(self, count: usize) -> DomainConfig {
+        DomainConfig {
+            count,
+            train_stats: self.train_stats,
+            population_stats: self.population_stats,
+            affine: self.affine,
+        }
+    }
 }
 
 fn is_auto(k: &Kernel) -> bool {
@@ -168,11 +203,28 @@ impl Default for NormSettings {
             epsilon: default_epsilon(),
             kernel: Kernel::Auto,
             check_finite: false,
+            domains: None,
         }
     }
 }
 
 impl NormSettings {
+    /// The layer configuration (channel count 1; each site sets its own) for a data set of
+    /// `domains` domains: with several, every layer takes the examples' domain ids, and
+    /// keeps per domain what `domains` asks (everything shared by default).
+    pub fn norm_config_for(&self, domains: usize) -> NormConfig {
+        let config = self.norm_config();
+        if domains < 2 {
+            return config;
+        }
+        let choices = self.domains.unwrap_or(DomainSettings {
+            train_stats: DomainChoice::Shared,
+            population_stats: DomainChoice::Shared,
+            affine: DomainChoice::Shared,
+        });
+        config.with_domains(Some(choices.config(domains)))
+    }
+
     /// The layer configuration (channel count 1; each site sets its own).
     pub fn norm_config(&self) -> NormConfig {
         let unit = match self.unit {

@@ -14,9 +14,10 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::run::{EVAL_PASS, stat_batches};
+use crate::run::{EVAL_PASS, StatDraw, stat_batches};
 use crate::{
-    EvalKey, PrecisePolicy, PreciseSetting, RunConfig, RunData, Scheme, Split, TrainError, Worker,
+    EvalConfig, EvalKey, PrecisePolicy, PreciseSetting, RunConfig, RunData, Scheme, Split,
+    TrainError, Worker,
 };
 
 /// Loss and accuracy over a set of images.
@@ -166,16 +167,17 @@ pub struct Evaluations {
     pub validation: BTreeMap<String, Metrics>,
 }
 
-/// PreciseBN of `model` (a copy: it is consumed) under `setting`, with `estimator` and
-/// layer by layer when `exact`, from the training pool of `data` (pass `pass` of the run's
-/// shuffling, one more per layer when exact), images corrupted by `corruption`, each worker
-/// on its shard. Returns the model in `Eval(Population)` mode.
+/// PreciseBN of `model` (consumed) under `setting`, with `eval`'s estimator (layer by layer
+/// when `eval.exact`), from the training pool of `data` (pass `pass` of the run's shuffling,
+/// one more per layer when exact), with training augmentation unless `eval.stats_augment` is
+/// off, images corrupted by `corruption`, each worker on its shard. Returns the model in
+/// `Eval(Population)` mode.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn precise_estimate(
     model: Network,
     data: &RunData,
     setting: PreciseSetting,
-    (estimator, exact): (PopulationEstimator, bool),
+    eval: &EvalConfig,
     corruption: Option<Corruption>,
     (seed, pass): (u64, u64),
     worker: Option<&Worker>,
@@ -183,26 +185,39 @@ pub(crate) fn precise_estimate(
 ) -> Result<Network, TrainError> {
     let whole = setting.policy == PrecisePolicy::WholeBatch;
     let model = set_collect_policy(model, whole.then(BatchPolicy::default));
+    let draw = StatDraw {
+        samples: setting.samples,
+        batch: setting.batch,
+        corruption,
+        augment: eval.stats_augment,
+    };
     let batches = |layer: usize| {
+        let pass = pass + layer as u64;
         stat_batches(
             data,
-            &data.train,
-            &data.train_pool,
-            setting.samples,
-            setting.batch,
-            corruption,
-            seed,
-            pass + layer as u64,
+            (&data.train, &data.train_pool),
+            draw,
+            (seed, pass),
             worker,
             device,
         )
     };
-    let model = if exact {
-        precise_bn_exact(model, batches, estimator)?
+    let model = if eval.exact {
+        precise_bn_exact(model, batches, eval.estimator)?
     } else {
-        precise_bn(model, batches(0)?, estimator)?
+        precise_bn(model, batches(0)?, eval.estimator)?
     };
     Ok(set_collect_policy(model, None))
+}
+
+/// How an evaluation cuts its images into batches.
+#[derive(Debug, Clone, Copy)]
+enum Batches {
+    /// Every image, in batches of this size (statistics that do not depend on the batch).
+    Whole(usize),
+    /// Mini-batches of this size, each normalized by its own statistics: a last partial
+    /// batch is dropped, and `eval.minibatch_order` builds them.
+    MiniBatch(usize),
 }
 
 /// Evaluates models on the splits a spec asks for, into [`Evaluations`].
@@ -215,25 +230,45 @@ struct Evaluator<'a> {
 }
 
 impl Evaluator<'_> {
-    /// Records `model` (in the mode wanted) under `key` on every split, in batches of
-    /// `batch`, the images corrupted by `corruption`.
+    /// Records `model` (in the mode wanted) under `key` on every split, in `batches`, the
+    /// images corrupted by `corruption`; with several domains, also each domain alone under
+    /// `KEY/DOMAIN`.
     fn record(
         &mut self,
         key: EvalKey,
         model: &Network,
-        (batch, drop_last): (usize, bool),
+        batches: Batches,
         corruption: Option<Corruption>,
     ) -> Result<(), TrainError> {
         let data = self.data;
+        let names = data.domain_names();
         for split in &self.config.eval.splits {
             let (set, pool, into) = match split {
                 Split::Test => (&data.test, &data.test_pool, &mut self.out.test),
                 Split::Validation => (&data.train, &data.val_pool, &mut self.out.validation),
             };
-            let loader = data.loader(set, batch, drop_last, false, corruption, self.seed)?;
-            let metrics =
-                evaluate_batches(model, loader.epoch(pool, None, EVAL_PASS)?, self.device)?;
+            let loader = match (batches, self.config.eval.minibatch_order) {
+                (Batches::MiniBatch(b), Some(order)) => {
+                    let ghost = self.config.model.norm.ghost_size;
+                    data.ordered_loader(set, (order, ghost), b, false, self.seed)?
+                }
+                (Batches::MiniBatch(b), None) => {
+                    data.loader(set, b, true, false, corruption, self.seed)?
+                }
+                (Batches::Whole(b), _) => {
+                    data.loader(set, b, false, false, corruption, self.seed)?
+                }
+            };
+            let metrics = evaluate_batches(model, loader.epoch(pool, EVAL_PASS)?, self.device)?;
             into.insert(key.to_string(), metrics);
+            if let (Some(ids), true) = (data.domains_of(set), names.len() > 1) {
+                for (d, name) in names.iter().enumerate() {
+                    let mine: Vec<usize> = pool.iter().copied().filter(|&i| ids[i] == d).collect();
+                    let batches = loader.epoch(&mine, EVAL_PASS)?;
+                    let metrics = evaluate_batches(model, batches, self.device)?;
+                    into.insert(format!("{key}/{name}"), metrics);
+                }
+            }
         }
         Ok(())
     }
@@ -264,12 +299,11 @@ pub fn final_precise(
     seed: u64,
     device: &Device,
 ) -> Result<Network, TrainError> {
-    let e = &config.eval;
     precise_estimate(
         model.valid(),
         data,
         setting,
-        (e.estimator, e.exact),
+        &config.eval,
         corruption,
         (seed, EVAL_PASS + 1),
         None,
@@ -293,7 +327,7 @@ pub fn evaluate_schemes(
         device,
         out: Evaluations::default(),
     };
-    let whole = (e.batch_size, false);
+    let whole = Batches::Whole(e.batch_size);
     for scheme in &e.schemes {
         match scheme {
             Scheme::Population => {
@@ -309,7 +343,7 @@ pub fn evaluate_schemes(
             Scheme::Minibatch => {
                 let m = with_source(model.valid(), StatsSource::MiniBatch);
                 for &b in &e.minibatch_sizes {
-                    ev.record(EvalKey::MiniBatch(b), &m, (b, true), None)?;
+                    ev.record(EvalKey::MiniBatch(b), &m, Batches::MiniBatch(b), None)?;
                 }
             }
             Scheme::Alpha => {
@@ -326,7 +360,7 @@ pub fn evaluate_schemes(
                 ] {
                     let m = with_source(model.valid(), source);
                     let loader = data.loader(&data.train, b, true, false, None, seed)?;
-                    let batches = loader.epoch(&data.train_pool, None, EVAL_PASS)?;
+                    let batches = loader.epoch(&data.train_pool, EVAL_PASS)?;
                     let metrics = evaluate_batches(&m, batches, device)?;
                     ev.out.test.insert(name.to_string(), metrics);
                 }
@@ -344,6 +378,13 @@ pub fn evaluate_schemes(
         ev.record(key(false), &source, whole, corruption)?;
         let adapted = ev.precise(model, e.primary_precise(), corruption)?;
         ev.record(key(true), &adapted, whole, corruption)?;
+        if a.reverse {
+            let reverse = EvalKey::AdaptReverse {
+                kind: a.corruption,
+                severity: a.severity,
+            };
+            ev.record(reverse, &adapted, whole, None)?;
+        }
     }
     Ok(ev.out)
 }

@@ -34,6 +34,14 @@ pub enum EvalKey {
     TrainMiniBatch,
     /// `train-population`: the training set under the EMA's population statistics.
     TrainPopulation,
+    /// `adapt-KIND-S-reverse`: the clean test set with statistics re-estimated on the
+    /// corrupted training images (Wu & Johnson Table 4's reverse rows).
+    AdaptReverse {
+        /// The corruption family.
+        kind: CorruptionKind,
+        /// Its severity, 1 to 5.
+        severity: u8,
+    },
     /// `FAMILY@val` (`precise@val`, `minibatch@val`, `alpha@val`): the test set under the key
     /// of that family with the best mean validation accuracy of the run's configuration
     /// (chosen by the report from the runs' `validation` metrics).
@@ -150,6 +158,9 @@ impl fmt::Display for EvalKey {
             EvalKey::TrainMiniBatch => write!(f, "train-minibatch"),
             EvalKey::TrainPopulation => write!(f, "train-population"),
             EvalKey::ChosenOnValidation(family) => write!(f, "{}{ON_VALIDATION}", family.name()),
+            EvalKey::AdaptReverse { kind, severity } => {
+                write!(f, "adapt-{}-{severity}-reverse", kind_name(*kind))
+            }
             EvalKey::Adapt {
                 kind,
                 severity,
@@ -195,19 +206,19 @@ impl EvalKey {
                 }
                 let rest = name.strip_prefix("adapt-")?;
                 let (what, which) = rest.rsplit_once('-')?;
-                let adapted = match which {
-                    "adapted" => true,
-                    "source" => false,
-                    _ => return None,
-                };
                 let (kind, severity) = what.rsplit_once('-')?;
                 let kind = CorruptionKind::ALL
                     .into_iter()
                     .find(|k| kind_name(*k) == kind)?;
-                EvalKey::Adapt {
-                    kind,
-                    severity: severity.parse().ok()?,
-                    adapted,
+                let severity = severity.parse().ok()?;
+                match which {
+                    "adapted" | "source" => EvalKey::Adapt {
+                        kind,
+                        severity,
+                        adapted: which == "adapted",
+                    },
+                    "reverse" => EvalKey::AdaptReverse { kind, severity },
+                    _ => return None,
                 }
             }
         })
@@ -248,6 +259,10 @@ impl EvalKey {
             EvalKey::TrainPopulation => {
                 "training set, population statistics from the training EMA".into()
             }
+            EvalKey::AdaptReverse { kind, severity } => format!(
+                "clean test set, statistics re-estimated on training images corrupted by {} at severity {severity}",
+                kind_name(*kind)
+            ),
             EvalKey::ChosenOnValidation(family) => format!(
                 "test set, the `{}` setting with the best mean validation accuracy of the configuration",
                 family.name()
@@ -292,7 +307,7 @@ impl EvalKey {
             EvalKey::Alpha(a) => (3, *a),
             EvalKey::TrainMiniBatch => (4, 0.0),
             EvalKey::TrainPopulation => (5, 0.0),
-            EvalKey::Adapt { .. } => (6, 0.0),
+            EvalKey::Adapt { .. } | EvalKey::AdaptReverse { .. } => (6, 0.0),
             EvalKey::ChosenOnValidation(family) => {
                 let group = match family {
                     Family::Precise => 1,
@@ -347,6 +362,13 @@ mod tests {
             ("train-minibatch", EvalKey::TrainMiniBatch),
             ("train-population", EvalKey::TrainPopulation),
             ("alpha@val", EvalKey::ChosenOnValidation(Family::Alpha)),
+            (
+                "adapt-contrast-3-reverse",
+                EvalKey::AdaptReverse {
+                    kind: CorruptionKind::Contrast,
+                    severity: 3,
+                },
+            ),
             ("precise@val", EvalKey::ChosenOnValidation(Family::Precise)),
             (
                 "adapt-gaussiannoise-3-adapted",

@@ -79,24 +79,39 @@ impl Provenance {
         if config.dataset == crate::IMAGE_FOLDER {
             return Self::of_image_folder(config);
         }
-        let (folder, files) = match data_folder(config)? {
+        let (folder, mut files) = match data_folder(config)? {
             None => (None, Vec::new()),
-            Some((id, dir)) => {
-                let mut files = Vec::new();
-                for part in [Part::Train, Part::Test] {
-                    for path in id.files(&dir, part)? {
-                        files.push(FileDigest::of(&path)?);
-                    }
-                }
-                (Some(dir), files)
-            }
+            Some((id, dir)) => (Some(dir.clone()), catalogue_files(id, &dir)?),
         };
+        // domains drawn from other data sets
+        for part in &config.domains {
+            if let Some(name) = &part.dataset {
+                let other = DataConfig {
+                    dataset: name.clone(),
+                    root: part.root.clone(),
+                    domains: Vec::new(),
+                    ..config.clone()
+                };
+                files.extend(Self::of(&other)?.files);
+            }
+        }
         Ok(Self {
             folder,
             files,
             bnlab: env!("CARGO_PKG_VERSION").into(),
         })
     }
+}
+
+/// The name, size and MD5 of every file of catalogue data set `id` in `dir`.
+fn catalogue_files(id: DatasetId, dir: &std::path::Path) -> Result<Vec<FileDigest>, TrainError> {
+    let mut files = Vec::new();
+    for part in [Part::Train, Part::Test] {
+        for path in id.files(dir, part)? {
+            files.push(FileDigest::of(&path)?);
+        }
+    }
+    Ok(files)
 }
 
 impl Provenance {

@@ -40,7 +40,7 @@ mod train_loop;
 pub use added::{ADDED_FILE, AddedEvaluation, AddedEvaluations};
 pub use checkpoint::{Checkpoint, Checkpoints, LoopState, load_model, save_model};
 pub use config::*;
-pub use data::{IMAGE_FOLDER, RunData};
+pub use data::{IMAGE_FOLDER, PartLoader, RunData};
 pub use diagnostics::{
     Diagnostics, HISTOGRAM_BINS, HISTOGRAM_UPDATES, Histogram, LayerDiagnostics, OUTLIER_THRESHOLD,
 };

@@ -41,6 +41,10 @@ pub struct EpochRecord {
     pub val: Option<Metrics>,
     /// Validation under PreciseBN statistics (when `precise_every_epoch`).
     pub val_precise: Option<Metrics>,
+    /// Validation under mini-batch statistics, batches of one worker's forward batch built
+    /// in `eval.minibatch_order` (when `minibatch_every_epoch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_minibatch: Option<Metrics>,
     /// Whether the norm layers were frozen during this epoch.
     pub frozen: bool,
 }

@@ -170,25 +170,38 @@ fn extra_pass(pass: u64, k: u64) -> u64 {
     pass + (k << 16)
 }
 
-/// Batches for statistics (PreciseBN, Adaptive BN): exactly `samples` images of `set` at
-/// `pool`, in batches of `batch` with training augmentation. The rule: full batches from
-/// pass `pass` of the run's shuffling, then from further passes when `samples` is more than
-/// one pass holds (every image of a pass once, then again in a new order), and a last batch
-/// of the `samples mod batch` images left, when that is not zero. With a worker, its shard
-/// of each batch.
-#[allow(clippy::too_many_arguments)]
+/// The images statistics (PreciseBN, Adaptive BN) are drawn from.
+#[derive(Debug, Clone, Copy)]
+pub struct StatDraw {
+    /// N: exactly this many images.
+    pub samples: usize,
+    /// B: in batches of this many.
+    pub batch: usize,
+    /// Corrupted by this (Adaptive BN's target domain).
+    pub corruption: Option<Corruption>,
+    /// With training augmentation.
+    pub augment: bool,
+}
+
+/// Batches for statistics (PreciseBN, Adaptive BN): exactly `draw.samples` images of `set` at
+/// `pool`, in batches of `draw.batch`. The rule: full batches from pass `pass` of the run's
+/// shuffling (seeded by `seed`), then from further passes when N is more than one pass holds
+/// (every image of a pass once, then again in a new order), and a last batch of the N mod B
+/// images left, when that is not zero. With a worker, its shard of each batch.
 pub fn stat_batches<'a>(
     data: &RunData,
-    set: &Arc<dyn Source>,
-    pool: &[usize],
-    samples: usize,
-    batch: usize,
-    corruption: Option<Corruption>,
-    seed: u64,
-    pass: u64,
+    (set, pool): (&Arc<dyn Source>, &[usize]),
+    draw: StatDraw,
+    (seed, pass): (u64, u64),
     worker: Option<&'a Worker>,
     device: &'a Device,
 ) -> Result<impl Iterator<Item = Result<Batch, TrainError>> + 'a, TrainError> {
+    let StatDraw {
+        samples,
+        batch,
+        corruption,
+        augment,
+    } = draw;
     if samples == 0 || batch == 0 {
         return Err(TrainError::Config(format!(
             "statistics need at least one image and a batch of at least one (N = {samples}, B = {batch})"
@@ -200,15 +213,15 @@ pub fn stat_batches<'a>(
             pool.len()
         )));
     }
-    let loader = data.loader(set, batch, true, true, corruption, seed)?;
+    let loader = data.loader(set, batch, true, augment, corruption, seed)?;
     let per_pass = pool.len() / batch * batch;
     let passes = samples.div_ceil(per_pass) as u64;
     let pool = pool.to_vec();
     let host = (0..passes).flat_map(move |k| {
         let batches: Box<dyn Iterator<Item = Result<bnlab_data::HostBatch, TrainError>>> =
-            match loader.epoch(&pool, None, extra_pass(pass, k)) {
+            match loader.epoch(&pool, extra_pass(pass, k)) {
                 Ok(it) => Box::new(it.map(|b| b.map_err(TrainError::from))),
-                Err(e) => Box::new(std::iter::once(Err(e.into()))),
+                Err(e) => Box::new(std::iter::once(Err(e))),
             };
         batches
     });
@@ -274,11 +287,7 @@ pub(crate) fn outlier_shares(
         Some(crate::OUTLIER_THRESHOLD),
     );
     let loader = data.loader(&data.test, batch, false, false, None, seed)?;
-    evaluate_batches(
-        &probed,
-        loader.epoch(&data.test_pool, None, EVAL_PASS)?,
-        device,
-    )?;
+    evaluate_batches(&probed, loader.epoch(&data.test_pool, EVAL_PASS)?, device)?;
     let (_, sites) = norm_sites(probed);
     Ok(sites
         .into_iter()

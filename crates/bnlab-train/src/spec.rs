@@ -4,16 +4,97 @@
 //!
 //! ```toml
 //! name = "gamma"
-//! seeds = 3                 # run seeds 1..=3, each through MD5
-//! baseline = "base"
+//! seeds = 3                 # run seeds 1..=3, each through MD5 (Davis & Frank §4.2)
+//! baseline = "base"         # the configuration the report tests the others against
 //!
 //! [data]
-//! dataset = "fashion-mnist-subset"
+//! dataset = "fashion-mnist-subset" # a catalogue name, "synthetic", or "image-folder" with
+//! # root = "path"           # root/train/<class>/*.png and root/test/… (CUB-200, Cars, Caltech)
+//! # image_size = 256        # image folders: resized to this square before augmentation
+//! validation = 0.1          # share of each class held out (Davis & Frank §4.1)
+//! # split_seed = 0          # the validation split's (and the subset's) seed
+//! # train_per_class = 500   # a seeded class-balanced training subset
+//! augment = "flip"          # "none", "flip", "pad-crop-flip" (pad), "crop-flip" (crop)
+//! # scaling = "unit"        # "raw" 0–255 (default with input_norm), "unit", "fixed"
+//! # order = "shuffle"       # training batches: "shuffle", "class-pattern",
+//! #                         # "class-distinct-ghosts" (Wu & Johnson Fig. 8 and its remedy),
+//! #                         # "per-domain", "mixed-domain" (§5.2)
+//! # train_domains = ["clean"] # the domains that train; evaluation reads all of them
+//! # [data.class_pattern]    # k classes × m examples per batch (Wu & Johnson §6.1)
+//! # classes_per_batch = 8
+//! # per_class = 16
+//! # [[data.domains]]        # parts with a domain id each (Wu & Johnson §5.2, Table 5)
+//! # name = "clean"
+//! # [[data.domains]]
+//! # name = "inverted"
+//! # transform = "invert"    # or "rotate-channels"; dataset = "mnist" for another data set
+//! # corruption = { corruption = "contrast", severity = 5 } # every image corrupted
+//!
 //! [model]
-//! name = "resnet20"
+//! name = "resnet20"         # `bnlab models` lists them; resnet8 is the smallest
+//! input_norm = "bn"         # "bn" (γ̂ = 0.58·γ), "fixed", "offline" (Davis & Frank §3.4)
+//! # width = 1.0             # width multiplier (CIFAR ResNets, MobileNetV2, VGG)
+//! # zero_init_residual = false
+//! # conv_kernel = "auto"    # or "burn", Burn's own convolution (the reference)
+//! [model.norm]
+//! # unit = "batch"          # "group", "layer", "instance", "batch-group" (Summers &
+//! #                         # Dinneen §3.4), "none" (AffineLayer with affine = "standard")
+//! # groups = 32             # channel groups of group and batch-group
+//! # example_groups = 1      # example groups of batch-group
+//! # ghost_size = 32         # Ghost BN (Summers & Dinneen §3.2); ghost_split = "strided"
+//! # allow_remainder = false # a partial last ghost batch
+//! # running = "ema"         # "cumulative", "off"; momentum = 0.1 (PyTorch's convention)
+//! # variance = "unbiased"   # how the running variance is stored, or "biased"
+//! # affine = "standard"     # "off" (BN-minus, Peerthum & Stamp), "a1", "a2", "rbn", "iebn",
+//! #                         # "rbn-minus", "iebn-minus" (Davis & Frank §4.5)
+//! # gamma = 1.0             # initial γ (Davis & Frank: < 1); beta = 0.0
+//! # epsilon = 1e-5
+//! # kernel = "auto"         # or "composed", the reference; check_finite = false
+//! # [model.norm.domains]    # with [[data.domains]]: "shared" or "per-domain" each
+//! # train_stats = "per-domain"
+//! # population_stats = "per-domain"
+//! # affine = "shared"
+//! # [model.overrides."stages.2.*"] # per-site settings on top of [model.norm]
+//! # unit = "group"
+//! # groups = 8
+//!
+//! [optimizer]
+//! # kind = "sgd"            # or "adam" (beta1, beta2, adam_epsilon)
+//! lr = 0.1
+//! # momentum = 0.9          # no dampening; nesterov = false
+//! weight_decay = 1e-4       # on conv and linear weights
+//! # norm_decay = "off"      # "toward-zero", "toward-one": decay γ/β (Summers & Dinneen §3.3)
+//! # norm_weight_decay = 5e-4 # λ of that decay alone (default: weight_decay)
+//! # gamma_lr_divisor = 1.0  # c: γ learns at α/c (Davis & Frank: 100)
+//! # input_norm_lr_divisor = 100.0
+//!
+//! # [schedule]              # kind = "cosine" (default), "constant", or "step" with
+//! # kind = "step"           # milestones = [30, 60] and factor = 0.1
+//!
 //! [train]
 //! epochs = 2
-//! batch_size = 128
+//! batch_size = 128          # the SGD batch
+//! # micro_batch_size = 32   # the forward (normalization) batch, gradients accumulated
+//! # warmup_epochs = 0
+//! # freeze_at_epoch = 9     # FrozenBN from here (Wu & Johnson §4.3)
+//! # precise_every_epoch = false # per-epoch validation with PreciseBN too (Fig. 3–4)
+//! # minibatch_every_epoch = false # and with mini-batch statistics (Fig. 8)
+//! # [train.distributed]     # workers = 8, norm = "all" (SyncBN), shuffle = true (Shuffle BN)
+//!
+//! [eval]
+//! schemes = ["population", "precise", "alpha"] # also "minibatch", "train-minibatch"
+//! # batch_size = 256
+//! precise_samples = [2048, 512] # PreciseBN's N; a list is evaluated on the same model
+//! precise_batch = 128       # PreciseBN's B, one or a list (Wu & Johnson Tables 1–2)
+//! # precise_policy = ["as-trained", "whole-batch"] # ghost batches, or whole PreciseBN batches
+//! # estimator = "pooled"    # or "mean-of-variances" (Wu & Johnson A.2, eq. 2 or 3)
+//! # exact = false           # layer by layer (A.3)
+//! # stats_augment = true    # PreciseBN / Adaptive BN statistics with training augmentation
+//! alphas = [0.0, 0.1, 0.3]  # example weighing at inference (Summers & Dinneen §3.1)
+//! # minibatch_sizes = [128]
+//! # minibatch_order = "class-pattern" # patterned evaluation batches (Fig. 8)
+//! # adapt = [{ corruption = "contrast", severity = 3, reverse = true }] # Adaptive BN (Table 4)
+//! splits = ["validation", "test"] # choose α or N/B on validation, report on test
 //!
 //! [[variant]]
 //! name = "base"
@@ -33,7 +114,8 @@
 //! a = "gamma0.1-c100,lr=0.1" # configurations, as named in run ids
 //! b = "base,lr=0.1"
 //! scheme = "population"     # or a_scheme / b_scheme: scheme against scheme in the same runs
-//!                           # c, d (and c_scheme, d_scheme): (a − b) − (c − d)
+//!                           # (alpha@val: α chosen on validation); c, d (and c_scheme,
+//!                           # d_scheme): (a − b) − (c − d)
 //! expect = "greater"        # "less", or "equivalent" with `margin = 0.5`
 //! effect = 1.0              # the paper's Δ (metric units): power for it separates the nulls
 //! ```

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bnlab_data::Loader;
 use bnlab_models::{InputNormName, Network};
 use bnlab_norm::{
     NormMode, PopulationEstimator, StatsReducer, StatsSource, SyncReducer, set_norm_mode,
@@ -27,8 +26,8 @@ use crate::eval::{
 };
 use crate::run::{EVAL_PASS, MODEL_FILE, RUN_FILE, local_batch, new_network, outlier_shares};
 use crate::{
-    Diagnostics, EpochRecord, GroupedOptimizer, LrCurve, Metrics, RESULT_FORMAT, RunConfig,
-    RunData, RunFile, RunRequest, RunResult, Status, TrainError, Worker,
+    Diagnostics, EpochRecord, GroupedOptimizer, LrCurve, Metrics, OrderName, PartLoader,
+    RESULT_FORMAT, RunConfig, RunData, RunFile, RunRequest, RunResult, Status, TrainError, Worker,
 };
 
 /// Trains, validates and evaluates one run; resumes from its last checkpoint.
@@ -88,8 +87,8 @@ struct RunContext<'r, 'a> {
     updates_per_epoch: usize,
     curve: Arc<LrCurve>,
     ckpts: Checkpoints,
-    train_loader: Loader,
-    eval_loader: Loader,
+    train_loader: PartLoader,
+    eval_loader: PartLoader,
 }
 
 /// The state training carries from epoch to epoch.
@@ -152,7 +151,8 @@ impl<'r, 'a> RunContext<'r, 'a> {
                 .freeze_at_epoch
                 .map(|k| (k * updates_per_epoch, updates_per_epoch)),
         });
-        let train_loader = data.train_loader(micro, seed)?;
+        let ghost = config.model.norm.ghost_size;
+        let train_loader = data.train_loader(micro, ghost, seed)?;
         let eval_loader = data.loader(
             &data.train,
             config.eval.batch_size,
@@ -187,12 +187,27 @@ impl<'r, 'a> RunContext<'r, 'a> {
             model,
             &self.data,
             e.primary_precise(),
-            (e.estimator, e.exact),
+            e,
             None,
             (self.seed, pass),
             self.req.worker.as_ref(),
             &self.device,
         )
+    }
+
+    /// Validation of `model` under mini-batch statistics, in batches of one worker's forward
+    /// batch built in `eval.minibatch_order`.
+    fn minibatch_validation(&self, model: &Network) -> Result<Metrics, TrainError> {
+        let (t, e) = (&self.config.train, &self.config.eval);
+        let batch = t.micro_batch() / t.distributed.workers.max(1);
+        let order = e.minibatch_order.unwrap_or(OrderName::Shuffle);
+        let ghost = self.config.model.norm.ghost_size;
+        let loader =
+            self.data
+                .ordered_loader(&self.data.train, (order, ghost), batch, false, self.seed)?;
+        let batches = loader.epoch(&self.data.val_pool, EVAL_PASS)?;
+        let m = with_source(model.valid(), StatsSource::MiniBatch);
+        evaluate_batches(&m, batches, &self.device)
     }
 
     /// The training state of the last checkpoint, or a fresh start from `fresh` (with the
@@ -228,7 +243,7 @@ impl<'r, 'a> RunContext<'r, 'a> {
         }
         let first = self
             .train_loader
-            .epoch(&self.data.train_pool, None, 0)?
+            .epoch(&self.data.train_pool, 0)?
             .take(1)
             .map(|b| {
                 b.map(|b| b.to_device(&self.device))
@@ -307,9 +322,7 @@ impl<'r, 'a> RunContext<'r, 'a> {
         }
         let (mut training, trained) = self.train_steps(training, sync, epoch)?;
         let val_batches = |model: &Network| -> Result<Metrics, TrainError> {
-            let batches = self
-                .eval_loader
-                .epoch(&self.data.val_pool, None, EVAL_PASS)?;
+            let batches = self.eval_loader.epoch(&self.data.val_pool, EVAL_PASS)?;
             evaluate_batches(model, batches, &self.device)
         };
         let data = &self.data;
@@ -319,15 +332,20 @@ impl<'r, 'a> RunContext<'r, 'a> {
         } else {
             None
         };
-        let (val, val_precise) = if data.val_pool.is_empty() || !self.leads {
-            (None, None)
+        let (val, val_precise, val_minibatch) = if data.val_pool.is_empty() || !self.leads {
+            (None, None, None)
         } else {
             let val = val_batches(&with_source(
                 training.model.valid(),
                 StatsSource::Population,
             ))?;
             let val_precise = precise_model.as_ref().map(val_batches).transpose()?;
-            (Some(val), val_precise)
+            let val_minibatch = if t.minibatch_every_epoch {
+                Some(self.minibatch_validation(&training.model)?)
+            } else {
+                None
+            };
+            (Some(val), val_precise, val_minibatch)
         };
         let state = &mut training.state;
         let record = EpochRecord {
@@ -337,6 +355,7 @@ impl<'r, 'a> RunContext<'r, 'a> {
             train_accuracy: trained.accuracy,
             val,
             val_precise,
+            val_minibatch,
             frozen: state.frozen,
         };
         let is_best = match (val, state.best) {
@@ -393,7 +412,7 @@ impl<'r, 'a> RunContext<'r, 'a> {
         let mut accumulated = GradientsAccumulator::new();
         let batches = self
             .train_loader
-            .epoch(&self.data.train_pool, None, epoch as u64)?;
+            .epoch(&self.data.train_pool, epoch as u64)?;
         for (i, batch) in batches.take(updates_per_epoch * accum).enumerate() {
             let batch = match &req.worker {
                 Some(w) => {

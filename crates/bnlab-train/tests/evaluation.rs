@@ -9,8 +9,8 @@ mod common;
 
 use bnlab_norm::{NormMode, PopulationEstimator, set_norm_mode};
 use bnlab_train::{
-    EvalKey, RunData, RunFile, RunResult, Spec, SweepResults, evaluate_batches, precise_bn,
-    result_path, run_dir, run_sweep, stat_batches,
+    EvalKey, RunData, RunFile, RunResult, Spec, StatDraw, SweepResults, evaluate_batches,
+    precise_bn, result_path, run_dir, run_sweep, stat_batches,
 };
 use burn::tensor::Device;
 use common::options;
@@ -109,26 +109,21 @@ fn a_precise_list_is_evaluated_on_the_trained_model_without_retraining() {
     let model = set_norm_mode(run.network(&dir, &data, &device).unwrap(), NormMode::EVAL);
     let seed = run.seed as u64;
     let pass = 1u64 << 32; // the final evaluation's draw, as every run's
-    let batches = stat_batches(
-        &data,
-        &data.train,
-        &data.train_pool,
-        256,
-        16,
-        None,
-        seed,
-        pass + 1,
-        None,
-        &device,
-    )
-    .unwrap();
+    let draw = StatDraw {
+        samples: 256,
+        batch: 16,
+        corruption: None,
+        augment: true,
+    };
+    let pool = (&data.train, &data.train_pool[..]);
+    let batches = stat_batches(&data, pool, draw, (seed, pass + 1), None, &device).unwrap();
     let precise = precise_bn(model, batches, PopulationEstimator::Pooled).unwrap();
     let loader = data
         .loader(&data.test, 256, false, false, None, seed)
         .unwrap();
     let direct = evaluate_batches(
         &precise,
-        loader.epoch(&data.test_pool, None, pass).unwrap(),
+        loader.epoch(&data.test_pool, pass).unwrap(),
         &device,
     )
     .unwrap();

@@ -463,6 +463,7 @@ fn figure_fixture(dir: &Path) -> Spec {
                     train_accuracy: 0.5,
                     val: Some(metrics(value(c, index, e), 1.0)),
                     val_precise: Some(metrics(value(c, index, e) + 2.0, 1.0)),
+                    val_minibatch: None,
                     frozen: false,
                 })
                 .collect();
@@ -880,6 +881,7 @@ expect = "greater"
                     val: Some(metrics(ema, 1.0)),
                     val_precise: Some(metrics(ema + shift, 1.0)),
                     frozen: false,
+                    val_minibatch: None,
                 }
             })
             .collect();

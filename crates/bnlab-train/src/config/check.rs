@@ -4,7 +4,7 @@
 use bnlab_models::InputNormName;
 use bnlab_norm::{SyncName, UnitName};
 
-use crate::{PrecisePolicy, RunConfig, ScalingName, Scheme, Split};
+use crate::{OrderName, PrecisePolicy, RunConfig, ScalingName, Scheme, Split};
 
 impl RunConfig {
     /// Every impossible combination, as (dotted key, message); empty when the run can start.
@@ -194,10 +194,104 @@ impl RunConfig {
                 ),
             ));
         }
+        out.extend(self.data_problems());
         if self.data.train_per_class == Some(0) {
             out.push((
                 "data.train_per_class",
                 "train_per_class must be at least 1".into(),
+            ));
+        }
+        out
+    }
+
+    /// The problems of the data set's domains and batch orders.
+    fn data_problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let d = &self.data;
+        let names = d.domain_names();
+        for (i, part) in d.domains.iter().enumerate() {
+            if part.name.is_empty() || part.name.contains('/') || names[..i].contains(&part.name) {
+                out.push((
+                    "data.domains",
+                    format!(
+                        "domain names must be unique, non-empty and without `/`: `{}`",
+                        part.name
+                    ),
+                ));
+            }
+            if let Some(c) = part.corruption
+                && !(1..=5).contains(&c.severity)
+            {
+                out.push((
+                    "data.domains",
+                    format!("severity {} is outside 1..=5", c.severity),
+                ));
+            }
+            if let Some(name) = &part.dataset
+                && name != "synthetic"
+                && name != crate::IMAGE_FOLDER
+                && bnlab_data::DatasetId::from_name(name).is_err()
+            {
+                out.push((
+                    "data.domains",
+                    format!("unknown dataset `{name}` in domain `{}`", part.name),
+                ));
+            }
+        }
+        if let Some(wanted) = &d.train_domains {
+            for name in wanted {
+                if !names.contains(name) {
+                    out.push((
+                        "data.train_domains",
+                        format!("no domain `{name}`; the domains are [{}]", names.join(", ")),
+                    ));
+                }
+            }
+            if wanted.is_empty() {
+                out.push(("data.train_domains", "name at least one domain".into()));
+            }
+        }
+        if self.model.norm.domains.is_some() && names.len() < 2 {
+            out.push((
+                "model.norm.domains",
+                "per-domain settings need a data set of two or more [[data.domains]]".into(),
+            ));
+        }
+        let ghost = self.model.norm.ghost_size;
+        let order = d.order();
+        if matches!(order, OrderName::PerDomain | OrderName::MixedDomain) && names.len() < 2 {
+            out.push((
+                "data.order",
+                "domain orders need two or more [[data.domains]]".into(),
+            ));
+        }
+        if let Err(e) = d.batch_order(order, ghost) {
+            out.push(("data.order", e));
+        }
+        // a class pattern fixes the batch: k · m examples
+        let pattern = d.class_pattern.map(|p| p.classes_per_batch * p.per_class);
+        let patterned =
+            |o: OrderName| matches!(o, OrderName::ClassPattern | OrderName::ClassDistinctGhosts);
+        if let Some(o) = self.eval.minibatch_order {
+            if let Err(e) = d.batch_order(o, ghost) {
+                out.push(("eval.minibatch_order", e));
+            }
+            if let (true, Some(km)) = (patterned(o), pattern) {
+                let one_worker = self.train.micro_batch() / self.train.distributed.workers.max(1);
+                let sizes = self.eval.minibatch_sizes.iter().copied();
+                let per_epoch = self.train.minibatch_every_epoch.then_some(one_worker);
+                if let Some(b) = sizes.chain(per_epoch).find(|&b| b != km) {
+                    out.push((
+                        "eval.minibatch_order",
+                        format!("patterned mini-batches hold k·m = {km} examples, not {b}"),
+                    ));
+                }
+            }
+        }
+        if self.train.minibatch_every_epoch && d.validation <= 0.0 {
+            out.push((
+                "train.minibatch_every_epoch",
+                "mini-batch validation needs validation images: set data.validation > 0".into(),
             ));
         }
         out

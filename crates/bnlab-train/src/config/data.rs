@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use bnlab_data::Augment;
+use bnlab_data::{Augment, BatchOrder, Transform};
 use serde::{Deserialize, Serialize};
 
 /// Where the images come from and how they are prepared.
@@ -57,6 +57,67 @@ pub struct DataConfig {
     /// by class, so each worker's shard of it holds few classes. Default: uniform shuffling.
     #[serde(default)]
     pub class_pattern: Option<ClassPattern>,
+    /// How training batches are built: `shuffle`, `class-pattern` (the default with
+    /// `[data.class_pattern]`), `class-distinct-ghosts` (the pattern interleaved so every
+    /// ghost batch holds distinct classes: Fig. 8's remedy), `per-domain` (each batch from
+    /// one domain) or `mixed-domain` (domains mixed at random).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<OrderName>,
+    /// The data set as parts with a domain id each (Wu & Johnson §5.2): a part is the data
+    /// set itself, another data set, or either transformed (an inversion, a colour change, a
+    /// corruption at a severity); the id of a part is its position. Default: one domain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<DomainPart>,
+    /// The domains whose images train (and validate) the model, by name; default all.
+    /// Evaluation reads every domain, pooled and one by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_domains: Option<Vec<String>>,
+}
+
+/// Batch orders by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OrderName {
+    /// Uniform random shuffling.
+    Shuffle,
+    /// `[data.class_pattern]`: k classes × m examples, grouped by class.
+    ClassPattern,
+    /// The class pattern interleaved so every ghost batch holds distinct classes.
+    ClassDistinctGhosts,
+    /// Each batch from one domain.
+    PerDomain,
+    /// Domains mixed at random.
+    MixedDomain,
+}
+
+/// One domain of the data set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainPart {
+    /// Its name, in result keys (`population/NAME`) and `train_domains`.
+    pub name: String,
+    /// Another catalogue data set of the same shape and classes; default `[data].dataset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+    /// Where that data set is read from (as `[data].root`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+    /// `invert` (255 − x) or `rotate-channels` (a colour change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<Transform>,
+    /// A corruption of every image at a severity (after the transform).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corruption: Option<Corrupted>,
+}
+
+/// A corruption family at a severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Corrupted {
+    /// The family.
+    pub corruption: bnlab_data::CorruptionKind,
+    /// Severity 1–5.
+    pub severity: u8,
 }
 
 /// `[data.class_pattern]`: k classes × m examples per training batch.
@@ -115,6 +176,54 @@ pub enum ScalingName {
 }
 
 impl DataConfig {
+    /// The order of training batches: as set, else the class pattern when one is given.
+    pub fn order(&self) -> OrderName {
+        self.order.unwrap_or(if self.class_pattern.is_some() {
+            OrderName::ClassPattern
+        } else {
+            OrderName::Shuffle
+        })
+    }
+
+    /// The batch order of `order` for a model with ghost batches of `ghost_size`, or why it
+    /// cannot be built.
+    pub fn batch_order(
+        &self,
+        order: OrderName,
+        ghost_size: Option<usize>,
+    ) -> Result<BatchOrder, String> {
+        let pattern = || {
+            self.class_pattern
+                .ok_or_else(|| format!("order {order:?} needs [data.class_pattern]"))
+        };
+        Ok(match order {
+            OrderName::Shuffle => BatchOrder::Shuffle,
+            OrderName::ClassPattern => {
+                let p = pattern()?;
+                BatchOrder::ClassPattern {
+                    classes_per_batch: p.classes_per_batch,
+                    per_class: p.per_class,
+                }
+            }
+            OrderName::ClassDistinctGhosts => {
+                let p = pattern()?;
+                BatchOrder::ClassDistinctGhosts {
+                    classes_per_batch: p.classes_per_batch,
+                    per_class: p.per_class,
+                    ghost_size: ghost_size
+                        .ok_or("class-distinct ghosts need model.norm.ghost_size")?,
+                }
+            }
+            OrderName::PerDomain => BatchOrder::PerDomain,
+            OrderName::MixedDomain => BatchOrder::MixedDomains,
+        })
+    }
+
+    /// The domain names, in id order (one unnamed domain without `domains`).
+    pub fn domain_names(&self) -> Vec<String> {
+        self.domains.iter().map(|d| d.name.clone()).collect()
+    }
+
     /// The training augmentation.
     pub fn train_augment(&self) -> Augment {
         match (self.augment, self.crop) {

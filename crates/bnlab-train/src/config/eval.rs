@@ -32,6 +32,10 @@ pub struct AdaptConfig {
     pub corruption: CorruptionKind,
     /// Severity 1–5.
     pub severity: u8,
+    /// Also the reverse (Wu & Johnson Table 4's last rows): statistics from the corrupted
+    /// training images, evaluated on the clean test set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reverse: bool,
 }
 
 /// One value or a list of values of an `[eval]` setting. One value is written back as it
@@ -136,6 +140,22 @@ pub struct EvalConfig {
     /// which a report can choose α or PreciseBN's N and B before reading the test set.
     #[serde(default = "default_splits", skip_serializing_if = "is_default_splits")]
     pub splits: Vec<Split>,
+    /// How the mini-batches of the `minibatch` scheme (and of per-epoch mini-batch
+    /// validation) are built: `shuffle` by default, or the training patterns (`class-pattern`
+    /// gives Wu & Johnson Fig. 8's patterned evaluation batches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minibatch_order: Option<crate::OrderName>,
+    /// Whether PreciseBN's and Adaptive BN's statistics images get training augmentation (the
+    /// default) or none (Wu & Johnson Table 4's last row).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub stats_augment: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn is_true(v: &bool) -> bool {
+    *v
 }
 
 fn default_schemes() -> Vec<Scheme> {
@@ -180,6 +200,8 @@ impl Default for EvalConfig {
             alphas: Vec::new(),
             adapt: Vec::new(),
             splits: default_splits(),
+            minibatch_order: None,
+            stats_augment: true,
         }
     }
 }

@@ -55,7 +55,10 @@ impl RunConfig {
         Ok(ModelOptions {
             num_classes: classes,
             in_channels: channels,
-            norm: self.model.norm_spec().map_err(TrainError::Config)?,
+            norm: self
+                .model
+                .norm_spec(self.data.domains.len())
+                .map_err(TrainError::Config)?,
             input_norm,
             zero_init_residual: self.model.zero_init_residual,
             width: self.model.width,

@@ -45,9 +45,10 @@ fn is_auto(k: &ConvKernel) -> bool {
 }
 
 impl ModelConfig {
-    /// The normalization of every site: `norm`, with each override's settings on top of it.
-    pub fn norm_spec(&self) -> Result<NormSpec, String> {
-        let mut spec = NormSpec::new(self.norm.norm_config());
+    /// The normalization of every site for a data set of `domains` domains: `norm`, with each
+    /// override's settings on top of it.
+    pub fn norm_spec(&self, domains: usize) -> Result<NormSpec, String> {
+        let mut spec = NormSpec::new(self.norm.norm_config_for(domains));
         for (pattern, table) in &self.overrides {
             let mut merged = toml::Table::try_from(&self.norm)
                 .map_err(|e| format!("model.norm cannot be written: {e}"))?;
@@ -55,7 +56,7 @@ impl ModelConfig {
             let settings: NormSettings = merged
                 .try_into()
                 .map_err(|e| format!("model.overrides.\"{pattern}\": {e}"))?;
-            spec = spec.with_override(pattern.clone(), settings.norm_config());
+            spec = spec.with_override(pattern.clone(), settings.norm_config_for(domains));
         }
         Ok(spec)
     }

@@ -26,6 +26,11 @@ pub struct TrainConfig {
     /// Also validate with PreciseBN statistics after every epoch (Wu & Johnson Fig. 3–4).
     #[serde(default)]
     pub precise_every_epoch: bool,
+    /// Also validate with mini-batch statistics after every epoch, in batches of one
+    /// worker's forward batch built in `eval.minibatch_order` (Wu & Johnson Fig. 8: patterned
+    /// batches hide the leakage that random ones show).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub minibatch_every_epoch: bool,
     /// Data-parallel workers and how their normalization batches are formed.
     #[serde(default)]
     pub distributed: DistConfig,

@@ -44,7 +44,8 @@ pub struct ClaimSpec {
     /// The configuration of side b.
     pub b: String,
     /// The scheme of both sides, unless `a_scheme` / `b_scheme` say otherwise: a test scheme,
-    /// or `val@E-F` / `val-precise@E-F`, the mean validation metric over epochs E..=F under EMA
+    /// or `val@E-F` / `val-precise@E-F` / `val-minibatch@E-F`, the mean validation metric over
+    /// epochs E..=F under EMA
     /// or PreciseBN statistics (Wu & Johnson Fig. 4's early epochs).
     #[serde(default = "population")]
     pub scheme: String,
@@ -177,8 +178,9 @@ fn cell_values(
     scheme: &str,
     metric: Metric,
 ) -> Result<BTreeMap<u32, f64>, TrainError> {
-    let Some((kind, range)) = scheme.split_once('@') else {
-        return Ok(results.values(configuration, scheme, metric));
+    let (kind, range) = match scheme.split_once('@') {
+        Some(cell) if crate::EvalKey::parse(scheme).is_none() => cell,
+        _ => return Ok(results.values(configuration, scheme, metric)),
     };
     let Some((from, to)) = epoch_range(range) else {
         return Err(TrainError::Report(format!(
@@ -188,9 +190,10 @@ fn cell_values(
     let pick = match kind {
         "val" => |e: &crate::EpochRecord| e.val,
         "val-precise" => |e: &crate::EpochRecord| e.val_precise,
+        "val-minibatch" => |e: &crate::EpochRecord| e.val_minibatch,
         other => {
             return Err(TrainError::Report(format!(
-                "`{other}@{range}`: per-epoch cells are val@E-F or val-precise@E-F"
+                "`{other}@{range}`: per-epoch cells are val@E-F, val-precise@E-F or val-minibatch@E-F"
             )));
         }
     };

@@ -68,7 +68,15 @@ pub fn stamps(spec: &Spec) -> Result<Vec<Stamp>, TrainError> {
         .iter()
         .map(|c| {
             let data = &c.config.data;
-            let key = format!("{}|{:?}", data.dataset, crate::data_folder(data)?);
+            // the files read: the data set's, its other domains' and an image folder's
+            let others: Vec<_> = data.domains.iter().map(|d| (&d.dataset, &d.root)).collect();
+            let key = format!(
+                "{}|{:?}|{:?}|{:?}",
+                data.dataset,
+                crate::data_folder(data)?,
+                data.root,
+                others
+            );
             let provenance = match provenances.get(&key) {
                 Some(p) => p.clone(),
                 None => {

@@ -40,21 +40,23 @@ pub(super) fn configurations(results: &SweepResults) -> Vec<(usize, &str, Vec<&R
 pub fn validation_curves(results: &SweepResults, metric: Metric) -> Option<Figure> {
     let mut series = Vec::new();
     for (i, name, runs) in configurations(results) {
-        let of = |precise: bool| {
-            points(runs.iter().flat_map(|r| {
-                r.epochs.iter().filter_map(move |e| {
-                    let m = if precise { &e.val_precise } else { &e.val };
-                    m.as_ref().map(|m| (e.epoch as f64, metric.of(m)))
-                })
-            }))
-        };
-        for (precise, what) in [(false, "EMA"), (true, "PreciseBN")] {
-            let p = of(precise);
+        type Pick = fn(&crate::EpochRecord) -> Option<crate::Metrics>;
+        let kinds: [(Pick, &str, bool); 3] = [
+            (|e| e.val, "EMA", false),
+            (|e| e.val_precise, "PreciseBN", true),
+            (|e| e.val_minibatch, "mini-batch statistics", true),
+        ];
+        for (pick, what, dashed) in kinds {
+            let p = points(runs.iter().flat_map(|r| {
+                r.epochs
+                    .iter()
+                    .filter_map(move |e| pick(e).map(|m| (e.epoch as f64, metric.of(&m))))
+            }));
             if !p.is_empty() {
                 series.push(LineSeries {
                     label: format!("{name}, {what}"),
                     points: p,
-                    dashed: precise,
+                    dashed,
                     color: i,
                 });
             }
@@ -72,7 +74,8 @@ pub fn validation_curves(results: &SweepResults, metric: Metric) -> Option<Figur
             format!("Validation {} per epoch (EMA statistics)", metric.name())
         },
         caption: "Mean ± std over seeds after each epoch; solid: population statistics from \
-                  the training EMA, dashed: PreciseBN statistics (Wu & Johnson Fig. 3–4)."
+                  the training EMA, dashed: PreciseBN statistics (Wu & Johnson Fig. 3–4) or \
+                  mini-batch statistics (Fig. 8), as the legend says."
             .into(),
         panels: vec![Panel::Lines(LinePanel {
             title: String::new(),
