@@ -77,6 +77,7 @@
 //! # micro_batch_size = 32   # the forward (normalization) batch, gradients accumulated
 //! # warmup_epochs = 0
 //! # freeze_at_epoch = 9     # FrozenBN from here (Wu & Johnson §4.3)
+//! # evaluate = "best-validation" # the checkpoint evaluated, or "last" (the final model)
 //! # precise_every_epoch = false # per-epoch validation with PreciseBN too (Fig. 3–4)
 //! # minibatch_every_epoch = false # and with mini-batch statistics (Fig. 8)
 //! # [train.distributed]     # workers = 8, norm = "all" (SyncBN), shuffle = true (Shuffle BN)

@@ -26,7 +26,7 @@ use crate::eval::{
 };
 use crate::run::{EVAL_PASS, MODEL_FILE, RUN_FILE, local_batch, new_network, outlier_shares};
 use crate::{
-    Diagnostics, EpochRecord, GroupedOptimizer, LrCurve, Metrics, OrderName, PartLoader,
+    Diagnostics, EpochRecord, Evaluated, GroupedOptimizer, LrCurve, Metrics, OrderName, PartLoader,
     RESULT_FORMAT, RunConfig, RunData, RunFile, RunRequest, RunResult, Status, TrainError, Worker,
 };
 
@@ -358,9 +358,10 @@ impl<'r, 'a> RunContext<'r, 'a> {
             val_minibatch,
             frozen: state.frozen,
         };
-        let is_best = match (val, state.best) {
-            (Some(v), Some((_, b))) => v.accuracy > b,
-            _ => true,
+        let is_best = match (t.evaluate, val, state.best) {
+            (Evaluated::Last, _, _) => true,
+            (Evaluated::BestValidation, Some(v), Some((_, b))) => v.accuracy > b,
+            (Evaluated::BestValidation, _, _) => true,
         };
         if is_best {
             state.best = Some((epoch + 1, val.map_or(f64::NAN, |v| v.accuracy)));

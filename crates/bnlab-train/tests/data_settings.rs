@@ -76,10 +76,20 @@ batch_size = 6
             .any(|f| f.name.ends_with("train/class-2/007.png")),
         "{files:?}"
     );
-    // a missing root is refused at its key
+    // a spec without a root is refused at its data set; a root not there yet is an error
+    // with its path when the data is read
+    let rootless = text.replace(&format!("root = \"{}\"\n", root.display()), "");
+    let (line, message) = common::error(&rootless);
+    assert_eq!(line, common::line_of(&rootless, "dataset = "), "{message}");
     let missing = text.replace(&root.display().to_string(), "/nonexistent/folder");
-    let (line, message) = common::error(&missing);
-    assert_eq!(line, common::line_of(&missing, "root = "), "{message}");
+    let config = Spec::parse(&missing, "m.toml").unwrap().configurations[0]
+        .config
+        .clone();
+    let err = RunData::load(&config.data, config.scaling())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("/nonexistent/folder"), "{err}");
 }
 
 #[test]

@@ -204,3 +204,27 @@ fn alpha_is_chosen_on_validation_and_reported_on_test() {
     assert_eq!(r.test["population"].examples, 4 * 16);
     assert!(r.validation.contains_key("precise"));
 }
+
+#[test]
+fn the_last_epoch_is_evaluated_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = SPEC
+        .replace("epochs = 2", "epochs = 3\nevaluate = \"last\"")
+        .replace("seeds = 2", "seeds = 1");
+    sweep(&text, tmp.path());
+    let r = RunResult::load(&result_path(tmp.path(), "base-s1")).unwrap();
+    assert_eq!(r.best_epoch, Some(3));
+    // by default, the best validation epoch (the first of equals)
+    let tmp = tempfile::tempdir().unwrap();
+    sweep(
+        &SPEC
+            .replace("epochs = 2", "epochs = 3")
+            .replace("seeds = 2", "seeds = 1"),
+        tmp.path(),
+    );
+    let r = RunResult::load(&result_path(tmp.path(), "base-s1")).unwrap();
+    let accuracies: Vec<f64> = r.epochs.iter().map(|e| e.val.unwrap().accuracy).collect();
+    let best = accuracies.iter().cloned().fold(f64::MIN, f64::max);
+    let first_best = accuracies.iter().position(|&a| a == best).unwrap() + 1;
+    assert_eq!(r.best_epoch, Some(first_best));
+}

@@ -103,3 +103,63 @@ fn cuda_workers_without_the_cuda_feature_say_how_to_get_it() {
     assert!(!ok);
     assert!(err.contains("--features cuda"), "{err}");
 }
+
+/// Every spec under `repro/`: each folder's full and small versions and the pools.
+fn repro_specs() -> Vec<std::path::PathBuf> {
+    let repro = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../repro");
+    let mut specs = Vec::new();
+    for folder in std::fs::read_dir(&repro).unwrap() {
+        for file in std::fs::read_dir(folder.unwrap().path()).unwrap() {
+            let path = file.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                specs.push(path);
+            }
+        }
+    }
+    specs.sort();
+    specs
+}
+
+#[test]
+fn bnlab_check_validates_every_reproduction_spec() {
+    let specs = repro_specs();
+    assert!(specs.len() >= 40, "{} specs", specs.len());
+    let pool = std::fs::read_to_string(
+        specs
+            .iter()
+            .find(|p| p.ends_with("pools/nbs.toml"))
+            .unwrap(),
+    )
+    .unwrap();
+    for spec in &specs {
+        let (ok, out, err) = bnlab(&["check", spec.to_str().unwrap(), "--no-timing"]);
+        assert!(
+            ok && out.contains("the spec is valid"),
+            "{}: {out}{err}",
+            spec.display()
+        );
+        // a claim of the shared pool is the pool byte for byte, then its claims
+        let text = std::fs::read_to_string(spec).unwrap();
+        if text.contains("name = \"pool-nbs\"") {
+            assert!(
+                text.starts_with(&pool),
+                "{} has drifted from the pool",
+                spec.display()
+            );
+        }
+    }
+    // and check refuses a bad one, with its line
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "seeds = 1\n[data]\ndataset = \"synthetic\"\n[model]\nname = \"resnet20\"\nwidth = 0\n[train]\nepochs = 1\nbatch_size = 8\n").unwrap();
+    let (ok, _, err) = bnlab(&["check", bad.to_str().unwrap(), "--no-timing"]);
+    assert!(!ok && err.contains("width"), "{err}");
+    // with timing: measured steps and an estimate per configuration
+    let tiny = tmp.path().join("tiny.toml");
+    std::fs::write(&tiny, "seeds = 2\n[data]\ndataset = \"synthetic\"\n[model]\nname = \"resnet8\"\n[train]\nepochs = 2\nbatch_size = 8\n").unwrap();
+    let (ok, out, err) = bnlab(&["check", tiny.to_str().unwrap()]);
+    assert!(
+        ok && out.contains("min per run") && out.contains("for 2 runs"),
+        "{out}{err}"
+    );
+}

@@ -31,9 +31,31 @@ pub struct TrainConfig {
     /// batches hide the leakage that random ones show).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub minibatch_every_epoch: bool,
+    /// Which checkpoint the final evaluation reads: `best-validation` (Davis & Frank §4.2,
+    /// the default) or `last` (Wu & Johnson's FrozenBN and Peerthum & Stamp test the final
+    /// model).
+    #[serde(default, skip_serializing_if = "Evaluated::is_default")]
+    pub evaluate: Evaluated,
     /// Data-parallel workers and how their normalization batches are formed.
     #[serde(default)]
     pub distributed: DistConfig,
+}
+
+/// The checkpoint a run's final evaluation reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Evaluated {
+    /// The epoch with the best validation accuracy (the last one without validation).
+    #[default]
+    BestValidation,
+    /// The last epoch.
+    Last,
+}
+
+impl Evaluated {
+    fn is_default(&self) -> bool {
+        *self == Evaluated::BestValidation
+    }
 }
 
 /// Data-parallel training (`[train.distributed]`): K workers, each with a replica and a
