@@ -132,6 +132,14 @@ pub(crate) struct Takes {
     pub(crate) width: bool,
 }
 
+impl Takes {
+    /// A width multiplier, and no residual blocks (MobileNetV2, VGG).
+    pub(crate) const WIDTH: Takes = Takes {
+        residual: false,
+        width: true,
+    };
+}
+
 /// The front of a network's forward pass: checks the input (`in_channels` channels, sides of
 /// at least `min_size`) and applies the input normalization, if any.
 pub(crate) fn enter(

@@ -64,13 +64,7 @@ impl MobileNetV2Config {
                 "width_mult × options.width must be > 0, got {width_mult}"
             )));
         }
-        let (b, input_norm) = self.options.begin(
-            Takes {
-                residual: false,
-                width: true,
-            },
-            device,
-        )?;
+        let (b, input_norm) = self.options.begin(Takes::WIDTH, device)?;
         let first = make_divisible(32.0 * width_mult);
         let last = make_divisible(1280.0 * width_mult.max(1.0));
         let stem_stride = if self.cifar { 1 } else { 2 };

@@ -49,13 +49,7 @@ impl VggConfig {
                 "a VGG needs at least one stage, each with at least one conv of width ≥ 1".into(),
             ));
         }
-        let (b, input_norm) = self.options.begin(
-            Takes {
-                residual: false,
-                width: true,
-            },
-            device,
-        )?;
+        let (b, input_norm) = self.options.begin(Takes::WIDTH, device)?;
         let mut cin = self.options.in_channels;
         let mut stages = Vec::new();
         for (i, widths) in self.stages.iter().enumerate() {
