@@ -51,18 +51,19 @@ proptest! {
         } }
         let config = NormConfig::new(sh.c).with_unit(unit).with_affine(Affine::Off).with_epsilon(TINY_EPS);
         let y = run(&config, NormMode::Train, &x, sh);
+        // f32 centring loses about ε·|x|/σ relatively: the tolerances follow the conditioning
+        // of the worst unit (1.5e-5 seen at |x| = 2.3, σ = 0.008; a mean of 1.0e-4 at σ ≈ 0.01)
+        let max_abs = x.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        let conditioning = 4.0 * f32::EPSILON as f64 * max_abs / min_var.sqrt();
         let bound = ((m - 1) as f64).sqrt();
         for b in &blocks {
             for g in &groups {
                 let (mean, var) = ref_moments(&y, sh, b, g);
-                prop_assert!(mean.abs() < 1e-4, "mean {}", mean);
-                prop_assert!((var - 1.0).abs() < 1e-3, "var {}", var);
+                prop_assert!(mean.abs() < 1e-4 + 4.0 * conditioning, "mean {}", mean);
+                prop_assert!((var - 1.0).abs() < 1e-3 + 8.0 * conditioning, "var {}", var);
             }
         }
-        // f32 centring loses about ε·|x|/σ relatively: the bound's tolerance follows the
-        // conditioning of the worst unit (1.5e-5 seen at |x| = 2.3, σ = 0.008).
-        let max_abs = x.iter().fold(0.0f64, |a, v| a.max(v.abs()));
-        let tol = 1e-5 + 4.0 * f32::EPSILON as f64 * max_abs / min_var.sqrt();
+        let tol = 1e-5 + conditioning;
         for v in &y { prop_assert!(v.abs() <= bound * (1.0 + tol) + 1e-6, "|x̂| = {} > √(m−1) = {} (tolerance {})", v, bound, tol); }
     }
 
