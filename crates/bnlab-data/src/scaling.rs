@@ -25,6 +25,15 @@ pub enum Scaling {
 }
 
 impl Scaling {
+    /// torchvision's ImageNet normalization: x/255 − (0.485, 0.456, 0.406), divided by
+    /// (0.229, 0.224, 0.225), as [`Scaling::Offline`] in 0–255 units.
+    pub fn imagenet() -> Self {
+        Scaling::Offline {
+            mean: [0.485, 0.456, 0.406].iter().map(|m| m * 255.0).collect(),
+            std: [0.229, 0.224, 0.225].iter().map(|s| s * 255.0).collect(),
+        }
+    }
+
     /// (shift, scale) per channel with y = (x − shift)·scale.
     pub fn affine(&self, channels: usize) -> Result<Vec<(f32, f32)>, DataError> {
         Ok(match self {

@@ -27,8 +27,8 @@ pub struct ModelOptions {
     /// Start each residual block's last γ at 0 (ResNets only; other networks refuse it).
     #[serde(default)]
     pub zero_init_residual: bool,
-    /// Channel width multiplier (the CIFAR ResNets, MobileNetV2 and VGG; other networks
-    /// refuse anything but 1).
+    /// Channel width multiplier (the ResNets, MobileNetV2 and VGG; other networks refuse
+    /// anything but 1).
     #[serde(default = "one")]
     pub width: f64,
     /// The convolution kernels.
@@ -91,7 +91,7 @@ impl ModelOptions {
         }
         if w != 1.0 && !takes.width {
             return Err(ModelError::InvalidConfig(format!(
-                "this network takes no width multiplier (width = {w}): the CIFAR ResNets, MobileNetV2 and VGG do"
+                "this network takes no width multiplier (width = {w}): the ResNets, MobileNetV2 and VGG do"
             )));
         }
         if self.num_classes == 0 || self.in_channels == 0 {

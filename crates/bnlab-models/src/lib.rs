@@ -38,6 +38,7 @@ mod norms;
 mod registry;
 mod repvgg;
 mod resnet;
+pub mod torch;
 mod vgg;
 
 #[cfg(test)]

@@ -149,7 +149,7 @@ impl ResNetConfig {
         let (b, input_norm) = self.options.begin(
             Takes {
                 residual: true,
-                width: self.stem == Stem::Cifar && self.shortcut == Shortcut::ZeroPad,
+                width: true,
             },
             device,
         )?;

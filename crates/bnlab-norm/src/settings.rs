@@ -91,6 +91,9 @@ pub struct NormSettings {
     /// EMA momentum m (PyTorch convention).
     #[serde(default = "default_momentum")]
     pub momentum: f64,
+    /// The EMA as Keras writes it, decay d = 1 − m (instead of `momentum`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decay: Option<f64>,
     /// Store the running variance unbiased (PyTorch) or biased.
     #[serde(default = "default_variance")]
     pub variance: VarianceStorage,
@@ -196,6 +199,7 @@ impl Default for NormSettings {
             allow_remainder: false,
             running: default_running(),
             momentum: default_momentum(),
+            decay: None,
             variance: default_variance(),
             affine: default_affine(),
             gamma: default_gamma(),
@@ -255,8 +259,9 @@ impl NormSettings {
             AffineName::IebnMinus => Affine::IebnMinus { gamma_init },
         };
         let running = match self.running {
-            RunningName::Ema => RunningStats::Ema {
-                momentum: self.momentum,
+            RunningName::Ema => match self.decay {
+                Some(d) => RunningStats::keras(d),
+                None => RunningStats::pytorch(self.momentum),
             },
             RunningName::Cumulative => RunningStats::Cumulative,
             RunningName::Off => RunningStats::Off,

@@ -581,3 +581,52 @@ fn collect_policy_whole_batch_normalizes_a_ghost_layer_over_the_whole_batch() {
     let want = ref_xhat_batch(&x, sh, StatUnit::Batch, &ghosts, eps);
     assert!(max_abs_diff(&got, &want) < 1e-5);
 }
+
+#[test]
+fn ema_and_variance_conventions_convert_as_written() {
+    // PyTorch's momentum m and Keras' decay d = 1 − m name the same EMA
+    assert_eq!(
+        RunningStats::pytorch(0.1),
+        RunningStats::Ema { momentum: 0.1 }
+    );
+    assert!(
+        matches!(RunningStats::keras(0.99), RunningStats::Ema { momentum } if (momentum - 0.01).abs() < 1e-15)
+    );
+    assert!((RunningStats::pytorch(0.1).keras_decay().unwrap() - 0.9).abs() < 1e-15);
+    // unbiased = biased · n/(n − 1): for n = 4 values 1, 2, 3, 6 (mean 3, squares 14)
+    let biased = 14.0 / 4.0;
+    let unbiased = 14.0 / 3.0;
+    let b = VarianceStorage::Biased;
+    let u = VarianceStorage::Unbiased;
+    assert!((b.convert(biased, u, 4.0) - unbiased).abs() < 1e-12);
+    assert!((u.convert(unbiased, b, 4.0) - biased).abs() < 1e-12);
+    assert_eq!(u.convert(unbiased, u, 4.0), unbiased);
+
+    // one EMA step each way, against f64: running = (1 − m)·old + m·batch
+    let device = device();
+    let x = [1.0, 2.0, 3.0, 6.0, -1.0, 0.5, 2.5, 4.0];
+    let (n, c) = (4, 2);
+    for (running, m) in [
+        (RunningStats::pytorch(0.1), 0.1),
+        (RunningStats::keras(0.99), 0.01),
+    ] {
+        let norm = NormConfig::new(c)
+            .with_running(running)
+            .with_variance(VarianceStorage::Unbiased)
+            .init(&device)
+            .unwrap();
+        norm.forward(tensor(&x, [n, c], &device)).unwrap();
+        let mean = values(norm.state.running_mean());
+        let var = values(norm.state.running_var());
+        for ch in 0..c {
+            let col: Vec<f64> = (0..n).map(|i| x[i * c + ch]).collect();
+            let mu = col.iter().sum::<f64>() / n as f64;
+            let v = col.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / (n - 1) as f64;
+            assert!((mean[ch] - m * mu).abs() < 1e-6, "{running:?} mean {ch}");
+            assert!(
+                (var[ch] - ((1.0 - m) + m * v)).abs() < 1e-5,
+                "{running:?} var {ch}"
+            );
+        }
+    }
+}

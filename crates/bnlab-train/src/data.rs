@@ -210,6 +210,7 @@ impl RunData {
             ScalingName::Raw => Scaling::Raw,
             ScalingName::Unit => Scaling::Unit,
             ScalingName::Fixed => Scaling::Fixed,
+            ScalingName::Imagenet => Scaling::imagenet(),
         };
         let test_pool = (0..test.len()).collect();
         let (train_domains, test_domains) = match domains {

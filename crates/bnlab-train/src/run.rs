@@ -101,6 +101,17 @@ pub const RUN_FILE: &str = "run.json";
 pub const MODEL_FILE: &str = "model.bpk";
 
 impl RunFile {
+    /// Writes this run file into the run directory `dir` (created if needed), atomically.
+    pub fn save(&self, dir: &Path) -> Result<(), TrainError> {
+        std::fs::create_dir_all(dir).map_err(TrainError::io(dir))?;
+        let path = dir.join(RUN_FILE);
+        let json = serde_json::to_vec_pretty(self).map_err(|e| TrainError::Corrupt {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+        Ok(bnlab_data::write_atomic(&path, &json)?)
+    }
+
     /// Reads the run file of the run directory `dir`.
     pub fn load(dir: &Path) -> Result<Self, TrainError> {
         let path = dir.join(RUN_FILE);

@@ -33,7 +33,7 @@
 //! [model]
 //! name = "resnet20"         # `bnlab models` lists them; resnet8 is the smallest
 //! input_norm = "bn"         # "bn" (γ̂ = 0.58·γ), "fixed", "offline" (Davis & Frank §3.4)
-//! # width = 1.0             # width multiplier (CIFAR ResNets, MobileNetV2, VGG)
+//! # width = 1.0             # width multiplier (ResNets, MobileNetV2, VGG)
 //! # zero_init_residual = false
 //! # conv_kernel = "auto"    # or "burn", Burn's own convolution (the reference)
 //! [model.norm]

@@ -24,7 +24,7 @@ use crate::eval::{
     Evaluations, Tally, evaluate_batches, evaluate_schemes, precise_bn, precise_estimate,
     with_source,
 };
-use crate::run::{EVAL_PASS, MODEL_FILE, RUN_FILE, local_batch, new_network, outlier_shares};
+use crate::run::{EVAL_PASS, MODEL_FILE, local_batch, new_network, outlier_shares};
 use crate::{
     Diagnostics, EpochRecord, Evaluated, GroupedOptimizer, LrCurve, Metrics, OrderName, PartLoader,
     RESULT_FORMAT, RunConfig, RunData, RunFile, RunRequest, RunResult, Status, TrainError, Worker,
@@ -120,12 +120,7 @@ impl<'r, 'a> RunContext<'r, 'a> {
                 fingerprint: Some(req.fingerprint.clone()),
                 input_stats: input_stats.clone(),
             };
-            std::fs::create_dir_all(&req.work_dir).map_err(TrainError::io(&req.work_dir))?;
-            let json = serde_json::to_vec_pretty(&run_file).map_err(|e| TrainError::Corrupt {
-                path: req.work_dir.join(RUN_FILE),
-                why: e.to_string(),
-            })?;
-            bnlab_data::write_atomic(&req.work_dir.join(RUN_FILE), &json)?;
+            run_file.save(&req.work_dir)?;
         }
         let device = req
             .worker

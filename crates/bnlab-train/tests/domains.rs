@@ -268,7 +268,10 @@ fn a_corrupted_domain_trains_on_corrupted_images_and_tests_on_both() {
             "name = \"inverted\"\ntransform = \"invert\"",
             "name = \"low-contrast\"\ncorruption = { corruption = \"contrast\", severity = 5 }",
         )
-        .replace("threads = 1\n", "threads = 1\ntrain_domains = [\"low-contrast\"]\n");
+        .replace(
+            "threads = 1\n",
+            "threads = 1\ntrain_domains = [\"low-contrast\"]\n",
+        );
     let config = Spec::parse(&text, "contrast.toml").unwrap().configurations[0]
         .config
         .clone();
@@ -277,13 +280,14 @@ fn a_corrupted_domain_trains_on_corrupted_images_and_tests_on_both() {
     assert!(data.train_pool.iter().all(|&i| ids[i] == 1));
     // image i of the corrupted domain is image i of the clean one, corrupted
     let n = data.train.len() / 2;
-    let corruption =
-        bnlab_data::Corruption::new(bnlab_data::CorruptionKind::Contrast, 5).unwrap();
+    let corruption = bnlab_data::Corruption::new(bnlab_data::CorruptionKind::Contrast, 5).unwrap();
     for i in [0, 7, n - 1] {
         let (mut clean, mut corrupted) = (Vec::new(), Vec::new());
         data.train.read(i, &mut clean).unwrap();
         data.train.read(n + i, &mut corrupted).unwrap();
-        corruption.apply(&mut clean, [1, 8, 8], 0, i as u64).unwrap();
+        corruption
+            .apply(&mut clean, [1, 8, 8], 0, i as u64)
+            .unwrap();
         assert_eq!(clean, corrupted, "image {i}");
         assert_eq!(data.train.label(i), data.train.label(n + i));
     }

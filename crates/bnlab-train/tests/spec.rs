@@ -270,7 +270,7 @@ fn kernels_width_and_resnet8_are_settings() {
             .all(|(_, c)| c.check_finite && c.kernel == bnlab_norm::Kernel::Composed)
     );
     // a network without a width multiplier refuses one, at the model's key
-    let imagenet = text.replace("name = \"resnet8\"", "name = \"resnet18\"");
+    let imagenet = text.replace("name = \"resnet8\"", "name = \"repvgg-a0-cifar\"");
     let (_, message) = error(&imagenet);
     assert!(message.contains("width multiplier"), "{message}");
 }

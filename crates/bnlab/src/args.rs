@@ -95,6 +95,82 @@ pub struct PreciseArgs {
     pub out: Option<PathBuf>,
 }
 
+/// `bnlab import`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The weights: `.pth`, `.pt` or `.bin` (a PyTorch state dict) or `.safetensors`.
+    pub weights: PathBuf,
+    /// The registered network with the same layout (`resnet50`, `mobilenetv2`, …).
+    #[arg(long)]
+    pub model: String,
+    /// The data set the model is evaluated on (a catalogue name or `image-folder`).
+    #[arg(long)]
+    pub dataset: String,
+    /// Where that data set is (required for `image-folder`).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// The classes the weights were trained for (checked against the data set).
+    #[arg(long)]
+    pub classes: Option<usize>,
+    /// The network's width multiplier.
+    #[arg(long, default_value_t = 1.0)]
+    pub width: f64,
+    /// Image folders: the square images are resized to before the centre crop.
+    #[arg(long, default_value_t = 256)]
+    pub image_size: usize,
+    /// The centre crop of evaluation (ImageNet: 224); none by default.
+    #[arg(long)]
+    pub crop: Option<usize>,
+    /// Pixel scaling: `imagenet` (torchvision's mean and std), `unit`, `raw` or `fixed`.
+    #[arg(long, default_value = "imagenet")]
+    pub scaling: String,
+    /// The BN layers' EMA momentum, PyTorch's convention (torchvision: 0.1).
+    #[arg(long, default_value_t = 0.1)]
+    pub momentum: f64,
+    /// The EMA as a Keras decay d = 1 − momentum, instead of `--momentum`.
+    #[arg(long, conflicts_with = "momentum")]
+    pub keras_decay: Option<f64>,
+    /// The BN layers' ε (torchvision: 1e-5).
+    #[arg(long, default_value_t = 1e-5)]
+    pub eps: f64,
+    /// How the layers store the running variance: `unbiased` (PyTorch's, the default) or
+    /// `biased`, which needs `--stats-values`.
+    #[arg(long, default_value = "unbiased")]
+    pub variance: String,
+    /// Values per channel of the batches PyTorch's statistics came from (N·H·W), for
+    /// converting the unbiased running variance to a biased one.
+    #[arg(long)]
+    pub stats_values: Option<f64>,
+    /// Refuse a file with missing or unknown keys (the default); `--strict false` imports
+    /// what fits and lists what it left at initialization.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub strict: bool,
+    /// The output directory (a sweep of one run, `imported-s1`).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `bnlab export`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The run directory (`OUT/runs/<run id>`).
+    pub run: PathBuf,
+    /// The file format (safetensors).
+    #[arg(long, default_value = "safetensors")]
+    pub format: String,
+    /// The model file of the run to export (`model.bpk`, or `model-precise.bpk` after
+    /// `bnlab precise-bn`).
+    #[arg(long, default_value = "model.bpk")]
+    pub model_file: String,
+    /// Values per channel of the batches the statistics came from, for a run that stores
+    /// the running variance biased (PyTorch's is unbiased).
+    #[arg(long)]
+    pub stats_values: Option<f64>,
+    /// Where to write (default: `<run>/model.safetensors`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
 /// bnlab's commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -127,6 +203,13 @@ pub enum Command {
     /// Recompute a run's population statistics with PreciseBN, save the model with them, and
     /// add its evaluation to the run (`runs/<id>/evaluations.json`).
     PreciseBn(PreciseArgs),
+    /// Import PyTorch weights (a `.pth`/`.pt` state dict or a safetensors file of torchvision's
+    /// or timm's layout, BN buffers included) as a finished one-run sweep that `eval`,
+    /// `precise-bn` and `report` accept.
+    Import(ImportArgs),
+    /// Export a run's model as a safetensors file with PyTorch's key names and conventions,
+    /// which PyTorch loads with `load_state_dict(strict=True)`.
+    Export(ExportArgs),
     /// Tables with one-sided t-tests against a baseline, CSV and figures of a sweep's results
     /// (works on an unfinished sweep).
     Report(ReportArgs),
@@ -256,6 +339,10 @@ pub struct ReportArgs {
     /// The scheme of the batch-size figure.
     #[arg(long, default_value = "population")]
     pub figure_scheme: String,
+    /// Judge the `[[claim]]`s of this spec instead of those the sweep was run with (one
+    /// claim folder's report of a shared pool); the spec must be the sweep's.
+    #[arg(long)]
+    pub claims: Option<PathBuf>,
     /// Output directory (default: DIR/report).
     #[arg(long)]
     pub out: Option<PathBuf>,

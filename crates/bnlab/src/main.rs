@@ -21,6 +21,8 @@ fn main() -> ExitCode {
         Command::Check { spec, no_timing } => commands::check::run(&spec, !no_timing),
         Command::Eval(a) => commands::eval::eval(&a),
         Command::PreciseBn(a) => commands::eval::precise(&a),
+        Command::Import(a) => commands::interop::import(&a),
+        Command::Export(a) => commands::interop::export(&a),
         Command::Report(a) => commands::report::run(&a),
         Command::Bench(BenchCommand::Train(a)) => commands::bench::train::train(&a),
         Command::Bench(BenchCommand::Conv { batch, reps, only }) => {

@@ -122,6 +122,38 @@ fn a_sweep_killed_at_any_moment_resumes_without_loss_or_duplication() {
     assert!(report.join("figures/validation-per-epoch.png").is_file());
     let (ok, _, err) = bnlab(&["report", whole.to_str().unwrap(), "--rows", "nope"]);
     assert!(!ok && err.contains("`nope` is not an axis"), "{err}");
+    // the claims of another spec of the same sweep, without running it again
+    let with_claim = tmp.path().join("claim.toml");
+    let claim = "\n[[claim]]\nname = \"precise-vs-ema\"\na = \"base\"\nb = \"base\"\na_scheme = \"precise\"\nb_scheme = \"population\"\n";
+    std::fs::write(&with_claim, format!("{SPEC}{claim}")).unwrap();
+    let claimed = tmp.path().join("claimed");
+    let (ok, _, err) = bnlab(&[
+        "report",
+        whole.to_str().unwrap(),
+        "--claims",
+        with_claim.to_str().unwrap(),
+        "--out",
+        claimed.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let md = std::fs::read_to_string(claimed.join("report.md")).unwrap();
+    assert!(md.contains("precise-vs-ema"), "{md}");
+    let other = tmp.path().join("other.toml");
+    std::fs::write(
+        &other,
+        format!(
+            "{}{claim}",
+            SPEC.replace("name = \"kill\"", "name = \"other\"")
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = bnlab(&[
+        "report",
+        whole.to_str().unwrap(),
+        "--claims",
+        other.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("is not the spec of the sweep"), "{err}");
     let broken = tmp.path().join("broken");
     std::fs::create_dir_all(broken.join("results")).unwrap();
     std::fs::copy(whole.join("sweep.json"), broken.join("sweep.json")).unwrap();

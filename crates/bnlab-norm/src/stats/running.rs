@@ -22,6 +22,29 @@ pub enum RunningStats {
     Off,
 }
 
+impl RunningStats {
+    /// PyTorch's convention: running = (1 − m)·running + m·batch (`momentum`, 0.1 by default).
+    pub fn pytorch(momentum: f64) -> Self {
+        RunningStats::Ema { momentum }
+    }
+
+    /// Keras' convention: running = d·running + (1 − d)·batch (`momentum` there, a decay;
+    /// 0.99 by default): PyTorch's momentum 1 − d.
+    pub fn keras(decay: f64) -> Self {
+        RunningStats::Ema {
+            momentum: 1.0 - decay,
+        }
+    }
+
+    /// The Keras decay d of an EMA (1 − PyTorch's momentum).
+    pub fn keras_decay(&self) -> Option<f64> {
+        match *self {
+            RunningStats::Ema { momentum } => Some(1.0 - momentum),
+            _ => None,
+        }
+    }
+}
+
 /// How the running variance is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -32,6 +55,19 @@ pub enum VarianceStorage {
     /// The unbiased batch variance (divide by n − 1), as PyTorch stores it.
     #[serde(alias = "Unbiased")]
     Unbiased,
+}
+
+impl VarianceStorage {
+    /// `var`, stored in this convention from batches of `n` values per unit, in convention
+    /// `to`: biased = unbiased·(n − 1)/n. PyTorch keeps no n with its statistics, so a
+    /// conversion needs the n the statistics were collected with (N·H·W for BN).
+    pub fn convert(self, var: f64, to: VarianceStorage, n: f64) -> f64 {
+        match (self, to) {
+            (VarianceStorage::Biased, VarianceStorage::Unbiased) => var * n / (n - 1.0),
+            (VarianceStorage::Unbiased, VarianceStorage::Biased) => var * (n - 1.0) / n,
+            _ => var,
+        }
+    }
 }
 
 impl Norm {

@@ -190,6 +190,12 @@ impl RunConfig {
                 ),
             ));
         }
+        if self.model.norm.decay.is_some() && self.model.norm.momentum != 0.1 {
+            out.push((
+                "model.norm.decay",
+                "set the EMA as PyTorch's momentum or as Keras' decay, not both".into(),
+            ));
+        }
         out.extend(self.data_problems());
         if self.data.train_per_class == Some(0) {
             out.push((

@@ -43,7 +43,8 @@ pub struct DataConfig {
     /// Crop side of `crop-flip` (evaluation then uses a centre crop).
     #[serde(default)]
     pub crop: Option<usize>,
-    /// Pixel scaling; default `raw` with input normalization, else `unit`.
+    /// Pixel scaling (`raw`, `unit`, `fixed`, `imagenet`); default `raw` with input
+    /// normalization, else `unit`.
     #[serde(default)]
     pub scaling: Option<ScalingName>,
     /// Loader threads.
@@ -173,6 +174,9 @@ pub enum ScalingName {
     Unit,
     /// (x − 128) / 128.
     Fixed,
+    /// torchvision's ImageNet mean and standard deviation per channel (models imported
+    /// from PyTorch expect it).
+    Imagenet,
 }
 
 impl DataConfig {

@@ -21,7 +21,7 @@ pub struct ModelConfig {
     /// Start each residual block's last γ at 0.
     #[serde(default)]
     pub zero_init_residual: bool,
-    /// Channel width multiplier (CIFAR ResNets, MobileNetV2, VGG): 0.5 halves every width.
+    /// Channel width multiplier (ResNets, MobileNetV2, VGG): 0.5 halves every width.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub width: f64,
     /// The convolution kernels: `auto` (bnlab's on Flex) or `burn` (Burn's, the reference).

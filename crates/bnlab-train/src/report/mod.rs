@@ -37,6 +37,9 @@ pub struct ReportOptions {
     pub schemes: Vec<String>,
     /// The scheme of the batch-size figure (default `population`).
     pub figure_scheme: String,
+    /// Claims to judge instead of those `sweep.json` holds (a spec's `[[claim]]`s, for one
+    /// claim folder's report of a shared pool).
+    pub claims: Option<Vec<ClaimSpec>>,
 }
 
 impl Default for ReportOptions {
@@ -53,6 +56,7 @@ impl Default for ReportOptions {
             },
             schemes: vec![],
             figure_scheme: "population".into(),
+            claims: None,
         }
     }
 }
@@ -411,7 +415,10 @@ fn capitalized(s: &str) -> String {
 /// Reads the sweep under `dir`, builds its report and writes it under `out`: nothing is
 /// written unless every part was made.
 pub fn write_report(dir: &Path, options: &ReportOptions, out: &Path) -> Result<Report, TrainError> {
-    let results = SweepResults::load(dir)?;
+    let mut results = SweepResults::load(dir)?;
+    if let Some(claims) = &options.claims {
+        results.sweep.claims = claims.clone();
+    }
     let report = build_report(&results, options)?;
     report.write(out)?;
     Ok(report)

@@ -165,9 +165,7 @@ impl SweepResults {
     /// error naming it; so is a result of another sweep or of an unknown configuration.
     pub fn load(dir: &Path) -> Result<Self, TrainError> {
         let sweep_path = dir.join("sweep.json");
-        let bytes = std::fs::read(&sweep_path).map_err(TrainError::io(&sweep_path))?;
-        let sweep: SweepFile = serde_json::from_slice(&bytes)
-            .map_err(|e| corrupt(&sweep_path, format!("not a bnlab sweep file: {e}")))?;
+        let sweep = SweepFile::load(dir)?;
 
         let results_dir = dir.join("results");
         let mut files = Vec::new();

@@ -29,6 +29,26 @@ pub struct SweepFile {
 }
 
 impl SweepFile {
+    /// Reads `sweep.json` of the sweep directory `out`.
+    pub fn load(out: &Path) -> Result<Self, TrainError> {
+        let path = out.join("sweep.json");
+        let bytes = std::fs::read(&path).map_err(TrainError::io(&path))?;
+        serde_json::from_slice(&bytes).map_err(|e| TrainError::Corrupt {
+            path,
+            why: format!("not a bnlab sweep file: {e}"),
+        })
+    }
+
+    /// Writes this file as `sweep.json` of the sweep directory `out`, atomically.
+    pub fn save(&self, out: &Path) -> Result<(), TrainError> {
+        let path = out.join("sweep.json");
+        let json = serde_json::to_vec_pretty(self).map_err(|e| TrainError::Corrupt {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+        Ok(bnlab_data::write_atomic(&path, &json)?)
+    }
+
     /// What `spec` asks for, with each configuration's fingerprint.
     pub fn of(spec: &Spec, stamps: &[Stamp]) -> Self {
         Self {

@@ -206,13 +206,8 @@ pub fn run_sweep(
             .collect();
         bnlab_collective::check_same(c.as_ref(), "the pending runs", &pending.join(","))?;
     }
-    let sweep = SweepFile::of(spec, &stamps);
-    let json = serde_json::to_vec_pretty(&sweep).map_err(|e| TrainError::Corrupt {
-        path: out.join("sweep.json"),
-        why: e.to_string(),
-    })?;
     if leads {
-        bnlab_data::write_atomic(&out.join("sweep.json"), &json)?;
+        SweepFile::of(spec, &stamps).save(out)?;
     }
 
     let mut reevaluated = 0;

@@ -8,8 +8,7 @@ use burn::tensor::Device;
 
 use super::{Stamp, result_path, run_dir};
 use crate::{
-    RUN_FILE, RunConfig, RunData, RunFile, RunKey, RunResult, Spec, Status, TrainError,
-    evaluate_schemes,
+    RunConfig, RunData, RunFile, RunKey, RunResult, Spec, Status, TrainError, evaluate_schemes,
 };
 
 /// The result of run `key` when it was trained under `stamp`'s training settings but
@@ -54,11 +53,7 @@ pub(super) fn reevaluate(
         result.validation = evaluations.validation;
         run.config = config.clone();
         run.fingerprint = Some(stamp.fingerprint.clone());
-        let json = serde_json::to_vec_pretty(&run).map_err(|e| TrainError::Corrupt {
-            path: dir.join(RUN_FILE),
-            why: e.to_string(),
-        })?;
-        bnlab_data::write_atomic(&dir.join(RUN_FILE), &json)?;
+        run.save(&dir)?;
     }
     result.config = config.clone();
     result.fingerprint = Some(stamp.fingerprint.clone());

@@ -1,7 +1,7 @@
 //! `bnlab report DIR`: the sweep's tables, tests, CSV and figures under `DIR/report`.
 
-use anyhow::{Context, Result};
-use bnlab_train::{ReportOptions, TableSettings, write_report};
+use anyhow::{Context, Result, bail};
+use bnlab_train::{ReportOptions, Spec, SweepFile, TableSettings, write_report};
 
 use crate::args::ReportArgs;
 
@@ -19,7 +19,26 @@ pub fn options(a: &ReportArgs) -> Result<ReportOptions> {
         },
         schemes: a.schemes.clone(),
         figure_scheme: a.figure_scheme.clone(),
+        claims: match &a.claims {
+            Some(path) => Some(claims_of(path, &a.dir)?),
+            None => None,
+        },
     })
+}
+
+/// The claims of spec `path`, which must be the spec of the sweep in `dir`.
+fn claims_of(path: &std::path::Path, dir: &std::path::Path) -> Result<Vec<bnlab_train::ClaimSpec>> {
+    let spec = Spec::load(path)?;
+    let sweep = SweepFile::load(dir)?;
+    let names: Vec<&String> = spec.configurations.iter().map(|c| &c.name).collect();
+    if spec.name != sweep.name || names != sweep.order.iter().collect::<Vec<_>>() {
+        bail!(
+            "{} is not the spec of the sweep in {}: its name or configurations differ",
+            path.display(),
+            dir.display()
+        );
+    }
+    Ok(spec.claims)
 }
 
 /// Writes the report and says where.
