@@ -36,7 +36,10 @@ fn every_key_and_shape_is_torchvisions() {
     let torch: BTreeMap<String, Vec<(String, Vec<usize>)>> = serde_json::from_str(&text).unwrap();
     for (torch_name, ours) in [
         ("resnet18", "resnet18"),
+        ("resnet34", "resnet34"),
         ("resnet50", "resnet50"),
+        ("resnet101", "resnet101"),
+        ("resnet152", "resnet152"),
         ("resnext50_32x4d", "resnext50-32x4d"),
         ("mobilenet_v2", "mobilenetv2"),
         ("inception_v3", "inception-v3"),
