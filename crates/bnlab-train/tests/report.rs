@@ -772,6 +772,36 @@ fn claims_get_the_verdict_of_their_rule() {
 }
 
 #[test]
+fn a_claim_folders_report_keeps_what_its_claims_compare() {
+    let tmp = tempfile::tempdir().unwrap();
+    table_fixture(tmp.path());
+    let text = format!("{TABLE_SPEC}{CLAIMS}");
+    let spec = Spec::parse(&text, "claims.toml").unwrap();
+    // the first two claims only: the lr = 0.1 configurations
+    let options = ReportOptions {
+        claims: Some(spec.claims[..2].to_vec()),
+        svg: false,
+        ..ReportOptions::default()
+    };
+    let out = tmp.path().join("claim");
+    let report = write_report(tmp.path(), &options, &out).unwrap();
+    assert_eq!((report.expected, report.present), (2 * 3, 2 * 3));
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("| gain |") && md.contains("| loss |"), "{md}");
+    assert!(!md.contains("| small |") && !md.contains("lr=0.01"), "{md}");
+    let runs = std::fs::read_to_string(out.join("runs.csv")).unwrap();
+    assert_eq!(runs.lines().count(), 1 + 2 * 3, "{runs}");
+    assert!(!runs.contains("lr=0.01"), "{runs}");
+    let svgs = report
+        .files
+        .iter()
+        .filter(|(p, _)| p.extension().is_some_and(|e| e == "svg"))
+        .count();
+    assert_eq!(svgs, 0);
+    assert!(!md.contains("[SVG]"), "{md}");
+}
+
+#[test]
 fn impossible_claims_are_refused_with_their_line() {
     let bad = |claim: &str| {
         let text = format!("{TABLE_SPEC}\n[[claim]]\nname = \"c\"\n{claim}\n");

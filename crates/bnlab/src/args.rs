@@ -340,9 +340,13 @@ pub struct ReportArgs {
     #[arg(long, default_value = "population")]
     pub figure_scheme: String,
     /// Judge the `[[claim]]`s of this spec instead of those the sweep was run with (one
-    /// claim folder's report of a shared pool); the spec must be the sweep's.
+    /// claim folder's report of a shared pool): the report keeps the configurations and test
+    /// schemes the claims compare. The spec must be the sweep's.
     #[arg(long)]
     pub claims: Option<PathBuf>,
+    /// Figures as PNG only (no SVG copies), for reports that are committed.
+    #[arg(long)]
+    pub no_svg: bool,
     /// Output directory (default: DIR/report).
     #[arg(long)]
     pub out: Option<PathBuf>,

@@ -40,6 +40,8 @@ pub struct ReportOptions {
     /// Claims to judge instead of those `sweep.json` holds (a spec's `[[claim]]`s, for one
     /// claim folder's report of a shared pool).
     pub claims: Option<Vec<ClaimSpec>>,
+    /// Writes each figure as SVG too (PNG always).
+    pub svg: bool,
 }
 
 impl Default for ReportOptions {
@@ -57,6 +59,7 @@ impl Default for ReportOptions {
             schemes: vec![],
             figure_scheme: "population".into(),
             claims: None,
+            svg: true,
         }
     }
 }
@@ -355,14 +358,18 @@ pub fn build_report(results: &SweepResults, options: &ReportOptions) -> Result<R
         let png_path = PathBuf::from("figures").join(format!("{}.png", f.name));
         let svg_path = PathBuf::from("figures").join(format!("{}.svg", f.name));
         files.push((png_path.clone(), png(f)?));
-        files.push((svg_path.clone(), svg(f)?.into_bytes()));
+        let svg_link = if options.svg {
+            files.push((svg_path.clone(), svg(f)?.into_bytes()));
+            format!(" ([SVG]({}))", svg_path.display())
+        } else {
+            String::new()
+        };
         md.push_str(&format!(
-            "### {}\n\n{}\n\n![{}]({}) ([SVG]({}))\n\n",
+            "### {}\n\n{}\n\n![{}]({}){svg_link}\n\n",
             f.title,
             f.caption,
             f.title,
             png_path.display(),
-            svg_path.display()
         ));
     }
 
@@ -416,10 +423,44 @@ fn capitalized(s: &str) -> String {
 /// written unless every part was made.
 pub fn write_report(dir: &Path, options: &ReportOptions, out: &Path) -> Result<Report, TrainError> {
     let mut results = SweepResults::load(dir)?;
-    if let Some(claims) = &options.claims {
-        results.sweep.claims = claims.clone();
+    let mut options = options.clone();
+    if let Some(claims) = options.claims.clone() {
+        focus_on_claims(&mut results, &mut options, &claims);
     }
-    let report = build_report(&results, options)?;
+    let report = build_report(&results, &options)?;
     report.write(out)?;
     Ok(report)
+}
+
+/// Narrows a shared pool's report to what `claims` compare: their configurations, and (unless
+/// asked otherwise) their test schemes and the pool's baseline where it is still there. A
+/// claim folder then holds its own comparison, not the whole pool's.
+fn focus_on_claims(results: &mut SweepResults, options: &mut ReportOptions, claims: &[ClaimSpec]) {
+    results.sweep.claims = claims.to_vec();
+    let cells: Vec<(String, String)> = claims
+        .iter()
+        .flat_map(|c| {
+            c.cells()
+                .into_iter()
+                .map(|(_, k, s)| (k.to_string(), s.to_string()))
+        })
+        .collect();
+    let keep: std::collections::BTreeSet<String> = cells.iter().map(|(k, _)| k.clone()).collect();
+    results.focus(&keep);
+    if options.baseline.is_none()
+        && let Some(b) = &results.sweep.baseline
+        && Baseline::resolve(b, results).is_err()
+    {
+        results.sweep.baseline = None;
+    }
+    if options.schemes.is_empty() {
+        let available = results.schemes();
+        let mut schemes: Vec<String> = Vec::new();
+        for s in std::iter::once("population".to_string()).chain(cells.into_iter().map(|c| c.1)) {
+            if available.contains(&s) && !schemes.contains(&s) {
+                schemes.push(s);
+            }
+        }
+        options.schemes = schemes;
+    }
 }

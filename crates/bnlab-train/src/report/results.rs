@@ -258,6 +258,16 @@ impl SweepResults {
         })
     }
 
+    /// Keeps only the configurations in `keep` (a claim folder's report of a shared pool):
+    /// their runs, missing runs and validation choices.
+    pub fn focus(&mut self, keep: &std::collections::BTreeSet<String>) {
+        self.sweep.order.retain(|c| keep.contains(c));
+        self.sweep.configurations.retain(|c, _| keep.contains(c));
+        self.runs.retain(|r| keep.contains(&r.configuration));
+        self.missing.retain(|m| keep.contains(&m.configuration));
+        self.selections.retain(|s| keep.contains(&s.configuration));
+    }
+
     /// The finished runs of `configuration`.
     pub fn finished<'a>(&'a self, configuration: &'a str) -> impl Iterator<Item = &'a RunResult> {
         self.runs

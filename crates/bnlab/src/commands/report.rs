@@ -23,6 +23,7 @@ pub fn options(a: &ReportArgs) -> Result<ReportOptions> {
             Some(path) => Some(claims_of(path, &a.dir)?),
             None => None,
         },
+        svg: !a.no_svg,
     })
 }
 
