@@ -105,11 +105,16 @@ fn cuda_workers_without_the_cuda_feature_say_how_to_get_it() {
 }
 
 /// Every spec under `repro/`: each folder's full and small versions and the pools.
+/// Every spec of `repro/` (one folder per claim) and `specs/` (the quickstart's and others).
 fn repro_specs() -> Vec<std::path::PathBuf> {
-    let repro = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../repro");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut folders = vec![root.join("specs")];
+    for folder in std::fs::read_dir(root.join("repro")).unwrap() {
+        folders.push(folder.unwrap().path());
+    }
     let mut specs = Vec::new();
-    for folder in std::fs::read_dir(&repro).unwrap() {
-        for file in std::fs::read_dir(folder.unwrap().path()).unwrap() {
+    for folder in folders {
+        for file in std::fs::read_dir(folder).unwrap() {
             let path = file.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
                 specs.push(path);
@@ -121,7 +126,7 @@ fn repro_specs() -> Vec<std::path::PathBuf> {
 }
 
 #[test]
-fn bnlab_check_validates_every_reproduction_spec() {
+fn bnlab_check_validates_every_reproduction_spec_and_the_quickstarts() {
     let specs = repro_specs();
     assert!(specs.len() >= 40, "{} specs", specs.len());
     let pool = std::fs::read_to_string(
