@@ -10,7 +10,19 @@ use clap::Parser;
 
 use args::{Args, BenchCommand, Command};
 
+/// Restores the default SIGPIPE action, which Rust's runtime ignores: `bnlab … | head` then ends
+/// quietly when the reader closes the pipe, like other command-line tools, instead of
+/// panicking in `println!`.
+fn default_sigpipe() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: called first thing in `main`, before any thread starts; SIG_DFL is a valid action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    default_sigpipe();
     alloc::keep_freed_memory();
     let args = Args::parse();
     let result = match args.command {

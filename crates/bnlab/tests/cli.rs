@@ -168,3 +168,18 @@ fn bnlab_check_validates_every_reproduction_spec_and_the_quickstarts() {
         "{out}{err}"
     );
 }
+
+#[test]
+fn a_closed_pipe_ends_bnlab_quietly() {
+    // like `bnlab models | true`: the reader is gone before bnlab writes
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bnlab"))
+        .args(["models"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}
