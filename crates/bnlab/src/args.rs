@@ -21,7 +21,8 @@ pub struct RunArgs {
     /// Output directory (results, checkpoints, log).
     #[arg(long)]
     pub out: PathBuf,
-    /// Runs trained at once by this process.
+    /// Runs trained at once by this process, each on a thread pool of its own with an equal
+    /// share of the cores (results are bit-identical to `--jobs 1`).
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
     /// No progress bars.

@@ -393,3 +393,29 @@ fn an_idx_header_whose_sizes_overflow_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn runs_trained_two_at_a_time_on_their_own_thread_pools_are_bit_identical() {
+    // a network and images big enough for the kernels to split work across threads
+    let text = SPEC
+        .replace("shape = [1, 8, 8]", "shape = [3, 16, 16]")
+        .replace("name = \"plain-cnn\"", "name = \"resnet8\"")
+        .replace("epochs = 3", "epochs = 2");
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write(tmp.path(), "jobs.toml", &text);
+    let one = tmp.path().join("one");
+    let two = tmp.path().join("two");
+    let (ok, _, err) = run(&spec, &one, &["--jobs", "1"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&spec, &two, &["--jobs", "2"]);
+    assert!(ok, "{err}");
+    let (a, b) = (results(&one), results(&two));
+    assert_eq!(a.len(), 4);
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, bytes) in &a {
+        assert!(
+            b[name] == *bytes,
+            "{name} differs between --jobs 1 and --jobs 2"
+        );
+    }
+}

@@ -319,9 +319,25 @@ pub fn run_sweep(
             }
         }
     };
+    // `jobs` runs at once share the cores: each worker computes on a rayon pool of its own
+    // with its part of them, instead of all contending for the global pool
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (cores / options.jobs).max(1);
     std::thread::scope(|s| {
         for _ in 0..options.jobs {
-            s.spawn(worker);
+            s.spawn(|| {
+                if options.jobs == 1 {
+                    return worker();
+                }
+                match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+                    Ok(pool) => pool.install(worker),
+                    Err(e) => record_error(
+                        &stop,
+                        &first_error,
+                        TrainError::Config(format!("a thread pool of {threads} threads: {e}")),
+                    ),
+                }
+            });
         }
     });
     if let Some(e) = first_error.into_inner().ok().flatten() {
