@@ -109,8 +109,11 @@ fn cuda_workers_without_the_cuda_feature_say_how_to_get_it() {
 fn repro_specs() -> Vec<std::path::PathBuf> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut folders = vec![root.join("specs")];
-    for folder in std::fs::read_dir(root.join("repro")).unwrap() {
-        folders.push(folder.unwrap().path());
+    for entry in std::fs::read_dir(root.join("repro")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            folders.push(path);
+        }
     }
     let mut specs = Vec::new();
     for folder in folders {
