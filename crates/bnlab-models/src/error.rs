@@ -23,6 +23,15 @@ pub enum ModelError {
         /// Every registered name, comma-separated.
         known: String,
     },
+    /// A weights file could not be read or written.
+    #[error("weights file {}", path.display())]
+    Weights {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// A setting is out of range.
     #[error("invalid model configuration: {0}")]
     InvalidConfig(String),

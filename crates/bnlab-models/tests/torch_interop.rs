@@ -166,3 +166,31 @@ fn a_file_that_does_not_fit_is_an_error_naming_the_key() {
     std::fs::write(&junk, b"not a pickle").unwrap();
     assert!(read_state_dict(&junk).is_err());
 }
+
+#[test]
+fn truncated_and_foreign_files_are_errors_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (fixture_name, name, keep) in [
+        ("resnet18_w8.pth", "cut.pth", 5000),
+        ("mobilenetv2_w01.safetensors", "cut.safetensors", 3000),
+        ("mobilenetv2_w01.safetensors", "text.pt", 0),
+    ] {
+        let bytes = std::fs::read(fixture(fixture_name)).unwrap();
+        let path = tmp.path().join(name);
+        let contents = if keep == 0 {
+            b"not a checkpoint".to_vec()
+        } else {
+            bytes[..keep].to_vec()
+        };
+        std::fs::write(&path, contents).unwrap();
+        let err = read_state_dict(&path).unwrap_err();
+        assert!(
+            matches!(&err, bnlab_models::ModelError::Weights { path: p, .. } if *p == path),
+            "{name}: {err:?}"
+        );
+        assert!(
+            std::error::Error::source(&err).is_some(),
+            "{name}: no cause"
+        );
+    }
+}

@@ -11,8 +11,14 @@ use super::StateDict;
 use crate::ModelError;
 
 /// The error of file `path`.
-fn bad(path: &Path, why: impl std::fmt::Display) -> ModelError {
-    ModelError::InvalidConfig(format!("{}: {why}", path.display()))
+fn bad(
+    path: &Path,
+    why: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+) -> ModelError {
+    ModelError::Weights {
+        path: path.to_path_buf(),
+        source: why.into(),
+    }
 }
 
 /// The state dict in `path`: a safetensors file (`.safetensors`) or a PyTorch pickle of a
