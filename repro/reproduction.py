@@ -64,10 +64,14 @@ def row(folder, claim, means):
         why = (claim.get("error") or "no difference").replace("|", "/")
         return f"| {link} | {paper} | {figure(claim, means)} | – | – | – | not measured: {why} |"
     ci = f"{d['mean']:+.2f} [{d['t_ci']['low']:+.2f}, {d['t_ci']['high']:+.2f}] (n = {d['n']})"
-    p = d["t_p"]["two_sided"]
-    adj = claim.get("p_adjusted")
-    p_text = f"{p:.2g}" + (f" (adj. {adj:.2g})" if adj is not None and abs(adj - p) > 1e-12 else "")
-    verdict = claim.get("verdict") or "no expectation (a plain comparison)"
+    if d.get("tost"):
+        # an equivalence claim is judged by TOST within ±margin
+        p_text = f"TOST {d['tost']['p']:.2g} (±{d['tost']['margin']:g})"
+    else:
+        p = d["t_p"]["two_sided"]
+        adj = claim.get("p_adjusted")
+        p_text = f"{p:.2g}" + (f" (adj. {adj:.2g})" if adj is not None and abs(adj - p) > 1e-12 else "")
+    verdict = (claim.get("verdict") or "no expectation (a plain comparison)").replace("-", " ")
     return f"| {link} | {paper} | {figure(claim, means)} | {ci} | {p_text} | {d['mde']:.2f} | **{verdict}** |"
 
 
@@ -97,7 +101,8 @@ def main():
         "",
         "Figures are test accuracies in % (mean over seeds); differences are paired by seed, with",
         "Student's t 95 % interval, the two-sided paired t p (adjusted by Holm across a folder's",
-        "claims where it has more than 3) and the minimum detectable effect (80 % power). Verdicts:",
+        "claims where it has more than 3; for an equivalence claim, the TOST p within ±margin) and",
+        "the minimum detectable effect (80 % power). Verdicts:",
         "**reproduced** (significant in the paper's direction), **reversed** (significant the other",
         "way), **not reproduced** (neither, with 80 % power for the paper's effect),",
         "**underpowered** (neither, without that power). The papers' numbers come from ImageNet or",
