@@ -31,13 +31,23 @@ pub fn run(out: &Path, quiet: bool, jobs: usize) -> Result<()> {
         let c = &outcome.claim;
         println!("Claim: {} ({})", c.name, c.describe());
         println!("  paper:  {}", c.paper.as_deref().unwrap_or("–"));
+        let means: Vec<String> = c
+            .cells()
+            .into_iter()
+            .map(|(_, configuration, scheme)| {
+                let v = results.values(configuration, scheme, c.metric);
+                let mean = v.values().sum::<f64>() / v.len().max(1) as f64;
+                format!("{scheme} {mean:.2} %")
+            })
+            .collect();
+        println!("  ours:   test accuracy, {}", means.join(" vs "));
         match (&outcome.difference, &outcome.error) {
             (Some(d), _) => println!(
-                "  bnlab:  {:+.2} points over {} seeds, 95 % CI {:.2}, p = {:.4} (two-sided paired t)",
+                "  Δ:      {:+.2} points over {} seeds, 95 % CI {:.2}, p = {:.4} (two-sided paired t)",
                 d.mean, d.n, d.t_ci, d.t_p.two_sided
             ),
-            (None, Some(why)) => println!("  bnlab:  no difference: {why}"),
-            (None, None) => println!("  bnlab:  no difference"),
+            (None, Some(why)) => println!("  Δ:      no difference: {why}"),
+            (None, None) => println!("  Δ:      no difference"),
         }
         let verdict = outcome.verdict.map_or("– (no verdict)", |v| v.label());
         println!("  verdict: {verdict}\n");
