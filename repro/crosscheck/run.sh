@@ -5,7 +5,7 @@ set -euo pipefail
 out=$1
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-for run in nbs128-s1 nbs32-s1 nbs8-s1 nbs2-s1; do
+for run in nbs128-s1 nbs32-s1 nbs8-s1 nbs2-s1 nbs2-frozen-s1; do
     target/release/bnlab export "$out/runs/$run" --out "$tmp/$run.safetensors" >/dev/null
     schemes=(--scheme population)
     [ "$run" = nbs128-s1 ] && schemes+=(--scheme adapt-contrast-3-source)
