@@ -90,6 +90,34 @@ pub struct RunResult {
 }
 
 impl RunResult {
+    /// The result of run `key` of `spec` that carries no training record: a failed run, or a
+    /// model brought in from elsewhere (`bnlab import`), whose metrics are added later.
+    pub fn untrained(
+        spec: &crate::Spec,
+        key: &crate::RunKey,
+        stamp: &crate::Stamp,
+        status: Status,
+    ) -> Self {
+        let configuration = &spec.configurations[key.configuration];
+        RunResult {
+            format: RESULT_FORMAT,
+            sweep: spec.name.clone(),
+            configuration: configuration.name.clone(),
+            axes: configuration.axes.clone(),
+            index: key.index,
+            seed: key.seed,
+            config: configuration.config.clone(),
+            fingerprint: Some(stamp.fingerprint.clone()),
+            provenance: Some(stamp.provenance.clone()),
+            status,
+            epochs: Vec::new(),
+            best_epoch: None,
+            test: BTreeMap::new(),
+            validation: BTreeMap::new(),
+            diagnostics: Default::default(),
+        }
+    }
+
     /// Writes the result atomically (temp file, then rename).
     pub fn save(&self, path: &Path) -> Result<(), TrainError> {
         let json = serde_json::to_vec_pretty(self).map_err(|e| TrainError::Corrupt {

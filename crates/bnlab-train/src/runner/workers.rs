@@ -1,6 +1,5 @@
 //! Training the claimed runs: on threads of this process, one run at a time per job.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,8 +10,8 @@ use super::{Stamp, SweepOptions, SweepSummary, Transport, result_path, run_dir};
 use crate::checkpoint::Checkpoints;
 use crate::claim::Claim;
 use crate::{
-    Budget, RESULT_FORMAT, RunKey, RunRequest, RunResult, Spec, Status, TrainError, Worker,
-    is_run_failure, train_run,
+    Budget, RunKey, RunRequest, RunResult, Spec, Status, TrainError, Worker, is_run_failure,
+    train_run,
 };
 
 /// Stops the sweep's workers with `e`, unless an earlier error did.
@@ -161,25 +160,14 @@ pub(super) fn one_run(
         Ok(result) => result,
         Err(e) if is_run_failure(&e) => {
             tracing::warn!(run = %key.id, error = %crate::error::chain(&e), "run failed");
-            RunResult {
-                format: RESULT_FORMAT,
-                sweep: spec.name.clone(),
-                configuration: configuration.name.clone(),
-                axes: configuration.axes.clone(),
-                index: key.index,
-                seed: key.seed,
-                config: configuration.config.clone(),
-                fingerprint: Some(stamp.fingerprint.clone()),
-                provenance: Some(stamp.provenance.clone()),
-                status: Status::Failed {
+            RunResult::untrained(
+                spec,
+                key,
+                stamp,
+                Status::Failed {
                     reason: crate::error::chain(&e),
                 },
-                epochs: Vec::new(),
-                best_epoch: None,
-                test: BTreeMap::new(),
-                validation: BTreeMap::new(),
-                diagnostics: Default::default(),
-            }
+            )
         }
         Err(e) => {
             if !matches!(e, TrainError::Interrupted) {

@@ -1,16 +1,14 @@
 //! `bnlab import` and `bnlab export`: PyTorch state dicts (torchvision's and timm's layouts)
 //! in and out, with the BN buffers converted between conventions explicitly.
 
-use std::collections::BTreeMap;
-
 use anyhow::{Context, Result, bail};
 use bnlab_models::torch::{
     StateDict, export_state_dict, import_state_dict, read_state_dict, write_safetensors,
 };
 use bnlab_norm::VarianceStorage;
 use bnlab_train::{
-    MODEL_FILE, RESULT_FORMAT, RunData, RunFile, RunResult, Spec, Status, SweepFile, load_model,
-    new_network, result_path, run_dir, save_model, stamps,
+    MODEL_FILE, RunData, RunFile, RunResult, Spec, Status, SweepFile, load_model, new_network,
+    result_path, run_dir, save_model, stamps,
 };
 use burn::tensor::{Device, TensorData};
 
@@ -126,23 +124,7 @@ pub fn import(a: &ImportArgs) -> Result<()> {
         input_stats: None,
     };
     run.save(&dir)?;
-    let result = RunResult {
-        format: RESULT_FORMAT,
-        sweep: spec.name.clone(),
-        configuration: configuration.name.clone(),
-        axes: configuration.axes.clone(),
-        index: key.index,
-        seed: key.seed,
-        config: config.clone(),
-        fingerprint: Some(stamp.fingerprint.clone()),
-        provenance: Some(stamp.provenance.clone()),
-        status: Status::Finished,
-        epochs: Vec::new(),
-        best_epoch: None,
-        test: BTreeMap::new(),
-        validation: BTreeMap::new(),
-        diagnostics: Default::default(),
-    };
+    let result = RunResult::untrained(&spec, key, stamp, Status::Finished);
     std::fs::create_dir_all(a.out.join("results"))?;
     result.save(&result_path(&a.out, &key.id))?;
     SweepFile::of(&spec, &stamps).save(&a.out)?;
