@@ -39,14 +39,19 @@ pub struct TorchKey {
     pub layout: Layout,
 }
 
-/// The bnlab path and shape of every float tensor of `module`, in tree order.
-fn tensor_paths<M: Module>(module: &M) -> Vec<(String, Vec<usize>)> {
-    #[derive(Default)]
-    struct Paths {
+/// A float tensor of a module: its path in the module tree, its shape and, when read, its
+/// values.
+type Found = (String, Vec<usize>, Option<TensorData>);
+
+/// Every float tensor of `module`, in tree order; their values only when `read` (listing the
+/// keys must not materialize a network's weights).
+fn tensors<M: Module>(module: &M, read: bool) -> Vec<Found> {
+    struct Tensors {
         stack: Vec<String>,
-        out: Vec<(String, Vec<usize>)>,
+        read: bool,
+        out: Vec<Found>,
     }
-    impl ModuleVisitor for Paths {
+    impl ModuleVisitor for Tensors {
         fn enter_module(&mut self, name: &str, _: &str) {
             self.stack.push(name.to_string());
         }
@@ -54,13 +59,26 @@ fn tensor_paths<M: Module>(module: &M) -> Vec<(String, Vec<usize>)> {
             self.stack.pop();
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let data = self.read.then(|| param.val().into_data());
             self.out
-                .push((self.stack.join("."), param.lazy_shape().to_vec()));
+                .push((self.stack.join("."), param.lazy_shape().to_vec(), data));
         }
     }
-    let mut paths = Paths::default();
-    module.visit(&mut paths);
-    paths.out
+    let mut found = Tensors {
+        stack: Vec::new(),
+        read,
+        out: Vec::new(),
+    };
+    module.visit(&mut found);
+    found.out
+}
+
+/// The bnlab path and shape of every float tensor of `module`, in tree order.
+fn tensor_paths<M: Module>(module: &M) -> Vec<(String, Vec<usize>)> {
+    tensors(module, false)
+        .into_iter()
+        .map(|(path, shape, _)| (path, shape))
+        .collect()
 }
 
 /// A norm layer's tensor in PyTorch: (name, layout).
@@ -436,36 +454,16 @@ impl ModuleMapper for Setter {
 /// key, laid out as PyTorch lays it out.
 pub fn export_state_dict(network: &Network) -> Result<StateDict, ModelError> {
     let keys = torch_keys(network)?;
-    let mut values = Values::default();
-    network.visit(&mut values);
+    let mut values: BTreeMap<String, TensorData> = tensors(network, true)
+        .into_iter()
+        .filter_map(|(path, _, data)| Some((path, data?)))
+        .collect();
     let mut out = StateDict::new();
     for k in keys {
-        let data = values.out.remove(&k.path).ok_or_else(|| {
+        let data = values.remove(&k.path).ok_or_else(|| {
             ModelError::InvalidConfig(format!("`{}` was not found in the network", k.path))
         })?;
         out.insert(k.key, to_torch(data, k.layout)?);
     }
     Ok(out)
-}
-
-/// Reads every float tensor by path.
-#[derive(Default)]
-struct Values {
-    stack: Vec<String>,
-    out: BTreeMap<String, TensorData>,
-}
-
-impl ModuleVisitor for Values {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.stack.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.stack.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        self.out
-            .insert(self.stack.join("."), param.val().into_data());
-    }
 }
