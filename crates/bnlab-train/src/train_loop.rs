@@ -174,12 +174,15 @@ impl<'r, 'a> RunContext<'r, 'a> {
         })
     }
 
-    /// PreciseBN statistics for `model` from the training pool (pass `pass` of the loader),
-    /// each worker on its shard, with the spec's first N, B and policy.
-    fn precise(&self, model: Network, pass: u64) -> Result<Network, TrainError> {
+    /// PreciseBN statistics for a copy of `model` without autodiff, from the training pool
+    /// (pass `pass` of the loader), each worker on its shard, with the spec's first N, B and
+    /// policy.
+    fn precise(&self, model: &Network, pass: u64) -> Result<Network, TrainError> {
         let e = &self.config.eval;
+        // statistics need no gradients: on the training model every batch's graph would be
+        // kept (14 GB for a ResNet-20 FrozenBN run)
         precise_estimate(
-            model,
+            model.valid(),
             &self.data,
             e.primary_precise(),
             e,
@@ -311,10 +314,9 @@ impl<'r, 'a> RunContext<'r, 'a> {
         let t = &self.config.train;
         let epoch = training.state.epochs_done;
         if t.freeze_at_epoch == Some(epoch) && !training.state.frozen {
-            // statistics need no gradients: estimated on the model without autodiff (on the
-            // training model, every PreciseBN batch's graph was kept: 14 GB for a ResNet-20),
-            // then put back in training mode, parameters and their ids unchanged
-            let model = self.precise(training.model.valid(), EVAL_PASS + epoch as u64)?;
+            // estimated without autodiff, then back in training mode, parameters and their
+            // ids unchanged
+            let model = self.precise(&training.model, EVAL_PASS + epoch as u64)?;
             training.model = set_norm_mode(model.train(), NormMode::Frozen);
             training.state.frozen = true;
         }
@@ -326,7 +328,7 @@ impl<'r, 'a> RunContext<'r, 'a> {
         let data = &self.data;
         // PreciseBN runs on every worker (each on its shard); only the leader validates
         let precise_model = if t.precise_every_epoch && !data.val_pool.is_empty() {
-            Some(self.precise(training.model.valid(), EVAL_PASS + epoch as u64)?)
+            Some(self.precise(&training.model, EVAL_PASS + epoch as u64)?)
         } else {
             None
         };
