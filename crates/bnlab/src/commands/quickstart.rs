@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use bnlab_train::{ReportOptions, Spec, SweepResults, build_report, claims};
+use bnlab_train::{ReportOptions, Spec, SweepResults, build_report, claims, summary};
 
 /// The quickstart's spec, `specs/quickstart.toml` (also written to `OUT/quickstart.toml`).
 pub const SPEC: &str = include_str!("../../../../specs/quickstart.toml");
@@ -35,9 +35,14 @@ pub fn run(out: &Path, quiet: bool, jobs: usize) -> Result<()> {
             .cells()
             .into_iter()
             .map(|(_, configuration, scheme)| {
-                let v = results.values(configuration, scheme, c.metric);
-                let mean = v.values().sum::<f64>() / v.len().max(1) as f64;
-                format!("{scheme} {mean:.2} %")
+                let v: Vec<f64> = results
+                    .values(configuration, scheme, c.metric)
+                    .into_values()
+                    .collect();
+                match summary(&v) {
+                    Some(s) => format!("{scheme} {:.2} %", s.mean),
+                    None => format!("{scheme} –"),
+                }
             })
             .collect();
         println!("  ours:   test accuracy, {}", means.join(" vs "));
