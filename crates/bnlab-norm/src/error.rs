@@ -91,6 +91,19 @@ pub enum NormError {
         #[source]
         source: ReadError,
     },
+    /// A device name that is none of [`crate::DEVICE_NAMES`].
+    #[error("unknown device `{0}`: expected {names}", names = crate::DEVICE_NAMES)]
+    UnknownDevice(String),
+    /// A device this build was compiled without.
+    #[error(
+        "this bnlab was built without {device}: build with `cargo build --release -p bnlab --features {feature}`"
+    )]
+    NotBuilt {
+        /// The device asked for.
+        device: String,
+        /// The Cargo feature that brings it.
+        feature: &'static str,
+    },
     /// The workers' collective under a stats reducer failed (for example a lost worker).
     #[error("the workers' collective failed")]
     Collective(#[source] CollectiveError),

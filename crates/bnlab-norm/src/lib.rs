@@ -11,6 +11,8 @@
 //!   [`PopulationEstimator`]; tree-wide operations (`tree.rs`) set them on a whole model;
 //! - the affine tail (`affine.rs`): [`Affine`];
 //! - the settings by name (`settings.rs`): [`NormSettings`], as specs write them;
+//! - where it runs (`device.rs`): [`DeviceName`], a device by name (`flex`, `vulkan[:N]`,
+//!   `vulkan-cpu`, `cuda[:N]`);
 //! - how it runs: [`Kernel`] (fused kernels on Flex, behind a Burn backend extension with a
 //!   hand-written backward; Burn tensor ops everywhere else and as the reference).
 //!
@@ -55,6 +57,7 @@
 mod affine;
 mod batch;
 mod config;
+mod device;
 mod error;
 mod fold;
 mod fused;
@@ -70,10 +73,9 @@ pub use affine::*;
 pub use batch::*;
 pub use bnlab_collective::{Collective, CollectiveError};
 pub use config::*;
+pub use device::{DEVICE_NAMES, DeviceName};
 pub use error::*;
 pub use fused::is_cube;
-#[cfg(feature = "vulkan")]
-pub use fused::vulkan_gpu;
 pub use layer::*;
 pub use roles::*;
 pub use settings::*;

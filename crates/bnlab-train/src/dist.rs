@@ -22,12 +22,10 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker that computes on the Flex CPU backend (threads and MPI processes).
-    pub fn on_cpu(collective: Arc<dyn Collective>) -> Self {
-        Worker {
-            collective,
-            device: Device::flex(),
-        }
+    /// A worker that talks through `collective` and computes on `device` (threads and MPI
+    /// processes; CUDA workers come from their device group).
+    pub fn new(collective: Arc<dyn Collective>, device: Device) -> Self {
+        Worker { collective, device }
     }
 
     /// This worker's rank.

@@ -5,7 +5,7 @@
 //!
 //! Settings that cannot change a result (loader threads, the data folder's path, a
 //! collective's timeout) are left out, so moving the data or using more threads keeps the
-//! fingerprint. A setting added later keeps old fingerprints only if it is skipped when it
+//! fingerprint; of the device, only its kind counts. A setting added later keeps old fingerprints only if it is skipped when it
 //! has its default value; otherwise adding it must bump [`RESULT_FORMAT`].
 
 use std::collections::BTreeMap;
@@ -184,6 +184,10 @@ fn settings(config: &RunConfig) -> Result<Value, TrainError> {
         .map_err(|e| TrainError::Config(format!("the settings cannot be written as JSON: {e}")))?;
     for key in IGNORED {
         remove(&mut value, key);
+    }
+    // which card of a kind does not change a result (two shards may run on two GPUs)
+    if let Some(device) = value.pointer_mut("/train/device") {
+        *device = Value::String(config.train.device.kind().into());
     }
     Ok(value)
 }
@@ -383,6 +387,26 @@ mod tests {
             fa.training,
             Fingerprint::of(&explicit, &none()).unwrap().training
         );
+    }
+
+    #[test]
+    fn the_device_kind_counts_and_its_index_does_not() {
+        use bnlab_norm::DeviceName;
+        let flex = config();
+        // the default is left out, so fingerprints made before devices existed still hold
+        assert!(settings(&flex).unwrap()["train"].get("device").is_none());
+        let on = |device| {
+            let mut c = flex.clone();
+            c.train.device = device;
+            Fingerprint::of(&c, &none()).unwrap()
+        };
+        let fingerprint = Fingerprint::of(&flex, &none()).unwrap();
+        assert_ne!(fingerprint, on(DeviceName::Vulkan(0)));
+        assert_ne!(on(DeviceName::Vulkan(0)), on(DeviceName::VulkanCpu));
+        assert_ne!(on(DeviceName::Vulkan(0)), on(DeviceName::Cuda(0)));
+        assert_eq!(on(DeviceName::Vulkan(0)), on(DeviceName::Vulkan(1)));
+        assert_eq!(on(DeviceName::Cuda(0)), on(DeviceName::Cuda(3)));
+        assert_eq!(fingerprint, on(DeviceName::Flex));
     }
 
     #[test]

@@ -215,6 +215,14 @@ pub struct RunKey {
 }
 
 impl Spec {
+    /// Runs every configuration on `device` (`bnlab run --device`: the command line wins over
+    /// the spec's `[train] device`).
+    pub fn set_device(&mut self, device: bnlab_norm::DeviceName) {
+        for c in &mut self.configurations {
+            c.config.train.device = device;
+        }
+    }
+
     /// Reads and checks the spec at `path`.
     pub fn load(path: &Path) -> Result<Self, TrainError> {
         let text = std::fs::read_to_string(path).map_err(TrainError::io(path))?;

@@ -122,10 +122,10 @@ impl<'r, 'a> RunContext<'r, 'a> {
             };
             run_file.save(&req.work_dir)?;
         }
-        let device = req
-            .worker
-            .as_ref()
-            .map_or_else(Device::flex, |w| w.device.clone());
+        let device = match &req.worker {
+            Some(w) => w.device.clone(),
+            None => config.train.device.device()?,
+        };
         let ad = device.clone().autodiff();
         let t = &config.train;
         let (micro, accum) = (t.micro_batch(), t.accumulation());

@@ -154,6 +154,12 @@ fn each_bad_spec_gives_its_error_at_its_line() {
         ),
         (
             "epochs = 2",
+            "epochs = 2\ndevice = \"tpu\"",
+            "device = \"tpu\"",
+            "unknown device `tpu`: expected flex, vulkan[:N], vulkan-cpu or cuda[:N]",
+        ),
+        (
+            "epochs = 2",
             "epochs = \"two\"",
             "epochs = \"two\"",
             "invalid type",
@@ -166,6 +172,30 @@ fn each_bad_spec_gives_its_error_at_its_line() {
         assert!(message.contains(says), "{to}: `{message}` lacks `{says}`");
         assert_eq!(line, line_of(&text, at), "{to}: {message}");
     }
+}
+
+#[test]
+fn the_device_is_a_train_setting_that_defaults_to_flex() {
+    use bnlab_norm::DeviceName;
+    let spec = Spec::parse(GOOD, "good.toml").unwrap();
+    assert!(
+        spec.configurations
+            .iter()
+            .all(|c| c.config.train.device == DeviceName::Flex)
+    );
+    let text = GOOD.replacen("epochs = 2", "epochs = 2\ndevice = \"vulkan:1\"", 1);
+    let mut spec = Spec::parse(&text, "gpu.toml").unwrap();
+    assert_eq!(
+        spec.configurations[0].config.train.device,
+        DeviceName::Vulkan(1)
+    );
+    // `bnlab run --device` overrides it everywhere
+    spec.set_device(DeviceName::VulkanCpu);
+    assert!(
+        spec.configurations
+            .iter()
+            .all(|c| c.config.train.device == DeviceName::VulkanCpu)
+    );
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use bnlab_norm::DeviceName;
 use clap::{Parser, Subcommand};
 
 /// bnlab: the BatchNorm laboratory.
@@ -47,6 +48,26 @@ pub struct RunArgs {
     /// run over and resumes it from its checkpoint.
     #[arg(long, default_value_t = 60)]
     pub lease_secs: u64,
+    /// Where to compute.
+    #[command(flatten)]
+    pub device: DeviceArg,
+}
+
+/// `--device`: where a command computes.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct DeviceArg {
+    /// Where to compute: flex (the CPU), vulkan[:N] (the N-th discrete GPU), vulkan-cpu
+    /// (Mesa's lavapipe) or cuda[:N]; GPUs need a build with `--features vulkan` or
+    /// `--features cuda`. Default: the spec's or the run's `[train] device` (flex if unset).
+    #[arg(long)]
+    pub device: Option<DeviceName>,
+}
+
+impl DeviceArg {
+    /// The device asked for, else `default` (the command line wins over a spec).
+    pub fn or(self, default: DeviceName) -> DeviceName {
+        self.device.unwrap_or(default)
+    }
 }
 
 /// `bnlab eval`'s arguments.
@@ -68,6 +89,9 @@ pub struct EvalArgs {
     /// (ghost batches).
     #[arg(long)]
     pub whole_batch: bool,
+    /// Where to compute.
+    #[command(flatten)]
+    pub device: DeviceArg,
 }
 
 /// `bnlab precise-bn`'s arguments.
@@ -94,6 +118,9 @@ pub struct PreciseArgs {
     /// Where to write the model (default: `<run>/model-precise.bpk`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Where to compute.
+    #[command(flatten)]
+    pub device: DeviceArg,
 }
 
 /// `bnlab import`'s arguments.
@@ -230,6 +257,9 @@ pub enum Command {
         /// Runs trained at once (2 keeps both cores of a small machine busy).
         #[arg(long, default_value_t = 2)]
         jobs: usize,
+        /// Where to compute.
+        #[command(flatten)]
+        device: DeviceArg,
     },
 }
 
@@ -260,19 +290,10 @@ pub enum DataCommand {
     },
 }
 
-/// The device of `bnlab bench norm`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BenchDevice {
-    /// Flex, the pure-Rust CPU backend.
-    Flex,
-    /// The first discrete GPU through Vulkan (a build with `--features vulkan`).
-    Vulkan,
-}
-
 /// `bnlab bench …`.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// Images/s of a training step on Flex (forward, backward, SGD step with momentum and
+    /// Images/s of a training step on Flex or a GPU (forward, backward, SGD step with momentum and
     /// weight decay) on random CIFAR-shaped batches.
     Train(TrainBenchArgs),
     /// Forward and backward time of every convolution shape of ResNet-20 and the CIFAR
@@ -291,10 +312,9 @@ pub enum BenchCommand {
     /// Normalization variants per training forward and forward + backward on Flex (or a GPU),
     /// as bandwidth against a triad measured in the same run, beside burn-nn's BatchNorm.
     Norm {
-        /// Where to run: `flex` (the CPU) or `vulkan` (the first discrete GPU, in a build with
-        /// `--features vulkan`).
-        #[arg(long, value_enum, default_value_t = BenchDevice::Flex)]
-        device: BenchDevice,
+        /// Where to compute.
+        #[command(flatten)]
+        device: DeviceArg,
         /// Only the (128, 64, 32, 32) shape: under a minute.
         #[arg(long)]
         quick: bool,
@@ -388,6 +408,9 @@ pub struct TrainBenchArgs {
     /// With `--distributed`: per-worker BN (`worker`), SyncBN (`all`) or Shuffle BN (`shuffle`).
     #[arg(long, value_enum, default_value_t = SyncArg::Worker)]
     pub sync: SyncArg,
+    /// Where to compute.
+    #[command(flatten)]
+    pub device: DeviceArg,
 }
 
 /// `--sync` values.

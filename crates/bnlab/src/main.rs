@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use args::{Args, BenchCommand, Command};
+use bnlab_norm::DeviceName;
 
 /// Restores the default SIGPIPE action, which Rust's runtime ignores: `bnlab … | head` then ends
 /// quietly when the reader closes the pipe, like other command-line tools, instead of
@@ -45,8 +46,15 @@ fn main() -> ExitCode {
             quick,
             reps,
             only,
-        }) => commands::bench::norm::norm(device, quick, reps, only.as_deref()),
-        Command::Quickstart { out, quiet, jobs } => commands::quickstart::run(&out, quiet, jobs),
+        }) => {
+            commands::bench::norm::norm(device.or(DeviceName::Flex), quick, reps, only.as_deref())
+        }
+        Command::Quickstart {
+            out,
+            quiet,
+            jobs,
+            device,
+        } => commands::quickstart::run(&out, quiet, jobs, device.device),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

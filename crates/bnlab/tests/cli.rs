@@ -104,6 +104,45 @@ fn cuda_workers_without_the_cuda_feature_say_how_to_get_it() {
     assert!(err.contains("--features cuda"), "{err}");
 }
 
+#[test]
+fn every_training_command_takes_a_device_and_names_the_good_ones() {
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/../../specs/quickstart.toml");
+    let out = tempfile::tempdir().unwrap();
+    let out = out.path().to_str().unwrap();
+    let commands: [&[&str]; 5] = [
+        &["run", spec, "--out", out],
+        &["eval", out],
+        &["precise-bn", out],
+        &["quickstart", "--out", out],
+        &["bench", "train"],
+    ];
+    for command in commands {
+        let mut args = command.to_vec();
+        args.extend(["--device", "tpu"]);
+        let (ok, _, err) = bnlab(&args);
+        assert!(!ok, "{command:?}");
+        assert!(
+            err.contains("unknown device `tpu`") && err.contains("vulkan-cpu"),
+            "{command:?}: {err}"
+        );
+    }
+    // a device this build lacks stops the sweep before anything trains, saying how to build
+    #[cfg(not(feature = "vulkan"))]
+    for command in commands {
+        if command[0] == "eval" || command[0] == "precise-bn" {
+            continue; // they need a run: tests/run.rs
+        }
+        let mut args = command.to_vec();
+        args.extend(["--device", "vulkan-cpu"]);
+        let (ok, _, err) = bnlab(&args);
+        assert!(
+            !ok && err.contains("--features vulkan"),
+            "{command:?}: {err}"
+        );
+        assert!(!std::path::Path::new(out).join("results").exists());
+    }
+}
+
 /// Every spec under `repro/`: each folder's full and small versions and the pools.
 /// Every spec of `repro/` (one folder per claim) and `specs/` (the quickstart's and others).
 fn repro_specs() -> Vec<std::path::PathBuf> {

@@ -189,6 +189,14 @@ fn a_sweep_killed_at_any_moment_resumes_without_loss_or_duplication() {
     }
     let (ok, _, err) = bnlab(&["eval", run, "--stats", "alpha=2"]);
     assert!(!ok && err.contains("alpha=A"), "{err}");
+    // the run's own device by default (the same figure), and another on request
+    let (ok, again, err) = bnlab(&["eval", run, "--stats", "population", "--device", "flex"]);
+    assert!(ok && again == out, "{again}{err}");
+    #[cfg(not(feature = "vulkan"))]
+    for command in ["eval", "precise-bn"] {
+        let (ok, _, err) = bnlab(&[command, run, "--device", "vulkan"]);
+        assert!(!ok && err.contains("--features vulkan"), "{command}: {err}");
+    }
     for exact in [false, true] {
         let mut args = vec!["precise-bn", run, "--samples", "40", "--batch", "10"];
         if exact {

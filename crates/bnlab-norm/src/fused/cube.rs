@@ -298,18 +298,3 @@ fn dims3(t: &CubeTensor) -> [usize; 3] {
     let shape = burn::backend::TensorMetadata::shape(t);
     [shape[0], shape[1], shape[2]]
 }
-
-/// The first discrete GPU through Vulkan, or why there is none (asked of the machine first, so
-/// a missing GPU is an error instead of a panic on the first tensor).
-pub fn vulkan_gpu() -> Result<burn::tensor::Device, crate::NormError> {
-    use cubecl::device::WgpuDeviceKind;
-    cubecl::Device::vulkan(WgpuDeviceKind::DiscreteGpu(0)).map_err(|e| {
-        crate::NormError::NoDevice {
-            what: "discrete GPU through Vulkan".into(),
-            source: crate::ReadError(e.to_string()),
-        }
-    })?;
-    Ok(burn::tensor::Device::vulkan(
-        burn::tensor::DeviceKind::DiscreteGpu(0),
-    ))
-}

@@ -9,8 +9,6 @@
 mod autodiff;
 #[cfg(any(feature = "vulkan", feature = "cuda"))]
 mod cube;
-#[cfg(feature = "vulkan")]
-pub use cube::vulkan_gpu;
 mod extension;
 mod kernels;
 mod plan;

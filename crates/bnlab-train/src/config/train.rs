@@ -1,6 +1,6 @@
 //! `[train]`: epochs, batch sizes, FrozenBN and data-parallel training.
 
-use bnlab_norm::{SyncGroups, SyncName, SyncWeighting};
+use bnlab_norm::{DeviceName, SyncGroups, SyncName, SyncWeighting};
 use serde::{Deserialize, Serialize};
 
 /// Epochs, batch sizes and the FrozenBN switch.
@@ -36,6 +36,11 @@ pub struct TrainConfig {
     /// model).
     #[serde(default, skip_serializing_if = "Evaluated::is_default")]
     pub evaluate: Evaluated,
+    /// Where the run computes: `flex` (the CPU, the default), `vulkan[:N]`, `vulkan-cpu` or
+    /// `cuda[:N]` (`bnlab run --device` overrides it). Its kind is part of the fingerprint, its
+    /// index is not: results of one kind of device are comparable, those of two are not mixed.
+    #[serde(default, skip_serializing_if = "DeviceName::is_default")]
+    pub device: DeviceName,
     /// Data-parallel workers and how their normalization batches are formed.
     #[serde(default)]
     pub distributed: DistConfig,

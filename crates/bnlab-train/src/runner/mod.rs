@@ -163,6 +163,15 @@ pub fn run_sweep(
             "the lease must be longer than zero".into(),
         ));
     }
+    // every device the sweep asks for is built in and on this machine, before anything trains
+    let devices: std::collections::HashSet<_> = spec
+        .configurations
+        .iter()
+        .map(|c| c.config.train.device)
+        .collect();
+    for device in devices {
+        device.device()?;
+    }
     let mut runs = spec.runs();
     if let Some(shard) = options.shard {
         runs = shard.select(runs);

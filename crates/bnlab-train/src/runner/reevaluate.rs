@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use bnlab_norm::{NormMode, set_norm_mode};
-use burn::tensor::Device;
 
 use super::{Stamp, result_path, run_dir};
 use crate::{
@@ -46,7 +45,7 @@ pub(super) fn reevaluate(
     if result.status == Status::Finished {
         let mut run = RunFile::load(&dir)?;
         let data = RunData::load(&config.data, config.scaling())?;
-        let device = Device::flex();
+        let device = config.train.device.device()?;
         let model = set_norm_mode(run.network(&dir, &data, &device)?, NormMode::EVAL);
         let evaluations = evaluate_schemes(config, &data, &model, key.seed as u64, &device)?;
         result.test = evaluations.test;

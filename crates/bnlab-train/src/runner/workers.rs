@@ -48,11 +48,12 @@ pub(super) fn train_on_threads(
                 .collect()
         }
         _ => {
-            let timeout = request.configuration.config.train.distributed.timeout_secs;
-            let timeout = std::time::Duration::from_secs(timeout);
+            let train = &request.configuration.config.train;
+            let timeout = std::time::Duration::from_secs(train.distributed.timeout_secs);
+            let device = train.device.device()?;
             bnlab_collective::ThreadGroup::new(workers, timeout)
                 .into_iter()
-                .map(|h| Worker::on_cpu(Arc::new(h)))
+                .map(|h| Worker::new(Arc::new(h), device.clone()))
                 .collect()
         }
     };
@@ -135,7 +136,8 @@ pub(super) fn one_run(
         Transport::Processes(c) if workers <= 1 && c.rank() > 0 => return Ok(()),
         _ if workers <= 1 => (train_run(&request), true),
         Transport::Processes(c) => {
-            let worker = Worker::on_cpu(c.clone());
+            let device = configuration.config.train.device.device()?;
+            let worker = Worker::new(c.clone(), device);
             let leads = worker.leads();
             let request = RunRequest {
                 worker: Some(worker),

@@ -15,9 +15,9 @@ use bnlab_train::{
 };
 use burn::tensor::Device;
 
-use crate::args::{EvalArgs, PreciseArgs};
+use crate::args::{DeviceArg, EvalArgs, PreciseArgs};
 
-/// A run's data and model on the CPU.
+/// A run's data and model on its device.
 struct Loaded {
     run: RunFile,
     data: RunData,
@@ -25,10 +25,11 @@ struct Loaded {
     device: Device,
 }
 
-fn load(dir: &Path) -> Result<Loaded> {
+/// Loads the run in `dir` onto `device` (default: the device it was trained on).
+fn load(dir: &Path, device: DeviceArg) -> Result<Loaded> {
     let run = RunFile::load(dir)?;
     let data = RunData::load(&run.config.data, run.config.scaling())?;
-    let device = Device::flex();
+    let device = device.or(run.config.train.device).device()?;
     let model = run
         .network(dir, &data, &device)
         .with_context(|| format!("loading the model of {}", dir.display()))?;
@@ -182,7 +183,7 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
             a.stats
         ),
     };
-    let l = load(&a.run)?;
+    let l = load(&a.run, a.device)?;
     let measured = l.evaluate(&l.model, &l.config(a.batch, eval))?;
     record(&a.run, &key, &a.stats, measured)
 }
@@ -193,7 +194,7 @@ pub fn precise(a: &PreciseArgs) -> Result<()> {
         bnlab_norm::by_name(&a.estimator).context("--estimator")?;
     let how = (estimator, a.exact);
     let (eval, key) = precise_eval(a.samples, a.batch, a.whole_batch, how)?;
-    let l = load(&a.run)?;
+    let l = load(&a.run, a.device)?;
     let batch = l.run.config.eval.batch_size;
     let config = l.config(batch, eval);
     let setting = config.eval.primary_precise();

@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use bnlab_norm::DeviceName;
 use bnlab_train::{ReportOptions, Spec, SweepResults, build_report, claims, summary};
 
 /// The quickstart's spec, `specs/quickstart.toml` (also written to `OUT/quickstart.toml`).
@@ -14,11 +15,14 @@ pub const SPEC: &str = include_str!("../../../../specs/quickstart.toml");
 
 /// Runs the quickstart into `out`, prints each claim with its verdict and writes the report
 /// to `out/report`.
-pub fn run(out: &Path, quiet: bool, jobs: usize) -> Result<()> {
+pub fn run(out: &Path, quiet: bool, jobs: usize, device: Option<DeviceName>) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let spec_path = out.join("quickstart.toml");
     bnlab_data::write_atomic(&spec_path, SPEC.as_bytes())?;
-    let spec = Spec::parse(SPEC, &spec_path.display().to_string())?;
+    let mut spec = Spec::parse(SPEC, &spec_path.display().to_string())?;
+    if let Some(device) = device {
+        spec.set_device(device);
+    }
     super::run::sweep(
         &spec,
         out,

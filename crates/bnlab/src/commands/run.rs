@@ -59,7 +59,10 @@ impl Launch {
 
 /// Runs `bnlab run`; an interrupted or failed sweep is an error.
 pub fn run(args: &RunArgs) -> Result<SweepSummary> {
-    let spec = Spec::load(&args.spec)?;
+    let mut spec = Spec::load(&args.spec)?;
+    if let Some(device) = args.device.device {
+        spec.set_device(device);
+    }
     let out = args.out.as_path();
     if args.lease_secs == 0 {
         anyhow::bail!("--lease-secs must be at least 1");

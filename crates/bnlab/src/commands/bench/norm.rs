@@ -13,7 +13,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 
 use super::median;
 use super::triad::{device_triad_gbs, triad_gbs};
-use crate::args::BenchDevice;
+use bnlab_norm::DeviceName;
 
 /// The shapes of the issue, (N, C, H, W).
 const SHAPES: [[usize; 4]; 4] = [
@@ -127,43 +127,27 @@ fn time(reps: usize, device: &Device, mut f: impl FnMut() -> Result<()>) -> Resu
     Ok(median(&mut t))
 }
 
-/// The device of `which`.
-fn bench_device(which: BenchDevice) -> Result<Device> {
-    match which {
-        BenchDevice::Flex => Ok(Device::flex()),
-        #[cfg(feature = "vulkan")]
-        BenchDevice::Vulkan => Ok(bnlab_norm::vulkan_gpu()?),
-        #[cfg(not(feature = "vulkan"))]
-        BenchDevice::Vulkan => bail!(
-            "this bnlab was built without Vulkan: build with `cargo build --release -p bnlab --features vulkan`"
-        ),
-    }
-}
-
 /// Runs the benchmark and prints its table; the last line is plain BN forward + backward at
 /// (128, 64, 32, 32) as a share of the triad bandwidth; `only` keeps the variants whose name
 /// contains it.
-pub fn norm(which: BenchDevice, quick: bool, reps: usize, only: Option<&str>) -> Result<()> {
+pub fn norm(which: DeviceName, quick: bool, reps: usize, only: Option<&str>) -> Result<()> {
     if reps == 0 {
         bail!("--reps must be at least 1");
     }
-    let device = bench_device(which)?;
+    let device = which.device()?;
     let ad = device.clone().autodiff();
     device.seed(1);
     let shapes: &[[usize; 4]] = if quick { &SHAPES[..1] } else { &SHAPES };
     let largest = shapes.iter().map(|s| s.iter().product::<usize>()).max();
     let n = largest.unwrap_or(1 << 22);
-    let triad = match which {
-        BenchDevice::Flex => {
-            let t = triad_gbs(n, 5, 2)?;
-            println!("triad (2 threads, 2 reads + 1 write): {t:.2} GB/s");
-            t
-        }
-        BenchDevice::Vulkan => {
-            let t = device_triad_gbs(n, 20, &device)?;
-            println!("triad on the GPU (a = b + c, 2 reads + 1 write): {t:.2} GB/s");
-            t
-        }
+    let triad = if which == DeviceName::Flex {
+        let t = triad_gbs(n, 5, 2)?;
+        println!("triad (2 threads, 2 reads + 1 write): {t:.2} GB/s");
+        t
+    } else {
+        let t = device_triad_gbs(n, 20, &device)?;
+        println!("triad on {which} (a = b + c, 2 reads + 1 write): {t:.2} GB/s");
+        t
     };
     println!(
         "{:<28} {:>18} {:>10} {:>8} {:>12} {:>8} {:>7}",

@@ -1,5 +1,5 @@
-//! `bnlab bench train`: images/s of one training step of a registered network on Flex
-//! (forward, backward, optimizer step), on random CIFAR-shaped batches.
+//! `bnlab bench train`: images/s of one training step of a registered network on Flex or a
+//! GPU (forward, backward, optimizer step), on random CIFAR-shaped batches.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -7,7 +7,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use bnlab_data::{Batch, HostBatch};
 use bnlab_models::{ConvKernel, ModelOptions, NormSpec, build};
-use bnlab_norm::{Kernel, NormConfig, SyncGroups, SyncReducer, SyncWeighting, set_stats_reducer};
+use bnlab_norm::{
+    DeviceName, Kernel, NormConfig, SyncGroups, SyncReducer, SyncWeighting, set_stats_reducer,
+};
 use bnlab_train::{
     GroupedOptimizer, LrCurve, OptimizerConfig, Schedule, ShuffleAssignment, Worker,
     all_reduce_grads, cross_entropy_sum, precise_bn, shuffle,
@@ -37,6 +39,7 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
         precise,
         distributed,
         sync,
+        device,
     } = *args;
     if batch == 0 || steps == 0 {
         bail!("--batch and --steps must be at least 1");
@@ -48,7 +51,7 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
         bail!("--batch {batch} must be a multiple of the {k} workers");
     }
     let local = batch / k;
-    let device = Device::flex();
+    let device = device.or(DeviceName::Flex).device()?;
     let ad = device.clone().autodiff();
     device.seed(1);
     let options = ModelOptions {
@@ -90,7 +93,7 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
     .into_data()
     .convert::<f32>()
     .try_into_vec::<f32>()
-    .unwrap_or_default();
+    .map_err(|e| anyhow::anyhow!("reading the random batch back: {e:?}"))?;
     let own = HostBatch {
         pixels,
         shape: [local, 3, size, size],
@@ -120,6 +123,10 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
         }
         let t2 = Instant::now();
         net = optim.step(net, grads);
+        // a GPU queues the step: wait for it, so that the clock measures the work
+        device
+            .sync()
+            .map_err(|e| anyhow::anyhow!("the device failed: {e:?}"))?;
         let t3 = Instant::now();
         if !value.is_finite() {
             bail!("the loss is {value} at step {i}");
@@ -187,7 +194,10 @@ fn workers(distributed: Option<Distributed>) -> Result<Guarded> {
         Some(Distributed::Mpi) => {
             let (universe, world) =
                 bnlab_collective::MpiGroup::start(std::time::Duration::from_secs(600))?;
-            Ok((Some(Box::new(universe)), Some(Worker::on_cpu(world))))
+            Ok((
+                Some(Box::new(universe)),
+                Some(Worker::new(world, burn::tensor::Device::flex())),
+            ))
         }
     }
 }
