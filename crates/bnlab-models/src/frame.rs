@@ -6,6 +6,8 @@ use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use bnlab_norm::{Precision, full_precision};
+
 use crate::init::linear;
 use crate::norms::Builder;
 use crate::{ConvKernel, InputNorm, InputNormConfig, ModelError, NormSpec};
@@ -34,6 +36,9 @@ pub struct ModelOptions {
     /// The convolution kernels.
     #[serde(default)]
     pub conv_kernel: ConvKernel,
+    /// The activations' dtype (mixed precision: parameters and statistics stay f32).
+    #[serde(default, skip_serializing_if = "Precision::is_default")]
+    pub precision: Precision,
 }
 
 fn one() -> f64 {
@@ -58,6 +63,7 @@ impl ModelOptions {
             zero_init_residual: false,
             width: 1.0,
             conv_kernel: ConvKernel::Auto,
+            precision: Precision::F32,
         }
     }
 
@@ -141,19 +147,22 @@ impl Takes {
 }
 
 /// The front of a network's forward pass: checks the input (`in_channels` channels, sides of
-/// at least `min_size`) and applies the input normalization, if any.
+/// at least `min_size`), applies the input normalization, if any (in f32, on the pixels),
+/// and casts the result to the network's `precision`.
 pub(crate) fn enter(
     input_norm: &Option<InputNorm>,
     in_channels: usize,
     min_size: usize,
+    precision: Precision,
     x: Tensor<4>,
     domains: Option<&[usize]>,
 ) -> Result<Tensor<4>, ModelError> {
     check_input(&x, in_channels, min_size)?;
-    match input_norm {
-        Some(n) => n.forward(x, domains),
-        None => Ok(x),
-    }
+    let x = match input_norm {
+        Some(n) => n.forward(x, domains)?,
+        None => x,
+    };
+    Ok(precision.apply(x))
 }
 
 /// Global average pooling, dropout, then a fully connected layer.
@@ -174,6 +183,8 @@ impl Classifier {
     /// # Shapes
     /// - input `[N, C, H, W]`, output `[N, classes]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        // pooled features and logits in f32, whatever the activations' precision
+        let x = full_precision(x);
         let [n, c, _, _] = x.dims();
         let pooled = x.mean_dim(3).mean_dim(2).reshape([n, c]);
         self.fc.forward(self.dropout.forward(pooled))

@@ -5,6 +5,7 @@
 //! bottleneck rows of Sandler et al.'s Table 2 (24 and 32 channels) have stride 1, so a
 //! 32×32 input leaves the last stage at 4×4 instead of 1×1.
 
+use bnlab_norm::Precision;
 use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::activation::relu6;
@@ -98,6 +99,7 @@ impl MobileNetV2Config {
             last: last_conv,
             head: self.options.head(last, self.dropout, device),
             in_channels: self.options.in_channels,
+            precision: self.options.precision,
         })
     }
 }
@@ -183,6 +185,9 @@ pub struct MobileNetV2 {
     pub head: Classifier,
     /// Expected input channels.
     pub in_channels: usize,
+    /// The activations' dtype (mixed precision).
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 impl MobileNetV2 {
@@ -195,7 +200,14 @@ impl MobileNetV2 {
         x: Tensor<4>,
         domains: Option<&[usize]>,
     ) -> Result<Tensor<2>, ModelError> {
-        let x = enter(&self.input_norm, self.in_channels, 1, x, domains)?;
+        let x = enter(
+            &self.input_norm,
+            self.in_channels,
+            1,
+            self.precision,
+            x,
+            domains,
+        )?;
         let mut x = relu6(self.stem.forward(x, domains)?);
         for block in &self.blocks {
             x = block.forward(x, domains)?;

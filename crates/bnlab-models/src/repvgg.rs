@@ -5,6 +5,7 @@
 //! CIFAR modification (Davis & Frank §4.4): stages 0 and 1 have stride 1.
 
 use bnlab_norm::Norm;
+use bnlab_norm::Precision;
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
@@ -89,6 +90,7 @@ impl RepVggConfig {
             stages,
             head: self.options.head(cin, 0.0, device),
             in_channels: self.options.in_channels,
+            precision: self.options.precision,
         })
     }
 }
@@ -239,6 +241,9 @@ pub struct RepVgg {
     pub head: Classifier,
     /// Expected input channels.
     pub in_channels: usize,
+    /// The activations' dtype (mixed precision).
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 impl RepVgg {
@@ -251,7 +256,14 @@ impl RepVgg {
         x: Tensor<4>,
         domains: Option<&[usize]>,
     ) -> Result<Tensor<2>, ModelError> {
-        let mut x = enter(&self.input_norm, self.in_channels, 1, x, domains)?;
+        let mut x = enter(
+            &self.input_norm,
+            self.in_channels,
+            1,
+            self.precision,
+            x,
+            domains,
+        )?;
         for block in self.stages.iter().flatten() {
             x = block.forward(x, domains)?;
         }

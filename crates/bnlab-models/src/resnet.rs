@@ -5,12 +5,13 @@
 //! CIFAR modification (Davis & Frank §4.1): the [`Stem::Cifar`] stem is one 3×3 stride-1 conv
 //! with no max-pool, instead of a 7×7 stride-2 conv and a 3×3 stride-2 max-pool.
 
+use bnlab_norm::Precision;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
 use burn::nn::pool::MaxPool2dConfig;
 use burn::tensor::activation::relu;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorCreationOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::fold::fold_fields;
@@ -180,6 +181,7 @@ impl ResNetConfig {
             stages,
             head: self.options.head(inplanes, 0.0, device),
             in_channels: self.options.in_channels,
+            precision: self.options.precision,
         })
     }
 
@@ -321,9 +323,9 @@ fn zero_pad_shortcut(x: Tensor<4>, stride: usize, pad: usize) -> Tensor<4> {
         return x;
     }
     let [n, _, h, w] = x.dims();
-    let device = x.device();
+    let options = TensorCreationOptions::new(x.device()).with_dtype(x.dtype());
     let before = pad / 2;
-    let zeros = |c: usize| Tensor::<4>::zeros([n, c, h, w], &device);
+    let zeros = |c: usize| Tensor::<4>::zeros([n, c, h, w], options.clone());
     Tensor::cat(vec![zeros(before), x, zeros(pad - before)], 1)
 }
 
@@ -342,6 +344,9 @@ pub struct ResNet {
     pub head: Classifier,
     /// Expected input channels.
     pub in_channels: usize,
+    /// The activations' dtype (mixed precision).
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 impl ResNet {
@@ -354,7 +359,14 @@ impl ResNet {
         x: Tensor<4>,
         domains: Option<&[usize]>,
     ) -> Result<Tensor<2>, ModelError> {
-        let x = enter(&self.input_norm, self.in_channels, 1, x, domains)?;
+        let x = enter(
+            &self.input_norm,
+            self.in_channels,
+            1,
+            self.precision,
+            x,
+            domains,
+        )?;
         let mut x = self.stem.forward_relu(x, domains)?;
         if self.max_pool {
             x = MaxPool2dConfig::new([3, 3])

@@ -4,6 +4,7 @@
 //! control for Summers & Dinneen §3.3, who argue weight decay on γ/β helps only where residual
 //! paths carry a layer's output to the network's output.
 
+use bnlab_norm::Precision;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::pool::MaxPool2dConfig;
@@ -71,6 +72,7 @@ impl VggConfig {
             stages,
             head: self.options.head(cin, 0.0, device),
             in_channels: self.options.in_channels,
+            precision: self.options.precision,
         })
     }
 }
@@ -86,6 +88,9 @@ pub struct Vgg {
     pub head: Classifier,
     /// Expected input channels.
     pub in_channels: usize,
+    /// The activations' dtype (mixed precision).
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 impl Vgg {
@@ -99,7 +104,14 @@ impl Vgg {
         domains: Option<&[usize]>,
     ) -> Result<Tensor<2>, ModelError> {
         let min_size = 1 << self.stages.len();
-        let mut x = enter(&self.input_norm, self.in_channels, min_size, x, domains)?;
+        let mut x = enter(
+            &self.input_norm,
+            self.in_channels,
+            min_size,
+            self.precision,
+            x,
+            domains,
+        )?;
         for stage in &self.stages {
             for conv in stage {
                 x = conv.forward_relu(x, domains)?;

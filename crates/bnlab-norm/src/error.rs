@@ -94,6 +94,9 @@ pub enum NormError {
     /// A device name that is none of [`crate::DEVICE_NAMES`].
     #[error("unknown device `{0}`: expected {names}", names = crate::DEVICE_NAMES)]
     UnknownDevice(String),
+    /// A precision that is none of f32, f16 and bf16.
+    #[error("unknown precision `{0}`: expected f32, f16 or bf16")]
+    UnknownPrecision(String),
     /// A device this build was compiled without.
     #[error(
         "this bnlab was built without {device}: build with `cargo build --release -p bnlab --features {feature}`"

@@ -1,7 +1,7 @@
 //! The [`Norm`] module: one normalization layer with every batch, statistics and affine choice.
 
 use burn::module::Module;
-use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
+use burn::tensor::{DType, Device, FloatDType, Tensor, TensorCreationOptions, TensorData};
 
 use crate::batch::{Partition, plan};
 use crate::fused::{self, FusedStats};
@@ -69,6 +69,11 @@ impl Norm {
     /// Forward pass with one domain id per example (required when any domain choice is
     /// `PerDomain`).
     ///
+    /// Half-precision inputs (f16, bf16: mixed precision) are normalized in f32: statistics,
+    /// running statistics and the affine parameters stay f32, and the output is cast back to
+    /// the input's dtype. (PyTorch's "expected scalar type Half but found Float" cannot
+    /// happen here.)
+    ///
     /// # Shapes
     /// - input: `[N, C]` or `[N, C, ...]`
     /// - domains: `N` ids, each `< domains.count`
@@ -78,6 +83,11 @@ impl Norm {
         input: Tensor<D>,
         domains: Option<&[usize]>,
     ) -> Result<Tensor<D>, NormError> {
+        let dtype = input.dtype();
+        if crate::is_half(dtype) {
+            let y = self.forward_domains(crate::full_precision(input), domains)?;
+            return Ok(y.cast(FloatDType::from(dtype)));
+        }
         let shape = input.dims();
         if D < 2 {
             return Err(NormError::Rank {

@@ -13,6 +13,8 @@
 //! - the settings by name (`settings.rs`): [`NormSettings`], as specs write them;
 //! - where it runs (`device.rs`): [`DeviceName`], a device by name (`flex`, `vulkan[:N]`,
 //!   `vulkan-cpu`, `cuda[:N]`);
+//! - mixed precision (`precision.rs`): [`Precision`], half-precision activations around f32
+//!   statistics and parameters;
 //! - how it runs: [`Kernel`] (fused kernels on Flex, behind a Burn backend extension with a
 //!   hand-written backward; Burn tensor ops everywhere else and as the reference).
 //!
@@ -62,6 +64,7 @@ mod error;
 mod fold;
 mod fused;
 mod layer;
+mod precision;
 mod roles;
 mod settings;
 mod state;
@@ -77,6 +80,7 @@ pub use device::{DEVICE_NAMES, DeviceName};
 pub use error::*;
 pub use fused::is_cube;
 pub use layer::*;
+pub use precision::{Precision, full_precision, is_half};
 pub use roles::*;
 pub use settings::*;
 pub use state::{NormState, Outliers};

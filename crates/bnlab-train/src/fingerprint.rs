@@ -390,7 +390,7 @@ mod tests {
     }
 
     #[test]
-    fn the_device_kind_counts_and_its_index_does_not() {
+    fn the_device_kind_and_the_precision_count_and_the_device_index_does_not() {
         use bnlab_norm::DeviceName;
         let flex = config();
         // the default is left out, so fingerprints made before devices existed still hold
@@ -407,6 +407,11 @@ mod tests {
         assert_eq!(on(DeviceName::Vulkan(0)), on(DeviceName::Vulkan(1)));
         assert_eq!(on(DeviceName::Cuda(0)), on(DeviceName::Cuda(3)));
         assert_eq!(fingerprint, on(DeviceName::Flex));
+        // so does the precision (f32, the default, is left out too)
+        let mut half = flex.clone();
+        half.train.precision = bnlab_norm::Precision::BF16;
+        assert_ne!(fingerprint, Fingerprint::of(&half, &none()).unwrap());
+        assert!(settings(&flex).unwrap()["train"].get("precision").is_none());
     }
 
     #[test]

@@ -160,6 +160,12 @@ fn each_bad_spec_gives_its_error_at_its_line() {
         ),
         (
             "epochs = 2",
+            "epochs = 2\nprecision = \"fp16\"",
+            "precision = \"fp16\"",
+            "unknown variant `fp16`",
+        ),
+        (
+            "epochs = 2",
             "epochs = \"two\"",
             "epochs = \"two\"",
             "invalid type",
@@ -175,7 +181,7 @@ fn each_bad_spec_gives_its_error_at_its_line() {
 }
 
 #[test]
-fn the_device_is_a_train_setting_that_defaults_to_flex() {
+fn device_and_precision_are_train_settings_that_default_to_flex_and_f32() {
     use bnlab_norm::DeviceName;
     let spec = Spec::parse(GOOD, "good.toml").unwrap();
     assert!(
@@ -188,6 +194,16 @@ fn the_device_is_a_train_setting_that_defaults_to_flex() {
     assert_eq!(
         spec.configurations[0].config.train.device,
         DeviceName::Vulkan(1)
+    );
+    let text = text.replacen("epochs = 2", "epochs = 2\nprecision = \"bf16\"", 1);
+    let half = Spec::parse(&text, "bf16.toml").unwrap();
+    assert_eq!(
+        half.configurations[0].config.train.precision,
+        bnlab_norm::Precision::BF16
+    );
+    assert_eq!(
+        spec.configurations[0].config.train.precision,
+        bnlab_norm::Precision::F32
     );
     // `bnlab run --device` overrides it everywhere
     spec.set_device(DeviceName::VulkanCpu);

@@ -408,6 +408,10 @@ pub struct TrainBenchArgs {
     /// With `--distributed`: per-worker BN (`worker`), SyncBN (`all`) or Shuffle BN (`shuffle`).
     #[arg(long, value_enum, default_value_t = SyncArg::Worker)]
     pub sync: SyncArg,
+    /// The activations' dtype: f32, f16 or bf16 (mixed precision: parameters and
+    /// statistics stay f32).
+    #[arg(long, default_value = "f32")]
+    pub precision: bnlab_norm::Precision,
     /// Where to compute.
     #[command(flatten)]
     pub device: DeviceArg,

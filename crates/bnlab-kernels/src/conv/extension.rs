@@ -6,8 +6,10 @@
 use crate::{f32_values, flex_tensor};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
+use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
-use burn::tensor::{DType, Tensor};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::geometry::Geometry;
@@ -64,7 +66,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>, kernel: ConvKernel) -> Tensor<4> {
         .then(|| Geometry::of_conv(conv, x.dims()))
         .flatten();
     let Some(geometry) = fast else {
-        return conv.forward(x);
+        return burn_conv2d(conv, x);
     };
     let out = <Dispatch as FastConv>::fast_conv2d(
         x.into_dispatch(),
@@ -76,4 +78,34 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>, kernel: ConvKernel) -> Tensor<4> {
         Some(bias) => y + bias.val().reshape([1, geometry.cout, 1, 1]),
         None => y,
     }
+}
+
+/// Burn's convolution, with `conv`'s weights in `x`'s dtype: in mixed precision (f16 or bf16
+/// activations) the f32 parameters are cast for the product, and their gradients flow back
+/// through the cast in f32.
+fn burn_conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let dtype = x.dtype();
+    let weight = conv.weight.val();
+    if weight.dtype() == dtype {
+        return conv.forward(x);
+    }
+    let float = FloatDType::from(dtype);
+    let (top, left, bottom, right) = match conv.padding {
+        PaddingConfig2d::Valid => (0, 0, 0, 0),
+        PaddingConfig2d::Explicit(top, left, bottom, right) => (top, left, bottom, right),
+        // (no network of bnlab pads "same"; it computes in f32)
+        PaddingConfig2d::Same => return conv.forward(x.cast(FloatDType::F32)).cast(float),
+    };
+    let options = ConvOptions::new_with_padding(
+        conv.stride,
+        [(top, bottom), (left, right)],
+        conv.dilation,
+        conv.groups,
+    );
+    burn::tensor::module::conv2d(
+        x,
+        weight.cast(float),
+        conv.bias.as_ref().map(|b| b.val().cast(float)),
+        options,
+    )
 }

@@ -344,6 +344,7 @@ impl InceptionAux {
             .init()
             .forward(x);
         let x = self.conv1.forward_relu(self.conv0.forward_relu(x, d)?, d)?;
+        let x = bnlab_norm::full_precision(x);
         let [n, c, _, _] = x.dims();
         Ok(self.fc.forward(x.mean_dim(3).mean_dim(2).reshape([n, c])))
     }

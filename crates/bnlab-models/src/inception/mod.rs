@@ -2,6 +2,7 @@
 //! layout, for 299×299 inputs, with the optional auxiliary classifier on Mixed_6e. Summers &
 //! Dinneen §3.3 use it on Caltech-256 as the network without residual paths to the output.
 
+use bnlab_norm::Precision;
 use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
@@ -81,6 +82,7 @@ impl InceptionV3Config {
             mixed_7,
             head: self.options.head(2048, self.dropout, device),
             in_channels: self.options.in_channels,
+            precision: self.options.precision,
         })
     }
 }
@@ -108,6 +110,9 @@ pub struct InceptionV3 {
     pub head: Classifier,
     /// Expected input channels.
     pub in_channels: usize,
+    /// The activations' dtype (mixed precision).
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 impl InceptionV3 {
@@ -142,6 +147,7 @@ impl InceptionV3 {
             &self.input_norm,
             self.in_channels,
             INCEPTION_MIN_INPUT,
+            self.precision,
             x,
             d,
         )?;

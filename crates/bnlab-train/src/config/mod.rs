@@ -63,6 +63,7 @@ impl RunConfig {
             zero_init_residual: self.model.zero_init_residual,
             width: self.model.width,
             conv_kernel: self.model.conv_kernel,
+            precision: self.train.precision,
         })
     }
 

@@ -1,6 +1,6 @@
 //! `[train]`: epochs, batch sizes, FrozenBN and data-parallel training.
 
-use bnlab_norm::{DeviceName, SyncGroups, SyncName, SyncWeighting};
+use bnlab_norm::{DeviceName, Precision, SyncGroups, SyncName, SyncWeighting};
 use serde::{Deserialize, Serialize};
 
 /// Epochs, batch sizes and the FrozenBN switch.
@@ -41,6 +41,10 @@ pub struct TrainConfig {
     /// index is not: results of one kind of device are comparable, those of two are not mixed.
     #[serde(default, skip_serializing_if = "DeviceName::is_default")]
     pub device: DeviceName,
+    /// The activations' dtype: `f32` (the default), `f16` or `bf16` (mixed precision:
+    /// parameters, gradients, optimizer state and every normalization statistic stay f32).
+    #[serde(default, skip_serializing_if = "Precision::is_default")]
+    pub precision: Precision,
     /// Data-parallel workers and how their normalization batches are formed.
     #[serde(default)]
     pub distributed: DistConfig,

@@ -39,7 +39,8 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
         precise,
         distributed,
         sync,
-        device,
+        precision,
+        device: which,
     } = *args;
     if batch == 0 || steps == 0 {
         bail!("--batch and --steps must be at least 1");
@@ -51,7 +52,8 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
         bail!("--batch {batch} must be a multiple of the {k} workers");
     }
     let local = batch / k;
-    let device = device.or(DeviceName::Flex).device()?;
+    let which = which.or(DeviceName::Flex);
+    let device = which.device()?;
     let ad = device.clone().autodiff();
     device.seed(1);
     let options = ModelOptions {
@@ -68,6 +70,7 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
             KernelArg::Fused => ConvKernel::Auto,
             KernelArg::Composed => ConvKernel::Burn,
         },
+        precision,
     };
     let mut net = build(model, &options, &ad).with_context(|| format!("building {model}"))?;
     if let Some(w) = &worker
@@ -149,7 +152,8 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
         median(&mut total),
     );
     println!(
-        "{model} batch {batch} at {size}×{size}, {steps} timed steps after {warmup} (medians):"
+        "{model} batch {batch} at {size}×{size} on {}, {precision:?} activations, {steps} timed steps after {warmup} (medians):",
+        which
     );
     if k > 1 {
         println!(

@@ -1,0 +1,71 @@
+//! Mixed precision: the dtype a network's activations compute in, while its parameters and
+//! every normalization statistic stay f32.
+
+use burn::tensor::{DType, FloatDType, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// The dtype of a network's activations (`precision = "f32" | "f16" | "bf16"` in a spec).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in f32 (the default).
+    #[default]
+    F32,
+    /// IEEE half precision activations (10-bit mantissa).
+    F16,
+    /// bfloat16 activations (7-bit mantissa, f32's range).
+    BF16,
+}
+
+impl Precision {
+    /// The activations' dtype.
+    pub fn dtype(self) -> FloatDType {
+        match self {
+            Precision::F32 => FloatDType::F32,
+            Precision::F16 => FloatDType::F16,
+            Precision::BF16 => FloatDType::BF16,
+        }
+    }
+
+    /// Whether this is the default (f32).
+    pub fn is_default(&self) -> bool {
+        *self == Precision::F32
+    }
+
+    /// `x` in this precision's dtype (unchanged if it has it already).
+    pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        if x.dtype() == DType::from(self.dtype()) {
+            x
+        } else {
+            x.cast(self.dtype())
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = crate::NormError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            "bf16" => Ok(Precision::BF16),
+            _ => Err(crate::NormError::UnknownPrecision(s.to_string())),
+        }
+    }
+}
+
+/// Whether `dtype` is a half-precision float (f16 or bf16).
+pub fn is_half(dtype: DType) -> bool {
+    matches!(dtype, DType::F16 | DType::BF16)
+}
+
+/// `x` in f32 if it is half precision, else unchanged: where mixed precision returns to f32
+/// (normalization statistics, pooled features and logits).
+pub fn full_precision<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if is_half(x.dtype()) {
+        x.cast(FloatDType::F32)
+    } else {
+        x
+    }
+}

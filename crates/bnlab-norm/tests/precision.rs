@@ -1,0 +1,123 @@
+//! Mixed precision: f16 and bf16 activations are normalized around f32 statistics and f32
+//! parameters, against the plain f64 reference. The tolerances come from each format's
+//! machine epsilon ε (f16: 2⁻¹⁰, bf16: 2⁻⁷): the output is the f32 result rounded once to
+//! the format, so each value is within ε/2 of the reference (relative), plus f32 arithmetic;
+//! the statistics never pass through the format, so they hold f32's tolerance.
+
+mod common;
+
+use bnlab_norm::{NormConfig, Precision, StatUnit};
+use burn::tensor::{DType, Tensor};
+use common::*;
+
+const EPS: f64 = 1e-5;
+
+/// The formats with their machine epsilon.
+const FORMATS: [(Precision, f64); 2] = [
+    (Precision::F16, 1.0 / 1024.0),
+    (Precision::BF16, 1.0 / 128.0),
+];
+
+#[test]
+fn half_inputs_are_normalized_in_f32_and_rounded_once() {
+    let sh = Shape { n: 8, c: 4, s: 5 };
+    let device = device();
+    let mut rng = Rng(0x4a1f);
+    for (precision, eps) in FORMATS {
+        for unit in [StatUnit::Batch, StatUnit::Group { groups: 2 }] {
+            let mut norm = NormConfig::new(sh.c).with_unit(unit).init(&device).unwrap();
+            let p = randomize_affine(&mut norm, &mut rng);
+            // the input as the format holds it: the reference sees the same rounded values
+            let x = precision.apply(tensor(
+                &rng.vec(sh.len(), -3.0, 5.0),
+                [sh.n, sh.c, sh.s],
+                &device,
+            ));
+            let rounded = values(x.clone());
+            let y = norm.forward(x).unwrap();
+            assert_eq!(
+                y.dtype(),
+                DType::from(precision.dtype()),
+                "{precision:?} {unit:?}"
+            );
+            let blocks = ref_blocks(unit, None, sh.n, None);
+            let xhat = ref_xhat_batch(&rounded, sh, unit, &blocks, EPS);
+            let affine = norm.config.affine;
+            let expected = ref_affine(&rounded, &xhat, sh, affine, &p, &vec![0; sh.n]);
+            for (got, want) in values(y).iter().zip(&expected) {
+                let tol = eps / 2.0 * want.abs() + 1e-5 * (1.0 + want.abs());
+                assert!(
+                    (got - want).abs() <= tol,
+                    "{precision:?} {unit:?}: {got} vs {want}"
+                );
+            }
+            if unit != StatUnit::Batch {
+                continue; // GroupNorm keeps no running statistics
+            }
+            // running statistics: f32, from the f32 moments (a half-precision mean would be off
+            // by ~ε·|mean|, far beyond this tolerance)
+            let groups = ref_channel_groups(unit, sh.c);
+            let mean = values(norm.state.running_mean());
+            let var = values(norm.state.running_var());
+            assert_eq!(norm.state.running_mean().dtype(), DType::F32);
+            for (k, group) in groups.iter().enumerate() {
+                let (m, v) = ref_moments(&rounded, sh, &blocks[0], group);
+                let count = (sh.n * group.len() * sh.s) as f64;
+                let want_var = 0.9 + 0.1 * v * count / (count - 1.0);
+                assert!(
+                    (mean[k] - 0.1 * m).abs() < 1e-6,
+                    "{precision:?} {unit:?} mean"
+                );
+                assert!(
+                    (var[k] - want_var).abs() < 1e-6,
+                    "{precision:?} {unit:?} var"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn gradients_reach_the_f32_parameters_through_the_cast() {
+    let sh = Shape { n: 6, c: 3, s: 4 };
+    let device = device().autodiff();
+    let mut rng = Rng(0x77);
+    for (precision, eps) in FORMATS {
+        let mut norm = NormConfig::new(sh.c).init(&device).unwrap();
+        randomize_affine(&mut norm, &mut rng);
+        let x = precision.apply(tensor(
+            &rng.vec(sh.len(), -2.0, 2.0),
+            [sh.n, sh.c, sh.s],
+            &device,
+        ));
+        let w = rng.vec(sh.len(), -1.0, 1.0);
+        // the same rounded input through the f32 path is the reference
+        let x32 = Precision::F32.apply(x.clone());
+        let grad = |x: Tensor<3>| {
+            let w = precision_of(&x).apply(tensor(&w, [sh.n, sh.c, sh.s], &device));
+            let y = norm.forward(x).unwrap();
+            let loss = (y * w).sum();
+            let grads = loss.backward();
+            let gamma = norm.affine.gamma.as_ref().unwrap();
+            let g = gamma.grad(&grads).expect("γ has a gradient");
+            assert_eq!(g.dtype(), DType::F32, "{precision:?}: γ's gradient");
+            values(g)
+        };
+        let (half, full) = (grad(x), grad(x32));
+        // the upstream gradient w is rounded to the format once: relative error ≤ ε/2
+        let err = rel_err(&half, &full);
+        assert!(
+            err <= eps,
+            "{precision:?}: relative error {err} > ε = {eps}"
+        );
+    }
+}
+
+/// The precision whose dtype `x` has.
+fn precision_of<const D: usize>(x: &Tensor<D>) -> Precision {
+    match x.dtype() {
+        DType::F16 => Precision::F16,
+        DType::BF16 => Precision::BF16,
+        _ => Precision::F32,
+    }
+}
