@@ -155,6 +155,7 @@ impl Norm {
         if let Some(probe) = &self.state.outliers
             && let Ok(mut o) = probe.lock()
         {
+            crate::tensors::count_host_read();
             let over = xhat
                 .clone()
                 .abs()

@@ -85,4 +85,5 @@ pub use roles::*;
 pub use settings::*;
 pub use state::{NormState, Outliers};
 pub use stats::*;
+pub use tensors::host_reads;
 pub use tree::*;

@@ -6,6 +6,24 @@ use burn::tensor::{DType, Device, Int, Tensor, TensorCreationOptions, TensorData
 
 use crate::NormError;
 
+thread_local! {
+    /// Reads back to the host on this thread (see [`host_reads`]).
+    static HOST_READS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many times the normalization layers waited for the device to read values back to the
+/// host on the calling thread (forward, backward and running-statistics updates alike; a
+/// transaction of several tensors is one read). On a GPU each read is a pipeline stall; the
+/// difference over one training step is what `bnlab bench norm` reports.
+pub fn host_reads() -> u64 {
+    HOST_READS.with(|c| c.get())
+}
+
+/// Counts one read back to the host.
+pub(crate) fn count_host_read() {
+    HOST_READS.with(|c| c.set(c.get() + 1));
+}
+
 /// Whether `x` lives on an autodiff device.
 pub(crate) fn is_autodiff(x: &Tensor<3>) -> bool {
     matches!(
@@ -79,6 +97,7 @@ fn data_f64(data: burn::tensor::TensorData, what: &str) -> Result<Vec<f64>, Norm
 
 /// Reads a tensor (`what`, for the error) as f64 values; a failed read is an error.
 pub(crate) fn to_f64<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f64>, NormError> {
+    count_host_read();
     let data = t.try_into_data().map_err(|e| read_error(what, e))?;
     data_f64(data, what)
 }
@@ -89,6 +108,7 @@ pub(crate) fn to_f64_pair<const D: usize>(
     b: Tensor<D>,
     what: &str,
 ) -> Result<(Vec<f64>, Vec<f64>), NormError> {
+    count_host_read();
     let data = burn::tensor::Transaction::default()
         .register(a)
         .register(b)

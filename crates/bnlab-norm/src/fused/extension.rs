@@ -83,6 +83,7 @@ impl FusedNormBackward for Flex {
 /// for the device instead of one per tensor).
 pub(crate) fn host_values<B: Backend>(tensors: Vec<FloatTensor<B>>) -> Vec<Vec<f64>> {
     use burn::backend::ops::TransactionPrimitive;
+    crate::tensors::count_host_read();
     let tr = TransactionPrimitive::<B>::new(tensors, Vec::new(), Vec::new(), Vec::new());
     // a failed read means a lost device, which no caller can recover from here
     let data = burn::tensor::read_sync(B::tr_execute(tr)).unwrap_or_else(|e| {
@@ -90,7 +91,13 @@ pub(crate) fn host_values<B: Backend>(tensors: Vec<FloatTensor<B>>) -> Vec<Vec<f
     });
     data.read_floats
         .into_iter()
-        .map(|d| d.convert::<f64>().try_into_vec::<f64>().unwrap_or_default())
+        .map(|d| {
+            d.convert::<f64>()
+                .try_into_vec::<f64>()
+                .unwrap_or_else(|e| {
+                    panic!("bnlab-norm: statistics read back from the device are not floats: {e:?}")
+                })
+        })
         .collect()
 }
 

@@ -1,12 +1,13 @@
 //! `bnlab bench norm`: time of the normalization variants per training forward and per
 //! forward + backward, as effective bandwidth against a triad measured in the same run, with
-//! Burn's own `burn-nn` BatchNorm beside them.
+//! Burn's own `burn-nn` BatchNorm beside them, and how often each training call waits for
+//! the device to read statistics back to the host ("reads").
 
 use std::time::Instant;
 
 use anyhow::{Result, bail};
 use bnlab_norm::{
-    BatchPolicy, GhostSplit, Kernel, Norm, NormConfig, NormMode, StatUnit, StatsSource,
+    BatchPolicy, GhostSplit, Kernel, Norm, NormConfig, NormMode, StatUnit, StatsSource, host_reads,
 };
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::tensor::{Device, Distribution, Tensor};
@@ -150,8 +151,8 @@ pub fn norm(which: DeviceName, quick: bool, reps: usize, only: Option<&str>) -> 
         t
     };
     println!(
-        "{:<28} {:>18} {:>10} {:>8} {:>12} {:>8} {:>7}",
-        "variant", "shape", "fwd ms", "GB/s", "fwd+bwd ms", "GB/s", "triad"
+        "{:<28} {:>18} {:>10} {:>8} {:>12} {:>8} {:>7} {:>6}",
+        "variant", "shape", "fwd ms", "GB/s", "fwd+bwd ms", "GB/s", "triad", "reads"
     );
     let mut headline = None;
     for &shape in shapes {
@@ -190,6 +191,13 @@ pub fn norm(which: DeviceName, quick: bool, reps: usize, only: Option<&str>) -> 
             } else {
                 None
             };
+            // the layer's waits for the device in one training call (forward, and backward)
+            let before = host_reads();
+            let y = layer.forward(xg.clone())?;
+            if backward {
+                let _ = y.sum().backward();
+            }
+            let reads = host_reads() - before;
             let (both_ms, both_gbs, share) = match both {
                 Some((t, g)) => (
                     format!("{:.2}", 1e3 * t),
@@ -203,7 +211,7 @@ pub fn norm(which: DeviceName, quick: bool, reps: usize, only: Option<&str>) -> 
                 ),
             };
             println!(
-                "{name:<28} {shape_text:>18} {:>10.2} {fwd_gbs:>8.2} {both_ms:>12} {both_gbs:>8} {share:>7}",
+                "{name:<28} {shape_text:>18} {:>10.2} {fwd_gbs:>8.2} {both_ms:>12} {both_gbs:>8} {share:>7} {reads:>6}",
                 1e3 * fwd
             );
             if name == "plain BN" && shape == SHAPES[0] {
