@@ -80,6 +80,8 @@
 //! # evaluate = "best-validation" # the checkpoint evaluated, or "last" (the final model)
 //! # precise_every_epoch = false # per-epoch validation with PreciseBN too (Fig. 3–4)
 //! # minibatch_every_epoch = false # and with mini-batch statistics (Fig. 8)
+//! # device = "flex"         # or "vulkan", "vulkan:1", "vulkan-cpu", "cuda" (--device wins)
+//! # precision = "f32"       # activations in "f16" or "bf16", statistics and weights in f32
 //! # [train.distributed]     # workers = 8, norm = "all" (SyncBN), shuffle = true (Shuffle BN)
 //!
 //! [eval]

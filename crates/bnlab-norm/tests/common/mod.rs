@@ -26,17 +26,17 @@ impl Rng {
     }
 }
 
-/// The test device: Flex, or through Vulkan when built with `--features vulkan` and run with
-/// `BNLAB_TEST_DEVICE=vulkan` (the first discrete GPU) or `BNLAB_TEST_DEVICE=vulkan-cpu` (a
-/// CPU Vulkan driver such as Mesa's lavapipe, where no GPU is at hand).
+/// The test device: Flex, or the device `BNLAB_TEST_DEVICE` names (`vulkan` for the first
+/// discrete GPU, `vulkan-cpu` for a CPU Vulkan driver such as Mesa's lavapipe) in a build
+/// with `--features vulkan`.
 pub fn device() -> Device {
-    #[cfg(feature = "vulkan")]
-    match std::env::var("BNLAB_TEST_DEVICE").as_deref() {
-        Ok("vulkan") => return Device::vulkan(burn::tensor::DeviceKind::DiscreteGpu(0)),
-        Ok("vulkan-cpu") => return Device::vulkan(burn::tensor::DeviceKind::Cpu),
-        _ => {}
+    match std::env::var("BNLAB_TEST_DEVICE") {
+        Ok(name) => name
+            .parse::<bnlab_norm::DeviceName>()
+            .and_then(|d| d.device())
+            .unwrap_or_else(|e| panic!("BNLAB_TEST_DEVICE={name}: {e}")),
+        Err(_) => Device::flex(),
     }
-    Device::flex()
 }
 
 pub fn tensor<const D: usize>(v: &[f64], shape: [usize; D], device: &Device) -> Tensor<D> {
