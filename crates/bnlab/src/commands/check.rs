@@ -16,7 +16,7 @@ use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor};
 
-use super::bench::median;
+use super::bench::{median, sync};
 
 /// Training steps timed per distinct network and batch (after one untimed step).
 const TIMED_STEPS: usize = 3;
@@ -115,10 +115,10 @@ impl Seconds {
 }
 
 /// Times a few training steps and an evaluation pass of `config`'s network on random images
-/// of its data's shape.
+/// of its data's shape, on its device.
 fn measure(config: &RunConfig) -> Result<Seconds> {
     let data = RunData::load(&config.data, config.scaling())?;
-    let device = Device::flex();
+    let device: Device = config.train.device.device()?;
     let ad = device.clone().autodiff();
     let mut net = new_network(config, &data, 1, None, &ad)?;
     let batch = config.train.micro_batch();
@@ -144,6 +144,8 @@ fn measure(config: &RunConfig) -> Result<Seconds> {
         let loss = cross_entropy_sum(net.forward(x, None)?, y).div_scalar(batch as f64);
         let grads = GradientsParams::from_grads(loss.backward(), &net);
         net = optim.step(net, grads);
+        // a GPU queues the step: wait for it, so that the clock measures the work
+        sync(&device)?;
         if i > 0 {
             times.push(start.elapsed().as_secs_f64());
         }
@@ -153,6 +155,7 @@ fn measure(config: &RunConfig) -> Result<Seconds> {
     let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device);
     let start = Instant::now();
     eval.forward(x, None)?;
+    sync(&device)?;
     let eval_image = start.elapsed().as_secs_f64() / n as f64;
     Ok(Seconds {
         step: median(&mut times),

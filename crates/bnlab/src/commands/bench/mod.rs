@@ -5,6 +5,14 @@ pub mod norm;
 pub mod train;
 mod triad;
 
+/// Waits until `device` has finished its queued work (a GPU queues it), so that a clock
+/// read after it measures the work.
+pub fn sync(device: &burn::tensor::Device) -> anyhow::Result<()> {
+    device
+        .sync()
+        .map_err(|e| anyhow::anyhow!("the device failed: {e:?}"))
+}
+
 /// The median of `v` (sorted in place); 0 for none.
 pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);

@@ -127,9 +127,7 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
         let t2 = Instant::now();
         net = optim.step(net, grads);
         // a GPU queues the step: wait for it, so that the clock measures the work
-        device
-            .sync()
-            .map_err(|e| anyhow::anyhow!("the device failed: {e:?}"))?;
+        super::sync(&device)?;
         let t3 = Instant::now();
         if !value.is_finite() {
             bail!("the loss is {value} at step {i}");
