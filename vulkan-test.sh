@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # The GPU code path on a CPU: Mesa's lavapipe (a Vulkan driver that runs on the CPU) from
 # Debian's bookworm-backports (Mesa 25; bookworm's own Mesa 22.3 crashes in
-# vkCreateComputePipelines), a `--features vulkan` build, the layer's reference suite on
-# the Vulkan device, and a two-epoch `bnlab run --device vulkan-cpu` against `--device flex`.
+# vkCreateComputePipelines), a `--features vulkan` build, then
+#   1. a probe of single kernels (crates/bnlab-norm/examples/vulkan_probe.rs), each in its own
+#      process: a driver crash names the first kernel it cannot take, and every kernel the
+#      crashing one compiled is checked with spirv-val, which tells a fault in the SPIR-V that
+#      CubeCL emits from one in the driver;
+#   2. if every probe passes: the layer's reference suite on the Vulkan device, and a two-epoch
+#      `bnlab run --device vulkan-cpu` against `--device flex` (crates/bnlab/tests/vulkan.rs).
 #
-# Not part of ./test.sh: the Vulkan build alone takes about 20 minutes on 2 cores.
+# Not part of ./test.sh: the Vulkan build alone takes 20–40 minutes on 2 cores.
 # Usage: ./vulkan-test.sh [vulkan-cpu|vulkan]   (vulkan: the first discrete GPU instead)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -14,22 +19,62 @@ TARGET=target/vulkan
 SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 mesa_version() { dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null || true; }
-if [ "$DEVICE" = vulkan-cpu ] && ! mesa_version | grep -q '^25'; then
+NEED=""
+if [ "$DEVICE" = vulkan-cpu ] && ! mesa_version | grep -q '^25'; then NEED="mesa"; fi
+command -v spirv-val >/dev/null || NEED="$NEED spirv-tools"
+if [ -n "$NEED" ]; then
     if ! command -v apt-get >/dev/null; then
-        echo "lavapipe from Mesa 25 is needed; without apt-get, install it by hand" >&2
+        echo "needs Mesa 25's lavapipe and spirv-tools; without apt-get, install them by hand" >&2
         exit 1
     fi
     . /etc/os-release
     if [ "${VERSION_CODENAME:-}" = bookworm ] && ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d; then
         echo "deb http://deb.debian.org/debian bookworm-backports main" | $SUDO tee /etc/apt/sources.list.d/backports.list >/dev/null
     fi
-    echo "installing Mesa 25's lavapipe from bookworm-backports" >&2
+    echo "installing Mesa 25's lavapipe (bookworm-backports) and spirv-tools" >&2
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -t bookworm-backports \
-        mesa-vulkan-drivers libvulkan1 vulkan-tools >/dev/null
+        mesa-vulkan-drivers libvulkan1 vulkan-tools spirv-tools >/dev/null
 fi
 if command -v vulkaninfo >/dev/null; then
     vulkaninfo --summary 2>/dev/null | grep -E 'deviceName|driverInfo|apiVersion' | sed 's/^/vulkan: /' || true
+fi
+
+echo "== probe: one kernel per process on $DEVICE" >&2
+cargo build --release --target-dir "$TARGET" -p bnlab-norm --features vulkan --example vulkan_probe
+PROBE=$TARGET/release/examples/vulkan_probe
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+FAILED=""
+for op in $("$PROBE" list); do
+    status=0
+    CUBECL_DEBUG_LOG="$WORK/$op.log" "$PROBE" "$DEVICE" "$op" >"$WORK/$op.out" 2>&1 || status=$?
+    if [ $status -eq 0 ]; then
+        echo "  $op: ok"
+        continue
+    fi
+    FAILED="$FAILED $op"
+    echo "  $op: FAILED (exit status $status$([ $status -eq 139 ] && echo ', segmentation fault'))"
+    # every kernel it compiled, through spirv-val
+    awk -v dir="$WORK" -v op="$op" '
+        /^name: / { name = $2 }
+        /^```spirv/ { n++; file = sprintf("%s/%s-%d.spvasm", dir, op, n); names[file] = name; next }
+        /^```/ { file = ""; next }
+        file != "" { print > file }
+        END { for (f in names) print f, names[f] > (dir "/" op ".kernels") }
+    ' "$WORK/$op.log" 2>/dev/null || true
+    [ -f "$WORK/$op.kernels" ] || continue
+    while read -r file name; do
+        if spirv-as --target-env vulkan1.3 "$file" -o "$file.spv" 2>/dev/null \
+            && ! spirv-val --target-env vulkan1.3 "$file.spv" >"$file.val" 2>&1; then
+            echo "    invalid SPIR-V from CubeCL in $name:"
+            sed 's/^/      /' "$file.val" | head -3
+        fi
+    done <"$WORK/$op.kernels"
+done
+if [ -n "$FAILED" ]; then
+    echo "vulkan-test: kernels failed on $DEVICE:$FAILED (see BENCHMARKS.md, \"Vulkan on a CPU\")" >&2
+    exit 1
 fi
 
 export BNLAB_TEST_DEVICE=$DEVICE
