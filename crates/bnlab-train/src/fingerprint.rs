@@ -5,8 +5,9 @@
 //!
 //! Settings that cannot change a result (loader threads, the data folder's path, a
 //! collective's timeout) are left out, so moving the data or using more threads keeps the
-//! fingerprint; of the device, only its kind counts. A setting added later keeps old fingerprints only if it is skipped when it
-//! has its default value; otherwise adding it must bump [`RESULT_FORMAT`].
+//! fingerprint; of the device, only its kind counts. A setting added later keeps old
+//! fingerprints only if it is skipped when it has its default value; otherwise adding it must
+//! bump [`RESULT_FORMAT`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
