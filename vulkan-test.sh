@@ -16,25 +16,36 @@ cd "$(dirname "$0")"
 DEVICE=${1:-vulkan-cpu}
 TARGET=target/vulkan
 
+case "$DEVICE" in
+    vulkan-cpu | vulkan | vulkan:[0-9]*) ;;
+    *) echo "usage: $0 [vulkan-cpu|vulkan[:N]]" >&2; exit 2 ;;
+esac
+
 SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 mesa_version() { dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null || true; }
-NEED=""
-if [ "$DEVICE" = vulkan-cpu ] && ! mesa_version | grep -q '^25'; then NEED="mesa"; fi
-command -v spirv-val >/dev/null || NEED="$NEED spirv-tools"
-if [ -n "$NEED" ]; then
+PACKAGES=""
+if [ "$DEVICE" = vulkan-cpu ] && ! mesa_version | grep -q '^2[5-9]'; then
+    PACKAGES="mesa-vulkan-drivers libvulkan1 vulkan-tools"
+fi
+command -v spirv-val >/dev/null || PACKAGES="$PACKAGES spirv-tools"
+if [ -n "$PACKAGES" ]; then
     if ! command -v apt-get >/dev/null; then
-        echo "needs Mesa 25's lavapipe and spirv-tools; without apt-get, install them by hand" >&2
+        echo "needs:$PACKAGES (Mesa 25 or later for lavapipe); without apt-get, install them by hand" >&2
         exit 1
     fi
     . /etc/os-release
-    if [ "${VERSION_CODENAME:-}" = bookworm ] && ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d; then
-        echo "deb http://deb.debian.org/debian bookworm-backports main" | $SUDO tee /etc/apt/sources.list.d/backports.list >/dev/null
+    RELEASE=()
+    # bookworm's own Mesa is 22.3: lavapipe comes from its backports
+    if [ "${VERSION_CODENAME:-}" = bookworm ] && [ "$DEVICE" = vulkan-cpu ]; then
+        if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d; then
+            echo "deb http://deb.debian.org/debian bookworm-backports main" | $SUDO tee /etc/apt/sources.list.d/backports.list >/dev/null
+        fi
+        RELEASE=(-t bookworm-backports)
     fi
-    echo "installing Mesa 25's lavapipe (bookworm-backports) and spirv-tools" >&2
+    echo "installing:$PACKAGES" >&2
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -t bookworm-backports \
-        mesa-vulkan-drivers libvulkan1 vulkan-tools spirv-tools >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${RELEASE[@]}" $PACKAGES >/dev/null
 fi
 if command -v vulkaninfo >/dev/null; then
     vulkaninfo --summary 2>/dev/null | grep -E 'deviceName|driverInfo|apiVersion' | sed 's/^/vulkan: /' || true
@@ -46,7 +57,9 @@ PROBE=$TARGET/release/examples/vulkan_probe
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 FAILED=""
-for op in $("$PROBE" list); do
+OPS=$("$PROBE" list)
+[ -n "$OPS" ] || { echo "the probe lists no operations" >&2; exit 1; }
+for op in $OPS; do
     status=0
     CUBECL_DEBUG_LOG="$WORK/$op.log" "$PROBE" "$DEVICE" "$op" >"$WORK/$op.out" 2>&1 || status=$?
     if [ $status -eq 0 ]; then
@@ -65,8 +78,10 @@ for op in $("$PROBE" list); do
     ' "$WORK/$op.log" 2>/dev/null || true
     [ -f "$WORK/$op.kernels" ] || continue
     while read -r file name; do
-        if spirv-as --target-env vulkan1.3 "$file" -o "$file.spv" 2>/dev/null \
-            && ! spirv-val --target-env vulkan1.3 "$file.spv" >"$file.val" 2>&1; then
+        if ! spirv-as --target-env vulkan1.3 "$file" -o "$file.spv" 2>"$file.as"; then
+            echo "    could not assemble the SPIR-V of $name to check it:"
+            sed 's/^/      /' "$file.as" | head -3
+        elif ! spirv-val --target-env vulkan1.3 "$file.spv" >"$file.val" 2>&1; then
             echo "    invalid SPIR-V from CubeCL in $name:"
             sed 's/^/      /' "$file.val" | head -3
         fi

@@ -97,9 +97,13 @@ fn vulkan(name: DeviceName, _: burn::tensor::DeviceKind) -> Result<Device, NormE
     Err(not_built(name))
 }
 
-/// The CUDA device `index`.
+/// The CUDA device `index`, asked of the machine first.
 #[cfg(feature = "cuda")]
-fn cuda(_: DeviceName, index: usize) -> Result<Device, NormError> {
+fn cuda(name: DeviceName, index: usize) -> Result<Device, NormError> {
+    cubecl::Device::cuda(index).map_err(|e| NormError::NoDevice {
+        what: format!("{name} (a CUDA GPU)"),
+        source: crate::ReadError(e.to_string()),
+    })?;
     Ok(Device::cuda(index))
 }
 

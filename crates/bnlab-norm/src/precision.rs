@@ -27,6 +27,15 @@ impl Precision {
         }
     }
 
+    /// The precision whose dtype `dtype` is (f32 for every other dtype).
+    pub fn of(dtype: DType) -> Self {
+        match dtype {
+            DType::F16 => Precision::F16,
+            DType::BF16 => Precision::BF16,
+            _ => Precision::F32,
+        }
+    }
+
     /// Whether this is the default (f32).
     pub fn is_default(&self) -> bool {
         *self == Precision::F32

@@ -42,7 +42,9 @@ pub struct TrainConfig {
     #[serde(default, skip_serializing_if = "DeviceName::is_default")]
     pub device: DeviceName,
     /// The activations' dtype: `f32` (the default), `f16` or `bf16` (mixed precision:
-    /// parameters, gradients, optimizer state and every normalization statistic stay f32).
+    /// parameters, their gradients, optimizer state and every normalization statistic stay
+    /// f32). There is no loss scaling: f16 loses activation gradients below about 6e-8, bf16
+    /// (f32's range) does not.
     #[serde(default, skip_serializing_if = "Precision::is_default")]
     pub precision: Precision,
     /// Data-parallel workers and how their normalization batches are formed.

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
+use bnlab_norm::DeviceName;
 use bnlab_train::{Bars, Progress, Quiet, Spec, SweepOptions, SweepSummary, Transport, run_sweep};
 
 use crate::args::{Distributed, RunArgs};
@@ -79,6 +80,14 @@ pub fn run(args: &RunArgs) -> Result<SweepSummary> {
         Distributed::Threads => sweep(&spec, out, &launch, Transport::Threads),
         Distributed::Mpi => sweep_mpi(&spec, out, &launch),
         Distributed::Cuda => {
+            // every run of the sweep computes on CUDA, single-worker ones too, so that the
+            // fingerprint names the device the results come from
+            match args.device.device {
+                Some(d) if d.kind() != "cuda" => anyhow::bail!(
+                    "--distributed cuda trains on CUDA devices, not on {d}: drop --device or use --device cuda"
+                ),
+                _ => spec.set_device(DeviceName::Cuda(0)),
+            }
             let workers = spec
                 .configurations
                 .iter()

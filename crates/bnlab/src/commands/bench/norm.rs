@@ -115,8 +115,7 @@ fn variants(c: usize, device: &Device) -> Vec<(&'static str, bool, Result<Layer>
 fn time(reps: usize, device: &Device, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     let mut call = || -> Result<()> {
         f()?;
-        device.sync()?;
-        Ok(())
+        super::sync(device)
     };
     call()?;
     let mut t = Vec::with_capacity(reps);
@@ -197,7 +196,11 @@ pub fn norm(which: DeviceName, quick: bool, reps: usize, only: Option<&str>) -> 
             if backward {
                 let _ = y.sum().backward();
             }
-            let reads = host_reads() - before;
+            // (burn-nn's own reads are not counted)
+            let reads = match layer {
+                Layer::Ours(_) => (host_reads() - before).to_string(),
+                Layer::BurnNn(_) => "–".into(),
+            };
             let (both_ms, both_gbs, share) = match both {
                 Some((t, g)) => (
                     format!("{:.2}", 1e3 * t),

@@ -46,14 +46,14 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
         bail!("--batch and --steps must be at least 1");
     }
     // the MPI universe lives until the benchmark returns (dropping it finalizes MPI)
-    let (_mpi, worker) = workers(distributed)?;
+    let which = which.or(DeviceName::Flex);
+    let device = which.device()?;
+    let (_mpi, worker) = workers(distributed, &device)?;
     let (rank, k) = worker.as_ref().map_or((0, 1), |w| (w.rank(), w.size()));
     if !batch.is_multiple_of(k) {
         bail!("--batch {batch} must be a multiple of the {k} workers");
     }
     let local = batch / k;
-    let which = which.or(DeviceName::Flex);
-    let device = which.device()?;
     let ad = device.clone().autodiff();
     device.seed(1);
     let options = ModelOptions {
@@ -187,7 +187,7 @@ type Guarded = (Option<Box<dyn std::any::Any>>, Option<Worker>);
 
 /// This process's worker in a `--distributed` benchmark.
 #[cfg(feature = "mpi")]
-fn workers(distributed: Option<Distributed>) -> Result<Guarded> {
+fn workers(distributed: Option<Distributed>, device: &Device) -> Result<Guarded> {
     match distributed {
         None => Ok((None, None)),
         Some(Distributed::Threads | Distributed::Cuda) => {
@@ -198,7 +198,7 @@ fn workers(distributed: Option<Distributed>) -> Result<Guarded> {
                 bnlab_collective::MpiGroup::start(std::time::Duration::from_secs(600))?;
             Ok((
                 Some(Box::new(universe)),
-                Some(Worker::new(world, burn::tensor::Device::flex())),
+                Some(Worker::new(world, device.clone())),
             ))
         }
     }
@@ -206,7 +206,7 @@ fn workers(distributed: Option<Distributed>) -> Result<Guarded> {
 
 /// Without the `mpi` feature there is no multi-process benchmark.
 #[cfg(not(feature = "mpi"))]
-fn workers(distributed: Option<Distributed>) -> Result<Guarded> {
+fn workers(distributed: Option<Distributed>, _: &Device) -> Result<Guarded> {
     match distributed {
         None => Ok((None, None)),
         Some(_) => bail!("build with `--features mpi` and launch under mpirun"),
