@@ -184,9 +184,10 @@ impl Network {
         }
     }
 
-    /// The deploy form: RepVGG reparameterized and every conv–norm pair folded.
+    /// The deploy form: RepVGG reparameterized and every conv–norm pair folded, on the
+    /// inference device (a model still on an autodiff device leaves its graph behind first).
     pub fn deploy(self) -> Result<Self, ModelError> {
-        self.fold_norms()
+        self.valid().fold_norms()
     }
 }
 

@@ -133,7 +133,8 @@ fn every_architecture_trains_a_step_in_half_precision() {
                 "{name} {precision:?}: a parameter or gradient left f32"
             );
             if name.starts_with("repvgg") {
-                let deployed = bnlab_norm::set_norm_mode(net.valid(), bnlab_norm::NormMode::EVAL)
+                // straight from the training model: deploy leaves the autodiff graph itself
+                let deployed = bnlab_norm::set_norm_mode(net, bnlab_norm::NormMode::EVAL)
                     .deploy()
                     .unwrap();
                 let y = deployed.forward(x.inner(), None).unwrap();
