@@ -193,9 +193,30 @@ fn a_sweep_killed_at_any_moment_resumes_without_loss_or_duplication() {
     let (ok, again, err) = bnlab(&["eval", run, "--stats", "population", "--device", "flex"]);
     assert!(ok && again == out, "{again}{err}");
     #[cfg(not(feature = "vulkan"))]
-    for command in ["eval", "precise-bn"] {
-        let (ok, _, err) = bnlab(&[command, run, "--device", "vulkan"]);
-        assert!(!ok && err.contains("--features vulkan"), "{command}: {err}");
+    {
+        for command in ["eval", "precise-bn"] {
+            let (ok, _, err) = bnlab(&[command, run, "--device", "vulkan"]);
+            assert!(!ok && err.contains("--features vulkan"), "{command}: {err}");
+        }
+        // a run trained on a GPU: by default on its own device (here: not built in, so the
+        // error says how to evaluate it on the CPU), and on the CPU when asked
+        let copy = whole.join("runs").join("gpu-copy");
+        std::fs::create_dir_all(&copy).unwrap();
+        for file in ["model.bpk", "model.bpk.md5"] {
+            std::fs::copy(Path::new(run).join(file), copy.join(file)).unwrap();
+        }
+        let mut file: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(Path::new(run).join("run.json")).unwrap())
+                .unwrap();
+        file["config"]["train"]["device"] = "vulkan".into();
+        std::fs::write(copy.join("run.json"), serde_json::to_vec(&file).unwrap()).unwrap();
+        let copy = copy.to_str().unwrap();
+        let (ok, _, err) = bnlab(&["eval", copy, "--stats", "population"]);
+        assert!(!ok && err.contains("--device flex"), "{err}");
+        let (ok, on_cpu, err) = bnlab(&["eval", copy, "--stats", "population", "--device", "flex"]);
+        let accuracy = |text: &str| text.lines().next().unwrap_or_default().to_string();
+        assert!(ok && accuracy(&on_cpu) == accuracy(&out), "{on_cpu}{err}");
+        std::fs::remove_dir_all(copy).unwrap();
     }
     for exact in [false, true] {
         let mut args = vec!["precise-bn", run, "--samples", "40", "--batch", "10"];

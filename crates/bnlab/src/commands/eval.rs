@@ -29,7 +29,15 @@ struct Loaded {
 fn load(dir: &Path, device: DeviceArg) -> Result<Loaded> {
     let run = RunFile::load(dir)?;
     let data = RunData::load(&run.config.data, run.config.scaling())?;
-    let device = device.or(run.config.train.device).device()?;
+    let trained_on = run.config.train.device;
+    let device = match device.device {
+        Some(asked) => asked.device()?,
+        None => trained_on.device().with_context(|| {
+            format!(
+                "the run was trained on {trained_on}: pass --device flex to evaluate it on the CPU"
+            )
+        })?,
+    };
     let model = run
         .network(dir, &data, &device)
         .with_context(|| format!("loading the model of {}", dir.display()))?;
