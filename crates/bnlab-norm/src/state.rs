@@ -259,7 +259,11 @@ impl Module for NormState {
 
     fn valid(&self) -> Self {
         // an independent copy: running statistics and the PreciseBN accumulator
-        let collected = self.collected.lock().map(|a| a.clone()).unwrap_or_default();
+        // (a lock poisoned by a panic elsewhere still holds the accumulator: keep it)
+        let collected = match self.collected.lock() {
+            Ok(a) => a.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
         Self {
             running_mean: self.running_mean.valid(),
             running_var: self.running_var.valid(),

@@ -327,7 +327,10 @@ mod tests {
         // the file holds the old keys, which a plain load refuses
         assert!(net(1.0, 0.0).try_load_file(&path).is_err());
         let loaded = load_model(net(1.0, 0.0), &path).unwrap();
-        let (want, got) = (read_tensors(&original), read_tensors(&loaded));
+        let (want, got) = (
+            read_tensors(&original).unwrap(),
+            read_tensors(&loaded).unwrap(),
+        );
         assert_eq!(want.len(), got.len());
         for (w, g) in want.iter().zip(&got) {
             assert_eq!((&w.path, &w.values), (&g.path, &g.values));

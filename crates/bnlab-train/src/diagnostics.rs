@@ -5,11 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use bnlab_norm::{ParamRole, norm_of_param, param_roles};
+use bnlab_norm::{NormError, ParamRole, ReadError, norm_of_param, param_roles};
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
+
+use crate::TrainError;
 
 /// Updates at the start and end of epoch 1 whose weights and gradients are histogrammed.
 pub const HISTOGRAM_UPDATES: usize = 20;
@@ -31,6 +33,8 @@ struct Reader {
     roles: std::collections::HashMap<ParamId, ParamRole>,
     out: Vec<Entry>,
     wanted: Option<Vec<ParamId>>,
+    /// The first tensor that could not be read, and why (a visitor cannot return it).
+    failed: Option<TrainError>,
 }
 
 impl ModuleVisitor for Reader {
@@ -48,39 +52,58 @@ impl ModuleVisitor for Reader {
         {
             return;
         }
-        let values = param
-            .val()
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap_or_default();
+        let path = self.stack.join(".");
+        let values = match f32_values(param.val().into_data(), &path) {
+            Ok(v) => v,
+            Err(e) => {
+                self.failed.get_or_insert(e);
+                return;
+            }
+        };
         self.out.push(Entry {
             id: param.id,
-            path: self.stack.join("."),
+            path,
             role: self.roles.get(&param.id).copied(),
             values,
         });
     }
 }
 
+/// The values of one read tensor (`what`, for the error) as f32.
+fn f32_values(data: TensorData, what: &str) -> Result<Vec<f32>, TrainError> {
+    data.convert::<f32>().try_into_vec::<f32>().map_err(|e| {
+        TrainError::Norm(NormError::DeviceRead {
+            what: what.to_string(),
+            source: ReadError(format!("{e:?}")),
+        })
+    })
+}
+
 /// Every float tensor of `module` (parameters and running statistics), in tree order.
-pub(crate) fn read_tensors<M: Module>(module: &M) -> Vec<Entry> {
-    let mut reader = Reader {
+pub(crate) fn read_tensors<M: Module>(module: &M) -> Result<Vec<Entry>, TrainError> {
+    let reader = Reader {
         roles: param_roles(module),
         ..Reader::default()
     };
-    module.visit(&mut reader);
-    reader.out
+    visit_all(module, reader)
 }
 
 /// The tensors with ids `ids` only (without their roles: callers want values).
-fn read_some<M: Module>(module: &M, ids: &[ParamId]) -> Vec<Entry> {
-    let mut reader = Reader {
+fn read_some<M: Module>(module: &M, ids: &[ParamId]) -> Result<Vec<Entry>, TrainError> {
+    let reader = Reader {
         wanted: Some(ids.to_vec()),
         ..Reader::default()
     };
+    visit_all(module, reader)
+}
+
+/// What `reader` read of `module`, or the first tensor it could not read.
+fn visit_all<M: Module>(module: &M, mut reader: Reader) -> Result<Vec<Entry>, TrainError> {
     module.visit(&mut reader);
-    reader.out
+    match reader.failed {
+        Some(e) => Err(e),
+        None => Ok(reader.out),
+    }
 }
 
 /// A histogram over equal-width bins from `min` to `max`.
@@ -160,9 +183,9 @@ pub const OUTLIER_THRESHOLD: f64 = 6.0;
 pub(crate) type GammaBeta = (Vec<f32>, Vec<f32>);
 
 /// γ and β of every norm layer in the network's order: (layer path, (γ, β)).
-pub(crate) fn affine_layers<M: Module>(module: &M) -> Vec<(String, GammaBeta)> {
+pub(crate) fn affine_layers<M: Module>(module: &M) -> Result<Vec<(String, GammaBeta)>, TrainError> {
     let mut out: Vec<(String, GammaBeta)> = Vec::new();
-    for e in read_tensors(module) {
+    for e in read_tensors(module)? {
         let layer = norm_of_param(&e.path).to_string();
         let slot = match e.role {
             Some(ParamRole::NormGamma | ParamRole::NormBeta) => {
@@ -182,18 +205,23 @@ pub(crate) fn affine_layers<M: Module>(module: &M) -> Vec<(String, GammaBeta)> {
             slot.1 = e.values;
         }
     }
-    out
+    Ok(out)
 }
 
 /// γ and β of every norm layer, by layer path: (γ, β).
-pub(crate) fn affine_params<M: Module>(module: &M) -> BTreeMap<String, (Vec<f32>, Vec<f32>)> {
-    affine_layers(module).into_iter().collect()
+pub(crate) fn affine_params<M: Module>(
+    module: &M,
+) -> Result<BTreeMap<String, GammaBeta>, TrainError> {
+    Ok(affine_layers(module)?.into_iter().collect())
 }
 
 /// γ/√(σ²+ε) per norm layer from γ and the running variance of `module` (whose running
 /// statistics hold the first batch's), by layer path.
-pub(crate) fn gradient_factors<M: Module>(module: &M, epsilon: f64) -> BTreeMap<String, Vec<f64>> {
-    let tensors = read_tensors(module);
+pub(crate) fn gradient_factors<M: Module>(
+    module: &M,
+    epsilon: f64,
+) -> Result<BTreeMap<String, Vec<f64>>, TrainError> {
+    let tensors = read_tensors(module)?;
     let mut vars: BTreeMap<String, Vec<f32>> = BTreeMap::new();
     for e in &tensors {
         if let Some(layer) = e.path.strip_suffix(".state.running_var") {
@@ -218,7 +246,7 @@ pub(crate) fn gradient_factors<M: Module>(module: &M, epsilon: f64) -> BTreeMap<
             out.insert(layer.to_string(), f);
         }
     }
-    out
+    Ok(out)
 }
 
 /// Joins initial and final γ/β (in the network's order) and the gradient factors into
@@ -265,8 +293,8 @@ pub(crate) struct HistogramProbe {
 
 impl HistogramProbe {
     /// Finds the first convolution and the last linear weight of `module`.
-    pub(crate) fn new<M: Module>(module: &M) -> Self {
-        let tensors = read_tensors(module);
+    pub(crate) fn new<M: Module>(module: &M) -> Result<Self, TrainError> {
+        let tensors = read_tensors(module)?;
         let rank = |e: &Entry| {
             if e.role == Some(ParamRole::ConvWeight) {
                 4
@@ -288,11 +316,11 @@ impl HistogramProbe {
                 )
             })
             .map(|e| (e.id, rank(e)));
-        Self {
+        Ok(Self {
             first,
             last,
             series: BTreeMap::new(),
-        }
+        })
     }
 
     /// Records update `update` (0-based) of an epoch of `updates`, before it is applied.
@@ -302,7 +330,7 @@ impl HistogramProbe {
         grads: &GradientsParams,
         update: usize,
         updates: usize,
-    ) {
+    ) -> Result<(), TrainError> {
         let windows: Vec<&str> = [
             ("first", update < HISTOGRAM_UPDATES),
             ("last", update + HISTOGRAM_UPDATES >= updates),
@@ -316,8 +344,10 @@ impl HistogramProbe {
                 4 => grads.get::<4>(id).map(|g| g.into_data()),
                 _ => grads.get::<2>(id).map(|g| g.into_data()),
             };
-            let grad = grad.and_then(|d| d.convert::<f32>().try_into_vec::<f32>().ok());
-            let weights: Vec<f32> = read_some(module, &[id])
+            let grad = grad
+                .map(|d| f32_values(d, &format!("the {layer} layer's gradient")))
+                .transpose()?;
+            let weights: Vec<f32> = read_some(module, &[id])?
                 .into_iter()
                 .flat_map(|e| e.values)
                 .collect();
@@ -337,6 +367,7 @@ impl HistogramProbe {
                     .extend(&weights);
             }
         }
+        Ok(())
     }
 
     /// The histograms.

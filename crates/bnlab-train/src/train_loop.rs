@@ -255,8 +255,8 @@ impl<'r, 'a> RunContext<'r, 'a> {
             history: Vec::new(),
             best: None,
             frozen: false,
-            init_affine: affine_params(&fresh),
-            gradient_factors: gradient_factors(&probe, config.model.norm.epsilon),
+            init_affine: affine_params(&fresh)?,
+            gradient_factors: gradient_factors(&probe, config.model.norm.epsilon)?,
             histograms: BTreeMap::new(),
         };
         let optim = GroupedOptimizer::new(&fresh, &config.optimizer, curve, 0)?;
@@ -292,7 +292,9 @@ impl<'r, 'a> RunContext<'r, 'a> {
             self.req.configuration.name,
             self.req.seed,
             training.state.epochs_done,
-            serde_json::to_string(self.config).unwrap_or_default()
+            serde_json::to_string(self.config).map_err(|e| TrainError::Config(format!(
+                "the settings cannot be written as JSON: {e}"
+            )))?
         );
         bnlab_collective::check_same(c, "the run", &fingerprint)?;
         let reducer = Arc::new(SyncReducer::new(
@@ -404,7 +406,9 @@ impl<'r, 'a> RunContext<'r, 'a> {
     ) -> Result<(Training, Metrics), TrainError> {
         let (req, t, accum) = (self.req, &self.config.train, self.accum);
         let updates_per_epoch = self.updates_per_epoch;
-        let mut probe = (epoch == 0 && self.leads).then(|| HistogramProbe::new(&training.model));
+        let mut probe = (epoch == 0 && self.leads)
+            .then(|| HistogramProbe::new(&training.model))
+            .transpose()?;
         if self.leads {
             req.progress
                 .epoch_started(req.id, epoch + 1, updates_per_epoch * accum);
@@ -455,7 +459,7 @@ impl<'r, 'a> RunContext<'r, 'a> {
                     grads = all_reduce_grads(w.collective.as_ref(), &training.model, grads)?;
                 }
                 if let Some(p) = probe.as_mut() {
-                    p.record(&training.model, &grads, i / accum, updates_per_epoch);
+                    p.record(&training.model, &grads, i / accum, updates_per_epoch)?;
                 }
                 training.model = training.optim.step(training.model, grads);
                 training.state.updates_done += 1;
@@ -528,7 +532,7 @@ impl<'r, 'a> RunContext<'r, 'a> {
         let diagnostics = Diagnostics {
             layers: layer_diagnostics(
                 &state.init_affine,
-                &affine_layers(&best),
+                &affine_layers(&best)?,
                 &state.gradient_factors,
             ),
             histograms: state.histograms.clone(),
