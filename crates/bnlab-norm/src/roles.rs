@@ -27,6 +27,29 @@ pub enum ParamRole {
     InputNormGamma,
 }
 
+/// The dotted path of the module a visitor or mapper is in (`stages.0.1.conv1.norm`): every
+/// `enter_module` pushes its field name, every `exit_module` pops it. One rule for the
+/// parameter paths that checkpoints, diagnostics and PyTorch key maps share.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModulePath(Vec<String>);
+
+impl ModulePath {
+    /// Enters the field `name`.
+    pub fn enter(&mut self, name: &str) {
+        self.0.push(name.to_string());
+    }
+
+    /// Leaves the innermost field.
+    pub fn exit(&mut self) {
+        self.0.pop();
+    }
+
+    /// The path so far, joined with dots.
+    pub fn joined(&self) -> String {
+        self.0.join(".")
+    }
+}
+
 /// The role of the field `field` of a module of type `container` ("Struct:Name"), if known.
 fn role_of(container: &str, field: &str) -> Option<ParamRole> {
     if container == AffineParams::CONTAINER {
@@ -108,4 +131,26 @@ pub fn count_parameters<M: Module>(module: &M) -> usize {
     let mut counter = ParamCounter::default();
     module.visit(&mut counter);
     counter.count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ModulePath;
+
+    #[test]
+    fn a_path_follows_entries_and_exits() {
+        let mut p = ModulePath::default();
+        assert_eq!(p.joined(), "");
+        p.enter("stages");
+        p.enter("0");
+        p.enter("norm");
+        assert_eq!(p.joined(), "stages.0.norm");
+        p.exit();
+        p.enter("conv");
+        assert_eq!(p.joined(), "stages.0.conv");
+        for _ in 0..4 {
+            p.exit(); // one exit too many leaves it empty
+        }
+        assert_eq!(p, ModulePath::default());
+    }
 }

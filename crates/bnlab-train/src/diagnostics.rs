@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use bnlab_norm::{NormError, ParamRole, ReadError, norm_of_param, param_roles};
+use bnlab_norm::{ModulePath, NormError, ParamRole, ReadError, norm_of_param, param_roles};
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
@@ -29,7 +29,7 @@ pub(crate) struct Entry {
 
 #[derive(Default)]
 struct Reader {
-    stack: Vec<String>,
+    path: ModulePath,
     roles: std::collections::HashMap<ParamId, ParamRole>,
     out: Vec<Entry>,
     wanted: Option<Vec<ParamId>>,
@@ -39,11 +39,11 @@ struct Reader {
 
 impl ModuleVisitor for Reader {
     fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.stack.push(name.to_string());
+        self.path.enter(name);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.stack.pop();
+        self.path.exit();
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
@@ -52,7 +52,7 @@ impl ModuleVisitor for Reader {
         {
             return;
         }
-        let path = self.stack.join(".");
+        let path = self.path.joined();
         let values = match f32_values(param.val().into_data(), &path) {
             Ok(v) => v,
             Err(e) => {

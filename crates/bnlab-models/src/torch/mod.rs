@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bnlab_norm::ModulePath;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{DType, Tensor, TensorData};
 
@@ -47,25 +48,25 @@ type Found = (String, Vec<usize>, Option<TensorData>);
 /// keys must not materialize a network's weights).
 fn tensors<M: Module>(module: &M, read: bool) -> Vec<Found> {
     struct Tensors {
-        stack: Vec<String>,
+        path: ModulePath,
         read: bool,
         out: Vec<Found>,
     }
     impl ModuleVisitor for Tensors {
         fn enter_module(&mut self, name: &str, _: &str) {
-            self.stack.push(name.to_string());
+            self.path.enter(name);
         }
         fn exit_module(&mut self, _: &str, _: &str) {
-            self.stack.pop();
+            self.path.exit();
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             let data = self.read.then(|| param.val().into_data());
             self.out
-                .push((self.stack.join("."), param.lazy_shape().to_vec(), data));
+                .push((self.path.joined(), param.lazy_shape().to_vec(), data));
         }
     }
     let mut found = Tensors {
-        stack: Vec::new(),
+        path: ModulePath::default(),
         read,
         out: Vec::new(),
     };
@@ -415,7 +416,7 @@ pub fn import_state_dict(
         )));
     }
     let mut setter = Setter {
-        stack: Vec::new(),
+        path: ModulePath::default(),
         values,
     };
     let network = network.map(&mut setter);
@@ -424,21 +425,21 @@ pub fn import_state_dict(
 
 /// Replaces float tensors by path.
 struct Setter {
-    stack: Vec<String>,
+    path: ModulePath,
     values: BTreeMap<String, TensorData>,
 }
 
 impl ModuleMapper for Setter {
     fn enter_module(&mut self, name: &str, _: &str) {
-        self.stack.push(name.to_string());
+        self.path.enter(name);
     }
 
     fn exit_module(&mut self, _: &str, _: &str) {
-        self.stack.pop();
+        self.path.exit();
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let Some(data) = self.values.remove(&self.stack.join(".")) else {
+        let Some(data) = self.values.remove(&self.path.joined()) else {
             return param;
         };
         let (id, tensor, _) = param.consume();
