@@ -125,7 +125,7 @@ impl Affine {
 }
 
 /// The parameters of an affine tail, each [A, C] (A affine sets: 1, or one per domain). Which
-/// ones exist depends on the tail ([`Affine::init_params`]).
+/// ones exist depends on the tail (`Affine::init_params`).
 #[derive(Module, Debug)]
 pub struct AffineParams {
     /// γ (role `NormGamma`).

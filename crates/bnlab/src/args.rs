@@ -56,9 +56,9 @@ pub struct RunArgs {
 /// `--device`: where a command computes.
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
 pub struct DeviceArg {
-    /// Where to compute: flex (the CPU), vulkan[:N] (the N-th discrete GPU), vulkan-cpu
-    /// (Mesa's lavapipe) or cuda[:N]; GPUs need a build with `--features vulkan` or
-    /// `--features cuda`. Default: the spec's or the run's `[train] device` (flex if unset).
+    /// Where to compute: flex (the CPU), vulkan or vulkan:N (the first or N-th discrete
+    /// GPU), vulkan-cpu (Mesa's lavapipe), cuda or cuda:N; GPUs need a build with
+    /// `--features vulkan` or `--features cuda`. Default: the spec's or the run's `[train] device` (flex if unset).
     #[arg(long)]
     pub device: Option<DeviceName>,
 }

@@ -21,11 +21,11 @@ pub use files::{read_state_dict, write_safetensors};
 pub enum Layout {
     /// The same shape.
     Same,
-    /// bnlab [1, C] (one affine or statistics set), PyTorch [C].
+    /// bnlab `[1, C]` (one affine or statistics set), PyTorch `[C]`.
     Row,
     /// A linear layer's weight: bnlab [in, out], PyTorch [out, in].
     Transposed,
-    /// BN's update count: bnlab f32 [1], PyTorch's `num_batches_tracked`, an int64 scalar.
+    /// BN's update count: bnlab f32 `[1]`, PyTorch's `num_batches_tracked`, an int64 scalar.
     Count,
 }
 
