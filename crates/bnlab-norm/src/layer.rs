@@ -1,7 +1,7 @@
 //! The [`Norm`] module: one normalization layer with every batch, statistics and affine choice.
 
 use burn::module::Module;
-use burn::tensor::{DType, Device, FloatDType, Tensor, TensorCreationOptions, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
 
 use crate::batch::{Partition, plan};
 use crate::fused::{self, FusedStats};
@@ -86,7 +86,7 @@ impl Norm {
         let dtype = input.dtype();
         if crate::is_half(dtype) {
             let y = self.forward_domains(crate::full_precision(input), domains)?;
-            return Ok(y.cast(FloatDType::from(dtype)));
+            return Ok(crate::Precision::of(dtype).apply(y));
         }
         let shape = input.dims();
         if D < 2 {

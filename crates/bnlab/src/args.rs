@@ -58,7 +58,8 @@ pub struct RunArgs {
 pub struct DeviceArg {
     /// Where to compute: flex (the CPU), vulkan or vulkan:N (the first or N-th discrete
     /// GPU), vulkan-cpu (Mesa's lavapipe), cuda or cuda:N; GPUs need a build with
-    /// `--features vulkan` or `--features cuda`. Default: the spec's or the run's `[train] device` (flex if unset).
+    /// `--features vulkan` or `--features cuda`. Default: the spec's or the run's
+    /// `[train] device` (flex if unset).
     #[arg(long)]
     pub device: Option<DeviceName>,
 }
