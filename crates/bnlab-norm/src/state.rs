@@ -152,7 +152,8 @@ impl NormState {
         let [p_sets, k] = self.running_mean.value_sync().dims();
         let mut mean = old_mean;
         let mut var = old_var;
-        for (p, stats) in acc
+        let totals = acc.totals()?.unwrap_or_default();
+        for (p, stats) in totals
             .finalize(estimator, self.storage)
             .into_iter()
             .enumerate()

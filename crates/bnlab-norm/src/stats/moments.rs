@@ -6,7 +6,7 @@
 use burn::tensor::{DType, Tensor, TensorCreationOptions, TensorData};
 
 use crate::batch::Partition;
-use crate::tensors::{accumulation_dtype, membership, to_f64_pair, widen};
+use crate::tensors::{accumulation_dtype, member_sums, membership, to_f64_pair, widen};
 use crate::{LocalReducer, Moments, Norm, NormError, NormMode, StatsReducer};
 
 /// Batch statistics of one forward pass.
@@ -35,16 +35,15 @@ impl Norm {
 
     /// Adds this batch's pooled statistics to the PreciseBN accumulator.
     pub(crate) fn accumulate(&self, stats: &BatchStats) -> Result<(), NormError> {
-        let (sum, sum_sq) = to_f64_pair(
-            stats.pop_sum.clone(),
-            stats.pop_sum_sq.clone(),
-            "the PreciseBN sums",
-        )?;
         self.state
             .collected
             .lock()
             .map_err(|_| NormError::Reducer("accumulator lock poisoned".into()))?
-            .add(&stats.pop_count, &sum, &sum_sq);
+            .add(
+                &stats.pop_count,
+                stats.pop_sum.clone(),
+                stats.pop_sum_sq.clone(),
+            );
         Ok(())
     }
 
@@ -93,7 +92,10 @@ impl Norm {
             (s1.clone().sum_dim(0), s2.clone().sum_dim(0))
         } else {
             let a = membership(b, n, |i| plan.block_of[i], &device, dtype);
-            (a.clone().matmul(s1.clone()), a.matmul(s2.clone()))
+            (
+                member_sums(a.clone(), s1.clone()),
+                member_sums(a, s2.clone()),
+            )
         };
         let p = self.config.population_sets();
         let (s1d, s2d) = (s1.detach(), s2.detach());
@@ -101,7 +103,7 @@ impl Norm {
             (s1d.sum_dim(0), s2d.sum_dim(0))
         } else {
             let m = membership(p, n, |i| plan.pop_of[i], &device, dtype);
-            (m.clone().matmul(s1d), m.matmul(s2d))
+            (member_sums(m.clone(), s1d), member_sums(m, s2d))
         };
         let mut count: Vec<f64> = plan
             .blocks
