@@ -80,7 +80,7 @@ fn run(op: &str, device: &Device) -> bool {
             let kernel = if op == "norm-composed" {
                 Kernel::Composed
             } else {
-                Kernel::Auto
+                Kernel::Fused
             };
             let backward = op == "norm-fused-backward";
             let dev = if backward {

@@ -15,14 +15,18 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kernel {
-    /// The fused kernels where the backend has them (f32 on Flex, without a stats reducer
-    /// in batch-statistics modes), else the composed path.
+    /// The fused kernels where the backend has them (f32 on Flex; on a GPU only with a
+    /// stats reducer, since they plan statistics on the host), else the composed path.
     #[default]
     #[serde(alias = "Auto")]
     Auto,
     /// Burn tensor operations on every backend: the reference implementation.
     #[serde(alias = "Composed")]
     Composed,
+    /// The fused kernels wherever the backend has them (f32 on Flex or a GPU), even where
+    /// `Auto` would not take them: to test and time the GPU kernels without a reducer.
+    #[serde(alias = "Fused")]
+    Fused,
 }
 
 /// Configuration of a [`Norm`](crate::Norm) layer. Every choice of the four papers is a field.

@@ -169,10 +169,19 @@ impl Norm {
     }
 
     /// Whether this call takes the fused path: asked for and supported by the backend.
+    ///
+    /// On a CubeCL device the fused kernels plan their statistics on the host, a wait for the
+    /// GPU per call, so they are taken only where a stats reducer needs that plan; otherwise
+    /// the composed ops keep statistics, running update and accumulator on the device.
     fn uses_fused(&self, x3: &Tensor<3>) -> bool {
-        self.config.kernel == Kernel::Auto
-            && self.config.unit != StatUnit::None
-            && fused::supported(x3)
+        let possible = self.config.unit != StatUnit::None && fused::supported(x3);
+        match self.config.kernel {
+            Kernel::Composed => false,
+            Kernel::Fused => possible,
+            Kernel::Auto => {
+                possible && (self.state.reducer.is_some() || !fused::is_cube(&x3.device()))
+            }
+        }
     }
 
     /// Whether batch statistics of this layer's units combine other workers' examples (its

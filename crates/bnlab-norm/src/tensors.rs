@@ -63,6 +63,21 @@ pub(crate) fn membership(
     )
 }
 
+/// Σ over examples of `values` ([n, K]) into rows ([R, K]) by a 0/1 `membership` ([R, n]).
+///
+/// A matmul, except on CubeCL devices, where it is a broadcast product summed over the
+/// examples: CubeCL 0.11's matmul crashes Mesa's lavapipe (BENCHMARKS.md, "Vulkan on a CPU"),
+/// and at these sizes both are one small kernel or two.
+pub(crate) fn member_sums(membership: Tensor<2>, values: Tensor<2>) -> Tensor<2> {
+    if !crate::fused::is_cube(&values.device()) {
+        return membership.matmul(values);
+    }
+    let [r, n] = membership.dims();
+    let k = values.dims()[1];
+    let product = membership.reshape([r, n, 1]) * values.reshape([1, n, k]);
+    product.sum_dim(1).reshape([r, k])
+}
+
 /// `idx` as an index tensor.
 pub(crate) fn index_tensor(idx: &[usize], device: &Device) -> Tensor<1, Int> {
     let v: Vec<i64> = idx.iter().map(|&i| i as i64).collect();

@@ -100,7 +100,7 @@ fn check(case: &Case, rng: &mut Rng) {
     let y = norm
         .forward_domains(xt.clone(), case.domains())
         .expect("forward");
-    let loss = (y * tensor(&w, [sh.n, sh.c, sh.s], &device)).sum();
+    let loss = total(y * tensor(&w, [sh.n, sh.c, sh.s], &device));
     let grads = loss.backward();
     let name = format!(
         "{:?} {:?} {:?} {:?}",

@@ -60,7 +60,7 @@ fn run(
     let w = tensor(&rng.vec(sh.len(), -1.0, 1.0), [sh.n, sh.c, sh.s], &device);
     let y = norm.forward_domains(x.clone(), domains).expect("forward");
     let y_values = values(y.clone());
-    let grads = (y * w).sum().backward();
+    let grads = total(y * w).backward();
     let dx = x.grad(&grads).map(values).unwrap_or_default();
     let dparams = param_tensors(&norm)
         .into_iter()
@@ -82,7 +82,7 @@ fn run(
 }
 
 fn compare(config: &NormConfig, mode: NormMode, sh: Shape, domains: Option<&[usize]>, what: &str) {
-    let fused = run(config, Kernel::Auto, mode, sh, domains, 17);
+    let fused = run(config, Kernel::Fused, mode, sh, domains, 17);
     let composed = run(config, Kernel::Composed, mode, sh, domains, 17);
     let fwd = max_abs_diff(&fused.y, &composed.y);
     assert!(fwd <= FORWARD_TOL, "{what}: forward differs by {fwd}");
@@ -234,7 +234,7 @@ fn fused_results_do_not_depend_on_the_thread_count() {
                 .num_threads(threads)
                 .build()
                 .expect("thread pool");
-            pool.install(|| run(&config, Kernel::Auto, NormMode::Train, sh, None, 5))
+            pool.install(|| run(&config, Kernel::Fused, NormMode::Train, sh, None, 5))
         };
         let (one, two) = (run_with(1), run_with(2));
         assert!(!one.dx.is_empty());

@@ -98,7 +98,7 @@ fn gradients_reach_the_f32_parameters_through_the_cast() {
             let x = x.require_grad();
             let w = precision.apply(tensor(&w, [sh.n, sh.c, sh.s], &device));
             let y = norm.forward(x.clone()).unwrap();
-            let grads = (y * w).sum().backward();
+            let grads = total(y * w).backward();
             let dx = x.grad(&grads).expect("x has a gradient");
             assert_eq!(
                 dx.dtype(),

@@ -393,11 +393,12 @@ pub struct TrainBenchArgs {
     /// Image height and width.
     #[arg(long, default_value_t = 32)]
     pub size: usize,
-    /// The normalization kernels: fused (where available) or composed (the reference).
-    #[arg(long, value_enum, default_value_t = KernelArg::Fused)]
+    /// The normalization kernels: auto (bnlab's choice per device), fused (wherever
+    /// available) or composed (the reference).
+    #[arg(long, value_enum, default_value_t = KernelArg::Auto)]
     pub kernel: KernelArg,
-    /// The convolution kernels: bnlab's im2col + GEMM (fused) or Burn's own (composed).
-    #[arg(long, value_enum, default_value_t = KernelArg::Fused)]
+    /// The convolution kernels: bnlab's (auto, fused) or Burn's own (composed).
+    #[arg(long, value_enum, default_value_t = KernelArg::Auto)]
     pub conv: KernelArg,
     /// Also time PreciseBN over this many samples (0: skip) against one epoch of 50,000.
     #[arg(long, default_value_t = 0)]
@@ -432,7 +433,10 @@ pub enum SyncArg {
 /// `--kernel` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum KernelArg {
-    /// bnlab's kernels where the backend has them.
+    /// bnlab's choice per device (the default of specs).
+    Auto,
+    /// bnlab's kernels wherever the backend has them (on a GPU, the normalization kernels
+    /// that plan their statistics on the host).
     Fused,
     /// Burn's own operations (the reference path).
     Composed,

@@ -39,6 +39,13 @@ pub fn device() -> Device {
     }
 }
 
+/// The sum of all values of `t`, [1], through `sum_dim`: Burn's full `sum` uses workgroup
+/// shared memory, which CubeCL 0.11 compiles to SPIR-V that lavapipe crashes on
+/// (BENCHMARKS.md, "Vulkan on a CPU"), so the suite's losses avoid it.
+pub fn total<const D: usize>(t: Tensor<D>) -> Tensor<1> {
+    t.flatten::<1>(0, D - 1).sum_dim(0)
+}
+
 pub fn tensor<const D: usize>(v: &[f64], shape: [usize; D], device: &Device) -> Tensor<D> {
     let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
     Tensor::from_data(TensorData::new(v, shape), device)

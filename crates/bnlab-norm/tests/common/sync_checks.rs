@@ -89,7 +89,7 @@ pub fn step(
     let xt = tensor(x, [n, c, s], &device).require_grad();
     let y = norm.forward(xt.clone())?;
     let y_values = values(y.clone());
-    let grads = (y * tensor(w, [n, c, s], &device)).sum().backward();
+    let grads = total(y * tensor(w, [n, c, s], &device)).backward();
     let dx = xt.grad(&grads).map(values).unwrap_or_default();
     let dparams = param_tensors(&norm)
         .into_iter()

@@ -96,6 +96,11 @@ fn variants(c: usize, device: &Device) -> Vec<(&'static str, bool, Result<Layer>
             ours(NormConfig::new(c), NormMode::Collect),
         ),
         (
+            "fused BN (statistics planned on the host)",
+            true,
+            ours(NormConfig::new(c).with_kernel(Kernel::Fused), train),
+        ),
+        (
             "composed BN (reference)",
             true,
             ours(NormConfig::new(c).with_kernel(Kernel::Composed), train),

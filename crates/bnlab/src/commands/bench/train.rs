@@ -60,14 +60,15 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
         num_classes: 10,
         in_channels: 3,
         norm: NormSpec::new(NormConfig::new(1).with_kernel(match kernel {
-            KernelArg::Fused => Kernel::Auto,
+            KernelArg::Auto => Kernel::Auto,
+            KernelArg::Fused => Kernel::Fused,
             KernelArg::Composed => Kernel::Composed,
         })),
         input_norm: None,
         zero_init_residual: false,
         width: 1.0,
         conv_kernel: match conv {
-            KernelArg::Fused => ConvKernel::Auto,
+            KernelArg::Auto | KernelArg::Fused => ConvKernel::Auto,
             KernelArg::Composed => ConvKernel::Burn,
         },
         precision,
