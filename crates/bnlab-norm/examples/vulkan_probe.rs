@@ -10,7 +10,7 @@ use bnlab_norm::{DeviceName, Kernel, NormConfig};
 use burn::tensor::{DType, Device, Distribution, Tensor, TensorData};
 
 /// The operations, from the simplest kernel up to the layer's own.
-const OPS: [&str; 14] = [
+const OPS: [&str; 16] = [
     "upload-read",
     "add",
     "mul-scalar",
@@ -19,6 +19,8 @@ const OPS: [&str; 14] = [
     "matmul",
     "sqrt",
     "cast-f64",
+    "cast-f16",
+    "cast-bf16",
     "random-uniform",
     "random-normal",
     "select",
@@ -59,6 +61,15 @@ fn run(op: &str, device: &Device) -> bool {
         "cast-f64" => {
             let y = x().cast(DType::F64).sum();
             close(values(y)[0], 496.0)
+        }
+        "cast-f16" | "cast-bf16" => {
+            let half = if op == "cast-f16" {
+                DType::F16
+            } else {
+                DType::BF16
+            };
+            // small integers are exact in both formats
+            values(x().cast(half).cast(DType::F32))[31] == 31.0
         }
         "random-uniform" => {
             let y = Tensor::<2>::random([64, 64], Distribution::Uniform(0.0, 1.0), device);

@@ -82,6 +82,14 @@ pub enum NormError {
         #[source]
         source: ReadError,
     },
+    /// The device cannot compute in the precision asked for.
+    #[error("{device} has no {precision:?} arithmetic: use another `precision` or device")]
+    UnsupportedPrecision {
+        /// The precision asked for.
+        precision: crate::Precision,
+        /// The device.
+        device: String,
+    },
     /// The device asked for is not on this machine.
     #[error("no {what} on this machine")]
     NoDevice {

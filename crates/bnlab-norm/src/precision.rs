@@ -1,8 +1,10 @@
 //! Mixed precision: the dtype a network's activations compute in, while its parameters and
 //! every normalization statistic stay f32.
 
-use burn::tensor::{DType, FloatDType, Tensor};
+use burn::tensor::{DType, Device, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
+
+use crate::NormError;
 
 /// The dtype of a network's activations (`precision = "f32" | "f16" | "bf16"` in a spec).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -39,6 +41,20 @@ impl Precision {
     /// Whether this is the default (f32).
     pub fn is_default(&self) -> bool {
         *self == Precision::F32
+    }
+
+    /// Whether `device` computes in this precision; an error naming both if not (lavapipe,
+    /// for one, has no bf16), so a run stops before its first step instead of failing in
+    /// the driver.
+    pub fn check(self, device: &Device, name: impl std::fmt::Display) -> Result<(), NormError> {
+        if device.supports_dtype(DType::from(self.dtype())) {
+            Ok(())
+        } else {
+            Err(NormError::UnsupportedPrecision {
+                precision: self,
+                device: name.to_string(),
+            })
+        }
     }
 
     /// `x` in this precision's dtype (unchanged if it has it already).

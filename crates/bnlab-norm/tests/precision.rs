@@ -7,7 +7,7 @@
 mod common;
 
 use bnlab_norm::{NormConfig, Precision, StatUnit};
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 use common::*;
 
 const EPS: f64 = 1e-5;
@@ -18,12 +18,28 @@ const FORMATS: [(Precision, f64); 2] = [
     (Precision::BF16, 1.0 / 128.0),
 ];
 
+/// The formats the test device has (Flex has both; lavapipe has no bf16), and at least one.
+fn formats(device: &Device) -> Vec<(Precision, f64)> {
+    let have: Vec<_> = FORMATS
+        .into_iter()
+        .filter(|(p, _)| device.supports_dtype(DType::from(p.dtype())))
+        .collect();
+    assert!(
+        !have.is_empty(),
+        "the test device has no half-precision format"
+    );
+    if have.len() < FORMATS.len() {
+        eprintln!("the test device lacks some formats: testing {have:?} only");
+    }
+    have
+}
+
 #[test]
 fn half_inputs_are_normalized_in_f32_and_rounded_once() {
     let sh = Shape { n: 8, c: 4, s: 5 };
     let device = device();
     let mut rng = Rng(0x4a1f);
-    for (precision, eps) in FORMATS {
+    for (precision, eps) in formats(&device) {
         for unit in [StatUnit::Batch, StatUnit::Group { groups: 2 }] {
             let mut norm = NormConfig::new(sh.c).with_unit(unit).init(&device).unwrap();
             let p = randomize_affine(&mut norm, &mut rng);
@@ -82,7 +98,7 @@ fn gradients_reach_the_f32_parameters_through_the_cast() {
     let sh = Shape { n: 6, c: 3, s: 4 };
     let device = device().autodiff();
     let mut rng = Rng(0x77);
-    for (precision, eps) in FORMATS {
+    for (precision, eps) in formats(&device) {
         let mut norm = NormConfig::new(sh.c).init(&device).unwrap();
         randomize_affine(&mut norm, &mut rng);
         let x = precision.apply(tensor(
@@ -127,6 +143,21 @@ fn gradients_reach_the_f32_parameters_through_the_cast() {
                 (got - want).abs() <= tol,
                 "{precision:?} channel {ch}: {got} vs {want} (tolerance {tol})"
             );
+        }
+    }
+}
+
+#[test]
+fn a_format_the_device_lacks_is_an_error_that_names_it() {
+    let device = device();
+    for (precision, _) in FORMATS {
+        let has = device.supports_dtype(DType::from(precision.dtype()));
+        match precision.check(&device, "the test device") {
+            Ok(()) => assert!(has, "{precision:?}"),
+            Err(e) => {
+                assert!(!has, "{precision:?}");
+                assert!(e.to_string().starts_with("the test device has no"), "{e}");
+            }
         }
     }
 }

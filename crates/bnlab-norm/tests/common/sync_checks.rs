@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use bnlab_norm::{
-    BatchPolicy, Collective, GhostSplit, NormConfig, NormError, NormMode, PopulationEstimator,
-    RunningStats, StatUnit, SyncGroups, SyncReducer, SyncWeighting, finalize_collected,
+    BatchPolicy, Collective, GhostSplit, Kernel, NormConfig, NormError, NormMode,
+    PopulationEstimator, RunningStats, StatUnit, SyncGroups, SyncReducer, SyncWeighting,
+    finalize_collected,
 };
 
 use super::*;
@@ -234,7 +235,11 @@ impl Case {
 
 /// The training layer of the checks.
 pub fn train_config(c: usize) -> NormConfig {
-    NormConfig::new(c).with_running(RunningStats::Ema { momentum: 0.3 })
+    // the fused kernels on every device: synced workers take them (a reducer needs their host
+    // plan), and so does the same layer without a reducer, so the two compare bit for bit
+    NormConfig::new(c)
+        .with_running(RunningStats::Ema { momentum: 0.3 })
+        .with_kernel(Kernel::Fused)
 }
 
 /// BN, Ghost BN (global ghost size 8, both splits) and Batch-Group Norm (2 channel groups ×

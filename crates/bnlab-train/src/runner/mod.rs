@@ -167,10 +167,10 @@ pub fn run_sweep(
     let devices: std::collections::HashSet<_> = spec
         .configurations
         .iter()
-        .map(|c| c.config.train.device)
+        .map(|c| (c.config.train.device, c.config.train.precision))
         .collect();
-    for device in devices {
-        device.device()?;
+    for (name, precision) in devices {
+        precision.check(&name.device()?, name)?;
     }
     let mut runs = spec.runs();
     if let Some(shard) = options.shard {

@@ -48,6 +48,7 @@ pub fn train(args: &TrainBenchArgs) -> Result<()> {
     // the MPI universe lives until the benchmark returns (dropping it finalizes MPI)
     let which = which.or(DeviceName::Flex);
     let device = which.device()?;
+    precision.check(&device, which)?;
     let (_mpi, worker) = workers(distributed, &device)?;
     let (rank, k) = worker.as_ref().map_or((0, 1), |w| (w.rank(), w.size()));
     if !batch.is_multiple_of(k) {
