@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Recounts, in PyTorch, the test accuracies of seed 1 of each pool arm (see torch_forward.py).
+# Recounts, in PyTorch, the test accuracies of seed 1 of each pool arm (see torch_forward.py),
+# and of WJ Fig. 4's two arms when its sweep folder is given too.
 # Installs torch, safetensors and cbor2 in .venv-bench (bench/torch_venv.sh) where missing.
-#     repro/crosscheck/run.sh POOL_OUT    (from the repo root, with .venv-bench holding torch)
+#     repro/crosscheck/run.sh POOL_OUT [FIG4_OUT]    (from the repo root)
 set -euo pipefail
 out=$1
 . bench/torch_venv.sh
@@ -22,3 +23,11 @@ for run in df-base-lr0.1-s1 df-gamma-lr0.1-s1 df-base-lr0.01-s1 df-gamma-lr0.01-
     "$venv/bin/python" repro/crosscheck/torch_forward.py --root data/fmnist-10k \
         --result "$out/results/$run.json" --bpk "$out/runs/$run/model.bpk" --scheme population
 done
+# WJ Fig. 4 trains on the full Fashion-MNIST files (2,000 images per class), not the pool's subset
+if [ -n "${2:-}" ]; then
+    for run in bs128-s1 bs1024-s1; do
+        target/release/bnlab export "$2/runs/$run" --out "$tmp/$run.safetensors" >/dev/null
+        "$venv/bin/python" repro/crosscheck/torch_forward.py --root /usr/share/datasets/fashion-mnist \
+            --result "$2/results/$run.json" --weights "$tmp/$run.safetensors" --scheme population
+    done
+fi
