@@ -49,9 +49,12 @@ def sides(claim):
 
 
 def figure(claim, means):
+    # the report's own side means (over the compared runs) where it has them: they cover
+    # per-epoch validation schemes, which runs.csv (test rows) does not
+    reported = claim.get("sides") or []
     parts = []
-    for conf, scheme in sides(claim):
-        m = means.get((conf, scheme))
+    for i, (conf, scheme) in enumerate(sides(claim)):
+        m = (reported[i]["mean"],) if i < len(reported) else means.get((conf, scheme))
         parts.append(f"{conf}:{scheme} {m[0]:.2f}" if m else f"{conf}:{scheme} –")
     return " vs ".join(parts)
 

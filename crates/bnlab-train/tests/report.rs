@@ -745,9 +745,9 @@ fn claims_get_the_verdict_of_their_rule() {
     };
     let md = file("report.md");
     // two-sided p = 2 × 0.004926228511662845 (scipy's one-sided ttest_rel above); three claims:
-    // no correction by default
+    // no correction by default; each side with its mean ((83 + 86 + 84)/3, (80 + 82 + 81)/3)
     assert!(
-        md.contains("| gain | +3 pt | better,lr=0.1:population − base,lr=0.1:population | +3.333 | [+1.899, +4.768] |"),
+        md.contains("| gain | +3 pt | better,lr=0.1:population (84.33) − base,lr=0.1:population (81.00) | +3.333 | [+1.899, +4.768] |"),
         "{md}"
     );
     assert!(md.contains("| 0.0099 | 0.0099 |"), "{md}");
@@ -924,6 +924,17 @@ expect = "greater"
         (d.mean - 2.75).abs() < 1e-9 && (d.std - 1.0).abs() < 1e-9,
         "{d:?}"
     );
+    // each side's mean over the compared runs: EMA (51 + 52)/2 for every run; PreciseBN that
+    // plus i + 0.75, i = 1..3
+    let sides: Vec<(&str, f64, usize)> = out[0]
+        .sides
+        .iter()
+        .map(|s| (s.scheme.as_str(), s.mean, s.n))
+        .collect();
+    assert_eq!(sides.len(), 2);
+    assert_eq!((sides[0].0, sides[0].2), ("val-precise@1-2", 3));
+    assert!((sides[0].1 - 54.25).abs() < 1e-9, "{sides:?}");
+    assert!((sides[1].1 - 51.5).abs() < 1e-9, "{sides:?}");
     let out = outcomes(tmp.path(), &claim.replace("val@1-2", "val@2-1"));
     assert!(
         out[0].error.as_ref().unwrap().contains("E-F"),

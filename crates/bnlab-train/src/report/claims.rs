@@ -132,8 +132,18 @@ impl ClaimSpec {
 
     /// The claim's difference as written: `a:s − b:s`, or `(a:s − b:s) − (c:s − d:s)`.
     pub fn describe(&self) -> String {
+        self.describe_with(&[])
+    }
+
+    /// [`Self::describe`] with each side's mean after it, where `means` has one per side.
+    pub fn describe_with(&self, means: &[f64]) -> String {
         let cells = self.cells();
-        let cell = |i: usize| format!("{}:{}", cells[i].1, cells[i].2);
+        let cell = |i: usize| match means.get(i) {
+            Some(m) if means.len() == cells.len() => {
+                format!("{}:{} ({m:.2})", cells[i].1, cells[i].2)
+            }
+            _ => format!("{}:{}", cells[i].1, cells[i].2),
+        };
         if cells.len() == 4 {
             format!("({} − {}) − ({} − {})", cell(0), cell(1), cell(2), cell(3))
         } else {
@@ -214,11 +224,26 @@ fn cell_values(
         .collect())
 }
 
+/// The mean of one side of a claim (configuration × scheme) over the runs it was compared on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SideMean {
+    /// The configuration.
+    pub configuration: String,
+    /// The scheme (a test scheme, or a per-epoch validation range).
+    pub scheme: String,
+    /// The metric's mean over the compared runs.
+    pub mean: f64,
+    /// How many runs.
+    pub n: usize,
+}
+
 /// A claim's outcome: its difference and verdict, or why there is none.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClaimOutcome {
     /// The claim.
     pub claim: ClaimSpec,
+    /// Each side's mean over the compared runs (a, b, then c, d).
+    pub sides: Vec<SideMean>,
     /// The paired difference.
     pub difference: Option<PairedDifference>,
     /// The two-sided p after Holm's correction across the claims (where it applies).
@@ -236,7 +261,7 @@ pub fn claims(results: &SweepResults, correction: Correction) -> Vec<ClaimOutcom
         .claims
         .iter()
         .map(|c| {
-            let difference = (|| -> Result<PairedDifference, TrainError> {
+            let outcome = (|| -> Result<(PairedDifference, Vec<SideMean>), TrainError> {
                 let metric = c.metric;
                 let expect = c.expectation().map_err(TrainError::Report)?;
                 let margin = match expect {
@@ -244,31 +269,48 @@ pub fn claims(results: &SweepResults, correction: Correction) -> Vec<ClaimOutcom
                     _ => None,
                 };
                 // run index → the signed sum, over runs finished in every cell
-                let cells: Vec<(f64, BTreeMap<u32, f64>)> = c
-                    .cells()
-                    .into_iter()
-                    .map(|(sign, conf, scheme)| {
+                let named = c.cells();
+                let cells: Vec<(f64, BTreeMap<u32, f64>)> = named
+                    .iter()
+                    .map(|&(sign, conf, scheme)| {
                         Ok((sign, cell_values(results, conf, scheme, metric)?))
                     })
                     .collect::<Result<_, TrainError>>()?;
-                let d: Vec<f64> = cells[0]
+                // the runs finished in every cell
+                let compared: Vec<u32> = cells[0]
                     .1
                     .keys()
-                    .filter_map(|i| {
-                        cells
-                            .iter()
-                            .map(|(sign, v)| v.get(i).map(|x| sign * x))
-                            .sum::<Option<f64>>()
+                    .filter(|i| cells.iter().all(|(_, v)| v.contains_key(i)))
+                    .copied()
+                    .collect();
+                let d: Vec<f64> = compared
+                    .iter()
+                    .map(|i| cells.iter().map(|(sign, v)| sign * v[i]).sum())
+                    .collect();
+                let sides = named
+                    .iter()
+                    .zip(&cells)
+                    .map(|(&(_, conf, scheme), (_, v))| SideMean {
+                        configuration: conf.to_string(),
+                        scheme: scheme.to_string(),
+                        mean: compared.iter().map(|i| v[i]).sum::<f64>()
+                            / compared.len().max(1) as f64,
+                        n: compared.len(),
                     })
                     .collect();
-                PairedDifference::of(&d, c.effect, margin)
+                Ok((PairedDifference::of(&d, c.effect, margin)?, sides))
             })();
+            let (difference, sides, error) = match outcome {
+                Ok((d, sides)) => (Some(d), sides, None),
+                Err(e) => (None, Vec::new(), Some(e.to_string())),
+            };
             ClaimOutcome {
                 claim: c.clone(),
+                sides,
                 p_adjusted: None,
                 verdict: None,
-                error: difference.as_ref().err().map(|e| e.to_string()),
-                difference: difference.ok(),
+                error,
+                difference,
             }
         })
         .collect();
@@ -297,7 +339,8 @@ pub fn claims_markdown(outcomes: &[ClaimOutcome]) -> String {
     );
     for o in outcomes {
         let c = &o.claim;
-        let sides = c.describe();
+        let means: Vec<f64> = o.sides.iter().map(|s| s.mean).collect();
+        let sides = c.describe_with(&means);
         let paper = c.paper.clone().unwrap_or_default();
         match &o.difference {
             Some(d) => md.push_str(&format!(
