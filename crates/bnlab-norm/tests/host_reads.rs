@@ -112,3 +112,28 @@ fn a_cube_device_reads_nothing_back() {
     );
     assert_no_reads(&device, Kernel::Auto);
 }
+
+/// The device path is deterministic on a CubeCL device: the same training step twice gives
+/// the same output and gradients bit for bit (fixed reduction trees, no float atomics).
+#[cfg(feature = "vulkan")]
+#[test]
+#[ignore = "needs BNLAB_TEST_DEVICE naming a CubeCL device: vulkan-test.sh runs it"]
+fn a_cube_training_step_repeats_bit_for_bit() {
+    let device = device().autodiff();
+    assert!(
+        bnlab_norm::is_cube(&device),
+        "BNLAB_TEST_DEVICE must name a CubeCL device"
+    );
+    let x = Tensor::<4>::random([16, 8, 5, 5], Distribution::Normal(1.0, 2.0), &device);
+    for (name, config) in layers() {
+        let norm = config.init(&device).unwrap();
+        let step = || {
+            let x = x.clone().detach().require_grad();
+            let y = norm.forward(x.clone()).unwrap();
+            let grads = total(y.clone() * y.clone()).backward();
+            let dx = x.grad(&grads).unwrap();
+            (common::values(y), common::values(dx))
+        };
+        assert_eq!(step(), step(), "{name}");
+    }
+}
