@@ -4,7 +4,8 @@
 //!
 //! `cargo run --release -p bnlab-norm --features vulkan --example vulkan_probe -- DEVICE OP`
 //! with DEVICE a device name (`vulkan-cpu`, `vulkan`) and OP one of [`OPS`]; `list` prints
-//! the operations. Exit status 0: the operation ran and gave the expected value.
+//! the operations. Exit status 0: the operation ran and gave the expected value; 3: the
+//! device says it lacks the operation's dtype.
 
 use bnlab_norm::{DeviceName, Kernel, NormConfig};
 use burn::tensor::{DType, Device, Distribution, Tensor, TensorData};
@@ -143,6 +144,16 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // a format the device says it lacks is not a fault (lavapipe has no bf16): exit 3
+    let needs = match op.as_str() {
+        "cast-f16" => Some(DType::F16),
+        "cast-bf16" => Some(DType::BF16),
+        _ => None,
+    };
+    if let Some(dtype) = needs.filter(|d| !device.supports_dtype(*d)) {
+        println!("{op}: the device has no {dtype:?}");
+        std::process::exit(3);
+    }
     let ok = run(op, &device);
     println!("{op}: {}", if ok { "ok" } else { "wrong value" });
     std::process::exit(if ok { 0 } else { 1 });

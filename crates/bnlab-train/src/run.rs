@@ -155,12 +155,30 @@ pub fn new_network(
     {
         options.input_norm = Some(InputNormConfig::Offline { mean, std });
     }
+    // the parameters are drawn on Flex whatever the device, then moved: every backend has its
+    // own generator, and a seed should give the same network on a GPU as on the CPU
+    let on_gpu = bnlab_norm::is_cube(device);
+    let home = if !on_gpu {
+        device.clone()
+    } else if matches!(
+        device.as_dispatch(),
+        burn::backend::DispatchDevice::Autodiff(_)
+    ) {
+        Device::flex().autodiff()
+    } else {
+        Device::flex()
+    };
     let _guard = INIT.lock().unwrap_or_else(|p| p.into_inner());
-    device.seed(seed as u64);
-    let network = build(&config.model.name, &options, device)?;
+    home.seed(seed as u64);
+    let network = build(&config.model.name, &options, &home)?;
     // parameters initialize lazily: draw them now, while the seeded generator is ours
     network.visit(&mut Materialize);
-    Ok(network)
+    // fork, not to_device: the moved parameters are leaves of their own autodiff graph
+    Ok(if on_gpu {
+        network.fork(device)
+    } else {
+        network
+    })
 }
 
 /// Reads every parameter once, which runs its (lazy) initializer.
