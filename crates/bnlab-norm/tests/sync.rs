@@ -339,6 +339,20 @@ fn mismatched_workers_and_lost_workers_fail_instead_of_hanging() {
         matches!(&a, Err(NormError::Collective(e)) if e.to_string().contains("worker 1 left")),
         "{a:?}"
     );
+    // a worker in another collective call (a one-value all-reduce, say) is named as out of
+    // step, not read as a statistics message
+    let mut handles = ThreadGroup::new(2, Duration::from_secs(60));
+    let h1 = handles.pop().unwrap();
+    let h0 = handles.pop().unwrap();
+    let (a, _) = std::thread::scope(|scope| {
+        let normalizing = scope.spawn(|| run(h0, [4, c, s]));
+        let elsewhere = scope.spawn(move || bnlab_collective::all_gather_f64(&h1, &[1.0]));
+        (normalizing.join().unwrap(), elsewhere.join().unwrap())
+    });
+    assert!(
+        matches!(&a, Err(NormError::Reducer(m)) if m.contains("worker 1 sent 1 value(s)") && m.contains("out of step")),
+        "{a:?}"
+    );
 }
 
 #[test]

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use bnlab_models::{InputNormName, Network};
 use bnlab_norm::{
-    NormMode, PopulationEstimator, StatsReducer, StatsSource, SyncReducer, set_norm_mode,
-    set_stats_reducer,
+    LocalReducer, NormMode, PopulationEstimator, StatsReducer, StatsSource, SyncReducer,
+    set_norm_mode, set_stats_reducer,
 };
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
@@ -204,7 +204,10 @@ impl<'r, 'a> RunContext<'r, 'a> {
             self.data
                 .ordered_loader(&self.data.train, (order, ghost), batch, false, self.seed)?;
         let batches = loader.epoch(&self.data.val_pool, EVAL_PASS)?;
-        let m = with_source(model.valid(), StatsSource::MiniBatch);
+        // the leader validates alone: a SyncBN reducer would wait for workers that do not
+        // take part, so the replica normalizes with its own batches
+        let alone = set_stats_reducer(model.valid(), Arc::new(LocalReducer));
+        let m = with_source(alone, StatsSource::MiniBatch);
         evaluate_batches(&m, batches, &self.device)
     }
 

@@ -221,3 +221,41 @@ fn device_workers_are_refused_where_they_cannot_run() {
         assert!(format!("{err}").contains(expect), "{expect}: {err}");
     }
 }
+
+#[test]
+fn the_eight_worker_leakage_claim_runs_with_validation_every_epoch() {
+    // repro/wj-fig8-leakage/small.toml, shortened to one epoch on small synthetic images: the
+    // leader's per-epoch mini-batch validation once waited on SyncBN workers that were not
+    // validating, and the SyncBN runs failed
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../repro/wj-fig8-leakage/small.toml"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let short = text
+        .replace("dataset = \"fashion-mnist\"", "dataset = \"synthetic\"")
+        .replace("train_per_class = 1000", "")
+        .replace(
+            "[data.class_pattern]",
+            "[data.synthetic]\nclasses = 8\ntrain_per_class = 18\ntest_per_class = 4\nshape = [1, 8, 8]\ndifficulty = 0.2\n[data.class_pattern]",
+        )
+        .replace("epochs = 6", "epochs = 1")
+        .replace("seeds = 8", "seeds = 1")
+        .replace("precise_samples = 4096", "precise_samples = 64")
+        .replace("name = \"resnet20\"", "name = \"plain-cnn\"");
+    let spec = Spec::parse(&short, "short.toml").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let summary = run_sweep(&spec, dir.path(), &options()).unwrap();
+    assert_eq!((summary.finished, summary.failed), (5, 0));
+    let r = results(dir.path());
+    for (name, run) in &r {
+        let epoch = &run.epochs[0];
+        for (scheme, m) in [
+            ("minibatch", epoch.val_minibatch),
+            ("precise", epoch.val_precise),
+        ] {
+            let m = m.unwrap_or_else(|| panic!("{name}: no {scheme} validation"));
+            assert!((0.0..=1.0).contains(&m.accuracy), "{name} {scheme}: {m:?}");
+        }
+    }
+}

@@ -172,11 +172,13 @@ impl SyncReducer {
         all.into_iter()
             .enumerate()
             .map(|(r, m)| {
-                let header = m.get(..3).unwrap_or(&[]);
-                let (units, p, kk) = match header {
-                    [u, p, kk] => (*u as usize, *p as usize, *kk as usize),
-                    _ => (0, usize::MAX, 0),
+                let Some(&[u, p, kk]) = m.get(..3) else {
+                    return Err(NormError::Reducer(format!(
+                        "worker {r} sent {} value(s), not statistics: the workers are out of step (worker {r} is in another collective call)",
+                        m.len()
+                    )));
                 };
+                let (units, p, kk) = (u as usize, p as usize, kk as usize);
                 let rows = units + p;
                 if p != pops || kk != k || m.len() != 3 + rows + 2 * rows * k {
                     return Err(NormError::Reducer(format!(
