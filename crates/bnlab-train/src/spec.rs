@@ -397,11 +397,13 @@ impl Spec {
         })
     }
 
-    /// Every run: configurations × seeds, configuration-major.
+    /// Every run: seeds × configurations, seed-major, so that a sweep stopped part-way has
+    /// every configuration at the same seeds (paired comparisons over all arms), not some
+    /// configurations finished and others not started.
     pub fn runs(&self) -> Vec<RunKey> {
         let mut out = Vec::new();
-        for (c, conf) in self.configurations.iter().enumerate() {
-            for &index in &self.seeds {
+        for &index in &self.seeds {
+            for (c, conf) in self.configurations.iter().enumerate() {
                 out.push(RunKey {
                     configuration: c,
                     index,

@@ -58,7 +58,12 @@ fn variants_times_grid_times_seeds() {
     let runs = spec.runs();
     assert_eq!(runs.len(), 12);
     assert_eq!(runs[0].id, "base_lr=0.1-s1");
-    assert_eq!(runs[2].seed, run_seed(3));
+    // seed-major: the first seed of every configuration, then the second
+    let n = spec.configurations.len();
+    for (i, run) in runs.iter().enumerate() {
+        assert_eq!(run.configuration, i % n, "{}", run.id);
+        assert_eq!(run.seed, run_seed(spec.seeds[i / n]), "{}", run.id);
+    }
 }
 
 #[test]
