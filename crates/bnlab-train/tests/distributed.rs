@@ -157,6 +157,18 @@ fn impossible_distributed_settings_are_refused_by_name() {
     }
 }
 
+/// A class-patterned Fashion-MNIST spec's `text` on small synthetic images of `classes`
+/// classes, with a plain CNN and 64 PreciseBN samples.
+fn on_synthetic(text: &str, classes: usize, train: usize, test: usize) -> String {
+    let synthetic = format!(
+        "[data.synthetic]\nclasses = {classes}\ntrain_per_class = {train}\ntest_per_class = {test}\nshape = [1, 8, 8]\ndifficulty = 0.2\n[data.class_pattern]"
+    );
+    text.replace("dataset = \"fashion-mnist\"", "dataset = \"synthetic\"")
+        .replace("[data.class_pattern]", &synthetic)
+        .replace("precise_samples = 4096", "precise_samples = 64")
+        .replace("name = \"resnet20\"", "name = \"plain-cnn\"")
+}
+
 #[test]
 fn the_leakage_spec_runs() {
     // the shipped spec, shortened to one epoch on small synthetic images
@@ -167,16 +179,9 @@ fn the_leakage_spec_runs() {
     let text = std::fs::read_to_string(path).unwrap();
     let spec = Spec::parse(&text, path).unwrap();
     assert_eq!(spec.runs().len(), 9);
-    let short = text
-        .replace("dataset = \"fashion-mnist\"", "dataset = \"synthetic\"")
-        .replace(
-            "[data.class_pattern]",
-            "[data.synthetic]\nclasses = 4\ntrain_per_class = 40\ntest_per_class = 8\nshape = [1, 8, 8]\ndifficulty = 0.2\n[data.class_pattern]",
-        )
+    let short = on_synthetic(&text, 4, 40, 8)
         .replace("epochs = 10", "epochs = 1")
-        .replace("seeds = 3", "seeds = 1")
-        .replace("precise_samples = 4096", "precise_samples = 64")
-        .replace("name = \"resnet20\"", "name = \"plain-cnn\"");
+        .replace("seeds = 3", "seeds = 1");
     let spec = Spec::parse(&short, "short.toml").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let summary = run_sweep(&spec, dir.path(), &options()).unwrap();
@@ -232,17 +237,9 @@ fn the_eight_worker_leakage_claim_runs_with_validation_every_epoch() {
         "/../../repro/wj-fig8-leakage/small.toml"
     );
     let text = std::fs::read_to_string(path).unwrap();
-    let short = text
-        .replace("dataset = \"fashion-mnist\"", "dataset = \"synthetic\"")
-        .replace("train_per_class = 1000", "")
-        .replace(
-            "[data.class_pattern]",
-            "[data.synthetic]\nclasses = 8\ntrain_per_class = 18\ntest_per_class = 4\nshape = [1, 8, 8]\ndifficulty = 0.2\n[data.class_pattern]",
-        )
+    let short = on_synthetic(&text.replace("train_per_class = 1000", ""), 8, 18, 4)
         .replace("epochs = 6", "epochs = 1")
-        .replace("seeds = 8", "seeds = 1")
-        .replace("precise_samples = 4096", "precise_samples = 64")
-        .replace("name = \"resnet20\"", "name = \"plain-cnn\"");
+        .replace("seeds = 8", "seeds = 1");
     let spec = Spec::parse(&short, "short.toml").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let summary = run_sweep(&spec, dir.path(), &options()).unwrap();
