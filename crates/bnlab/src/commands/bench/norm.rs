@@ -154,8 +154,14 @@ pub fn norm(which: DeviceName, quick: bool, reps: usize, only: Option<&str>) -> 
         println!("triad on {which} (a = b + c, 2 reads + 1 write): {t:.2} GB/s");
         t
     };
+    // the name column fits the longest variant name
+    let name_w = variants(1, &ad)
+        .iter()
+        .map(|(name, ..)| name.chars().count())
+        .max()
+        .unwrap_or(0);
     println!(
-        "{:<28} {:>18} {:>10} {:>8} {:>12} {:>8} {:>7} {:>6}",
+        "{:<name_w$} {:>18} {:>10} {:>8} {:>12} {:>8} {:>7} {:>6}",
         "variant", "shape", "fwd ms", "GB/s", "fwd+bwd ms", "GB/s", "triad", "reads"
     );
     let mut headline = None;
@@ -172,14 +178,14 @@ pub fn norm(which: DeviceName, quick: bool, reps: usize, only: Option<&str>) -> 
             let layer = match layer {
                 Ok(l) => l,
                 Err(e) => {
-                    println!("{name:<28} {shape_text:>18} n/a: {e}");
+                    println!("{name:<name_w$} {shape_text:>18} n/a: {e}");
                     continue;
                 }
             };
             let fwd = match time(reps, &device, || layer.forward(x.clone()).map(|_| ())) {
                 Ok(t) => t,
                 Err(e) => {
-                    println!("{name:<28} {shape_text:>18} n/a: {e}");
+                    println!("{name:<name_w$} {shape_text:>18} n/a: {e}");
                     continue;
                 }
             };
@@ -219,8 +225,8 @@ pub fn norm(which: DeviceName, quick: bool, reps: usize, only: Option<&str>) -> 
                 ),
             };
             println!(
-                "{name:<28} {shape_text:>18} {:>10.2} {fwd_gbs:>8.2} {both_ms:>12} {both_gbs:>8} {share:>7} {reads:>6}",
-                1e3 * fwd
+                "{name:<name_w$} {shape_text:>18} {:>10.2} {fwd_gbs:>8.2} {both_ms:>12} {both_gbs:>8} {share:>7} {reads:>6}",
+                1e3 * fwd,
             );
             if name == "plain BN" && shape == SHAPES[0] {
                 headline = both;
