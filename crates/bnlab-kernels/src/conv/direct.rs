@@ -13,13 +13,15 @@
 //! on the thread count. [`applies`] says which convolutions this runs; im2col + GEMM
 //! ([`super::gemm`]) covers the rest.
 
+use std::ops::Range;
+
 use super::geometry::Geometry;
 
 /// f32 lanes of one AVX2 vector.
 const LANES: usize = 8;
 
 /// Taps of a 3×3 kernel.
-const TAPS: usize = 9;
+pub(crate) const TAPS: usize = 9;
 
 /// Output channels of one weight-gradient tile.
 const DW_CHANNELS: usize = 4;
@@ -146,36 +148,50 @@ impl TileShape {
     }
 }
 
-/// Weights packed for the forward tiles: blocks of `ob` output channels (the last may be
-/// shorter), each [cin][9][block], from `w(o, c, tap)`.
-fn pack(cout: usize, cin: usize, ob: usize, w: impl Fn(usize, usize, usize) -> f32) -> Vec<f32> {
+/// Weights packed for the forward tiles: in each of the consecutive channel `parts`, blocks of
+/// `ob` output channels from the part's start (the last may be shorter), each
+/// [cin][9][block], from `w(o, c, tap)`. These are the tiles [`conv`] runs over a part, and
+/// the block of channel o0 starts at o0·cin·9.
+fn pack(
+    parts: &[Range<usize>],
+    cin: usize,
+    ob: usize,
+    w: impl Fn(usize, usize, usize) -> f32,
+) -> Vec<f32> {
+    let cout = parts.last().map_or(0, |p| p.end);
     let mut packed = Vec::with_capacity(cout * cin * TAPS);
-    for o0 in (0..cout).step_by(ob) {
-        let len = ob.min(cout - o0);
-        for c in 0..cin {
-            for tap in 0..TAPS {
-                packed.extend((o0..o0 + len).map(|o| w(o, c, tap)));
+    for part in parts {
+        for o0 in part.clone().step_by(ob) {
+            let len = ob.min(part.end - o0);
+            for c in 0..cin {
+                for tap in 0..TAPS {
+                    packed.extend((o0..o0 + len).map(|o| w(o, c, tap)));
+                }
             }
         }
     }
     packed
 }
 
-/// A forward convolution's weights [cout][cin][3][3] packed for an output `ow` wide.
-pub(crate) fn pack_forward(g: &Geometry, w: &[f32]) -> Vec<f32> {
+/// A forward convolution's weights [cout][cin][3][3] packed for an output `ow` wide, for the
+/// output channel `parts` that [`forward`] will be called with.
+pub(crate) fn pack_forward(g: &Geometry, w: &[f32], parts: &[Range<usize>]) -> Vec<f32> {
     let cin = g.cin;
-    pack(g.cout, cin, TileShape::new(g.out).channels, |o, c, tap| {
+    pack(parts, cin, TileShape::new(g.out).channels, |o, c, tap| {
         w[(o * cin + c) * TAPS + tap]
     })
 }
 
 /// The input gradient's weights: channels transposed and taps flipped, packed for an output
-/// as wide as the input.
-pub(crate) fn pack_input_grad(g: &Geometry, w: &[f32]) -> Vec<f32> {
+/// as wide as the input, for the input channel `parts` that [`input_grad`] will be called with.
+pub(crate) fn pack_input_grad(g: &Geometry, w: &[f32], parts: &[Range<usize>]) -> Vec<f32> {
     let cin = g.cin;
-    pack(cin, g.cout, TileShape::new(g.size).channels, |c, o, tap| {
-        w[(o * cin + c) * TAPS + TAPS - 1 - tap]
-    })
+    pack(
+        parts,
+        g.cout,
+        TileShape::new(g.size).channels,
+        |c, o, tap| w[(o * cin + c) * TAPS + TAPS - 1 - tap],
+    )
 }
 
 /// Which compiled tiles run.
@@ -218,63 +234,114 @@ impl Default for Scratch {
     }
 }
 
-/// y = conv(x, w) of `images` images ([images][cin][h][w]) into `out`
-/// ([images][cout][oh][ow]); `packed` from [`pack_forward`].
-pub(crate) fn forward(
+/// An output that several tasks write at once, each only the planes of its own channels.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SharedOut {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: the tasks sharing one `SharedOut` write disjoint elements (the planes of their own
+// channel ranges), and its buffer is borrowed mutably until all of them have ended.
+unsafe impl Send for SharedOut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// `out`, to be written by tasks with disjoint channel ranges while the borrow lasts.
+    pub(crate) fn new(out: &mut [f32]) -> Self {
+        Self {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+        }
+    }
+
+    /// The `len` elements from `at`, still shared.
+    pub(crate) fn sub(&self, at: usize, len: usize) -> Self {
+        assert!(at + len <= self.len, "an output part past the end");
+        Self {
+            // (in bounds, above: the pointer stays inside the buffer)
+            ptr: self.ptr.wrapping_add(at),
+            len,
+        }
+    }
+
+    /// The `len` elements from `at`.
+    ///
+    /// # Safety
+    /// No other task may use those elements while the slice lives.
+    #[allow(clippy::mut_from_ref)] // the point of the type: writes through a shared handle
+    unsafe fn part(&self, at: usize, len: usize) -> &mut [f32] {
+        assert!(at + len <= self.len, "an output write past the end");
+        // SAFETY: in bounds (above); exclusive by the caller's requirement.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(at), len) }
+    }
+}
+
+/// The output channels `channels` of y = conv(x, w) of `images` images ([images][cin][h][w])
+/// into `out` ([images][cout][oh][ow]); `packed` from [`pack_forward`] with `channels` one of
+/// its parts.
+///
+/// # Safety
+/// No other task may write those channels' planes of `out` meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn forward(
     g: &Geometry,
     images: usize,
     x: &[f32],
     packed: &[f32],
-    out: &mut [f32],
+    out: SharedOut,
+    channels: Range<usize>,
     scratch: &mut Scratch,
 ) {
     let src = Padded::for_output(images * g.cin, g.out);
     src.fill(x, g.size, g.pad, &mut scratch.x);
-    conv(
-        &scratch.x,
-        src,
-        g.cin,
-        packed,
-        g.cout,
-        g.out,
-        out,
-        scratch.tiles,
-    );
+    let dims = Dims {
+        cin: g.cin,
+        cout: g.cout,
+        out: g.out,
+    };
+    // SAFETY: the caller's requirement.
+    unsafe { conv(&scratch.x, src, dims, packed, out, channels, scratch.tiles) };
 }
 
-/// ∂L/∂x of `images` images from their dy ([images][cout][oh][ow]) into `dx`
-/// ([images][cin][h][w]); `packed` from [`pack_input_grad`].
-pub(crate) fn input_grad(
+/// The input channels `channels` of ∂L/∂x of `images` images from their dy
+/// ([images][cout][oh][ow]) into `dx` ([images][cin][h][w]); `packed` from
+/// [`pack_input_grad`] with `channels` one of its parts.
+///
+/// # Safety
+/// No other task may write those channels' planes of `dx` meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn input_grad(
     g: &Geometry,
     images: usize,
     dy: &[f32],
     packed: &[f32],
-    dx: &mut [f32],
+    dx: SharedOut,
+    channels: Range<usize>,
     scratch: &mut Scratch,
 ) {
     let src = Padded::for_output(images * g.cout, g.size);
     let pad = [2 - g.pad[0], 2 - g.pad[1]];
     src.fill(dy, g.out, pad, &mut scratch.dy);
-    conv(
-        &scratch.dy,
-        src,
-        g.cout,
-        packed,
-        g.cin,
-        g.size,
-        dx,
-        scratch.tiles,
-    );
+    let dims = Dims {
+        cin: g.cout,
+        cout: g.cin,
+        out: g.size,
+    };
+    // SAFETY: the caller's requirement.
+    unsafe { conv(&scratch.dy, src, dims, packed, dx, channels, scratch.tiles) };
 }
 
-/// Adds ∂L/∂w of `images` images (x [images][cin][h][w], dy [images][cout][oh][ow]) to `dw`
-/// ([cout][cin][3][3]).
+/// Adds ∂L/∂w of `images` images (x [images][cin][h][w], dy [images][cout][oh][ow]) for the
+/// output channels `channels` to `dw` (their rows of [cout][cin][3][3], from the first).
 pub(crate) fn weight_grad(
     g: &Geometry,
     images: usize,
     x: &[f32],
     dy: &[f32],
     dw: &mut [f32],
+    channels: Range<usize>,
     scratch: &mut Scratch,
 ) {
     let xs = Padded::for_output(images * g.cin, g.out);
@@ -287,43 +354,63 @@ pub(crate) fn weight_grad(
         cols: ow.next_multiple_of(LANES),
     };
     dys.fill(dy, g.out, [0, 0], &mut scratch.dy);
-    assert!(dw.len() >= g.cout * g.cin * TAPS);
+    assert!(channels.end <= g.cout && dw.len() >= channels.len() * g.cin * TAPS);
     let (x, dy) = (&scratch.x, &scratch.dy);
+    let dims = [images, g.cin, g.cout];
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `applies` checked the CPU has AVX2 and FMA before any caller got here, and
     // `Tiles::best` that it has AVX-512VL before choosing those tiles.
     unsafe {
         match scratch.tiles {
-            Tiles::Avx2 => avx2::weight_grad(x, xs, dy, dys, images, g.cin, g.cout, dw),
-            Tiles::Avx512 => avx512::weight_grad(x, xs, dy, dys, images, g.cin, g.cout, dw),
+            Tiles::Avx2 => avx2::weight_grad(x, xs, dy, dys, dims, channels, dw),
+            Tiles::Avx512 => avx512::weight_grad(x, xs, dy, dys, dims, channels, dw),
         }
     }
 }
 
-/// out[t][o][oy][ox] = Σ_c Σ_tap w · src[t][c][oy + ki][ox + kj] for the images of `src`.
-#[allow(clippy::too_many_arguments)]
-fn conv(
+/// Channels and output size of one [`conv`].
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    /// Channels summed over (of `src`).
+    cin: usize,
+    /// Channels of the output.
+    cout: usize,
+    /// Output height and width.
+    out: [usize; 2],
+}
+
+/// out[t][o][oy][ox] = Σ_c Σ_tap w · src[t][c][oy + ki][ox + kj] for the images of `src` and
+/// the output channels `channels`.
+///
+/// # Safety
+/// No other task may write those channels' planes of `out` meanwhile.
+unsafe fn conv(
     src: &[f32],
     padded: Padded,
-    cin: usize,
+    dims: Dims,
     packed: &[f32],
-    cout: usize,
-    out_size: [usize; 2],
-    out: &mut [f32],
+    out: SharedOut,
+    channels: Range<usize>,
     tiles: Tiles,
 ) {
+    let Dims {
+        cin,
+        cout,
+        out: [oh, ow],
+    } = dims;
     let images = padded.planes / cin.max(1);
     assert!(src.len() >= padded.planes * padded.plane());
     assert!(packed.len() >= cout * cin * TAPS);
-    assert!(out.len() >= images * cout * out_size[0] * out_size[1]);
+    assert!(out.len >= images * cout * oh * ow && channels.end <= cout);
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `applies` checked the CPU has AVX2 and FMA before any caller got here, and
     // `Tiles::best` that it has AVX-512VL before choosing those tiles; the asserts above
-    // bound every access (see `avx2::conv`).
+    // bound every access (see `avx2::conv`); the caller's requirement makes the writes
+    // exclusive.
     unsafe {
         match tiles {
-            Tiles::Avx2 => avx2::conv(src, padded, cin, packed, cout, out_size, out),
-            Tiles::Avx512 => avx512::conv(src, padded, cin, packed, cout, out_size, out),
+            Tiles::Avx2 => avx2::conv(src, padded, dims, packed, out, channels),
+            Tiles::Avx512 => avx512::conv(src, padded, dims, packed, out, channels),
         }
     }
 }
@@ -352,7 +439,9 @@ macro_rules! tiles {
         _mm256_setzero_ps, _mm256_storeu_ps,
     };
 
-    use super::{DW_CHANNELS, LANES, Padded, TAPS, TileShape};
+    use std::ops::Range;
+
+    use super::{DW_CHANNELS, Dims, LANES, Padded, SharedOut, TAPS, TileShape};
 
     /// Accumulators of one forward tile: `OB` output channels × `CB` vectors.
     type Acc<const OB: usize, const CB: usize> = [[__m256; CB]; OB];
@@ -405,7 +494,7 @@ macro_rules! tiles {
         padded: Padded,
         cin: usize,
         w: &[f32],
-        out: &mut [f32],
+        out: SharedOut,
         shape: TileShape,
         [t, oy, ox, o0, cout]: [usize; 5],
         [oh, ow]: [usize; 2],
@@ -428,7 +517,8 @@ macro_rules! tiles {
                 };
                 let at = ((t * cout + o0 + o) * oh + y) * ow + x;
                 let valid = (ow - x).min(LANES);
-                let dst = &mut out[at..at + valid];
+                // SAFETY: channel o0 + o is this task's (the caller's requirement).
+                let dst = unsafe { out.part(at, valid) };
                 // whole vectors go straight to the output, a row's short end through `row`
                 if valid == LANES {
                     // SAFETY: `dst` holds one vector.
@@ -447,18 +537,17 @@ macro_rules! tiles {
     pub(super) unsafe fn conv(
         src: &[f32],
         padded: Padded,
-        cin: usize,
+        Dims { cin, cout, out: [oh, ow] }: Dims,
         packed: &[f32],
-        cout: usize,
-        [oh, ow]: [usize; 2],
-        out: &mut [f32],
+        out: SharedOut,
+        channels: Range<usize>,
     ) {
         let images = padded.planes / cin.max(1);
         let shape = TileShape::new([oh, ow]);
         let (ob, cb, [rows, cols]) = (shape.channels, shape.vectors, shape.span());
         // one block of channels at a time, so that its weights stay in cache
-        for o0 in (0..cout).step_by(ob) {
-            let len = ob.min(cout - o0);
+        for o0 in channels.clone().step_by(ob) {
+            let len = ob.min(channels.end - o0);
             for t in 0..images {
                 for oy in (0..oh).step_by(rows) {
                     for ox in (0..ow).step_by(cols) {
@@ -554,17 +643,16 @@ macro_rules! tiles {
         xs: Padded,
         dy: &[f32],
         dys: Padded,
-        images: usize,
-        cin: usize,
-        cout: usize,
+        dims: [usize; 3],
+        channels: Range<usize>,
         dw: &mut [f32],
     ) {
+        let [images, cin, cout] = dims;
         assert!(x.len() >= xs.planes * xs.plane() && xs.planes >= images * cin);
         assert!(dy.len() >= dys.planes * dys.plane() && dys.planes >= images * cout);
         assert!(xs.rows >= dys.rows + 2 && xs.cols >= dys.cols + 2);
-        let dims = [images, cin, cout];
-        for o0 in (0..cout).step_by(DW_CHANNELS) {
-            let len = DW_CHANNELS.min(cout - o0);
+        for o0 in channels.clone().step_by(DW_CHANNELS) {
+            let len = DW_CHANNELS.min(channels.end - o0);
             for c in 0..cin {
                 for ki in 0..3 {
                     let at = [o0, c, ki];
@@ -579,7 +667,7 @@ macro_rules! tiles {
                         }
                     };
                     for (o, s) in sums.iter().take(len).enumerate() {
-                        let at = ((o0 + o) * cin + c) * TAPS + ki * 3;
+                        let at = ((o0 - channels.start + o) * cin + c) * TAPS + ki * 3;
                         for (d, v) in dw[at..at + 3].iter_mut().zip(s) {
                             *d += v;
                         }
@@ -618,11 +706,36 @@ mod tests {
             ..Scratch::default()
         };
         let mut y = vec![0.0; g.output_len()];
-        forward(g, g.n, &x, &pack_forward(g, &w), &mut y, &mut scratch);
         let mut dx = vec![0.0; g.input_len()];
-        input_grad(g, g.n, &dy, &pack_input_grad(g, &w), &mut dx, &mut scratch);
+        // SAFETY: one task writes every channel.
+        unsafe {
+            let (y, dx) = (SharedOut::new(&mut y), SharedOut::new(&mut dx));
+            let (all_out, all_in) = (0..g.cout, 0..g.cin);
+            let (outs, ins) = (
+                std::slice::from_ref(&all_out),
+                std::slice::from_ref(&all_in),
+            );
+            forward(
+                g,
+                g.n,
+                &x,
+                &pack_forward(g, &w, outs),
+                y,
+                0..g.cout,
+                &mut scratch,
+            );
+            input_grad(
+                g,
+                g.n,
+                &dy,
+                &pack_input_grad(g, &w, ins),
+                dx,
+                0..g.cin,
+                &mut scratch,
+            );
+        }
         let mut dw = vec![0.0; g.weight_len()];
-        weight_grad(g, g.n, &x, &dy, &mut dw, &mut scratch);
+        weight_grad(g, g.n, &x, &dy, &mut dw, 0..g.cout, &mut scratch);
         [y, dx, dw]
     }
 

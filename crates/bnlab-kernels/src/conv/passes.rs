@@ -2,9 +2,15 @@
 //! kernels where [`direct::applies`], im2col + GEMM ([`gemm`]) everywhere else. Blocks and
 //! segments depend only on the shape, each block runs on one thread, and the per-segment weight
 //! gradients are summed in segment order, so results do not depend on the number of threads.
+//! Where the direct kernels run fewer blocks than there are threads (small batches), each
+//! block's channels are cut into parts that run at once; every value is still computed by one
+//! task in one order, so the bits do not change.
+
+use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::direct::TAPS;
 use super::geometry::Geometry;
 use super::{direct, gemm};
 
@@ -19,24 +25,50 @@ fn split(buf: &mut [f32], lens: impl Iterator<Item = usize>) -> Vec<&mut [f32]> 
     .collect()
 }
 
+/// Channels per part of a direct kernel's channel split.
+const MIN_PART_CHANNELS: usize = 4;
+
+/// How many channel parts `tasks` tasks (blocks or segments) need so that every thread of the
+/// current pool has work, each part at least [`MIN_PART_CHANNELS`] of `channels` wide.
+fn part_count(channels: usize, tasks: usize) -> usize {
+    let wanted = rayon::current_num_threads().div_ceil(tasks.max(1));
+    wanted.min(channels / MIN_PART_CHANNELS).max(1)
+}
+
+/// `channels` cut into `parts` even consecutive ranges.
+fn even_parts(channels: usize, parts: usize) -> Vec<Range<usize>> {
+    (0..parts)
+        .map(|i| channels * i / parts..channels * (i + 1) / parts)
+        .collect()
+}
+
 /// y = conv(x, w) without bias.
 pub(crate) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     let image = g.cout * g.out_pixels();
     let mut y = vec![0.0f32; g.output_len()];
     let blocks = g.blocks();
-    let outs = split(&mut y, blocks.iter().map(|b| b.len() * image));
     if direct::applies(g) {
-        let packed = direct::pack_forward(g, w);
+        let parts = even_parts(g.cout, part_count(g.cout, blocks.len()));
+        let packed = direct::pack_forward(g, w, &parts);
         let in_image = g.cin * g.in_pixels();
-        blocks.par_iter().zip(outs).for_each_init(
+        let tasks: Vec<_> = blocks
+            .iter()
+            .flat_map(|b| parts.iter().map(move |p| (b.clone(), p.clone())))
+            .collect();
+        let out = direct::SharedOut::new(&mut y);
+        tasks.into_par_iter().for_each_init(
             direct::Scratch::default,
-            |scratch, (block, out)| {
+            |scratch, (block, channels)| {
                 let xb = &x[block.start * in_image..][..block.len() * in_image];
-                direct::forward(g, block.len(), xb, &packed, out, scratch);
+                let out = out.sub(block.start * image, block.len() * image);
+                // SAFETY: the planes of the block's images and the part's channels are this
+                // task's alone (blocks and parts are disjoint), and `y` stays borrowed.
+                unsafe { direct::forward(g, block.len(), xb, &packed, out, channels, scratch) };
             },
         );
         return y;
     }
+    let outs = split(&mut y, blocks.iter().map(|b| b.len() * image));
     blocks
         .par_iter()
         .zip(outs)
@@ -55,10 +87,12 @@ pub(crate) fn backward(
     want_x: bool,
     want_w: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-    let p = g.out_pixels();
-    let (in_image, out_image) = (g.cin * g.in_pixels(), g.cout * p);
-    let mut dx = want_x.then(|| vec![0.0f32; g.input_len()]);
     let segments = g.segments();
+    if direct::applies(g) {
+        return direct_backward(g, x, w, dy, want_x, want_w, &segments);
+    }
+    let in_image = g.cin * g.in_pixels();
+    let mut dx = want_x.then(|| vec![0.0f32; g.input_len()]);
     // each segment's slice of dx (empty when dx is not wanted)
     let parts = split(
         dx.as_deref_mut().unwrap_or(&mut []),
@@ -67,55 +101,100 @@ pub(crate) fn backward(
             if want_x { images * in_image } else { 0 }
         }),
     );
-    let direct = direct::applies(g);
-    let packed = (direct && want_x).then(|| direct::pack_input_grad(g, w));
     let partials: Vec<Vec<f32>> = segments
         .par_iter()
         .zip(parts)
         .map(|(seg, dx_seg)| {
             let mut dw = vec![0.0f32; if want_w { g.weight_len() } else { 0 }];
-            let mut scratch = direct::Scratch::default();
-            let mut gemm_scratch = gemm::BackwardScratch::default();
+            let mut scratch = gemm::BackwardScratch::default();
             let first = seg.first().map_or(0, |b| b.start);
             for block in seg {
-                if !direct {
-                    gemm::backward_block(
-                        g,
-                        x,
-                        w,
-                        dy,
-                        block,
-                        first,
-                        want_x,
-                        &mut dw,
-                        dx_seg,
-                        &mut gemm_scratch,
-                    );
-                    continue;
-                }
+                gemm::backward_block(
+                    g,
+                    x,
+                    w,
+                    dy,
+                    block,
+                    first,
+                    want_x,
+                    &mut dw,
+                    dx_seg,
+                    &mut scratch,
+                );
+            }
+            dw
+        })
+        .collect();
+    let dw = want_w.then(|| sum_in_order(partials.iter().map(|p| &p[..]), g.weight_len()));
+    (dx, dw)
+}
+
+/// The element-wise sum of `parts` in their order (the first taken as it is), or zeros.
+fn sum_in_order<'a>(mut parts: impl Iterator<Item = &'a [f32]>, len: usize) -> Vec<f32> {
+    let mut sum = parts.next().map_or_else(|| vec![0.0; len], <[f32]>::to_vec);
+    for part in parts {
+        for (s, v) in sum.iter_mut().zip(part) {
+            *s += v;
+        }
+    }
+    sum
+}
+
+/// [`backward`] on the direct kernels: one task per segment and channel part, each with the
+/// weight gradient of its output channels and the input gradient of its input channels.
+fn direct_backward(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    want_x: bool,
+    want_w: bool,
+    segments: &[Vec<Range<usize>>],
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let (in_image, out_image) = (g.cin * g.in_pixels(), g.cout * g.out_pixels());
+    let mut dx = want_x.then(|| vec![0.0f32; g.input_len()]);
+    let count = part_count(g.cin.min(g.cout), segments.len());
+    let (outs, ins) = (even_parts(g.cout, count), even_parts(g.cin, count));
+    let packed = want_x.then(|| direct::pack_input_grad(g, w, &ins));
+    let dx_out = dx.as_deref_mut().map(direct::SharedOut::new);
+    let tasks: Vec<(&Vec<Range<usize>>, usize)> = segments
+        .iter()
+        .flat_map(|seg| (0..count).map(move |i| (seg, i)))
+        .collect();
+    let row = g.cin * TAPS;
+    // per (segment, part): the weight gradient of the part's output channels
+    let partials: Vec<Vec<f32>> = tasks
+        .into_par_iter()
+        .map(|(seg, i)| {
+            let mut dw = vec![0.0f32; if want_w { outs[i].len() * row } else { 0 }];
+            let mut scratch = direct::Scratch::default();
+            for block in seg {
                 let n = block.len();
                 let xb = &x[block.start * in_image..][..n * in_image];
                 let dyb = &dy[block.start * out_image..][..n * out_image];
                 if want_w {
-                    direct::weight_grad(g, n, xb, dyb, &mut dw, &mut scratch);
+                    direct::weight_grad(g, n, xb, dyb, &mut dw, outs[i].clone(), &mut scratch);
                 }
-                if let Some(packed) = &packed {
-                    let dxb = &mut dx_seg[(block.start - first) * in_image..][..n * in_image];
-                    direct::input_grad(g, n, dyb, packed, dxb, &mut scratch);
+                if let (Some(packed), Some(dx)) = (&packed, dx_out) {
+                    let dx = dx.sub(block.start * in_image, n * in_image);
+                    // SAFETY: the planes of the block's images and the part's input channels
+                    // are this task's alone, and `dx` stays borrowed until all tasks end.
+                    unsafe {
+                        direct::input_grad(g, n, dyb, packed, dx, ins[i].clone(), &mut scratch)
+                    };
                 }
             }
             dw
         })
         .collect();
     let dw = want_w.then(|| {
-        let mut parts = partials.into_iter();
-        let mut sum = parts.next().unwrap_or_else(|| vec![0.0; g.weight_len()]);
-        for part in parts {
-            for (s, v) in sum.iter_mut().zip(part) {
-                *s += v;
-            }
+        // each part's rows, summed over the segments in order
+        let mut dw = Vec::with_capacity(g.weight_len());
+        for (i, part) in outs.iter().enumerate() {
+            let per_segment = partials.iter().skip(i).step_by(count).map(|p| &p[..]);
+            dw.extend(sum_in_order(per_segment, part.len() * row));
         }
-        sum
+        dw
     });
     (dx, dw)
 }

@@ -356,20 +356,46 @@ fn the_reference_gradients_match_finite_differences() {
     }
 }
 
+/// `f` on a rayon pool of `threads` threads.
+fn on_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
     let case = Case::new(40, 6, 5, 8, 3);
-    let on = |threads: usize| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-            .install(|| run(&case, ConvKernel::Auto, 11))
-    };
+    let on = |threads: usize| on_threads(threads, || run(&case, ConvKernel::Auto, 11));
     let (one, two) = (on(1), on(2));
     for (a, b) in one.iter().zip(&two) {
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(a), bits(b));
+    }
+}
+
+#[test]
+fn small_batches_split_by_channels_give_the_bits_of_one_thread() {
+    // fewer blocks than threads: the direct kernels cut channels into parts (8 × 8 planes
+    // take 4 images per block, so one block here; 13 and 9 channels leave uneven parts)
+    for case in [
+        Case::new(1, 9, 8, 13, 3),
+        Case::new(2, 16, 8, 16, 3),
+        Case::new(1, 8, 16, 4, 3),
+    ] {
+        check_direct(case);
+        let on = |threads: usize| on_threads(threads, || run(&case, ConvKernel::Auto, 5));
+        let bits = |v: &[Vec<f32>; 4]| -> Vec<Vec<u32>> {
+            v.iter()
+                .map(|t| t.iter().map(|f| f.to_bits()).collect())
+                .collect()
+        };
+        let one = bits(&on(1));
+        for threads in [2, 3, 5] {
+            assert_eq!(one, bits(&on(threads)), "{case:?} on {threads} threads");
+        }
     }
 }
 
