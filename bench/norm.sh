@@ -6,8 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/torch_venv.sh
-cargo build --release --quiet -p bnlab
-ours=$(./target/release/bnlab bench norm "$@")
+# BNLAB_BIN names another build to time (e.g. a copy of an older one); else this checkout's
+bin=${BNLAB_BIN:-./target/release/bnlab}
+[ -n "${BNLAB_BIN:-}" ] || cargo build --release --quiet -p bnlab
+ours=$("$bin" bench norm "$@")
 theirs=$(GLIBC_TUNABLES=$tuned "$venv/bin/python" bench/torch_norm.py --threads 2 "$@")
 echo "$ours"
 echo "$theirs"

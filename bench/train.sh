@@ -9,8 +9,10 @@ model=${1:-resnet20}
 batch=${2:-128}
 cd "$(dirname "$0")/.."
 . bench/torch_venv.sh
-cargo build --release --quiet -p bnlab
-ours=$(./target/release/bnlab bench train --model "$model" --batch "$batch")
+# BNLAB_BIN names another build to time (e.g. a copy of an older one); else this checkout's
+bin=${BNLAB_BIN:-./target/release/bnlab}
+[ -n "${BNLAB_BIN:-}" ] || cargo build --release --quiet -p bnlab
+ours=$("$bin" bench train --model "$model" --batch "$batch")
 theirs=$(GLIBC_TUNABLES=$tuned "$venv/bin/python" bench/torch_train.py --model "$model" --batch "$batch" --threads 2)
 echo "$ours"
 echo "$theirs"
