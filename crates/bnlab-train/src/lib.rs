@@ -16,6 +16,7 @@
 mod added;
 mod checkpoint;
 pub mod claim;
+mod compute_pool;
 mod config;
 mod data;
 mod diagnostics;
@@ -39,6 +40,7 @@ mod train_loop;
 
 pub use added::{ADDED_FILE, AddedEvaluation, AddedEvaluations};
 pub use checkpoint::{Checkpoint, Checkpoints, LoopState, load_model, save_model};
+pub use compute_pool::on_compute_pool;
 pub use config::*;
 pub use data::{IMAGE_FOLDER, PartLoader, RunData};
 pub use diagnostics::{

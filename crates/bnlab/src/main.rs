@@ -37,6 +37,10 @@ fn main() -> ExitCode {
         Command::Import(a) => commands::interop::import(&a),
         Command::Export(a) => commands::interop::export(&a),
         Command::Report(a) => commands::report::run(&a),
+        // (thread workers of a distributed benchmark keep threads of their own)
+        Command::Bench(BenchCommand::Train(a)) if a.distributed.is_none() => {
+            bnlab_train::on_compute_pool(|| commands::bench::train::train(&a))
+        }
         Command::Bench(BenchCommand::Train(a)) => commands::bench::train::train(&a),
         Command::Bench(BenchCommand::Conv { batch, reps, only }) => {
             commands::bench::conv::conv(batch, reps, only.as_deref())

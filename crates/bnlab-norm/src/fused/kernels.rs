@@ -63,49 +63,56 @@ macro_rules! with_avx2 {
 }
 
 /// Σx and Σx² of one plane, in two passes over it (the second from L1): Σx gives a shift
-/// K, then Σ(x − K) and Σ(x − K)² in compensated f32 ([`centred_sums`]) give Σx and Σx² in
+/// K, then Σ(x − K) and Σ(x − K)² in compensated f32 ([`block_sums`]) give Σx and Σx² in
 /// f64 without the cancellation of Σx² − (Σx)²/m on data far from zero.
 fn plane_moments(x: &[f32]) -> [f64; 2] {
     if x.is_empty() {
         return [0.0, 0.0];
     }
     let m = x.len() as f64;
-    let [sum, _] = centred_sums(x, 0.0, x, 0.0);
+    let [sum, _] = block_sums::<SUM>(x, x, 0.0);
     let k = (sum / m) as f32;
-    let [d1, d2] = centred_sums(x, k, x, k);
+    let [d1, d2] = block_sums::<CENTRED>(x, x, k);
     let k = f64::from(k);
     [d1 + m * k, d2 + 2.0 * k * d1 + m * k * k]
 }
 
-/// Σdy and Σdy·(x − shift) of one plane, in compensated f32 ([`centred_sums`]).
+/// Σdy and Σdy·(x − shift) of one plane, in compensated f32 ([`block_sums`]).
 fn plane_grad_moments(dy: &[f32], x: &[f32], shift: f32) -> [f64; 2] {
-    centred_sums(dy, 0.0, x, shift)
+    block_sums::<WEIGHTED>(dy, x, shift)
 }
 
-/// Σ(a − ka) and Σ(a − ka)·(b − kb) over the common length of `a` and `b` (explicit AVX2
-/// where the CPU has it; both bodies give the same bits).
+/// [`block_sums`] of [Σa, 0].
+const SUM: u8 = 0;
+/// [`block_sums`] of [Σ(a − k), Σ(a − k)²].
+const CENTRED: u8 = 1;
+/// [`block_sums`] of [Σa, Σa·(b − k)].
+const WEIGHTED: u8 = 2;
+
+/// The sums `KIND` names over the common length of `a` and `b` (explicit AVX2 and FMA where
+/// the CPU has them; both bodies give the same bits).
 ///
 /// Compensated f32: [`ACCS`] × 8 f32 lanes sum blocks of [`BLOCK`] values, so each lane adds
 /// [`BLOCK`] / ([`ACCS`]·8) values in f32 (error ≤ 7 ulps of the block's Σ|v|) before the block
 /// is added to f64 lanes; the tail is summed in f64. Twice as many values per instruction as
 /// widening every value to f64, at about the accuracy of the f32 inputs themselves.
-fn centred_sums(a: &[f32], ka: f32, b: &[f32], kb: f32) -> [f64; 2] {
+fn block_sums<const KIND: u8>(a: &[f32], b: &[f32], k: f32) -> [f64; 2] {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU was just checked to have AVX2.
-        return unsafe { avx2::centred_sums(a, ka, b, kb) };
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU was just checked to have AVX2 and FMA.
+        return unsafe { avx2::block_sums::<KIND>(a, b, k) };
     }
-    centred_sums_body(a, ka, b, kb)
+    block_sums_body::<KIND>(a, b, k)
 }
 
-/// f32 vector accumulators of [`centred_sums`] (8 lanes each).
+/// f32 vector accumulators of [`block_sums`] (8 lanes each).
 const ACCS: usize = 4;
 
-/// Values one f32 block of [`centred_sums`] sums before it goes to f64.
+/// Values one f32 block of [`block_sums`] sums before it goes to f64.
 const BLOCK: usize = 256;
 
-/// The portable body of [`centred_sums`], in the AVX2 body's order.
-fn centred_sums_body(a: &[f32], ka: f32, b: &[f32], kb: f32) -> [f64; 2] {
+/// The portable body of [`block_sums`], in the AVX2 body's order.
+fn block_sums_body<const KIND: u8>(a: &[f32], b: &[f32], k: f32) -> [f64; 2] {
     const STEP: usize = ACCS * 8;
     let len = a.len().min(b.len());
     let full = len / STEP * STEP;
@@ -118,10 +125,19 @@ fn centred_sums_body(a: &[f32], ka: f32, b: &[f32], kb: f32) -> [f64; 2] {
         let mut q32 = [0.0f32; STEP];
         while i < end {
             for j in 0..STEP {
-                let u = a[i + j] - ka;
-                let w = b[i + j] - kb;
-                s32[j] += u;
-                q32[j] += u * w;
+                let v = a[i + j];
+                match KIND {
+                    SUM => s32[j] += v,
+                    CENTRED => {
+                        let d = v - k;
+                        s32[j] += d;
+                        q32[j] = d.mul_add(d, q32[j]);
+                    }
+                    _ => {
+                        s32[j] += v;
+                        q32[j] = v.mul_add(b[i + j] - k, q32[j]);
+                    }
+                }
             }
             i += STEP;
         }
@@ -130,20 +146,29 @@ fn centred_sums_body(a: &[f32], ka: f32, b: &[f32], kb: f32) -> [f64; 2] {
             q64[j] += f64::from(q32[j]);
         }
     }
-    finish_sums(&s64, &q64, &a[full..len], ka, &b[full..len], kb)
+    finish_sums::<KIND>(&s64, &q64, &a[full..len], &b[full..len], k)
 }
 
 /// The f64 lanes summed in lane order, then the tail's values in f64.
-fn finish_sums(s64: &[f64], q64: &[f64], a: &[f32], ka: f32, b: &[f32], kb: f32) -> [f64; 2] {
+fn finish_sums<const KIND: u8>(s64: &[f64], q64: &[f64], a: &[f32], b: &[f32], k: f32) -> [f64; 2] {
     let (mut s0, mut q0) = (0.0f64, 0.0f64);
     for (s, q) in s64.iter().zip(q64) {
         s0 += s;
         q0 += q;
     }
-    for (&u, &w) in a.iter().zip(b) {
-        let (u, w) = (f64::from(u - ka), f64::from(w - kb));
-        s0 += u;
-        q0 += u * w;
+    for (&v, &w) in a.iter().zip(b) {
+        match KIND {
+            SUM => s0 += f64::from(v),
+            CENTRED => {
+                let d = f64::from(v - k);
+                s0 += d;
+                q0 += d * d;
+            }
+            _ => {
+                s0 += f64::from(v);
+                q0 += f64::from(v) * f64::from(w - k);
+            }
+        }
     }
     [s0, q0]
 }
@@ -286,15 +311,15 @@ pub(crate) fn unit_backward(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{ACCS, BLOCK};
+    use super::{ACCS, BLOCK, CENTRED, SUM};
 
-    /// See [`super::centred_sums`]; same order as [`super::centred_sums_body`].
-    #[target_feature(enable = "avx2")]
-    pub(super) fn centred_sums(a: &[f32], ka: f32, b: &[f32], kb: f32) -> [f64; 2] {
+    /// See [`super::block_sums`]; same order as [`super::block_sums_body`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn block_sums<const KIND: u8>(a: &[f32], b: &[f32], k: f32) -> [f64; 2] {
         const STEP: usize = ACCS * 8;
         let len = a.len().min(b.len());
         let full = len / STEP * STEP;
-        let (kav, kbv) = (_mm256_set1_ps(ka), _mm256_set1_ps(kb));
+        let kv = _mm256_set1_ps(k);
         let mut s64 = [_mm256_setzero_pd(); 2 * ACCS];
         let mut q64 = [_mm256_setzero_pd(); 2 * ACCS];
         let mut i = 0;
@@ -306,14 +331,21 @@ mod avx2 {
                 for v in 0..ACCS {
                     let at = i + 8 * v;
                     // SAFETY: at + 8 ≤ full ≤ the length of both slices; unaligned loads.
-                    let (u, w) = unsafe {
-                        (
-                            _mm256_sub_ps(_mm256_loadu_ps(a.as_ptr().add(at)), kav),
-                            _mm256_sub_ps(_mm256_loadu_ps(b.as_ptr().add(at)), kbv),
-                        )
-                    };
-                    s32[v] = _mm256_add_ps(s32[v], u);
-                    q32[v] = _mm256_add_ps(q32[v], _mm256_mul_ps(u, w));
+                    let av = unsafe { _mm256_loadu_ps(a.as_ptr().add(at)) };
+                    match KIND {
+                        SUM => s32[v] = _mm256_add_ps(s32[v], av),
+                        CENTRED => {
+                            let d = _mm256_sub_ps(av, kv);
+                            s32[v] = _mm256_add_ps(s32[v], d);
+                            q32[v] = _mm256_fmadd_ps(d, d, q32[v]);
+                        }
+                        _ => {
+                            // SAFETY: as above.
+                            let bv = unsafe { _mm256_loadu_ps(b.as_ptr().add(at)) };
+                            s32[v] = _mm256_add_ps(s32[v], av);
+                            q32[v] = _mm256_fmadd_ps(av, _mm256_sub_ps(bv, kv), q32[v]);
+                        }
+                    }
                 }
                 i += STEP;
             }
@@ -334,7 +366,7 @@ mod avx2 {
                 _mm256_storeu_pd(q.as_mut_ptr().add(4 * v), q64[v]);
             }
         }
-        super::finish_sums(&s, &q, &a[full..len], ka, &b[full..len], kb)
+        super::finish_sums::<KIND>(&s, &q, &a[full..len], &b[full..len], k)
     }
 
     /// The low and high four lanes of `v`, widened to f64.
@@ -426,23 +458,31 @@ mod tests {
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn avx2_and_portable_reductions_give_the_same_bits() {
-        if !std::arch::is_x86_feature_detected!("avx2") {
+        if !(std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma"))
+        {
             return;
         }
         let bits = |v: [f64; 2]| v.map(f64::to_bits);
         for s in [1, 7, 8, 9, 31, 32, 33, 100, 256, 257, 1027, 4099] {
             let (x, dy) = (data(s, 3), data(s, 4));
-            // SAFETY: AVX2 was checked above.
-            let (a, b) = unsafe {
+            // SAFETY: AVX2 and FMA were checked above.
+            let (a, b, c) = unsafe {
                 (
-                    avx2::centred_sums(&x, 0.5, &x, 0.5),
-                    avx2::centred_sums(&dy, 0.0, &x, 0.25),
+                    avx2::block_sums::<SUM>(&x, &x, 0.0),
+                    avx2::block_sums::<CENTRED>(&x, &x, 0.5),
+                    avx2::block_sums::<WEIGHTED>(&dy, &x, 0.25),
                 )
             };
-            assert_eq!(bits(a), bits(centred_sums_body(&x, 0.5, &x, 0.5)), "s={s}");
+            assert_eq!(bits(a), bits(block_sums_body::<SUM>(&x, &x, 0.0)), "s={s}");
             assert_eq!(
                 bits(b),
-                bits(centred_sums_body(&dy, 0.0, &x, 0.25)),
+                bits(block_sums_body::<CENTRED>(&x, &x, 0.5)),
+                "s={s}"
+            );
+            assert_eq!(
+                bits(c),
+                bits(block_sums_body::<WEIGHTED>(&dy, &x, 0.25)),
                 "s={s}"
             );
         }

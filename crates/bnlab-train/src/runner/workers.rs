@@ -11,7 +11,7 @@ use crate::checkpoint::Checkpoints;
 use crate::claim::Claim;
 use crate::{
     Budget, RunKey, RunRequest, RunResult, Spec, Status, TrainError, Worker, is_run_failure,
-    train_run,
+    on_compute_pool, train_run,
 };
 
 /// Stops the sweep's workers with `e`, unless an earlier error did.
@@ -134,7 +134,8 @@ pub(super) fn one_run(
     let (outcome, leads) = match &options.transport {
         // a single-worker run in a multi-process job: rank 0 trains it alone
         Transport::Processes(c) if workers <= 1 && c.rank() > 0 => return Ok(()),
-        _ if workers <= 1 => (train_run(&request), true),
+        // one worker per thread of this process: its kernels' loops start on the compute pool
+        _ if workers <= 1 => (on_compute_pool(|| train_run(&request)), true),
         Transport::Processes(c) => {
             let device = configuration.config.train.device.device()?;
             let worker = Worker::new(c.clone(), device);
@@ -143,8 +144,10 @@ pub(super) fn one_run(
                 worker: Some(worker),
                 ..request
             };
-            (train_run(&request), leads)
+            (on_compute_pool(|| train_run(&request)), leads)
         }
+        // (thread workers stay on threads of their own: one of them parked on a thread of the
+        // pool would take that thread from the others)
         Transport::Threads | Transport::Devices(_) => (
             train_on_threads(&request, workers, &options.transport),
             true,
