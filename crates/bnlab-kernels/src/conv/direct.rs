@@ -234,7 +234,8 @@ impl Default for Scratch {
     }
 }
 
-/// An output that several tasks write at once, each only the planes of its own channels.
+/// An output that several tasks write at once, each only the planes of its own channels; it
+/// may start uninitialized ([`SharedOut::spare`]): it is only ever written through pointers.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SharedOut {
     ptr: *mut f32,
@@ -249,10 +250,22 @@ unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
     /// `out`, to be written by tasks with disjoint channel ranges while the borrow lasts.
-    pub(crate) fn new(out: &mut [f32]) -> Self {
+    #[cfg(test)]
+    fn new(out: &mut [f32]) -> Self {
         Self {
             ptr: out.as_mut_ptr(),
             len: out.len(),
+        }
+    }
+
+    /// The first `len` slots of `out`'s spare capacity (reserved here), uninitialized: the
+    /// caller sets `out`'s length once every slot has been written.
+    pub(crate) fn spare(out: &mut Vec<f32>, len: usize) -> Self {
+        out.clear();
+        out.reserve(len);
+        Self {
+            ptr: out.spare_capacity_mut().as_mut_ptr().cast(),
+            len,
         }
     }
 
@@ -266,15 +279,15 @@ impl SharedOut {
         }
     }
 
-    /// The `len` elements from `at`.
+    /// Writes `values` from element `at`.
     ///
     /// # Safety
-    /// No other task may use those elements while the slice lives.
-    #[allow(clippy::mut_from_ref)] // the point of the type: writes through a shared handle
-    unsafe fn part(&self, at: usize, len: usize) -> &mut [f32] {
-        assert!(at + len <= self.len, "an output write past the end");
-        // SAFETY: in bounds (above); exclusive by the caller's requirement.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(at), len) }
+    /// No other task may use those elements meanwhile.
+    unsafe fn write(&self, at: usize, values: &[f32]) {
+        assert!(at + values.len() <= self.len, "an output write past the end");
+        // SAFETY: in bounds (above); exclusive by the caller's requirement; `values` is a
+        // buffer of the caller's, not this output.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(at), values.len()) }
     }
 }
 
@@ -517,16 +530,11 @@ macro_rules! tiles {
                 };
                 let at = ((t * cout + o0 + o) * oh + y) * ow + x;
                 let valid = (ow - x).min(LANES);
-                // SAFETY: channel o0 + o is this task's (the caller's requirement).
-                let dst = unsafe { out.part(at, valid) };
-                // whole vectors go straight to the output, a row's short end through `row`
-                if valid == LANES {
-                    // SAFETY: `dst` holds one vector.
-                    unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), *a) };
-                } else {
-                    // SAFETY: `row` holds one vector.
-                    unsafe { _mm256_storeu_ps(row.as_mut_ptr(), *a) };
-                    dst.copy_from_slice(&row[..valid]);
+                // SAFETY: `row` holds one vector; channel o0 + o is this task's (the
+                // caller's requirement). (The copy of a whole vector compiles to one store.)
+                unsafe {
+                    _mm256_storeu_ps(row.as_mut_ptr(), *a);
+                    out.write(at, &row[..valid]);
                 }
             }
         }

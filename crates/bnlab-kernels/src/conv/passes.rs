@@ -45,9 +45,9 @@ fn even_parts(channels: usize, parts: usize) -> Vec<Range<usize>> {
 /// y = conv(x, w) without bias.
 pub(crate) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     let image = g.cout * g.out_pixels();
-    let mut y = vec![0.0f32; g.output_len()];
     let blocks = g.blocks();
     if direct::applies(g) {
+        let mut y = Vec::new();
         let parts = even_parts(g.cout, part_count(g.cout, blocks.len()));
         let packed = direct::pack_forward(g, w, &parts);
         let in_image = g.cin * g.in_pixels();
@@ -55,7 +55,7 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
             .iter()
             .flat_map(|b| parts.iter().map(move |p| (b.clone(), p.clone())))
             .collect();
-        let out = direct::SharedOut::new(&mut y);
+        let out = direct::SharedOut::spare(&mut y, g.output_len());
         tasks.into_par_iter().for_each_init(
             direct::Scratch::default,
             |scratch, (block, channels)| {
@@ -66,8 +66,12 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
                 unsafe { direct::forward(g, block.len(), xb, &packed, out, channels, scratch) };
             },
         );
+        // SAFETY: the tasks wrote every element: each (image, channel) plane of the output is
+        // one block's and one part's, and the tiles cover every pixel of a plane.
+        unsafe { y.set_len(g.output_len()) };
         return y;
     }
+    let mut y = vec![0.0f32; g.output_len()];
     let outs = split(&mut y, blocks.iter().map(|b| b.len() * image));
     blocks
         .par_iter()
@@ -152,11 +156,11 @@ fn direct_backward(
     segments: &[Vec<Range<usize>>],
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     let (in_image, out_image) = (g.cin * g.in_pixels(), g.cout * g.out_pixels());
-    let mut dx = want_x.then(|| vec![0.0f32; g.input_len()]);
+    let mut dx = Vec::new();
     let count = part_count(g.cin.min(g.cout), segments.len());
     let (outs, ins) = (even_parts(g.cout, count), even_parts(g.cin, count));
     let packed = want_x.then(|| direct::pack_input_grad(g, w, &ins));
-    let dx_out = dx.as_deref_mut().map(direct::SharedOut::new);
+    let dx_out = want_x.then(|| direct::SharedOut::spare(&mut dx, g.input_len()));
     let tasks: Vec<(&Vec<Range<usize>>, usize)> = segments
         .iter()
         .flat_map(|seg| (0..count).map(move |i| (seg, i)))
@@ -195,6 +199,12 @@ fn direct_backward(
             dw.extend(sum_in_order(per_segment, part.len() * row));
         }
         dw
+    });
+    let dx = want_x.then(|| {
+        // SAFETY: the tasks wrote every element: each (image, channel) plane of dx is one
+        // segment's and one part's, and the tiles cover every pixel of a plane.
+        unsafe { dx.set_len(g.input_len()) };
+        dx
     });
     (dx, dw)
 }
