@@ -284,7 +284,10 @@ impl SharedOut {
     /// # Safety
     /// No other task may use those elements meanwhile.
     unsafe fn write(&self, at: usize, values: &[f32]) {
-        assert!(at + values.len() <= self.len, "an output write past the end");
+        assert!(
+            at + values.len() <= self.len,
+            "an output write past the end"
+        );
         // SAFETY: in bounds (above); exclusive by the caller's requirement; `values` is a
         // buffer of the caller's, not this output.
         unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(at), values.len()) }
