@@ -48,17 +48,21 @@ def main():
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--shape", help="one shape N,C,H,W instead of the four (as bnlab bench norm --shape)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
     where = torch.cuda.get_device_name() if a.device == "cuda" else f"{a.threads} threads"
     print(f"torch {torch.__version__}, {where}")
     print(f"{'variant':<28} {'shape':>18} {'fwd ms':>10} {'fwd+bwd ms':>12}")
-    for shape in SHAPES[:1] if a.quick else SHAPES:
+    shapes = [tuple(int(v) for v in a.shape.split(","))] if a.shape else SHAPES[:1] if a.quick else SHAPES
+    for shape in shapes:
         n, c, h, w = shape
         x = torch.randn(*shape, device=a.device)
         xg = x.clone().requires_grad_(True)
-        layers = [("BatchNorm2d", nn.BatchNorm2d(c)), ("GroupNorm 32", nn.GroupNorm(32, c))]
+        layers = [("BatchNorm2d", nn.BatchNorm2d(c))]
+        if c % 32 == 0:
+            layers.append(("GroupNorm 32", nn.GroupNorm(32, c)))
         if n % 32 == 0:
             layers.append(("Ghost 32 chunk-and-cat", GhostBN(c, 32)))
         for name, layer in layers:

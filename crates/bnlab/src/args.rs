@@ -325,7 +325,22 @@ pub enum BenchCommand {
         /// Only the variants whose name contains this text (e.g. "plain").
         #[arg(long)]
         only: Option<String>,
+        /// One shape N,C,H,W instead of the four (e.g. a small batch: 8,16,32,32).
+        #[arg(long, value_parser = parse_shape, conflicts_with = "quick")]
+        shape: Option<[usize; 4]>,
     },
+}
+
+/// A shape `N,C,H,W` of four positive sizes.
+fn parse_shape(text: &str) -> Result<[usize; 4], String> {
+    let sizes: Vec<usize> = text
+        .split(',')
+        .map(|v| v.trim().parse::<usize>().map_err(|e| format!("{v:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    match <[usize; 4]>::try_from(sizes) {
+        Ok(shape) if shape.iter().all(|&v| v > 0) => Ok(shape),
+        _ => Err(format!("{text:?}: want four positive sizes N,C,H,W")),
+    }
 }
 
 /// `bnlab report …`.

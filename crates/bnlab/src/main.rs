@@ -50,8 +50,10 @@ fn main() -> ExitCode {
             quick,
             reps,
             only,
+            shape,
         }) => {
-            commands::bench::norm::norm(device.or(DeviceName::Flex), quick, reps, only.as_deref())
+            let which = device.or(DeviceName::Flex);
+            commands::bench::norm::norm(which, quick, shape, reps, only.as_deref())
         }
         Command::Quickstart {
             out,

@@ -69,6 +69,21 @@ fn bench_train_times_a_step_and_refuses_an_empty_batch() {
 }
 
 #[test]
+fn bench_norm_takes_one_shape_and_refuses_a_malformed_one() {
+    let (ok, out, err) = bnlab(&[
+        "bench", "norm", "--shape", "2,8,3,5", "--reps", "1", "--only", "plain",
+    ]);
+    assert!(ok, "{out}{err}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("plain BN")).collect();
+    assert_eq!(rows.len(), 1, "{out}");
+    assert!(rows[0].contains("2×8×3×5"), "{}", rows[0]);
+    for bad in ["2,8,3", "2,8,0,5", "2,x,3,5"] {
+        let (ok, _, err) = bnlab(&["bench", "norm", "--shape", bad]);
+        assert!(!ok && err.contains("--shape"), "{bad}: {err}");
+    }
+}
+
+#[test]
 fn bench_conv_times_every_shape_and_refuses_an_unknown_network() {
     let (ok, out, err) = bnlab(&[
         "bench", "conv", "--batch", "1", "--reps", "1", "--only", "r20",

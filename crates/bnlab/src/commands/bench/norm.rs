@@ -133,16 +133,30 @@ fn time(reps: usize, device: &Device, mut f: impl FnMut() -> Result<()>) -> Resu
 }
 
 /// Runs the benchmark and prints its table; the last line is plain BN forward + backward at
-/// (128, 64, 32, 32) as a share of the triad bandwidth; `only` keeps the variants whose name
-/// contains it.
-pub fn norm(which: DeviceName, quick: bool, reps: usize, only: Option<&str>) -> Result<()> {
+/// (128, 64, 32, 32) as a share of the triad bandwidth; `quick` keeps that shape alone, `shape`
+/// measures another one instead, and `only` keeps the variants whose name contains it.
+pub fn norm(
+    which: DeviceName,
+    quick: bool,
+    shape: Option<[usize; 4]>,
+    reps: usize,
+    only: Option<&str>,
+) -> Result<()> {
     if reps == 0 {
         bail!("--reps must be at least 1");
     }
     let device = which.device()?;
     let ad = device.clone().autodiff();
     device.seed(1);
-    let shapes: &[[usize; 4]] = if quick { &SHAPES[..1] } else { &SHAPES };
+    let one;
+    let shapes: &[[usize; 4]] = match (shape, quick) {
+        (Some(s), _) => {
+            one = [s];
+            &one
+        }
+        (None, true) => &SHAPES[..1],
+        (None, false) => &SHAPES,
+    };
     let largest = shapes.iter().map(|s| s.iter().product::<usize>()).max();
     let n = largest.unwrap_or(1 << 22);
     let triad = if which == DeviceName::Flex {
