@@ -228,7 +228,10 @@ impl Norm {
         let [n, c, s] = x3.dims();
         let (cpg, k) = self.config.channel_grouping();
         let values = (cpg * s) as f64;
-        let device = x3.device();
+        // the statistics are not differentiated on this path (the fused backward accounts for
+        // them), so their small tensor operations skip autodiff's bookkeeping: on Flex a
+        // fifth of the cost per operation
+        let device = x3.device().without_autodiff();
         let acc = accumulation_dtype(&device);
         let host = |v: Vec<f64>| {
             Tensor::<2>::from_data(

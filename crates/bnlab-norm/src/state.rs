@@ -121,21 +121,32 @@ impl NormState {
     }
 
     /// Moves set rows towards `batch_*` with per-row weights `w` (0 leaves a row alone).
+    ///
+    /// Computed without autodiff (the running statistics are constants); each state keeps
+    /// its own autodiff association.
     pub(crate) fn blend(&self, weights: Tensor<2>, batch_mean: Tensor<2>, batch_var: Tensor<2>) {
         let device = batch_mean.device();
-        let mean = self.running_mean.value_sync().to_device(&device);
-        let var = self.running_var.value_sync().to_device(&device);
-        let mean = mean.clone() + weights.clone() * (batch_mean - mean);
-        let var = var.clone() + weights * (batch_var - var);
-        self.running_mean.update(mean.detach());
-        self.running_var.update(var.detach());
+        let [mean, var] = [&self.running_mean, &self.running_var].map(|state| {
+            let current = state.value_sync();
+            let home = current.is_autodiff();
+            (current.without_autodiff().to_device(&device), home)
+        });
+        let [weights, batch_mean, batch_var] =
+            [weights, batch_mean, batch_var].map(Tensor::without_autodiff);
+        let blended_mean = mean.0.clone() + weights.clone() * (batch_mean - mean.0);
+        let blended_var = var.0.clone() + weights * (batch_var - var.0);
+        self.running_mean
+            .update(with_autodiff(blended_mean, mean.1));
+        self.running_var.update(with_autodiff(blended_var, var.1));
     }
 
     /// Adds `seen` (1 where a set was updated) to the update counts.
     pub(crate) fn count_updates(&self, seen: Tensor<1>) {
-        let device = seen.device();
-        let updates = self.updates.value_sync().to_device(&device) + seen;
-        self.updates.update(updates.detach());
+        let current = self.updates.value_sync();
+        let home = current.is_autodiff();
+        let updates =
+            current.without_autodiff().to_device(&seen.device()) + seen.without_autodiff();
+        self.updates.update(with_autodiff(updates, home));
     }
 
     fn finalize(&self, estimator: PopulationEstimator) -> Result<(), NormError> {
@@ -346,3 +357,8 @@ impl ModuleDisplayDefault for NormState {
 }
 
 impl ModuleDisplay for NormState {}
+
+/// `t` (a constant) with autodiff when `autodiff`, as the state it replaces had.
+fn with_autodiff<const D: usize>(t: Tensor<D>, autodiff: bool) -> Tensor<D> {
+    if autodiff { t.autodiff() } else { t }
+}

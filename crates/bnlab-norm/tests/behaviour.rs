@@ -630,3 +630,34 @@ fn ema_and_variance_conventions_convert_as_written() {
         }
     }
 }
+
+#[test]
+fn training_under_autodiff_updates_the_running_statistics_as_written_and_keeps_them_autodiff() {
+    // the fused path computes the statistics without autodiff; the states it updates must
+    // keep their autodiff association and follow the EMA of the f64 reference
+    let device = device().autodiff();
+    let sh = Shape { n: 6, c: 3, s: 5 };
+    let norm = NormConfig::new(sh.c)
+        .with_running(RunningStats::Ema { momentum: 0.25 })
+        .with_variance(VarianceStorage::Biased)
+        .init(&device)
+        .unwrap();
+    let mut rng = Rng(3);
+    let mut expect = (vec![0.0; sh.c], vec![1.0; sh.c]);
+    for _ in 0..3 {
+        let x = rng.vec(sh.len(), -1.0, 2.0);
+        let input = tensor(&x, [sh.n, sh.c, sh.s], &device).require_grad();
+        let grads = total(norm.forward(input.clone()).unwrap().powi_scalar(2)).backward();
+        assert!(input.grad(&grads).is_some(), "dx flows");
+        for ch in 0..sh.c {
+            let (m, v) = ref_moments(&x, sh, &(0..sh.n).collect::<Vec<_>>(), &[ch]);
+            expect.0[ch] = 0.75 * expect.0[ch] + 0.25 * m;
+            expect.1[ch] = 0.75 * expect.1[ch] + 0.25 * v;
+        }
+    }
+    let (mean, var) = (norm.state.running_mean(), norm.state.running_var());
+    assert!(mean.is_autodiff() && var.is_autodiff() && norm.state.updates().is_autodiff());
+    assert!(max_abs_diff(&values(mean), &expect.0) < 1e-5);
+    assert!(max_abs_diff(&values(var), &expect.1) < 1e-5);
+    assert_eq!(values(norm.state.updates()), vec![3.0]);
+}
