@@ -53,7 +53,10 @@ fn main() -> ExitCode {
             shape,
         }) => {
             let which = device.or(DeviceName::Flex);
-            commands::bench::norm::norm(which, quick, shape, reps, only.as_deref())
+            // (on the pool's thread, as training runs)
+            bnlab_train::on_compute_pool(|| {
+                commands::bench::norm::norm(which, quick, shape, reps, only.as_deref())
+            })
         }
         Command::Quickstart {
             out,
