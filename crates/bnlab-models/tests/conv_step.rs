@@ -46,7 +46,10 @@ fn a_resnet_step_agrees_with_burns_convolution() {
         .iter()
         .zip(&burn.0)
         .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
+        // (a NaN error counts as infinite: `f32::max` alone would drop it)
+        .fold(0.0, |m: f32, e: f32| {
+            m.max(if e.is_nan() { f32::INFINITY } else { e })
+        })
         / scale;
     assert!(err <= 1e-3, "stem gradient differs by {err}");
 }

@@ -70,7 +70,10 @@ fn a_half_precision_resnet_keeps_f32_parameters_and_follows_the_f32_one() {
             .iter()
             .zip(&full)
             .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+            // (a NaN error counts as infinite: `f64::max` alone would drop it)
+            .fold(0.0, |m: f64, e: f64| {
+                m.max(if e.is_nan() { f64::INFINITY } else { e })
+            });
         assert!(
             err <= 10.0 * eps * scale,
             "{precision:?}: logits differ by {err} (scale {scale})"

@@ -86,7 +86,10 @@ fn loss_gap(a: &RunResult, b: &RunResult) -> f64 {
         .iter()
         .zip(&b.epochs)
         .map(|(x, y)| (x.train_loss - y.train_loss).abs() / y.train_loss.abs().max(1e-3))
-        .fold(0.0, f64::max)
+        // (a NaN error counts as infinite: `f64::max` alone would drop it)
+        .fold(0.0, |m: f64, e: f64| {
+            m.max(if e.is_nan() { f64::INFINITY } else { e })
+        })
 }
 
 #[test]

@@ -263,6 +263,10 @@ impl SharedOut {
     pub(crate) fn spare(out: &mut Vec<f32>, len: usize) -> Self {
         out.clear();
         out.reserve(len);
+        // debug builds (the tests) start from NaN, so an element no task writes fails every
+        // comparison with a reference instead of passing on memory that happened to be zero
+        #[cfg(debug_assertions)]
+        out.spare_capacity_mut()[..len].fill(std::mem::MaybeUninit::new(f32::NAN));
         Self {
             ptr: out.spare_capacity_mut().as_mut_ptr().cast(),
             len,

@@ -184,7 +184,10 @@ fn rel_err(a: &[f32], r: &[f64]) -> f64 {
     a.iter()
         .zip(r)
         .map(|(&a, &r)| (f64::from(a) - r).abs())
-        .fold(0.0, f64::max)
+        // (a NaN error counts as infinite: `f64::max` alone would drop it)
+        .fold(0.0, |m: f64, e: f64| {
+            m.max(if e.is_nan() { f64::INFINITY } else { e })
+        })
         / scale
 }
 
