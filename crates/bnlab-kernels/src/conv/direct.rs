@@ -243,7 +243,7 @@ pub(crate) struct SharedOut {
 }
 
 // SAFETY: the tasks sharing one `SharedOut` write disjoint elements (the planes of their own
-// channel ranges), and its buffer is borrowed mutably until all of them have ended.
+// channel ranges), and its buffer is not touched otherwise until all of them have ended.
 unsafe impl Send for SharedOut {}
 // SAFETY: as above.
 unsafe impl Sync for SharedOut {}

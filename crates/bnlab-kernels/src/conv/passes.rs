@@ -62,7 +62,8 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
                 let xb = &x[block.start * in_image..][..block.len() * in_image];
                 let out = out.sub(block.start * image, block.len() * image);
                 // SAFETY: the planes of the block's images and the part's channels are this
-                // task's alone (blocks and parts are disjoint), and `y` stays borrowed.
+                // task's alone (blocks and parts are disjoint), and `y` is not touched until
+                // every task has ended.
                 unsafe { direct::forward(g, block.len(), xb, &packed, out, channels, scratch) };
             },
         );
@@ -182,7 +183,7 @@ fn direct_backward(
                 if let (Some(packed), Some(dx)) = (&packed, dx_out) {
                     let dx = dx.sub(block.start * in_image, n * in_image);
                     // SAFETY: the planes of the block's images and the part's input channels
-                    // are this task's alone, and `dx` stays borrowed until all tasks end.
+                    // are this task's alone, and `dx` is not touched until every task has ended.
                     unsafe {
                         direct::input_grad(g, n, dyb, packed, dx, ins[i].clone(), &mut scratch)
                     };
