@@ -283,6 +283,18 @@ impl SharedOut {
         }
     }
 
+    /// Writes one vector at element `at`.
+    ///
+    /// # Safety
+    /// No other task may use those elements meanwhile; the CPU has AVX.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx")]
+    unsafe fn write_vector(&self, at: usize, v: std::arch::x86_64::__m256) {
+        assert!(at + LANES <= self.len, "an output write past the end");
+        // SAFETY: in bounds (above); exclusive by the caller's requirement; unaligned store.
+        unsafe { std::arch::x86_64::_mm256_storeu_ps(self.ptr.add(at), v) }
+    }
+
     /// Writes `values` from element `at`.
     ///
     /// # Safety
@@ -537,11 +549,16 @@ macro_rules! tiles {
                 };
                 let at = ((t * cout + o0 + o) * oh + y) * ow + x;
                 let valid = (ow - x).min(LANES);
-                // SAFETY: `row` holds one vector; channel o0 + o is this task's (the
-                // caller's requirement). (The copy of a whole vector compiles to one store.)
+                // whole vectors go straight to the output, a row's short end through `row`
+                // SAFETY: channel o0 + o is this task's (the caller's requirement); `row`
+                // holds one vector; this module's features include AVX.
                 unsafe {
-                    _mm256_storeu_ps(row.as_mut_ptr(), *a);
-                    out.write(at, &row[..valid]);
+                    if valid == LANES {
+                        out.write_vector(at, *a);
+                    } else {
+                        _mm256_storeu_ps(row.as_mut_ptr(), *a);
+                        out.write(at, &row[..valid]);
+                    }
                 }
             }
         }
