@@ -3,7 +3,8 @@
 /// Runs `f` on a thread of the current rayon pool (the global one outside any pool), so that
 /// the parallel loops of the kernels it calls start on that pool. Called from a thread outside
 /// the pool, every loop is handed to the pool and back (two wake-ups per operation), which on
-/// a 2-core VM cost about a third of a ResNet-20 step at batch 8 (`BENCHMARKS.md`).
+/// a 2-core VM cost about a quarter of a ResNet-20 step at batch 2 and a few percent at batch 8
+/// (`BENCHMARKS.md`).
 ///
 /// `f` must not wait on work that needs a thread of the same pool to progress without
 /// helping with it (rayon's own joins and scopes do help).

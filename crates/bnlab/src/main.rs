@@ -43,7 +43,10 @@ fn main() -> ExitCode {
         }
         Command::Bench(BenchCommand::Train(a)) => commands::bench::train::train(&a),
         Command::Bench(BenchCommand::Conv { batch, reps, only }) => {
-            commands::bench::conv::conv(batch, reps, only.as_deref())
+            // (on the pool's thread, as training runs)
+            bnlab_train::on_compute_pool(|| {
+                commands::bench::conv::conv(batch, reps, only.as_deref())
+            })
         }
         Command::Bench(BenchCommand::Norm {
             device,
