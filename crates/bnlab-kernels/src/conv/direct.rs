@@ -15,6 +15,7 @@
 
 use std::ops::Range;
 
+use super::flat::{self, Flat};
 use super::geometry::Geometry;
 
 /// f32 lanes of one AVX2 vector.
@@ -177,9 +178,9 @@ fn pack(
 /// output channel `parts` that [`forward`] will be called with.
 pub(crate) fn pack_forward(g: &Geometry, w: &[f32], parts: &[Range<usize>]) -> Vec<f32> {
     let cin = g.cin;
-    pack(parts, cin, TileShape::new(g.out).channels, |o, c, tap| {
-        w[(o * cin + c) * TAPS + tap]
-    })
+    let ob = TileShape::new(g.out).channels;
+    debug_assert!(!flat::fits(g) || ob == flat::TILE_CHANNELS);
+    pack(parts, cin, ob, |o, c, tap| w[(o * cin + c) * TAPS + tap])
 }
 
 /// The input gradient's weights: channels transposed and taps flipped, packed for an output
@@ -295,6 +296,23 @@ impl SharedOut {
         unsafe { std::arch::x86_64::_mm256_storeu_ps(self.ptr.add(at), v) }
     }
 
+    /// Elements of this output.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Writes one 16-lane vector at element `at`.
+    ///
+    /// # Safety
+    /// No other task may use those elements meanwhile; the CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn write_vector16(&self, at: usize, v: std::arch::x86_64::__m512) {
+        assert!(at + 16 <= self.len, "an output write past the end");
+        // SAFETY: in bounds (above); exclusive by the caller's requirement; unaligned store.
+        unsafe { std::arch::x86_64::_mm512_storeu_ps(self.ptr.add(at), v) }
+    }
+
     /// Writes `values` from element `at`.
     ///
     /// # Safety
@@ -326,6 +344,16 @@ pub(crate) unsafe fn forward(
     channels: Range<usize>,
     scratch: &mut Scratch,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if scratch.tiles == Tiles::Avx512 && flat::fits(g) {
+        let src = Flat::new(images * g.cin, g.size);
+        let start = src.fill(x, &mut scratch.x);
+        let x = &scratch.x[start..];
+        // SAFETY: `Tiles::best` chose these tiles on a CPU with AVX-512F and AVX-512VL; the
+        // caller's requirement makes the writes exclusive.
+        unsafe { flat::conv(x, src, [g.cin, g.cout], packed, out, channels) };
+        return;
+    }
     let src = Padded::for_output(images * g.cin, g.out);
     src.fill(x, g.size, g.pad, &mut scratch.x);
     let dims = Dims {
@@ -353,6 +381,16 @@ pub(crate) unsafe fn input_grad(
     channels: Range<usize>,
     scratch: &mut Scratch,
 ) {
+    // `flat::fits` means a "same" convolution: dy is as large as x and padded by 1 too
+    #[cfg(target_arch = "x86_64")]
+    if scratch.tiles == Tiles::Avx512 && flat::fits(g) {
+        let src = Flat::new(images * g.cout, g.out);
+        let start = src.fill(dy, &mut scratch.dy);
+        let dy = &scratch.dy[start..];
+        // SAFETY: as in `forward`.
+        unsafe { flat::conv(dy, src, [g.cout, g.cin], packed, dx, channels) };
+        return;
+    }
     let src = Padded::for_output(images * g.cout, g.size);
     let pad = [2 - g.pad[0], 2 - g.pad[1]];
     src.fill(dy, g.out, pad, &mut scratch.dy);
@@ -376,6 +414,13 @@ pub(crate) fn weight_grad(
     channels: Range<usize>,
     scratch: &mut Scratch,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if scratch.tiles == Tiles::Avx512 && flat::fits(g) {
+        let dims = [images, g.cin, g.cout];
+        // SAFETY: `Tiles::best` chose these tiles on a CPU with AVX-512F and AVX-512VL.
+        unsafe { flat::weight_grad(x, dy, dims, g.size, channels, dw, &mut scratch.x) };
+        return;
+    }
     let xs = Padded::for_output(images * g.cin, g.out);
     xs.fill(x, g.size, g.pad, &mut scratch.x);
     // dy with whole vectors per row, zero past the row's end
@@ -773,18 +818,25 @@ mod tests {
 
     #[test]
     fn the_avx2_tiles_give_the_bits_of_the_avx512_tiles() {
-        // the reference tests run whichever tiles the CPU prefers; the other set must agree
+        // the reference tests run whichever tiles the CPU prefers; the other set must agree,
+        // bit for bit but for the flat tiles' weight gradient
         if !(has_avx2_fma() && Tiles::best() == Tiles::Avx512) {
             eprintln!("skipped: the CPU lacks AVX-512VL, so only the AVX2 tiles can run");
             return;
         }
         // one-vector rows (two-row tiles, odd and even heights), two- and three-vector rows,
-        // channel counts leaving short tiles
+        // channel counts leaving short tiles; the flat 16-lane tiles where the AVX-512 set
+        // has them (8 × 8, 9 × 16, 16 × 16, 4 × 4, 2 × 32, 1 × 16: full tiles of 4, 2 and 1
+        // vectors and short ones)
         for (n, cin, [h, w], cout) in [
             (2, 5, [8, 8], 13),
             (1, 3, [7, 5], 7),
             (2, 9, [9, 16], 17),
             (1, 4, [3, 21], 6),
+            (2, 7, [16, 16], 8),
+            (3, 6, [4, 4], 11),
+            (1, 3, [2, 32], 6),
+            (2, 2, [16, 1], 7),
         ] {
             let g = Geometry {
                 n,
@@ -799,7 +851,18 @@ mod tests {
                 groups: 1,
             };
             assert!(applies(&g));
-            assert_eq!(passes(&g, Tiles::Avx2), passes(&g, Tiles::Avx512), "{g:?}");
+            let ([y2, dx2, dw2], [y5, dx5, dw5]) =
+                (passes(&g, Tiles::Avx2), passes(&g, Tiles::Avx512));
+            assert_eq!((y2, dx2), (y5, dx5), "{g:?}");
+            if flat::fits(&g) {
+                // the flat weight gradient sums in 16 lanes, not 8: other roundings
+                for (a, b) in dw2.iter().zip(&dw5) {
+                    let err = (a - b).abs();
+                    assert!(err.is_finite() && err <= 1e-4, "{g:?}: dw {a} against {b}");
+                }
+            } else {
+                assert_eq!(dw2, dw5, "{g:?}");
+            }
         }
     }
 }

@@ -173,13 +173,17 @@ fn direct_backward(
         .map(|(seg, i)| {
             let mut dw = vec![0.0f32; if want_w { outs[i].len() * row } else { 0 }];
             let mut scratch = direct::Scratch::default();
+            // the weight gradient sums over the segment's images in one call
+            let images = seg.first().map_or(0, |b| b.start)..seg.last().map_or(0, |b| b.end);
+            if want_w {
+                let n = images.len();
+                let xs = &x[images.start * in_image..][..n * in_image];
+                let dys = &dy[images.start * out_image..][..n * out_image];
+                direct::weight_grad(g, n, xs, dys, &mut dw, outs[i].clone(), &mut scratch);
+            }
             for block in seg {
                 let n = block.len();
-                let xb = &x[block.start * in_image..][..n * in_image];
                 let dyb = &dy[block.start * out_image..][..n * out_image];
-                if want_w {
-                    direct::weight_grad(g, n, xb, dyb, &mut dw, outs[i].clone(), &mut scratch);
-                }
                 if let (Some(packed), Some(dx)) = (&packed, dx_out) {
                     let dx = dx.sub(block.start * in_image, n * in_image);
                     // SAFETY: the planes of the block's images and the part's input channels

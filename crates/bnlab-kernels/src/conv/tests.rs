@@ -320,6 +320,10 @@ fn direct_kernels_match_the_reference_on_odd_shapes() {
     check_direct(Case::new(1, 7, 33, 19, 3));
     check_direct(Case::new(2, 64, 5, 64, 3));
     check_direct(Case::new(1, 1, 8, 1, 3));
+    // the flat 16-lane tiles (on AVX-512): planes of 2, 4 and 1 vectors per row group
+    check_direct(Case::new(2, 7, 16, 13, 3));
+    check_direct(Case::new(5, 9, 4, 7, 3));
+    check_direct(Case::new(1, 5, 32, 6, 3));
     check_direct(Case {
         pad: [2, 0, 0, 2],
         ..Case::new(2, 5, 9, 7, 3)
