@@ -27,15 +27,15 @@ pub(crate) const TAPS: usize = 9;
 /// Output channels of one weight-gradient tile.
 const DW_CHANNELS: usize = 4;
 
-/// Most input × output channels the direct kernels take: up to 64 × 64 they beat im2col +
-/// GEMM by 1.2–3× (measured on ResNet-20's and ResNet-18's shapes); at 128 × 128 and above
-/// GEMM is as fast, and faster where the image is narrower than one vector (4 × 4).
+/// Most input × output channels the 8-lane tiles take: up to 64 × 64 they beat im2col + GEMM
+/// by 1.2–3× (measured on ResNet-20's and ResNet-18's shapes); at 128 × 128 and above GEMM is
+/// as fast, and faster where the image is narrower than one vector (4 × 4). The flat tiles
+/// take any channels.
 const MAX_CHANNEL_PAIRS: usize = 64 * 64;
 
-/// Whether the direct kernels run `g`: a 3×3 kernel, stride 1, no dilation, one group,
-/// padding of at most 2 on every side, at most [`MAX_CHANNEL_PAIRS`], on a CPU with AVX2 and
-/// FMA.
-pub(crate) fn applies(g: &Geometry) -> bool {
+/// Whether the 8-lane tiles can run `g`: a 3×3 kernel, stride 1, no dilation, one group,
+/// padding of at most 2 on every side, at most [`MAX_CHANNEL_PAIRS`] (the CPU aside).
+fn tiles_fit(g: &Geometry) -> bool {
     let ([h, w], [oh, ow], [top, left]) = (g.size, g.out, g.pad);
     // bottom = oh + 2 − h − top and right likewise, each in 0..=2
     let pads = |len: usize, out: usize, before: usize| {
@@ -48,7 +48,23 @@ pub(crate) fn applies(g: &Geometry) -> bool {
         && pads(h, oh, top)
         && pads(w, ow, left)
         && g.cin * g.cout <= MAX_CHANNEL_PAIRS
-        && has_avx2_fma()
+}
+
+/// Whether `tiles` run `g` on the flat 16-lane tiles ([`flat`]).
+fn runs_flat(g: &Geometry, tiles: Tiles) -> bool {
+    tiles == Tiles::Avx512 && flat::fits(g)
+}
+
+/// Whether the direct kernels run `g`'s forward and weight gradient: the 8-lane tiles' shapes
+/// on a CPU with AVX2 and FMA, and the flat tiles' (also wider channels and stride 2) on one
+/// with AVX-512.
+pub(crate) fn applies(g: &Geometry) -> bool {
+    (tiles_fit(g) && has_avx2_fma()) || runs_flat(g, Tiles::best())
+}
+
+/// Whether the direct kernels run `g`'s input gradient: as [`applies`], at stride 1.
+pub(crate) fn applies_input_grad(g: &Geometry) -> bool {
+    g.stride == [1, 1] && applies(g)
 }
 
 /// Whether the CPU has AVX2 and FMA.
@@ -174,30 +190,47 @@ fn pack(
     packed
 }
 
-/// A forward convolution's weights [cout][cin][3][3] packed for an output `ow` wide, for the
-/// output channel `parts` that [`forward`] will be called with.
-pub(crate) fn pack_forward(g: &Geometry, w: &[f32], parts: &[Range<usize>]) -> Vec<f32> {
+/// Output channels per packed block for `tiles` running `g`'s output of `out`.
+fn tile_channels(g: &Geometry, tiles: Tiles, out: [usize; 2]) -> usize {
+    if runs_flat(g, tiles) {
+        flat::TILE_CHANNELS
+    } else {
+        TileShape::new(out).channels
+    }
+}
+
+/// A forward convolution's weights [cout][cin][3][3] packed for `tiles`, for the output
+/// channel `parts` that [`forward`] will be called with.
+pub(crate) fn pack_forward(
+    g: &Geometry,
+    w: &[f32],
+    parts: &[Range<usize>],
+    tiles: Tiles,
+) -> Vec<f32> {
     let cin = g.cin;
-    let ob = TileShape::new(g.out).channels;
-    debug_assert!(!flat::fits(g) || ob == flat::TILE_CHANNELS);
+    let ob = tile_channels(g, tiles, g.out);
     pack(parts, cin, ob, |o, c, tap| w[(o * cin + c) * TAPS + tap])
 }
 
-/// The input gradient's weights: channels transposed and taps flipped, packed for an output
-/// as wide as the input, for the input channel `parts` that [`input_grad`] will be called with.
-pub(crate) fn pack_input_grad(g: &Geometry, w: &[f32], parts: &[Range<usize>]) -> Vec<f32> {
+/// The input gradient's weights: channels transposed and taps flipped, packed for `tiles`
+/// and an output as large as the input, for the input channel `parts` that [`input_grad`]
+/// will be called with.
+pub(crate) fn pack_input_grad(
+    g: &Geometry,
+    w: &[f32],
+    parts: &[Range<usize>],
+    tiles: Tiles,
+) -> Vec<f32> {
     let cin = g.cin;
-    pack(
-        parts,
-        g.cout,
-        TileShape::new(g.size).channels,
-        |c, o, tap| w[(o * cin + c) * TAPS + TAPS - 1 - tap],
-    )
+    let ob = tile_channels(g, tiles, g.size);
+    pack(parts, g.cout, ob, |c, o, tap| {
+        w[(o * cin + c) * TAPS + TAPS - 1 - tap]
+    })
 }
 
 /// Which compiled tiles run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tiles {
+pub(crate) enum Tiles {
     /// AVX2 + FMA.
     Avx2,
     /// AVX2 + FMA with AVX-512VL's 32 registers.
@@ -206,7 +239,7 @@ enum Tiles {
 
 impl Tiles {
     /// AVX-512VL's where the CPU has it, else AVX2's.
-    fn best() -> Self {
+    pub(crate) fn best() -> Self {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512vl")
@@ -313,6 +346,19 @@ impl SharedOut {
         unsafe { std::arch::x86_64::_mm512_storeu_ps(self.ptr.add(at), v) }
     }
 
+    /// Reads back the 16-lane vector at element `at`.
+    ///
+    /// # Safety
+    /// This task wrote those elements, and no other task uses them meanwhile; the CPU has
+    /// AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn read_vector16(&self, at: usize) -> std::arch::x86_64::__m512 {
+        assert!(at + 16 <= self.len, "an output read past the end");
+        // SAFETY: in bounds (above), written (the caller's requirement); unaligned load.
+        unsafe { std::arch::x86_64::_mm512_loadu_ps(self.ptr.add(at)) }
+    }
+
     /// Writes `values` from element `at`.
     ///
     /// # Safety
@@ -345,8 +391,8 @@ pub(crate) unsafe fn forward(
     scratch: &mut Scratch,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if scratch.tiles == Tiles::Avx512 && flat::fits(g) {
-        let src = Flat::new(images * g.cin, g.size);
+    if runs_flat(g, scratch.tiles) {
+        let src = Flat::new(images * g.cin, g.size, g.stride[0]);
         let start = src.fill(x, &mut scratch.x);
         let x = &scratch.x[start..];
         // SAFETY: `Tiles::best` chose these tiles on a CPU with AVX-512F and AVX-512VL; the
@@ -381,10 +427,12 @@ pub(crate) unsafe fn input_grad(
     channels: Range<usize>,
     scratch: &mut Scratch,
 ) {
-    // `flat::fits` means a "same" convolution: dy is as large as x and padded by 1 too
+    // at stride 1 `flat::fits` means a "same" convolution: dy is as large as x and padded
+    // by 1 too
     #[cfg(target_arch = "x86_64")]
-    if scratch.tiles == Tiles::Avx512 && flat::fits(g) {
-        let src = Flat::new(images * g.cout, g.out);
+    if runs_flat(g, scratch.tiles) {
+        assert_eq!(g.stride, [1, 1], "the input gradient runs at stride 1");
+        let src = Flat::new(images * g.cout, g.out, 1);
         let start = src.fill(dy, &mut scratch.dy);
         let dy = &scratch.dy[start..];
         // SAFETY: as in `forward`.
@@ -415,10 +463,11 @@ pub(crate) fn weight_grad(
     scratch: &mut Scratch,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if scratch.tiles == Tiles::Avx512 && flat::fits(g) {
+    if runs_flat(g, scratch.tiles) {
         let dims = [images, g.cin, g.cout];
+        let size = (g.size, g.stride[0]);
         // SAFETY: `Tiles::best` chose these tiles on a CPU with AVX-512F and AVX-512VL.
-        unsafe { flat::weight_grad(x, dy, dims, g.size, channels, dw, &mut scratch.x) };
+        unsafe { flat::weight_grad(x, dy, dims, size, channels, dw, &mut scratch.x) };
         return;
     }
     let xs = Padded::for_output(images * g.cin, g.out);
@@ -796,7 +845,7 @@ mod tests {
                 g,
                 g.n,
                 &x,
-                &pack_forward(g, &w, outs),
+                &pack_forward(g, &w, outs, tiles),
                 y,
                 0..g.cout,
                 &mut scratch,
@@ -805,7 +854,7 @@ mod tests {
                 g,
                 g.n,
                 &dy,
-                &pack_input_grad(g, &w, ins),
+                &pack_input_grad(g, &w, ins, tiles),
                 dx,
                 0..g.cin,
                 &mut scratch,

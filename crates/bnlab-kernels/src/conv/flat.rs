@@ -1,14 +1,17 @@
-//! Direct 3×3 "same" convolutions (stride 1, padding 1) on AVX-512F's 16-lane vectors, over
-//! planes stored flat: rows back to back, a zero row above and below, each plane three times,
-//! shifted by one column left, not at all, and right (zero where the shift leaves the row). A
-//! vector then covers whole rows of narrow planes (two rows of 8 × 8, four of 4 × 4) as well
-//! as parts of wide ones, and every tap is one plain load, 64-byte aligned where the rows
-//! allow. (Masking the edge columns of one copy instead measured 1.4× slower: masked loads
-//! across cache lines are slow.)
+//! Direct 3×3 convolutions with padding 1, stride 1 ("same") or 2, on AVX-512F's 16-lane
+//! vectors, over planes stored flat: each input plane is copied once per horizontal tap (and
+//! per row parity at stride 2), laid out as the output's rows back to back, so that every tap
+//! of a vector of consecutive output pixels is one plain load, whatever rows it spans.
 //!
-//! Each output element is the same sum in the same order as in [`super::direct`]'s 8-lane
-//! tiles (input channels, then the nine taps, one FMA each, padding read as +0), so the bits
-//! are theirs; only the number of lanes per instruction changes.
+//! - Stride 1: three copies, shifted by one column left, not at all and right, each with a
+//!   zero row above and below.
+//! - Stride 2: six copies, one per horizontal tap and row parity, each holding the columns
+//!   and rows that tap reads (the output's width, one row more than its height).
+//!
+//! Masking the edge columns of one copy instead measured 1.4× slower (masked loads across
+//! cache lines are slow). Each output element is the same sum in the same order as in
+//! [`super::direct`]'s 8-lane tiles (input channels, then the nine taps, one FMA each,
+//! padding read as +0), so at stride 1 the bits are theirs.
 
 use super::direct::{SharedOut, TAPS};
 use super::geometry::Geometry;
@@ -19,93 +22,230 @@ const LANES: usize = 16;
 /// Output channels of one tile: [`super::direct`]'s, so both read the same packed weights.
 pub(super) const TILE_CHANNELS: usize = 6;
 
-/// Whether the flat tiles run `g` (on a CPU with AVX-512F, which the caller checks): a "same"
-/// 3×3 convolution whose planes are whole vectors, a row being a divisor or a multiple of one.
+/// Input channels the forward tiles sum before the next block: a block's packed weights
+/// (64 · 9 · 6 floats, 13.5 KiB) stay in L1 while its tiles go over every vector. Partial
+/// sums go to the output and come back as they were, so the bits do not depend on it.
+const CHANNEL_BLOCK: usize = 64;
+
+/// Whether the flat tiles run `g` (on a CPU with AVX-512F and AVX-512VL, which the caller
+/// checks): a 3×3 convolution with padding 1, stride 1 or 2 (then on even sizes), whose output
+/// planes are whole vectors.
 pub(super) fn fits(g: &Geometry) -> bool {
     let [h, w] = g.size;
-    g.pad == [1, 1]
-        && g.out == g.size
-        && w > 0
-        && (h * w).is_multiple_of(LANES)
-        && (LANES.is_multiple_of(w) || w.is_multiple_of(LANES))
+    let s = g.stride[0];
+    g.kernel == [3, 3]
+        && g.dilation == [1, 1]
+        && g.groups == 1
+        && g.pad == [1, 1]
+        && g.stride == [s, s]
+        && (s == 1 || (s == 2 && h.is_multiple_of(2) && w.is_multiple_of(2)))
+        && g.out == [h / s, w / s]
+        && (g.out_pixels() > 0 && g.out_pixels().is_multiple_of(LANES))
 }
 
-/// Flat planes of `size`: `planes` of them, each three shifted copies of (h + 2) rows (a zero
-/// row, the rows, a zero row) rounded up to whole vectors, so that pixel (r, c + kj − 1) lies
-/// at kj·copy + (r + 1)·w + c of its plane.
+/// How a flat plane's copies are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Stride 1: one copy per horizontal tap, shifted by a column, with a zero row above and
+    /// below; the vertical taps are a row apart.
+    Shifted,
+    /// Stride 2: one copy per horizontal tap and row parity, each one row taller than the
+    /// output.
+    Parity,
+    /// One copy per tap, as large as the output (the output rows of one tap in a row).
+    PerTap,
+}
+
+/// Flat planes: `planes` input planes of `size`, read with `stride`, each as the copies the
+/// taps read (see [`Layout`]).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Flat {
     planes: usize,
     size: [usize; 2],
+    stride: usize,
 }
 
 impl Flat {
-    /// `planes` flat planes of `size`.
-    pub(super) fn new(planes: usize, size: [usize; 2]) -> Self {
-        Self { planes, size }
+    /// `planes` flat planes of `size` read with `stride` (1 or 2).
+    pub(super) fn new(planes: usize, size: [usize; 2], stride: usize) -> Self {
+        Self {
+            planes,
+            size,
+            stride,
+        }
     }
 
-    /// Elements of one shifted copy.
+    /// The output's height and width.
+    fn out(&self) -> [usize; 2] {
+        [self.size[0] / self.stride, self.size[1] / self.stride]
+    }
+
+    /// How the copies are laid out.
+    fn layout(&self) -> Layout {
+        match (self.stride, self.out()[1]) {
+            (1, _) => Layout::Shifted,
+            // 4 × 4 outputs: the parity copies' rows are a quarter vector apart, and those
+            // split loads made them 1.7× slower
+            (_, ow) if ow < 8 => Layout::PerTap,
+            _ => Layout::Parity,
+        }
+    }
+
+    /// Rows of one copy ([`Layout::Shifted`] and [`Layout::Parity`]).
+    fn rows(&self) -> usize {
+        let [oh, _] = self.out();
+        if self.stride == 1 { oh + 2 } else { oh + 1 }
+    }
+
+    /// Elements of one copy.
     fn copy(&self) -> usize {
-        ((self.size[0] + 2) * self.size[1]).next_multiple_of(LANES)
+        let [oh, ow] = self.out();
+        match self.layout() {
+            Layout::PerTap => oh * ow,
+            _ => (self.rows() * ow).next_multiple_of(LANES),
+        }
     }
 
-    /// Elements of one plane.
-    fn stride(&self) -> usize {
-        3 * self.copy()
+    /// Elements of one plane: its copies.
+    fn plane(&self) -> usize {
+        let copies = match self.layout() {
+            Layout::Shifted => 3,
+            Layout::Parity => 6,
+            Layout::PerTap => TAPS,
+        };
+        copies * self.copy()
+    }
+
+    /// Where the taps of output pixel 0 lie in a plane: tap (ki, kj) at kj·step + rows[ki]
+    /// (output pixel q at q more).
+    fn taps(&self) -> (usize, [usize; 3]) {
+        let (copy, ow) = (self.copy(), self.out()[1]);
+        match self.layout() {
+            Layout::Shifted => (copy, [0, ow, 2 * ow]),
+            // ki = 0 and 2 read the odd input rows (copy of parity 0), one output row apart;
+            // ki = 1 the even ones (parity 1)
+            Layout::Parity => (2 * copy, [0, copy, ow]),
+            Layout::PerTap => (copy, [0, 3 * copy, 6 * copy]),
+        }
     }
 
     /// Copies `src` ([planes][h][w]) into `dst` in this layout, from the first element of
     /// `dst` on a 64-byte boundary; returns that element's index.
     pub(super) fn fill(&self, src: &[f32], dst: &mut Vec<f32>) -> usize {
         let [h, w] = self.size;
-        let tail = self.copy() - (h + 1) * w;
-        dst.clear();
-        dst.reserve(self.planes * self.stride() + LANES);
+        self.fill_planes(src.chunks_exact(h * w).take(self.planes), dst)
+    }
+
+    /// [`Flat::fill`] from the `planes` (each [h][w]) in their order.
+    fn fill_planes<'a>(
+        &self,
+        planes: impl Iterator<Item = &'a [f32]>,
+        dst: &mut Vec<f32>,
+    ) -> usize {
+        let [h, w] = self.size;
+        let [oh, ow] = self.out();
+        let (copy, len, st) = (self.copy(), self.planes * self.plane(), self.stride);
+        // every element of the layout is written below, so a buffer of an earlier call is
+        // reused as it is: only growing it zeroes anything
+        dst.reserve((len + LANES).saturating_sub(dst.len()));
         let start = dst.as_ptr().align_offset(64).min(LANES);
-        dst.resize(start, 0.0);
-        let zeros = |dst: &mut Vec<f32>, n: usize| dst.resize(dst.len() + n, 0.0);
-        for plane in src.chunks_exact(h * w).take(self.planes) {
-            // shifted left by one column: (r, c) holds (r, c − 1)
-            zeros(dst, w);
-            for row in plane.chunks_exact(w) {
-                dst.push(0.0);
-                dst.extend_from_slice(&row[..w - 1]);
-            }
-            zeros(dst, tail);
-            zeros(dst, w);
-            dst.extend_from_slice(plane);
-            zeros(dst, tail);
-            // shifted right: (r, c) holds (r, c + 1)
-            zeros(dst, w);
-            for row in plane.chunks_exact(w) {
-                dst.extend_from_slice(&row[1..]);
-                dst.push(0.0);
-            }
-            zeros(dst, tail);
+        if dst.len() < start + len {
+            dst.resize(start + len, 0.0);
         }
+        let out = &mut dst[start..start + len];
+        let mut filled = 0;
+        for (src, out) in planes.zip(out.chunks_exact_mut(self.plane())) {
+            assert_eq!(src.len(), h * w, "a plane of another size");
+            filled += 1;
+            for (i, c) in out.chunks_exact_mut(copy).enumerate() {
+                match self.layout() {
+                    Layout::Shifted => {}
+                    Layout::PerTap => {
+                        // tap (ki, kj) = (i / 3, i % 3): (y, x) holds (2y + ki − 1, 2x + kj − 1)
+                        let (ki, kj) = (i / 3, i % 3);
+                        for (y, d) in c.chunks_exact_mut(ow).enumerate() {
+                            let row = (st * y + ki).checked_sub(1).filter(|&r| r < h);
+                            let Some(row) = row else {
+                                d.fill(0.0);
+                                continue;
+                            };
+                            let row = &src[row * w..][..w];
+                            for (x, v) in d.iter_mut().enumerate() {
+                                let at = (st * x + kj).checked_sub(1).filter(|&at| at < w);
+                                *v = at.map_or(0.0, |at| row[at]);
+                            }
+                        }
+                        continue;
+                    }
+                    Layout::Parity => {
+                        // (kj, parity) = (i / 2, i % 2): (r, c) holds (2r + parity − 1, 2c + kj − 1)
+                        let (kj, parity) = (i / 2, i % 2);
+                        let rows = self.rows();
+                        for (r, d) in c[..rows * ow].chunks_exact_mut(ow).enumerate() {
+                            let row = (2 * r + parity).checked_sub(1).filter(|&y| y < h);
+                            let Some(y) = row else {
+                                d.fill(0.0);
+                                continue;
+                            };
+                            let row = &src[y * w..][..w];
+                            if kj == 0 {
+                                d[0] = 0.0;
+                                for (v, p) in d[1..].iter_mut().zip(row[1..].chunks_exact(2)) {
+                                    *v = p[0];
+                                }
+                            } else {
+                                for (v, p) in d.iter_mut().zip(row.chunks_exact(2)) {
+                                    *v = p[kj - 1];
+                                }
+                            }
+                        }
+                        c[rows * ow..].fill(0.0);
+                        continue;
+                    }
+                }
+                // copy kj = i, shifted by kj − 1 columns: (r, c) holds (r − 1, c + kj − 1)
+                c[..ow].fill(0.0);
+                for (row, d) in src.chunks_exact(w).zip(c[ow..].chunks_exact_mut(ow)) {
+                    match i {
+                        0 => {
+                            d[0] = 0.0;
+                            d[1..].copy_from_slice(&row[..w - 1]);
+                        }
+                        1 => d.copy_from_slice(row),
+                        _ => {
+                            d[..w - 1].copy_from_slice(&row[1..]);
+                            d[w - 1] = 0.0;
+                        }
+                    }
+                }
+                c[(oh + 1) * ow..].fill(0.0);
+            }
+        }
+        assert_eq!(filled, self.planes, "fewer planes than the layout holds");
         start
     }
 }
 
-/// Vectors of one tile: a plane's vectors run in order, four at a time where they can.
-fn tile_vectors(plane_vectors: usize) -> usize {
-    if plane_vectors.is_multiple_of(4) {
+/// Vectors of one tile: four where the vectors come in fours, else two or one.
+fn tile_vectors(vectors: usize) -> usize {
+    if vectors.is_multiple_of(4) {
         4
-    } else if plane_vectors.is_multiple_of(2) {
+    } else if vectors.is_multiple_of(2) {
         2
     } else {
         1
     }
 }
 
-/// out[t][o][y][x] = Σ_c Σ_tap w · src[t][c][y + ki − 1][x + kj − 1] for the images of `src`
-/// (`flat` planes of `cin` channels each, from element `start`) and the output channels
-/// `channels` of `cout`; `packed` as [`super::direct`] packs weights for tiles of
-/// [`TILE_CHANNELS`].
+/// out[t][o][oy][ox] = Σ_c Σ_tap w · x[t][c][s·oy + ki − 1][s·ox + kj − 1] for the images of
+/// `src` (`flat` planes of `cin` channels each) and the output channels `channels` of `cout`;
+/// `packed` as [`super::direct`] packs weights for tiles of [`TILE_CHANNELS`]. A tile's
+/// vectors are consecutive vectors of the images' output planes, across images where a plane
+/// has fewer vectors than a tile (4 × 4).
 ///
 /// # Safety
-/// The CPU has AVX-512F and AVX-512VL; no other task may write those channels' planes of `out` meanwhile.
+/// The CPU has AVX-512F and AVX-512VL; no other task may write those channels' planes of
+/// `out` meanwhile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl")]
 pub(super) unsafe fn conv(
@@ -116,34 +256,44 @@ pub(super) unsafe fn conv(
     out: SharedOut,
     channels: std::ops::Range<usize>,
 ) {
-    let [h, w] = flat.size;
-    let (pixels, stride) = (h * w, flat.stride());
+    let [oh, ow] = flat.out();
+    let (pixels, plane) = (oh * ow, flat.plane());
     let images = flat.planes / cin.max(1);
-    let cb = tile_vectors(pixels / LANES);
-    assert!(src.len() >= flat.planes * stride && packed.len() >= cout * cin * TAPS);
+    let per_image = pixels / LANES;
+    let vectors = images * per_image;
+    let cb = tile_vectors(vectors);
+    assert!(src.len() >= flat.planes * plane && packed.len() >= cout * cin * TAPS);
     assert!(out.len() >= images * cout * pixels && channels.end <= cout);
+    let (step, rows) = flat.taps();
     for o0 in channels.clone().step_by(TILE_CHANNELS) {
         let len = TILE_CHANNELS.min(channels.end - o0);
-        let wp = &packed[o0 * cin * TAPS..];
-        for t in 0..images {
-            for q in (0..pixels).step_by(cb * LANES) {
-                // the tile's first load (channel 0, tap (0, 0)) lies at q of the image's
-                // first plane
-                let x = &src[t * cin * stride + q..];
-                let at = (t * cout + o0) * pixels + q;
-                let args = (
-                    x.as_ptr(),
-                    [stride, flat.copy(), w, cin, pixels],
-                    wp.as_ptr(),
+        for c0 in (0..cin).step_by(CHANNEL_BLOCK) {
+            let wp = &packed[(o0 * cin + c0 * len) * TAPS..];
+            for v0 in (0..vectors).step_by(cb) {
+                // each vector's first load (channel c0, tap (0, 0)) and first output element
+                let (mut xs, mut outs) = ([0; 4], [0; 4]);
+                for j in 0..cb {
+                    let (t, q) = ((v0 + j) / per_image, (v0 + j) % per_image * LANES);
+                    xs[j] = (t * cin + c0) * plane + q;
+                    outs[j] = (t * cout + o0) * pixels + q;
+                }
+                let args = TileArgs {
+                    x: src.as_ptr(),
+                    xs,
+                    sizes: [plane, step, CHANNEL_BLOCK.min(cin - c0), pixels],
+                    rows,
+                    w: wp.as_ptr(),
                     out,
-                    at,
-                );
-                // SAFETY: a tile's loads end at q + (cb − 1)·16 + 2·copy + 2w + 16 ≤
-                // 2·copy + (h + 2)·w ≤ stride past its plane's start, inside `src` (asserted);
-                // it reads cin·9·len packed weights from o0·cin·9; it writes len planes of
-                // `channels` (the caller's requirement) inside `out` (asserted). A short last
-                // block of channels (a count not a multiple of six) runs its vectors one at a
-                // time: fewer tile shapes to compile.
+                    outs,
+                    resume: c0 > 0,
+                };
+                // SAFETY: a vector's loads end at q + 2·step + rows[2] + 16 ≤ plane past its
+                // plane's start (see `Flat::taps`), inside `src` (asserted); a tile reads the
+                // block's packed weights, from (o0·cin + c0·len)·9; it writes (and after the
+                // first block reads back) len planes of `channels` (the caller's requirement)
+                // inside `out` (asserted). A short last block of channels (a count not a
+                // multiple of six) runs its vectors one at a time: fewer tile shapes to
+                // compile.
                 unsafe {
                     match (len, cb) {
                         (6, 4) => run_tile::<6, 4>(args, cb),
@@ -161,11 +311,29 @@ pub(super) unsafe fn conv(
     }
 }
 
-/// The arguments of one tile: the first load, [plane stride, copy length, row width, cin,
-/// plane pixels], its packed weights, the output and the first output element.
-type TileArgs = (*const f32, [usize; 5], *const f32, SharedOut, usize);
+/// The arguments of one tile.
+#[derive(Debug, Clone, Copy)]
+struct TileArgs {
+    /// The flat planes.
+    x: *const f32,
+    /// Each vector's first load from `x`.
+    xs: [usize; 4],
+    /// [plane, tap step, input channels of the block, output pixels].
+    sizes: [usize; 4],
+    /// The row offsets of the taps ([`Flat::taps`]).
+    rows: [usize; 3],
+    /// The tile's packed weights.
+    w: *const f32,
+    /// The output.
+    out: SharedOut,
+    /// Each vector's first output element (of the tile's first channel).
+    outs: [usize; 4],
+    /// Whether the sums resume from the output (a later block of input channels).
+    resume: bool,
+}
 
-/// `OB` channels × `vectors` consecutive vectors, `CB` at a time, written to the output.
+/// `OB` channels × the first `vectors` vectors of `args`, `CB` at a time, written to the
+/// output.
 ///
 /// # Safety
 /// As for [`conv`]'s tiles.
@@ -173,23 +341,36 @@ type TileArgs = (*const f32, [usize; 5], *const f32, SharedOut, usize);
 #[target_feature(enable = "avx512f,avx512vl")]
 unsafe fn run_tile<const OB: usize, const CB: usize>(args: TileArgs, vectors: usize) {
     use std::arch::x86_64::{_mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps};
-    let (x, [stride, copy, w, cin, pixels], wp, out, at) = args;
+    let [plane, step, cin, pixels] = args.sizes;
     for v0 in (0..vectors).step_by(CB) {
         let mut acc = [[_mm512_setzero_ps(); CB]; OB];
-        for c in 0..cin {
-            // SAFETY (whole loop): the caller keeps every load inside `src` and the weights.
-            unsafe {
-                let (xc, wc) = (x.add(c * stride + v0 * LANES), wp.add(c * TAPS * OB));
+        if args.resume {
+            for (o, acc) in acc.iter_mut().enumerate() {
+                for (j, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: this task wrote these elements for the earlier blocks (the
+                    // caller's requirement); this function's features include AVX-512F.
+                    *a = unsafe { args.out.read_vector16(args.outs[v0 + j] + o * pixels) };
+                }
+            }
+        }
+        // SAFETY (whole loop): the caller keeps every load inside `x` and the weights.
+        unsafe {
+            let mut x = [args.x; CB];
+            for (j, x) in x.iter_mut().enumerate() {
+                *x = x.add(args.xs[v0 + j]);
+            }
+            for c in 0..cin {
+                let wc = args.w.add(c * TAPS * OB);
                 for ki in 0..3 {
                     for kj in 0..3 {
-                        let mut xs = [_mm512_setzero_ps(); CB];
-                        for (j, v) in xs.iter_mut().enumerate() {
-                            *v = _mm512_loadu_ps(xc.add(kj * copy + ki * w + j * LANES));
+                        let mut xv = [_mm512_setzero_ps(); CB];
+                        for (v, x) in xv.iter_mut().zip(&x) {
+                            *v = _mm512_loadu_ps(x.add(c * plane + kj * step + args.rows[ki]));
                         }
                         let wk = wc.add((ki * 3 + kj) * OB);
                         for (o, acc) in acc.iter_mut().enumerate() {
                             let b = _mm512_set1_ps(*wk.add(o));
-                            for (a, xv) in acc.iter_mut().zip(&xs) {
+                            for (a, xv) in acc.iter_mut().zip(&xv) {
                                 *a = _mm512_fmadd_ps(b, *xv, *a);
                             }
                         }
@@ -201,7 +382,7 @@ unsafe fn run_tile<const OB: usize, const CB: usize>(args: TileArgs, vectors: us
             for (j, a) in acc.iter().enumerate() {
                 // SAFETY: channel o0 + o is this task's, inside `out` (the caller's
                 // requirement); this function's features include AVX-512F.
-                unsafe { out.write_vector16(at + o * pixels + (v0 + j) * LANES, *a) };
+                unsafe { args.out.write_vector16(args.outs[v0 + j] + o * pixels, *a) };
             }
         }
     }
@@ -215,13 +396,19 @@ const DW_CHANNELS: usize = 3;
 /// that the 27 lane sums of a tile cost little against its FMAs.
 const DW_GROUP_PIXELS: usize = 1024;
 
+/// Bytes of flat input planes the weight gradient's tiles go over before the next input
+/// channels: they stay in L2 while every tile of the output channels reads them.
+const DW_BLOCK_BYTES: usize = 512 << 10;
+
 /// Adds ∂L/∂w for the output channels `channels` to `dw` (their rows of [cout][cin][3][3],
-/// from the first): Σ over the images and pixels of dy[o] · x[c] shifted by the tap, with `x`
-/// ([images][cin][h][w]) copied to flat planes in `scratch` a group of images at a time.
+/// from the first): Σ over the images and output pixels of dy[o] · the input x[c] a tap
+/// reads, with `x` ([images][cin][h][w]) read with `stride`.
 ///
-/// The lanes of a tile (3 output channels, one input channel) sum groups of whole images of
-/// [`DW_GROUP_PIXELS`]; the groups' lane sums are added to `dw` in order. A group's flat
-/// planes stay in L2 while every tile of the channels reads them.
+/// A group of images of [`DW_GROUP_PIXELS`] at a time, `x` is copied to flat planes in
+/// `scratch`, channel by channel (a channel's planes of the group's images in a row), and dy
+/// is read where it is (copying it too measured 1.3–1.4× slower). The lanes of a tile (3
+/// output channels, one input channel) sum a group; the groups' lane sums are added to `dw`
+/// in order. Within a group, the input channels go in blocks of [`DW_BLOCK_BYTES`].
 ///
 /// # Safety
 /// The CPU has AVX-512F and AVX-512VL.
@@ -232,40 +419,47 @@ pub(super) unsafe fn weight_grad(
     x: &[f32],
     dy: &[f32],
     [images, cin, cout]: [usize; 3],
-    size: [usize; 2],
+    (size, stride): ([usize; 2], usize),
     channels: std::ops::Range<usize>,
     dw: &mut [f32],
     scratch: &mut Vec<f32>,
 ) {
-    let [h, w] = size;
-    let pixels = h * w;
+    let in_pixels = size[0] * size[1];
+    let [oh, ow] = Flat::new(0, size, stride).out();
+    let pixels = oh * ow;
     let group = DW_GROUP_PIXELS.div_ceil(pixels).clamp(1, images.max(1));
-    assert!(x.len() >= images * cin * pixels && dy.len() >= images * cout * pixels);
+    assert!(x.len() >= images * cin * in_pixels && dy.len() >= images * cout * pixels);
     assert!(channels.end <= cout && dw.len() >= channels.len() * cin * TAPS);
     for t0 in (0..images).step_by(group) {
         let n = group.min(images - t0);
-        let flat = Flat::new(n * cin, size);
-        let start = flat.fill(&x[t0 * cin * pixels..][..n * cin * pixels], scratch);
-        let (xs, dys) = (&scratch[start..], &dy[t0 * cout * pixels..]);
-        let sizes = [flat.stride(), flat.copy(), w, cin, cout, pixels];
-        for o0 in channels.clone().step_by(DW_CHANNELS) {
-            let len = DW_CHANNELS.min(channels.end - o0);
-            for c in 0..cin {
-                let args = (xs, sizes, dys, [o0, c], n);
-                // SAFETY: the asserts above keep every dy load inside dy, and the fill every
-                // x load inside the group's flat planes (a plane's last load ends inside its
-                // stride, as in `conv`).
-                let sums = unsafe {
-                    match len {
-                        3 => dw_tile::<3>(args),
-                        2 => dw_tile::<2>(args),
-                        _ => dw_tile::<1>(args),
-                    }
-                };
-                for (o, s) in sums.iter().take(len).enumerate() {
-                    let at = ((o0 - channels.start + o) * cin + c) * TAPS;
-                    for (d, v) in dw[at..at + TAPS].iter_mut().zip(s) {
-                        *d += v;
+        let flat = Flat::new(n * cin, size, stride);
+        let plane = |t: usize, c: usize| &x[((t0 + t) * cin + c) * in_pixels..][..in_pixels];
+        let by_channel = (0..cin).flat_map(|c| (0..n).map(move |t| plane(t, c)));
+        let start = flat.fill_planes(by_channel, scratch);
+        let xs = &scratch[start..];
+        let (step, rows) = flat.taps();
+        let block = (DW_BLOCK_BYTES / (4 * n * flat.plane())).max(1);
+        for c0 in (0..cin).step_by(block) {
+            for o0 in channels.clone().step_by(DW_CHANNELS) {
+                let len = DW_CHANNELS.min(channels.end - o0);
+                for c in c0..(c0 + block).min(cin) {
+                    let x = &xs[c * n * flat.plane()..][..n * flat.plane()];
+                    let dy = &dy[(t0 * cout + o0) * pixels..][..((n - 1) * cout + len) * pixels];
+                    let args = (x, dy, [flat.plane(), step, pixels, n, cout * pixels], rows);
+                    // SAFETY: the slices above hold the channel's planes and the tile's dy;
+                    // a plane's last load ends inside it (as in `conv`).
+                    let sums = unsafe {
+                        match len {
+                            3 => dw_tile::<3>(args),
+                            2 => dw_tile::<2>(args),
+                            _ => dw_tile::<1>(args),
+                        }
+                    };
+                    for (o, s) in sums.iter().take(len).enumerate() {
+                        let at = ((o0 - channels.start + o) * cin + c) * TAPS;
+                        for (d, v) in dw[at..at + TAPS].iter_mut().zip(s) {
+                            *d += v;
+                        }
                     }
                 }
             }
@@ -273,9 +467,10 @@ pub(super) unsafe fn weight_grad(
     }
 }
 
-/// The arguments of [`dw_tile`]: flat x, [stride, copy, w, cin, cout, pixels], dy, [first
-/// output channel, input channel], images.
-type DwArgs<'a> = (&'a [f32], [usize; 6], &'a [f32], [usize; 2], usize);
+/// The arguments of [`dw_tile`]: one input channel's flat planes of the group's images, dy
+/// from the tile's first channel of the first image, [plane, tap step, output pixels, images,
+/// dy's image stride], the taps' row offsets.
+type DwArgs<'a> = (&'a [f32], &'a [f32], [usize; 5], [usize; 3]);
 
 /// Σ dy[o0 + o] · x[c] shifted by each tap over the first `images` images: `[o][tap]` for the
 /// first `OB` of [`DW_CHANNELS`] channels.
@@ -285,10 +480,12 @@ type DwArgs<'a> = (&'a [f32], [usize; 6], &'a [f32], [usize; 2], usize);
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl")]
 unsafe fn dw_tile<const OB: usize>(
-    (x, [stride, copy, w, cin, cout, pixels], dy, [o0, c], images): DwArgs<'_>,
+    (x, dy, [plane, step, pixels, images, dimage], rows): DwArgs<'_>,
 ) -> [[f32; TAPS]; DW_CHANNELS] {
     use std::arch::x86_64::_mm512_setzero_ps;
     use std::arch::x86_64::{_mm512_fmadd_ps, _mm512_loadu_ps};
+    assert!(x.len() >= images * plane);
+    assert!(dy.len() >= images.saturating_sub(1) * dimage + OB * pixels);
     // one array per output channel and one loop over the images' vectors (an image's, then
     // the next image's). AVX-512VL matters here: without it the 128-bit lane sums below are
     // VEX-encoded, which reach only the 16 low registers, so LLVM kept the accumulators there
@@ -296,14 +493,10 @@ unsafe fn dw_tile<const OB: usize>(
     let zero = _mm512_setzero_ps();
     let (mut a0, mut a1, mut a2) = ([zero; TAPS], [zero; TAPS], [zero; TAPS]);
     let (mut xp, mut dp) = (x.as_ptr(), dy.as_ptr());
-    // SAFETY (until the loop's end): the caller's requirement.
-    unsafe {
-        xp = xp.add(c * stride);
-        dp = dp.add(o0 * pixels);
-    }
     let mut q = 0;
     for _ in 0..images * pixels / LANES {
-        // SAFETY: as above.
+        // SAFETY: dy holds OB rows of `vectors` (asserted); every x load of an image's vector
+        // ends inside its plane (see `conv`), and xp stays at the image's plane.
         unsafe {
             let d0 = _mm512_loadu_ps(dp.add(q));
             let d1 = if OB > 1 {
@@ -316,9 +509,9 @@ unsafe fn dw_tile<const OB: usize>(
             } else {
                 zero
             };
-            for ki in 0..3 {
+            for (ki, row) in rows.iter().enumerate() {
                 for kj in 0..3 {
-                    let xv = _mm512_loadu_ps(xp.add(kj * copy + ki * w + q));
+                    let xv = _mm512_loadu_ps(xp.add(kj * step + row + q));
                     let tap = ki * 3 + kj;
                     a0[tap] = _mm512_fmadd_ps(d0, xv, a0[tap]);
                     if OB > 1 {
@@ -333,9 +526,9 @@ unsafe fn dw_tile<const OB: usize>(
         q += LANES;
         if q == pixels {
             q = 0;
-            // (the pointers pass the end only after the last vector, never to be read)
-            xp = xp.wrapping_add(cin * stride);
-            dp = dp.wrapping_add(cout * pixels);
+            // (past the last plane only after the last vector, never to be read)
+            xp = xp.wrapping_add(plane);
+            dp = dp.wrapping_add(dimage);
         }
     }
     let mut sums = [[0.0f32; TAPS]; DW_CHANNELS];

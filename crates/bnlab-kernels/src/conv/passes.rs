@@ -1,5 +1,6 @@
 //! The convolution passes over the fixed blocks of images of a [`Geometry`]: the direct
-//! kernels where [`direct::applies`], im2col + GEMM ([`gemm`]) everywhere else. Blocks and
+//! kernels where [`direct::applies`] (the input gradient where [`direct::applies_input_grad`]),
+//! im2col + GEMM ([`gemm`]) everywhere else. Blocks and
 //! segments depend only on the shape, each block runs on one thread, and the per-segment weight
 //! gradients are summed in segment order, so results do not depend on the number of threads.
 //! Where the direct kernels run fewer blocks than there are threads (small batches), each
@@ -49,7 +50,7 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     if direct::applies(g) {
         let mut y = Vec::new();
         let parts = even_parts(g.cout, part_count(g.cout, blocks.len()));
-        let packed = direct::pack_forward(g, w, &parts);
+        let packed = direct::pack_forward(g, w, &parts, direct::Tiles::best());
         let in_image = g.cin * g.in_pixels();
         let tasks: Vec<_> = blocks
             .iter()
@@ -93,9 +94,28 @@ pub(crate) fn backward(
     want_w: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     let segments = g.segments();
-    if direct::applies(g) {
+    if !direct::applies(g) {
+        return gemm_backward(g, x, w, dy, [want_x, want_w], &segments);
+    }
+    if !want_x || direct::applies_input_grad(g) {
         return direct_backward(g, x, w, dy, want_x, want_w, &segments);
     }
+    // stride 2: the weight gradient on the direct kernels, the input gradient on GEMM
+    let (_, dw) = direct_backward(g, x, w, dy, false, want_w, &segments);
+    let (dx, _) = gemm_backward(g, x, w, dy, [true, false], &segments);
+    (dx, dw)
+}
+
+/// [`backward`] on im2col + GEMM: one task per segment, each with its slice of dx and its own
+/// weight gradient, summed in segment order.
+fn gemm_backward(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    [want_x, want_w]: [bool; 2],
+    segments: &[Vec<Range<usize>>],
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     let in_image = g.cin * g.in_pixels();
     let mut dx = want_x.then(|| vec![0.0f32; g.input_len()]);
     // each segment's slice of dx (empty when dx is not wanted)
@@ -160,7 +180,7 @@ fn direct_backward(
     let mut dx = Vec::new();
     let count = part_count(g.cin.min(g.cout), segments.len());
     let (outs, ins) = (even_parts(g.cout, count), even_parts(g.cin, count));
-    let packed = want_x.then(|| direct::pack_input_grad(g, w, &ins));
+    let packed = want_x.then(|| direct::pack_input_grad(g, w, &ins, direct::Tiles::best()));
     let dx_out = want_x.then(|| direct::SharedOut::spare(&mut dx, g.input_len()));
     let tasks: Vec<(&Vec<Range<usize>>, usize)> = segments
         .iter()

@@ -334,6 +334,32 @@ fn direct_kernels_match_the_reference_on_odd_shapes() {
     });
 }
 
+/// Checks `case` and that it ran through the flat 16-lane kernels (where the CPU has them).
+fn check_flat(case: Case) {
+    let w = values(case.weight_shape().iter().product(), 0);
+    let conv = case.conv(&w, &values(case.cout, 0), &Device::flex());
+    let dims = [case.n, case.cin, case.size[0], case.size[1]];
+    let g = Geometry::of_conv(&conv, dims).expect("a fast shape");
+    assert!(super::flat::fits(&g), "{case:?}");
+    assert_eq!(
+        direct::applies(&g),
+        direct::Tiles::best() == direct::Tiles::Avx512,
+        "{case:?}"
+    );
+    check(case);
+}
+
+#[test]
+fn flat_kernels_match_the_reference() {
+    // stride 2 onto 4 × 4 (one vector a plane: tiles across images), 8 × 8 and 4 × 8; more
+    // channels than the 8-lane tiles take; a plane of 9 vectors (rows across vectors)
+    check_flat(Case::new(5, 5, 8, 7, 3).stride(2));
+    check_flat(Case::new(1, 3, 16, 13, 3).stride(2));
+    check_flat(Case::new(2, 4, 8, 6, 3).stride(2).size([8, 16]));
+    check_flat(Case::new(2, 70, 4, 66, 3));
+    check_flat(Case::new(1, 3, 12, 5, 3));
+}
+
 #[test]
 fn the_reference_gradients_match_finite_differences() {
     let case = Case::new(2, 3, 4, 2, 3).stride(2);
