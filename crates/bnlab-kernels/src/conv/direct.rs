@@ -17,6 +17,7 @@ use std::ops::Range;
 
 use super::flat::{self, Flat};
 use super::geometry::Geometry;
+use super::strided_grad;
 
 /// f32 lanes of one AVX2 vector.
 const LANES: usize = 8;
@@ -62,9 +63,11 @@ pub(crate) fn applies(g: &Geometry) -> bool {
     (tiles_fit(g) && has_avx2_fma()) || runs_flat(g, Tiles::best())
 }
 
-/// Whether the direct kernels run `g`'s input gradient: as [`applies`], at stride 1.
+/// Whether the direct kernels run `g`'s input gradient: as [`applies`] at stride 1, and on
+/// the flat tiles' stride-2 shapes where [`strided_grad`] can write the rows.
 pub(crate) fn applies_input_grad(g: &Geometry) -> bool {
-    g.stride == [1, 1] && applies(g)
+    applies(g)
+        && (g.stride == [1, 1] || (runs_flat(g, Tiles::best()) && strided_grad::fits(g.out[1])))
 }
 
 /// Whether the CPU has AVX2 and FMA.
@@ -222,6 +225,11 @@ pub(crate) fn pack_input_grad(
     tiles: Tiles,
 ) -> Vec<f32> {
     let cin = g.cin;
+    if runs_flat(g, tiles) && g.stride != [1, 1] {
+        // the stride-2 tiles take every tap where it lands: not flipped
+        let ob = strided_grad::TILE_CHANNELS;
+        return pack(parts, g.cout, ob, |c, o, tap| w[(o * cin + c) * TAPS + tap]);
+    }
     let ob = tile_channels(g, tiles, g.size);
     pack(parts, g.cout, ob, |c, o, tap| {
         w[(o * cin + c) * TAPS + TAPS - 1 - tap]
@@ -363,7 +371,7 @@ impl SharedOut {
     ///
     /// # Safety
     /// No other task may use those elements meanwhile.
-    unsafe fn write(&self, at: usize, values: &[f32]) {
+    pub(super) unsafe fn write(&self, at: usize, values: &[f32]) {
         assert!(
             at + values.len() <= self.len,
             "an output write past the end"
@@ -430,8 +438,16 @@ pub(crate) unsafe fn input_grad(
     // at stride 1 `flat::fits` means a "same" convolution: dy is as large as x and padded
     // by 1 too
     #[cfg(target_arch = "x86_64")]
+    if runs_flat(g, scratch.tiles) && g.stride != [1, 1] {
+        let start = strided_grad::fill(dy, images * g.cout, g.out, &mut scratch.dy);
+        let dy = &scratch.dy[start..];
+        let dims = [images, g.cout, g.cin];
+        // SAFETY: as in `forward`.
+        unsafe { strided_grad::input_grad(dy, dims, g.out, packed, dx, channels) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if runs_flat(g, scratch.tiles) {
-        assert_eq!(g.stride, [1, 1], "the input gradient runs at stride 1");
         let src = Flat::new(images * g.cout, g.out, 1);
         let start = src.fill(dy, &mut scratch.dy);
         let dy = &scratch.dy[start..];

@@ -1,8 +1,11 @@
-//! Fast 2-D convolution on Flex: direct AVX2 kernels for 3×3 stride-1 convolutions of up to
-//! 64 × 64 channels ([`direct`]), on AVX-512's 16 lanes where the planes allow ([`flat`]),
-//! im2col + GEMM for everything else ([`gemm`]), all over the
-//! fixed image blocks of a [`geometry::Geometry`] ([`passes`]), behind a Burn backend extension
-//! with a hand-written Autodiff backward ([`extension`], [`autodiff`]).
+//! Fast 2-D convolution on Flex, over the fixed image blocks of a [`geometry::Geometry`]
+//! ([`passes`]), behind a Burn backend extension with a hand-written Autodiff backward
+//! ([`extension`], [`autodiff`]):
+//! - on AVX-512, 16-lane direct kernels for 3×3 convolutions with padding 1 at stride 1 and 2
+//!   and any channel count ([`flat`]; the stride-2 input gradient in [`strided_grad`]);
+//! - else direct AVX2 kernels for 3×3 stride-1 convolutions of up to 64 × 64 channels
+//!   ([`direct`]);
+//! - im2col + GEMM for everything else ([`gemm`]).
 
 mod autodiff;
 mod direct;
@@ -11,6 +14,7 @@ mod flat;
 mod gemm;
 mod geometry;
 mod passes;
+mod strided_grad;
 
 pub(crate) use extension::FastConv;
 pub use extension::{ConvKernel, conv2d};

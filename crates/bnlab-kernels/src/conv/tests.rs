@@ -351,11 +351,13 @@ fn check_flat(case: Case) {
 
 #[test]
 fn flat_kernels_match_the_reference() {
-    // stride 2 onto 4 × 4 (one vector a plane: tiles across images), 8 × 8 and 4 × 8; more
+    // stride 2 onto 4 × 4 (one vector a plane: tiles across images), 8 × 8, 4 × 8 and
+    // 16 × 16 (the input gradient's rows a quarter, half and whole vector of pairs); more
     // channels than the 8-lane tiles take; a plane of 9 vectors (rows across vectors)
     check_flat(Case::new(5, 5, 8, 7, 3).stride(2));
     check_flat(Case::new(1, 3, 16, 13, 3).stride(2));
     check_flat(Case::new(2, 4, 8, 6, 3).stride(2).size([8, 16]));
+    check_flat(Case::new(1, 4, 32, 5, 3).stride(2));
     check_flat(Case::new(2, 70, 4, 66, 3));
     check_flat(Case::new(1, 3, 12, 5, 3));
 }
