@@ -32,8 +32,10 @@ fn main() -> ExitCode {
         Command::Run(a) => commands::run::run(&a).map(|_| ()),
         Command::Status { out } => commands::status::run(&out),
         Command::Check { spec, no_timing } => commands::check::run(&spec, !no_timing),
-        Command::Eval(a) => commands::eval::eval(&a),
-        Command::PreciseBn(a) => commands::eval::precise(&a),
+        // (on the pool's thread, as training runs: the kernels' parallel loops then run on
+        // it and the other pool threads instead of being handed over from outside)
+        Command::Eval(a) => bnlab_train::on_compute_pool(|| commands::eval::eval(&a)),
+        Command::PreciseBn(a) => bnlab_train::on_compute_pool(|| commands::eval::precise(&a)),
         Command::Import(a) => commands::interop::import(&a),
         Command::Export(a) => commands::interop::export(&a),
         Command::Report(a) => commands::report::run(&a),
