@@ -179,13 +179,18 @@ fn pack(
     w: impl Fn(usize, usize, usize) -> f32,
 ) -> Vec<f32> {
     let cout = parts.last().map_or(0, |p| p.end);
-    let mut packed = Vec::with_capacity(cout * cin * TAPS);
+    let mut packed = vec![0.0; cout * cin * TAPS];
     for part in parts {
         for o0 in part.clone().step_by(ob) {
             let len = ob.min(part.end - o0);
-            for c in 0..cin {
-                for tap in 0..TAPS {
-                    packed.extend((o0..o0 + len).map(|o| w(o, c, tap)));
+            let block = &mut packed[o0 * cin * TAPS..][..len * cin * TAPS];
+            // each channel's weights in their order, written `len` apart (a gather in the
+            // other order cost 1–2 % of a batch-8 step)
+            for (k, o) in (o0..o0 + len).enumerate() {
+                for c in 0..cin {
+                    for tap in 0..TAPS {
+                        block[(c * TAPS + tap) * len + k] = w(o, c, tap);
+                    }
                 }
             }
         }
