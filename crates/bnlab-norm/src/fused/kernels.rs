@@ -363,6 +363,17 @@ mod tests {
         }
     }
 
+    /// `data` scaled over 2^-30..2^30, so that f64 sums round and a different order of
+    /// additions gives other bits (sums of `data` alone are exact in f64, so every order gives
+    /// the same bits and a comparison of bits could not fail).
+    fn wide_data(len: usize, seed: u32) -> Vec<f32> {
+        data(len, seed)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| v * 2f32.powi((i * 7 % 61) as i32 - 30))
+            .collect()
+    }
+
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn avx2_and_portable_reductions_give_the_same_bits() {
@@ -371,7 +382,7 @@ mod tests {
         }
         let bits = |v: [f64; 2]| v.map(f64::to_bits);
         for s in [1, 7, 8, 9, 100, 1027] {
-            let (x, dy) = (data(s, 3), data(s, 4));
+            let (x, dy) = (wide_data(s, 3), wide_data(s, 4));
             // SAFETY: AVX2 was checked above.
             let (a, b) = unsafe {
                 (
