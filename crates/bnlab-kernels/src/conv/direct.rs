@@ -897,7 +897,7 @@ mod tests {
         // one-vector rows (two-row tiles, odd and even heights), two- and three-vector rows,
         // channel counts leaving short tiles; the flat 16-lane tiles where the AVX-512 set
         // has them (8 × 8, 9 × 16, 16 × 16, 4 × 4, 2 × 32, 1 × 16: full tiles of 4, 2 and 1
-        // vectors and short ones)
+        // vectors, and short blocks of 1 to 5 channels)
         for (n, cin, [h, w], cout) in [
             (2, 5, [8, 8], 13),
             (1, 3, [7, 5], 7),
@@ -907,6 +907,7 @@ mod tests {
             (3, 6, [4, 4], 11),
             (1, 3, [2, 32], 6),
             (2, 2, [16, 1], 7),
+            (2, 15, [8, 8], 16),
         ] {
             let g = Geometry {
                 n,
