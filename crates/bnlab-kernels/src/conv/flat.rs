@@ -6,7 +6,8 @@
 //! - Stride 1: three copies, shifted by one column left, not at all and right, each with a
 //!   zero row above and below.
 //! - Stride 2: six copies, one per horizontal tap and row parity, each holding the columns
-//!   and rows that tap reads (the output's width, one row more than its height).
+//!   and rows that tap reads (the output's width, one row more than its height); for outputs
+//!   narrower than 8, one copy per tap, as large as the output.
 //!
 //! Masking the edge columns of one copy instead measured 1.4× slower (masked loads across
 //! cache lines are slow). Each output element is the same sum in the same order as in
@@ -148,8 +149,7 @@ impl Flat {
         dst: &mut Vec<f32>,
     ) -> usize {
         let [h, w] = self.size;
-        let [oh, ow] = self.out();
-        let (copy, len, st) = (self.copy(), self.planes * self.plane(), self.stride);
+        let (copy, len) = (self.copy(), self.planes * self.plane());
         // every element of the layout is written below, so a buffer of an earlier call is
         // reused as it is: only growing it zeroes anything
         dst.reserve((len + LANES).saturating_sub(dst.len()));
@@ -162,60 +162,64 @@ impl Flat {
         for (src, out) in planes.zip(out.chunks_exact_mut(self.plane())) {
             assert_eq!(src.len(), h * w, "a plane of another size");
             filled += 1;
-            for (i, c) in out.chunks_exact_mut(copy).enumerate() {
+            for (i, copy) in out.chunks_exact_mut(copy).enumerate() {
                 match self.layout() {
-                    Layout::Shifted => {}
-                    Layout::PerTap => {
-                        // tap (ki, kj) = (i / 3, i % 3): (y, x) holds (2y + ki − 1, 2x + kj − 1)
-                        let (ki, kj) = (i / 3, i % 3);
-                        for (y, d) in c.chunks_exact_mut(ow).enumerate() {
-                            let row = (st * y + ki).checked_sub(1).filter(|&r| r < h);
-                            let Some(row) = row else {
-                                d.fill(0.0);
-                                continue;
-                            };
-                            let row = &src[row * w..][..w];
-                            for (x, v) in d.iter_mut().enumerate() {
-                                let at = (st * x + kj).checked_sub(1).filter(|&at| at < w);
-                                *v = at.map_or(0.0, |at| row[at]);
-                            }
-                        }
-                        continue;
-                    }
-                    Layout::Parity => {
-                        // (kj, parity) = (i / 2, i % 2): (r, c) holds (2r + parity − 1, 2c + kj − 1)
-                        let (kj, parity) = (i / 2, i % 2);
-                        let rows = self.rows();
-                        for (r, d) in c[..rows * ow].chunks_exact_mut(ow).enumerate() {
-                            let row = (2 * r + parity).checked_sub(1).filter(|&y| y < h);
-                            let Some(y) = row else {
-                                d.fill(0.0);
-                                continue;
-                            };
-                            let row = &src[y * w..][..w];
-                            if kj == 0 {
-                                d[0] = 0.0;
-                                for (v, p) in d[1..].iter_mut().zip(row[1..].chunks_exact(2)) {
-                                    *v = p[0];
-                                }
-                            } else {
-                                for (v, p) in d.iter_mut().zip(row.chunks_exact(2)) {
-                                    *v = p[kj - 1];
-                                }
-                            }
-                        }
-                        c[rows * ow..].fill(0.0);
-                        continue;
-                    }
+                    Layout::Shifted => self.fill_shifted(src, copy, i),
+                    Layout::Parity => self.fill_parity(src, copy, [i / 2, i % 2]),
+                    Layout::PerTap => self.fill_tap(src, copy, [i / 3, i % 3]),
                 }
-                // copy kj = i, shifted by kj − 1 columns: (r, c) holds (r − 1, c + kj − 1)
-                c[..ow].fill(0.0);
-                shifted_rows(src, &mut c[ow..(oh + 1) * ow], w, i);
-                c[(oh + 1) * ow..].fill(0.0);
             }
         }
         assert_eq!(filled, self.planes, "fewer planes than the layout holds");
         start
+    }
+
+    /// [`Layout::Shifted`]'s copy for tap column `kj`: (r, c) holds (r − 1, c + kj − 1).
+    fn fill_shifted(&self, src: &[f32], copy: &mut [f32], kj: usize) {
+        let ([oh, ow], w) = (self.out(), self.size[1]);
+        copy[..ow].fill(0.0);
+        shifted_rows(src, &mut copy[ow..(oh + 1) * ow], w, kj);
+        copy[(oh + 1) * ow..].fill(0.0);
+    }
+
+    /// [`Layout::Parity`]'s copy for tap column `kj` and row `parity`: (r, c) holds
+    /// (2r + parity − 1, 2c + kj − 1).
+    fn fill_parity(&self, src: &[f32], copy: &mut [f32], [kj, parity]: [usize; 2]) {
+        let ([h, w], ow, rows) = (self.size, self.out()[1], self.rows());
+        for (r, d) in copy[..rows * ow].chunks_exact_mut(ow).enumerate() {
+            let Some(y) = (2 * r + parity).checked_sub(1).filter(|&y| y < h) else {
+                d.fill(0.0);
+                continue;
+            };
+            let row = &src[y * w..][..w];
+            if kj == 0 {
+                d[0] = 0.0;
+                for (v, p) in d[1..].iter_mut().zip(row[1..].chunks_exact(2)) {
+                    *v = p[0];
+                }
+            } else {
+                for (v, p) in d.iter_mut().zip(row.chunks_exact(2)) {
+                    *v = p[kj - 1];
+                }
+            }
+        }
+        copy[rows * ow..].fill(0.0);
+    }
+
+    /// [`Layout::PerTap`]'s copy for tap (ki, kj): (y, x) holds (s·y + ki − 1, s·x + kj − 1).
+    fn fill_tap(&self, src: &[f32], copy: &mut [f32], [ki, kj]: [usize; 2]) {
+        let ([h, w], ow, s) = (self.size, self.out()[1], self.stride);
+        for (y, d) in copy.chunks_exact_mut(ow).enumerate() {
+            let Some(row) = (s * y + ki).checked_sub(1).filter(|&r| r < h) else {
+                d.fill(0.0);
+                continue;
+            };
+            let row = &src[row * w..][..w];
+            for (x, v) in d.iter_mut().enumerate() {
+                let at = (s * x + kj).checked_sub(1).filter(|&at| at < w);
+                *v = at.map_or(0.0, |at| row[at]);
+            }
+        }
     }
 }
 
@@ -550,8 +554,9 @@ unsafe fn dw_tile<const OB: usize>(
     let (mut xp, mut dp) = (x.as_ptr(), dy.as_ptr());
     let mut q = 0;
     for _ in 0..images * pixels / LANES {
-        // SAFETY: dy holds OB rows of `vectors` (asserted); every x load of an image's vector
-        // ends inside its plane (see `conv`), and xp stays at the image's plane.
+        // SAFETY: dy holds the OB rows of every image, `dimage` apart (asserted), and dp
+        // stays at the image's; every x load of an image's vector ends inside its plane (see
+        // `conv`), and xp stays at the image's plane.
         unsafe {
             let d0 = _mm512_loadu_ps(dp.add(q));
             let d1 = if OB > 1 {
