@@ -1,8 +1,8 @@
 //! The convolution passes over the fixed blocks of images of a [`Geometry`]: the direct
 //! kernels where [`direct::applies`] (the input gradient where [`direct::applies_input_grad`]),
-//! im2col + GEMM ([`gemm`]) everywhere else. Blocks and
-//! segments depend only on the shape, each block runs on one thread, and the per-segment weight
-//! gradients are summed in segment order, so results do not depend on the number of threads.
+//! im2col + GEMM ([`gemm`]) everywhere else. Blocks and segments depend only on the shape,
+//! each block runs on one thread, and the per-segment weight gradients are summed in segment
+//! order, so results do not depend on the number of threads.
 //! Where the direct kernels run fewer blocks than there are threads (small batches), each
 //! block's channels are cut into parts that run at once; every value is still computed by one
 //! task in one order, so the bits do not change.
@@ -100,7 +100,8 @@ pub(crate) fn backward(
     if !want_x || direct::applies_input_grad(g) {
         return direct_backward(g, x, w, dy, want_x, want_w, &segments);
     }
-    // stride 2: the weight gradient on the direct kernels, the input gradient on GEMM
+    // (stride-2 outputs whose rows the direct input gradient cannot write) the weight
+    // gradient on the direct kernels, the input gradient on GEMM
     let (_, dw) = direct_backward(g, x, w, dy, false, want_w, &segments);
     let (dx, _) = gemm_backward(g, x, w, dy, [true, false], &segments);
     (dx, dw)
