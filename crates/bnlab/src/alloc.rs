@@ -3,8 +3,14 @@
 //! so every step pays a page fault and a kernel zero-fill per 4 KiB. Keeping freed memory in
 //! the heap instead makes the fused normalization 2–3× faster (BENCHMARKS.md).
 
-/// Serves large allocations from the heap and never trims it, unless the user set
-/// `GLIBC_TUNABLES` or `MALLOC_*` variables, which are left to apply as given.
+/// Serves large allocations from the heap, never trims it, and grows it 64 MiB past each
+/// request, unless the user set `GLIBC_TUNABLES` or `MALLOC_*` variables, which are left to
+/// apply as given.
+///
+/// Why the padding: without it a ResNet-20 step at batch 128 still touched about 50 MB of
+/// fresh pages (12,500 page faults a step, steady over 20 steps, although the heap is never
+/// trimmed: why is not established); with it the faults stop after the first step, and the
+/// peak resident memory fell from 500 to 310 MB (BENCHMARKS.md).
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -17,6 +23,7 @@ pub fn keep_freed_memory() {
             unsafe {
                 libc::mallopt(libc::M_MMAP_MAX, 0);
                 libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+                libc::mallopt(libc::M_TOP_PAD, 64 << 20);
             }
         }
     }
