@@ -440,8 +440,6 @@ pub(crate) unsafe fn input_grad(
     channels: Range<usize>,
     scratch: &mut Scratch,
 ) {
-    // at stride 1 `flat::fits` means a "same" convolution: dy is as large as x and padded
-    // by 1 too
     #[cfg(target_arch = "x86_64")]
     if runs_flat(g, scratch.tiles) && g.stride != [1, 1] {
         let start = strided_grad::fill(dy, images * g.cout, g.out, &mut scratch.dy);
@@ -451,6 +449,8 @@ pub(crate) unsafe fn input_grad(
         unsafe { strided_grad::input_grad(dy, dims, g.out, packed, dx, channels) };
         return;
     }
+    // at stride 1 `flat::fits` means a "same" convolution: dy is as large as x and padded
+    // by 1 too
     #[cfg(target_arch = "x86_64")]
     if runs_flat(g, scratch.tiles) {
         let src = Flat::new(images * g.cout, g.out, 1);

@@ -23,9 +23,9 @@ const LANES: usize = 16;
 /// Output channels of one tile: [`super::direct`]'s, so both read the same packed weights.
 pub(super) const TILE_CHANNELS: usize = 6;
 
-/// Input channels the forward tiles sum before the next block: a block's packed weights
-/// (64 · 9 · 6 floats, 13.5 KiB) stay in L1 while its tiles go over every vector. Partial
-/// sums go to the output and come back as they were, so the bits do not depend on it.
+/// The most input channels the forward tiles sum before the next block (at least 8 are,
+/// [`WEIGHT_BYTES`] sets the rest). Partial sums go to the output and come back as they
+/// were, so the bits do not depend on the blocks.
 const CHANNEL_BLOCK: usize = 64;
 
 /// Bytes of packed weights (of every output channel of a task) a block of input channels
@@ -150,13 +150,8 @@ impl Flat {
     ) -> usize {
         let [h, w] = self.size;
         let (copy, len) = (self.copy(), self.planes * self.plane());
-        // every element of the layout is written below, so a buffer of an earlier call is
-        // reused as it is: only growing it zeroes anything
-        dst.reserve((len + LANES).saturating_sub(dst.len()));
-        let start = dst.as_ptr().align_offset(64).min(LANES);
-        if dst.len() < start + len {
-            dst.resize(start + len, 0.0);
-        }
+        // every element of the layout is written below
+        let start = aligned_scratch(dst, len);
         let out = &mut dst[start..start + len];
         let mut filled = 0;
         for (src, out) in planes.zip(out.chunks_exact_mut(self.plane())) {
@@ -221,6 +216,18 @@ impl Flat {
             }
         }
     }
+}
+
+/// Makes `dst` hold `len` elements from a 64-byte boundary and returns where they start. The
+/// caller writes every one of them, so a buffer of an earlier call is reused as it is: only
+/// growing it zeroes anything.
+pub(super) fn aligned_scratch(dst: &mut Vec<f32>, len: usize) -> usize {
+    dst.reserve((len + LANES).saturating_sub(dst.len()));
+    let start = dst.as_ptr().align_offset(64).min(LANES);
+    if dst.len() < start + len {
+        dst.resize(start + len, 0.0);
+    }
+    start
 }
 
 /// Writes the rows of `src` (each `w` wide) to `dst` shifted by `kj` − 1 columns: (r, c)

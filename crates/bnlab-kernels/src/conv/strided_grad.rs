@@ -9,6 +9,7 @@
 //! interleaves the column parities on the way out.
 
 use super::direct::{SharedOut, TAPS};
+use super::flat::aligned_scratch;
 
 /// f32 lanes of one AVX-512 vector.
 const LANES: usize = 16;
@@ -32,11 +33,8 @@ pub(super) fn fits(ow: usize) -> bool {
 pub(super) fn fill(dy: &[f32], planes: usize, [oh, ow]: [usize; 2], dst: &mut Vec<f32>) -> usize {
     let pixels = oh * ow;
     let len = planes * 4 * pixels;
-    dst.reserve((len + LANES).saturating_sub(dst.len()));
-    let start = dst.as_ptr().align_offset(64).min(LANES);
-    if dst.len() < start + len {
-        dst.resize(start + len, 0.0);
-    }
+    // every element is written below
+    let start = aligned_scratch(dst, len);
     let out = &mut dst[start..start + len];
     for (src, out) in dy
         .chunks_exact(pixels)
