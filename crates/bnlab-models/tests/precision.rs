@@ -70,10 +70,9 @@ fn a_half_precision_resnet_keeps_f32_parameters_and_follows_the_f32_one() {
             .iter()
             .zip(&full)
             .map(|(a, b)| (a - b).abs())
-            // (a NaN error counts as infinite: `f64::max` alone would drop it)
-            .fold(0.0, |m: f64, e: f64| {
-                m.max(if e.is_nan() { f64::INFINITY } else { e })
-            });
+            // (`total_cmp` keeps a NaN error, failing every bound; `f64::max` drops it)
+            .max_by(f64::total_cmp)
+            .unwrap_or(0.0);
         assert!(
             err <= 10.0 * eps * scale,
             "{precision:?}: logits differ by {err} (scale {scale})"

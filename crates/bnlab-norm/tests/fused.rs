@@ -286,9 +286,12 @@ fn fused_statistics_keep_their_precision_under_a_large_mean() {
             let var = idx.iter().map(|&i| (x[i] - mean).powi(2)).sum::<f64>() / m;
             for &i in &idx {
                 let want = (x[i] - mean) / (var + 1e-5).sqrt();
-                // (a NaN counts as an infinite error: `f64::max` alone would drop it)
+                // (`total_cmp` keeps a NaN error, which fails the bound; `f64::max` would
+                // drop it)
                 let e = (y[i] - want).abs();
-                err = err.max(if e.is_nan() { f64::INFINITY } else { e });
+                if e.total_cmp(&err).is_gt() {
+                    err = e;
+                }
             }
         }
         // the f32 mean alone moves y by ~1e-4 (an ulp of 1000 times rstd ≈ 1.7)

@@ -92,10 +92,9 @@ fn loss_gap_over(a: &RunResult, b: &RunResult, epochs: usize) -> f64 {
         .zip(&b.epochs)
         .take(epochs)
         .map(|(x, y)| (x.train_loss - y.train_loss).abs() / y.train_loss.abs().max(1e-3))
-        // (a NaN error counts as infinite: `f64::max` alone would drop it)
-        .fold(0.0, |m: f64, e: f64| {
-            m.max(if e.is_nan() { f64::INFINITY } else { e })
-        })
+        // (`total_cmp` keeps a NaN error, failing every bound; `f64::max` drops it)
+        .max_by(f64::total_cmp)
+        .unwrap_or(0.0)
 }
 
 #[test]

@@ -184,10 +184,9 @@ fn rel_err(a: &[f32], r: &[f64]) -> f64 {
     a.iter()
         .zip(r)
         .map(|(&a, &r)| (f64::from(a) - r).abs())
-        // (a NaN error counts as infinite: `f64::max` alone would drop it)
-        .fold(0.0, |m: f64, e: f64| {
-            m.max(if e.is_nan() { f64::INFINITY } else { e })
-        })
+        // (`total_cmp` keeps a NaN error, failing every bound; `f64::max` drops it)
+        .max_by(f64::total_cmp)
+        .unwrap_or(0.0)
         / scale
 }
 

@@ -64,10 +64,9 @@ pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs())
-        // (a NaN error counts as infinite: `f64::max` alone would drop it)
-        .fold(0.0, |m: f64, e: f64| {
-            m.max(if e.is_nan() { f64::INFINITY } else { e })
-        })
+        // (`total_cmp` keeps a NaN error, failing every bound; `f64::max` drops it)
+        .max_by(f64::total_cmp)
+        .unwrap_or(0.0)
 }
 
 /// ‖a − b‖ / max(‖b‖, 0.01·√len): relative error, with an absolute floor for gradients that
