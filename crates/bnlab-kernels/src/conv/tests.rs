@@ -101,6 +101,14 @@ impl Case {
         conv
     }
 
+    /// The kernels' geometry of this case (which must be one they can run).
+    fn geometry(&self) -> Geometry {
+        let w = values(self.weight_shape().iter().product(), 0);
+        let conv = self.conv(&w, &values(self.cout, 0), &Device::flex());
+        let dims = [self.n, self.cin, self.size[0], self.size[1]];
+        Geometry::of_conv(&conv, dims).expect("a fast shape")
+    }
+
     /// Calls `f(i, o, oy, ox, c, iy, ix, weight index)` for every product of the convolution.
     fn for_each_term(&self, mut f: impl FnMut([usize; 4], usize, [usize; 2], usize)) {
         let [oh, ow] = self.out();
@@ -303,10 +311,7 @@ fn odd_shapes_match_the_reference() {
 
 /// Checks `case` and that it ran through the direct 3×3 kernels (where the CPU has them).
 fn check_direct(case: Case) {
-    let w = values(case.weight_shape().iter().product(), 0);
-    let conv = case.conv(&w, &values(case.cout, 0), &Device::flex());
-    let dims = [case.n, case.cin, case.size[0], case.size[1]];
-    let g = Geometry::of_conv(&conv, dims).expect("a fast shape");
+    let g = case.geometry();
     assert_eq!(direct::applies(&g), direct::has_avx2_fma(), "{case:?}");
     check(case);
 }
@@ -335,10 +340,7 @@ fn direct_kernels_match_the_reference_on_odd_shapes() {
 
 /// Checks `case` and that it ran through the flat 16-lane kernels (where the CPU has them).
 fn check_flat(case: Case) {
-    let w = values(case.weight_shape().iter().product(), 0);
-    let conv = case.conv(&w, &values(case.cout, 0), &Device::flex());
-    let dims = [case.n, case.cin, case.size[0], case.size[1]];
-    let g = Geometry::of_conv(&conv, dims).expect("a fast shape");
+    let g = case.geometry();
     assert!(super::flat::fits(&g), "{case:?}");
     assert_eq!(
         direct::applies(&g),
