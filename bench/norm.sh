@@ -13,10 +13,11 @@ ours=$("$bin" bench norm "$@")
 theirs=$(GLIBC_TUNABLES=$tuned "$venv/bin/python" bench/torch_norm.py --threads 2 "$@")
 echo "$ours"
 echo "$theirs"
+# bnlab's rows end "fwd+bwd-ms GB/s share % reads", so its fwd+bwd time is the 5th field from the end
 pick() { echo "$1" | awk -v name="$2" 'index($0, name) == 1 && /128.*64.*32.*32/ && !/backward at/ {print $(NF-'"$3"')}'; }
-bn=$(pick "$ours" "plain BN" 3)
-gn=$(pick "$ours" "GroupNorm 32" 3)
-ghost=$(pick "$ours" "Ghost 32 contiguous" 3)
+bn=$(pick "$ours" "plain BN" 4)
+gn=$(pick "$ours" "GroupNorm 32" 4)
+ghost=$(pick "$ours" "Ghost 32 contiguous" 4)
 t_bn=$(pick "$theirs" "BatchNorm2d" 0)
 t_gn=$(pick "$theirs" "GroupNorm 32" 0)
 t_ghost=$(pick "$theirs" "Ghost 32 chunk-and-cat" 0)

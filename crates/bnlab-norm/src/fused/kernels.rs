@@ -1,16 +1,13 @@
 //! Plain-Rust kernels of the fused layer over contiguous `[N, C, S]` f32 data, one plane
 //! (one example and channel, S values) at a time.
 //!
-//! Every reduction runs over one plane in a fixed order (16 f64 lanes, then the tail), and
-//! planes are combined by the caller in a fixed order, so results do not depend on the number
-//! of threads. Work is split over planes with rayon.
+//! Every reduction runs over one plane in a fixed order (f32 lanes in blocks added to f64
+//! lanes, then the tail), and planes are combined by the caller in a fixed order, so results
+//! do not depend on the number of threads. Work is split over planes with rayon.
 
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
-
-/// Accumulator lanes per plane reduction.
-const LANES: usize = 16;
 
 /// Values each rayon task handles at least, so small planes are batched together.
 const MIN_TASK_VALUES: usize = 1 << 14;
@@ -65,82 +62,119 @@ macro_rules! with_avx2 {
     };
 }
 
-/// Σx and Σx² of one plane in f64 (explicit AVX2 where the CPU has it: LLVM does not
-/// vectorize the f32 → f64 widening of the portable body).
+/// Σx and Σx² of one plane, in two passes over it (the second from L1): Σx gives a shift
+/// K, then Σ(x − K) and Σ(x − K)² in compensated f32 ([`block_sums`]) give Σx and Σx² in
+/// f64 without the cancellation of Σx² − (Σx)²/m on data far from zero.
 fn plane_moments(x: &[f32]) -> [f64; 2] {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU was just checked to have AVX2.
-        return unsafe { avx2::moments(x, None) };
+    if x.is_empty() {
+        return [0.0, 0.0];
     }
-    plane_moments_body(x)
+    let m = x.len() as f64;
+    let [sum, _] = block_sums::<SUM>(x, x, 0.0);
+    let k = (sum / m) as f32;
+    let [d1, d2] = block_sums::<CENTRED>(x, x, k);
+    let k = f64::from(k);
+    [d1 + m * k, d2 + 2.0 * k * d1 + m * k * k]
 }
 
-/// Σdy and Σdy·(x − shift) of one plane in f64 (explicit AVX2 where the CPU has it).
+/// Σdy and Σdy·(x − shift) of one plane, in compensated f32 ([`block_sums`]).
 fn plane_grad_moments(dy: &[f32], x: &[f32], shift: f32) -> [f64; 2] {
+    block_sums::<WEIGHTED>(dy, x, shift)
+}
+
+/// [`block_sums`] of [Σa, 0].
+const SUM: u8 = 0;
+/// [`block_sums`] of [Σ(a − k), Σ(a − k)²].
+const CENTRED: u8 = 1;
+/// [`block_sums`] of [Σa, Σa·(b − k)].
+const WEIGHTED: u8 = 2;
+
+/// The sums `KIND` names over the common length of `a` and `b` (explicit AVX2 and FMA where
+/// the CPU has them; both bodies give the same bits).
+///
+/// Compensated f32: [`ACCS`] × 8 f32 lanes sum blocks of [`BLOCK`] values, so each lane adds
+/// [`BLOCK`] / ([`ACCS`]·8) values in f32 (error ≤ 7 ulps of the block's Σ|v|) before the block
+/// is added to f64 lanes; the tail is summed in f64. Twice as many values per instruction as
+/// widening every value to f64, at about the accuracy of the f32 inputs themselves.
+fn block_sums<const KIND: u8>(a: &[f32], b: &[f32], k: f32) -> [f64; 2] {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU was just checked to have AVX2.
-        return unsafe { avx2::moments(dy, Some((x, shift))) };
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU was just checked to have AVX2 and FMA.
+        return unsafe { avx2::block_sums::<KIND>(a, b, k) };
     }
-    plane_grad_moments_body(dy, x, shift)
-}
-with_avx2!(plane_affine1, plane_affine1_body, (out: &mut [MaybeUninit<f32>], x: &[f32], k: &PlaneForward) -> ());
-with_avx2!(plane_affine2, plane_affine2_body, (out: &mut [MaybeUninit<f32>], dy: &[f32], x: &[f32], k: &PlaneBackward) -> ());
-
-/// Σx and Σx² of one plane, accumulated in f64.
-#[inline(always)]
-fn plane_moments_body(x: &[f32]) -> [f64; 2] {
-    let mut s = [0.0f64; LANES];
-    let mut q = [0.0f64; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        let v: [f64; LANES] = std::array::from_fn(|j| f64::from(chunk[j]));
-        s = std::array::from_fn(|j| s[j] + v[j]);
-        q = std::array::from_fn(|j| q[j] + v[j] * v[j]);
-    }
-    let (mut s0, mut q0) = (0.0, 0.0);
-    for j in 0..LANES {
-        s0 += s[j];
-        q0 += q[j];
-    }
-    for &v in tail {
-        let v = f64::from(v);
-        s0 += v;
-        q0 += v * v;
-    }
-    [s0, q0]
+    block_sums_body::<KIND>(a, b, k)
 }
 
-/// Σdy and Σdy·(x − shift) of one plane, accumulated in f64.
-#[inline(always)]
-fn plane_grad_moments_body(dy: &[f32], x: &[f32], shift: f32) -> [f64; 2] {
-    let shift = f64::from(shift);
-    let mut s = [0.0f64; LANES];
-    let mut q = [0.0f64; LANES];
-    let dy_chunks = dy.chunks_exact(LANES);
-    let x_chunks = x.chunks_exact(LANES);
-    let (dy_tail, x_tail) = (dy_chunks.remainder(), x_chunks.remainder());
-    for (g, v) in dy_chunks.zip(x_chunks) {
-        for j in 0..LANES {
-            let g = f64::from(g[j]);
-            s[j] += g;
-            q[j] += g * (f64::from(v[j]) - shift);
+/// f32 vector accumulators of [`block_sums`] (8 lanes each).
+const ACCS: usize = 4;
+
+/// Values one f32 block of [`block_sums`] sums before it goes to f64.
+const BLOCK: usize = 256;
+
+/// The portable body of [`block_sums`], in the AVX2 body's order.
+fn block_sums_body<const KIND: u8>(a: &[f32], b: &[f32], k: f32) -> [f64; 2] {
+    const STEP: usize = ACCS * 8;
+    let len = a.len().min(b.len());
+    let full = len / STEP * STEP;
+    let mut s64 = [0.0f64; STEP];
+    let mut q64 = [0.0f64; STEP];
+    let mut i = 0;
+    while i < full {
+        let end = full.min(i + BLOCK);
+        let mut s32 = [0.0f32; STEP];
+        let mut q32 = [0.0f32; STEP];
+        while i < end {
+            for j in 0..STEP {
+                let v = a[i + j];
+                match KIND {
+                    SUM => s32[j] += v,
+                    CENTRED => {
+                        let d = v - k;
+                        s32[j] += d;
+                        q32[j] = d.mul_add(d, q32[j]);
+                    }
+                    _ => {
+                        s32[j] += v;
+                        q32[j] = v.mul_add(b[i + j] - k, q32[j]);
+                    }
+                }
+            }
+            i += STEP;
+        }
+        for j in 0..STEP {
+            s64[j] += f64::from(s32[j]);
+            q64[j] += f64::from(q32[j]);
         }
     }
-    let (mut s0, mut q0) = (0.0, 0.0);
-    for j in 0..LANES {
-        s0 += s[j];
-        q0 += q[j];
+    finish_sums::<KIND>(&s64, &q64, &a[full..len], &b[full..len], k)
+}
+
+/// The f64 lanes summed in lane order, then the tail's values in f64.
+fn finish_sums<const KIND: u8>(s64: &[f64], q64: &[f64], a: &[f32], b: &[f32], k: f32) -> [f64; 2] {
+    let (mut s0, mut q0) = (0.0f64, 0.0f64);
+    for (s, q) in s64.iter().zip(q64) {
+        s0 += s;
+        q0 += q;
     }
-    for (&g, &v) in dy_tail.iter().zip(x_tail) {
-        let g = f64::from(g);
-        s0 += g;
-        q0 += g * (f64::from(v) - shift);
+    for (&v, &w) in a.iter().zip(b) {
+        match KIND {
+            SUM => s0 += f64::from(v),
+            CENTRED => {
+                let d = f64::from(v - k);
+                s0 += d;
+                q0 += d * d;
+            }
+            _ => {
+                s0 += f64::from(v);
+                q0 += f64::from(v) * f64::from(w - k);
+            }
+        }
     }
     [s0, q0]
 }
+
+with_avx2!(plane_affine1, plane_affine1_body, (out: &mut [MaybeUninit<f32>], x: &[f32], k: &PlaneForward) -> ());
+with_avx2!(plane_affine2, plane_affine2_body, (out: &mut [MaybeUninit<f32>], dy: &[f32], x: &[f32], k: &PlaneBackward) -> ());
 
 /// [Σx, Σx²] of every plane of `x` (planes of `s` values), in plane order.
 pub(crate) fn moments(x: &[f32], s: usize) -> Vec<[f64; 2]> {
@@ -277,53 +311,71 @@ pub(crate) fn unit_backward(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    /// [Σa, Σa²] for `weights = None`; [Σa, Σa·(x − shift)] for `Some((x, shift))`.
-    #[target_feature(enable = "avx2")]
-    pub(super) fn moments(a: &[f32], weights: Option<(&[f32], f32)>) -> [f64; 2] {
-        const VECS: usize = super::LANES / 4;
-        let len = match weights {
-            Some((x, _)) => a.len().min(x.len()),
-            None => a.len(),
-        };
-        let full = len / super::LANES * super::LANES;
-        let shift = weights.map_or(0.0, |(_, s)| f64::from(s));
-        let shift_v = _mm256_set1_pd(shift);
-        let mut sums = [_mm256_setzero_pd(); VECS];
-        let mut squares = [_mm256_setzero_pd(); VECS];
+    use super::{ACCS, BLOCK, CENTRED, SUM};
+
+    /// See [`super::block_sums`]; same order as [`super::block_sums_body`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn block_sums<const KIND: u8>(a: &[f32], b: &[f32], k: f32) -> [f64; 2] {
+        const STEP: usize = ACCS * 8;
+        let len = a.len().min(b.len());
+        let full = len / STEP * STEP;
+        let kv = _mm256_set1_ps(k);
+        let mut s64 = [_mm256_setzero_pd(); 2 * ACCS];
+        let mut q64 = [_mm256_setzero_pd(); 2 * ACCS];
         let mut i = 0;
         while i < full {
-            for v in 0..VECS {
-                let at = i + 4 * v;
-                // SAFETY: at + 4 ≤ full ≤ len of both slices; unaligned loads.
-                let av = unsafe { _mm256_cvtps_pd(_mm_loadu_ps(a.as_ptr().add(at))) };
-                let mv = match weights {
-                    None => av,
-                    // SAFETY: as above.
-                    Some((x, _)) => unsafe {
-                        _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x.as_ptr().add(at))), shift_v)
-                    },
-                };
-                sums[v] = _mm256_add_pd(sums[v], av);
-                squares[v] = _mm256_add_pd(squares[v], _mm256_mul_pd(av, mv));
+            let end = full.min(i + BLOCK);
+            let mut s32 = [_mm256_setzero_ps(); ACCS];
+            let mut q32 = [_mm256_setzero_ps(); ACCS];
+            while i < end {
+                for v in 0..ACCS {
+                    let at = i + 8 * v;
+                    // SAFETY: at + 8 ≤ full ≤ the length of both slices; unaligned loads.
+                    let av = unsafe { _mm256_loadu_ps(a.as_ptr().add(at)) };
+                    match KIND {
+                        SUM => s32[v] = _mm256_add_ps(s32[v], av),
+                        CENTRED => {
+                            let d = _mm256_sub_ps(av, kv);
+                            s32[v] = _mm256_add_ps(s32[v], d);
+                            q32[v] = _mm256_fmadd_ps(d, d, q32[v]);
+                        }
+                        _ => {
+                            // SAFETY: as above.
+                            let bv = unsafe { _mm256_loadu_ps(b.as_ptr().add(at)) };
+                            s32[v] = _mm256_add_ps(s32[v], av);
+                            q32[v] = _mm256_fmadd_ps(av, _mm256_sub_ps(bv, kv), q32[v]);
+                        }
+                    }
+                }
+                i += STEP;
             }
-            i += super::LANES;
+            for v in 0..ACCS {
+                let (lo, hi) = halves(s32[v]);
+                s64[2 * v] = _mm256_add_pd(s64[2 * v], lo);
+                s64[2 * v + 1] = _mm256_add_pd(s64[2 * v + 1], hi);
+                let (lo, hi) = halves(q32[v]);
+                q64[2 * v] = _mm256_add_pd(q64[2 * v], lo);
+                q64[2 * v + 1] = _mm256_add_pd(q64[2 * v + 1], hi);
+            }
         }
-        let mut lanes = [[0.0f64; 4]; 2 * VECS];
-        for (out, v) in lanes.iter_mut().zip(sums.into_iter().chain(squares)) {
-            // SAFETY: `out` holds four f64.
-            unsafe { _mm256_storeu_pd(out.as_mut_ptr(), v) };
+        let (mut s, mut q) = ([0.0f64; STEP], [0.0f64; STEP]);
+        for v in 0..2 * ACCS {
+            // SAFETY: each destination holds four f64.
+            unsafe {
+                _mm256_storeu_pd(s.as_mut_ptr().add(4 * v), s64[v]);
+                _mm256_storeu_pd(q.as_mut_ptr().add(4 * v), q64[v]);
+            }
         }
-        let (mut s0, mut q0) = (0.0, 0.0);
-        for j in 0..super::LANES {
-            s0 += lanes[j / 4][j % 4];
-            q0 += lanes[VECS + j / 4][j % 4];
-        }
-        for j in full..len {
-            let v = f64::from(a[j]);
-            s0 += v;
-            q0 += v * weights.map_or(v, |(x, _)| f64::from(x[j]) - shift);
-        }
-        [s0, q0]
+        super::finish_sums::<KIND>(&s, &q, &a[full..len], &b[full..len], k)
+    }
+
+    /// The low and high four lanes of `v`, widened to f64.
+    #[target_feature(enable = "avx2")]
+    fn halves(v: __m256) -> (__m256d, __m256d) {
+        (
+            _mm256_cvtps_pd(_mm256_castps256_ps128(v)),
+            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)),
+        )
     }
 }
 
@@ -337,9 +389,14 @@ mod tests {
             .collect()
     }
 
+    /// Relative bound of the compensated sums against exact f64 loops: the f32 inputs of a
+    /// block (at most 8 per lane) and the block's lane sums round at 2⁻²⁴ each, so 16 ulps of
+    /// Σ|term| bounds the error; the old f64 accumulation met 1e-12, which f32 terms cannot.
+    const SUM_TOL: f64 = 16.0 * f32::EPSILON as f64 / 2.0;
+
     #[test]
     fn plane_sums_match_f64_loops_for_odd_plane_sizes() {
-        for s in [1, 3, 7, 8, 9, 17, 100] {
+        for s in [1, 3, 7, 8, 9, 17, 31, 32, 33, 100, 257, 1000, 4099] {
             let x = data(5 * s, 7);
             let dy = data(5 * s, 11);
             let shifts = [0.1f32, -0.2, 0.0, 0.3, 1.0];
@@ -348,16 +405,34 @@ mod tests {
             for p in 0..5 {
                 let plane = &x[p * s..(p + 1) * s];
                 let grad = &dy[p * s..(p + 1) * s];
-                let sum: f64 = plane.iter().map(|&v| f64::from(v)).sum();
-                let sq: f64 = plane.iter().map(|&v| f64::from(v).powi(2)).sum();
-                let gs: f64 = grad.iter().map(|&v| f64::from(v)).sum();
+                let f = |v: &f32| f64::from(*v);
+                let sum: f64 = plane.iter().map(f).sum();
+                let sq: f64 = plane.iter().map(|v| f(v).powi(2)).sum();
+                let gs: f64 = grad.iter().map(f).sum();
+                let shift = f64::from(shifts[p]);
                 let gx: f64 = grad
                     .iter()
                     .zip(plane)
-                    .map(|(&g, &v)| f64::from(g) * (f64::from(v) - f64::from(shifts[p])))
+                    .map(|(g, v)| f(g) * (f(v) - shift))
                     .sum();
-                for (got, want) in [(m[p][0], sum), (m[p][1], sq), (g[p][0], gs), (g[p][1], gx)] {
-                    assert!((got - want).abs() <= 1e-12 * (1.0 + want.abs()), "s={s}");
+                // the scale each sum's error is bounded by: Σ|term|
+                let abs_x: f64 = plane.iter().map(|v| f(v).abs()).sum();
+                let abs_gx: f64 = grad
+                    .iter()
+                    .zip(plane)
+                    .map(|(g, v)| (f(g) * (f(v) - shift)).abs())
+                    .sum();
+                let abs_g: f64 = grad.iter().map(|v| f(v).abs()).sum();
+                for (got, want, scale) in [
+                    (m[p][0], sum, abs_x),
+                    (m[p][1], sq, sq),
+                    (g[p][0], gs, abs_g),
+                    (g[p][1], gx, abs_gx),
+                ] {
+                    assert!(
+                        (got - want).abs() <= SUM_TOL * scale,
+                        "s={s}: {got} vs {want}"
+                    );
                 }
             }
         }
@@ -375,25 +450,50 @@ mod tests {
     }
 
     #[test]
+    fn variance_of_data_far_from_zero_keeps_its_digits() {
+        // mean 1000, standard deviation about 0.29: Σx² − (Σx)²/m cancels 7 digits, which the
+        // shifted second pass keeps (a one-pass f32 Σx² would lose all of them)
+        let x: Vec<f32> = data(4099, 5).iter().map(|v| 1000.0 + v).collect();
+        let m = x.len() as f64;
+        let [s1, s2] = moments(&x, x.len())[0];
+        let mean: f64 = x.iter().map(|&v| f64::from(v)).sum::<f64>() / m;
+        let var: f64 = x
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / m;
+        let got = s2 / m - (s1 / m).powi(2);
+        assert!((got - var).abs() <= 1e-6 * var, "{got} vs {var}");
+    }
+
+    #[test]
     #[cfg(target_arch = "x86_64")]
     fn avx2_and_portable_reductions_give_the_same_bits() {
-        if !std::arch::is_x86_feature_detected!("avx2") {
+        if !(std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma"))
+        {
             return;
         }
         let bits = |v: [f64; 2]| v.map(f64::to_bits);
-        for s in [1, 7, 8, 9, 100, 1027] {
+        for s in [1, 7, 8, 9, 31, 32, 33, 100, 256, 257, 1027, 4099] {
             let (x, dy) = (wide_data(s, 3), wide_data(s, 4));
-            // SAFETY: AVX2 was checked above.
-            let (a, b) = unsafe {
+            // SAFETY: AVX2 and FMA were checked above.
+            let (a, b, c) = unsafe {
                 (
-                    avx2::moments(&x, None),
-                    avx2::moments(&dy, Some((&x, 0.25))),
+                    avx2::block_sums::<SUM>(&x, &x, 0.0),
+                    avx2::block_sums::<CENTRED>(&x, &x, 0.5),
+                    avx2::block_sums::<WEIGHTED>(&dy, &x, 0.25),
                 )
             };
-            assert_eq!(bits(a), bits(plane_moments_body(&x)), "s={s}");
+            assert_eq!(bits(a), bits(block_sums_body::<SUM>(&x, &x, 0.0)), "s={s}");
             assert_eq!(
                 bits(b),
-                bits(plane_grad_moments_body(&dy, &x, 0.25)),
+                bits(block_sums_body::<CENTRED>(&x, &x, 0.5)),
+                "s={s}"
+            );
+            assert_eq!(
+                bits(c),
+                bits(block_sums_body::<WEIGHTED>(&dy, &x, 0.25)),
                 "s={s}"
             );
         }
