@@ -27,7 +27,7 @@ difficulty = 0.2
 name = "resnet20"
 
 [optimizer]
-lr = 0.1
+lr = 0.02
 
 [train]
 epochs = 2
@@ -106,9 +106,10 @@ fn syncbn_trains_as_one_worker_and_per_worker_bn_does_not() {
     let r = results(dir.path());
     let single = &r["single"];
     assert_eq!(single.epochs.len(), 2);
-    // (the first epoch is compared tightly: this small network is chaotic enough that a
-    // change of rounding at 1e-7 grows to 1e-5–1e-4 by the second epoch, so that one is
-    // held to a looser bound, still below what per-worker statistics change by at once)
+    // (at lr 0.1 this small network is chaotic: a change of rounding at 1e-7 grew to 4e-3
+    // within the first epoch, so a change of summation order in the kernels could trip the
+    // test; at lr 0.02 the configurations that compute the same thing agree to about 1e-7 over
+    // both epochs, and per-worker statistics still change the loss by about 6 %)
     for name in ["sync2", "sync4"] {
         // the same batches, statistics and summed gradients: only the order of float sums
         // differs from one worker with the whole batch
@@ -118,7 +119,7 @@ fn syncbn_trains_as_one_worker_and_per_worker_bn_does_not() {
             "{name}: first-epoch training loss differs by {gap:e}"
         );
         let gap = loss_gap(&r[name], single);
-        assert!(gap < 1e-3, "{name}: training loss differs by {gap:e}");
+        assert!(gap < 1e-4, "{name}: training loss differs by {gap:e}");
         assert_eq!(r[name].epochs.len(), 2);
         let (a, b) = (&r[name].test["population"], &single.test["population"]);
         assert!(
@@ -142,7 +143,7 @@ fn syncbn_trains_as_one_worker_and_per_worker_bn_does_not() {
         "pairs4 differs from worker2 by {gap:e} in the first epoch"
     );
     let gap = loss_gap(&r["pairs4"], &r["worker2"]);
-    assert!(gap < 1e-3, "pairs4 differs from worker2 by {gap:e}");
+    assert!(gap < 1e-4, "pairs4 differs from worker2 by {gap:e}");
 
     // the same sweep again: bit-identical results
     let again = tempfile::tempdir().unwrap();
