@@ -65,13 +65,20 @@ impl ConvNorm {
         }
     }
 
-    /// [`ConvNorm::forward`] followed by a ReLU.
+    /// [`ConvNorm::forward`] followed by a ReLU (fused into the normalization where it can be:
+    /// [`Norm::forward_relu_domains`]).
     pub fn forward_relu(
         &self,
         x: Tensor<4>,
         domains: Option<&[usize]>,
     ) -> Result<Tensor<4>, ModelError> {
-        self.forward(x, domains).map(burn::tensor::activation::relu)
+        let y = conv2d(&self.conv, x, self.kernel);
+        match &self.norm {
+            Some(norm) => norm
+                .forward_relu_domains(y, domains)
+                .map_err(at_site(&self.site)),
+            None => Ok(burn::tensor::activation::relu(y)),
+        }
     }
 }
 

@@ -296,11 +296,11 @@ impl Residual {
     /// # Shapes
     /// - input `[N, C_in, H, W]`, output `[N, C_out, H/s, W/s]`.
     pub fn forward(&self, x: Tensor<4>, d: Option<&[usize]>) -> Result<Tensor<4>, ModelError> {
-        let mut out = self.conv1.forward_relu(x.clone(), d)?;
-        out = self.conv2.forward(out, d)?;
-        if let Some(conv3) = &self.conv3 {
-            out = conv3.forward(relu(out), d)?;
-        }
+        let out = self.conv1.forward_relu(x.clone(), d)?;
+        let out = match &self.conv3 {
+            Some(conv3) => conv3.forward(self.conv2.forward_relu(out, d)?, d)?,
+            None => self.conv2.forward(out, d)?,
+        };
         let shortcut = match &self.projection {
             Some(p) => p.forward(x, d)?,
             None => zero_pad_shortcut(x, self.pad_stride, self.pad),

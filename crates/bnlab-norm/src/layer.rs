@@ -83,9 +83,47 @@ impl Norm {
         input: Tensor<D>,
         domains: Option<&[usize]>,
     ) -> Result<Tensor<D>, NormError> {
+        self.forward_then(input, domains, false)
+    }
+
+    /// The layer followed by a ReLU: `relu(forward(x))`.
+    ///
+    /// # Shapes
+    /// - input: `[N, C]` or `[N, C, ...]`
+    /// - output: same as input
+    pub fn forward_relu<const D: usize>(&self, input: Tensor<D>) -> Result<Tensor<D>, NormError> {
+        self.forward_relu_domains(input, None)
+    }
+
+    /// The layer followed by a ReLU, with domain ids: `relu(forward_domains(x, domains))`.
+    ///
+    /// On Flex's fused path the ReLU is applied in the normalize pass, and its backward inside
+    /// the layer's (which recomputes the ReLU's mask from x), so the activation between the two
+    /// is never written nor read again: one pass over the activation less each way. Elsewhere
+    /// Burn's `relu` follows the layer. Both give the same values.
+    ///
+    /// # Shapes
+    /// - input: `[N, C]` or `[N, C, ...]`
+    /// - domains: `N` ids, each `< domains.count`
+    /// - output: same as input
+    pub fn forward_relu_domains<const D: usize>(
+        &self,
+        input: Tensor<D>,
+        domains: Option<&[usize]>,
+    ) -> Result<Tensor<D>, NormError> {
+        self.forward_then(input, domains, true)
+    }
+
+    /// [`Norm::forward_domains`], followed by a ReLU when `relu`.
+    fn forward_then<const D: usize>(
+        &self,
+        input: Tensor<D>,
+        domains: Option<&[usize]>,
+        relu: bool,
+    ) -> Result<Tensor<D>, NormError> {
         let dtype = input.dtype();
         if crate::is_half(dtype) {
-            let y = self.forward_domains(crate::full_precision(input), domains)?;
+            let y = self.forward_then(crate::full_precision(input), domains, relu)?;
             return Ok(crate::Precision::of(dtype).apply(y));
         }
         let shape = input.dims();
@@ -109,7 +147,7 @@ impl Norm {
         // a worker without examples still takes part in its group's statistics
         let takes_part = batch_stats && self.state.reducer.is_some();
         if s == 0 || (n == 0 && !takes_part) {
-            return Ok(input);
+            return Ok(relu_if(input, relu));
         }
         let x3: Tensor<3> = input.reshape([n, c, s]);
         let plan = match (self.state.mode, self.state.collect_policy) {
@@ -129,7 +167,7 @@ impl Norm {
             ));
         }
         if fused {
-            return Ok(self.forward_fused(x3, &plan, &shape)?.reshape(shape));
+            return Ok(self.forward_fused(x3, &plan, &shape, relu)?.reshape(shape));
         }
         let xhat = if self.config.unit == StatUnit::None {
             x3.clone()
@@ -147,7 +185,7 @@ impl Norm {
             }
         };
         self.record_outliers(&xhat);
-        Ok(self.affine(&x3, xhat, &plan).reshape(shape))
+        Ok(relu_if(self.affine(&x3, xhat, &plan), relu).reshape(shape))
     }
 
     /// Counts |x̂| above the probe's threshold, when a probe is attached.
@@ -191,13 +229,14 @@ impl Norm {
             && self.state.reducer.as_ref().is_some_and(|r| r.syncs_units())
     }
 
-    /// Every mode on the fused path. Affine tails that depend on x̂ itself (RBN/IEBN), and the
-    /// outlier probe, apply the composed affine to the fused x̂.
+    /// Every mode on the fused path, followed by a ReLU when `relu`. Affine tails that depend
+    /// on x̂ itself (RBN/IEBN), and the outlier probe, apply the composed affine to the fused x̂.
     fn forward_fused(
         &self,
         x3: Tensor<3>,
         plan: &Partition,
         shape: &[usize],
+        relu: bool,
     ) -> Result<Tensor<3>, NormError> {
         let [n, c, _] = x3.dims();
         let folded = match self.state.outliers {
@@ -207,16 +246,24 @@ impl Norm {
         let Some((scale, shift)) = folded else {
             let ones = Tensor::<2>::ones([1, c], &x3.device());
             let (zeros, rows) = (ones.zeros_like(), vec![0; n]);
-            let xhat = self.fused_normalize(x3.clone(), [ones, zeros], rows, plan, shape)?;
+            let xhat = self.fused_normalize(x3.clone(), [ones, zeros], rows, plan, shape, false)?;
             self.record_outliers(&xhat);
-            return Ok(self.affine(&x3, xhat, plan));
+            return Ok(relu_if(self.affine(&x3, xhat, plan), relu));
         };
-        self.fused_normalize(x3, [scale, shift], plan.affine_of.clone(), plan, shape)
+        self.fused_normalize(
+            x3,
+            [scale, shift],
+            plan.affine_of.clone(),
+            plan,
+            shape,
+            relu,
+        )
     }
 
     /// y = x̂·scale + shift ([A, C] each, row `affine_row[i]` for example i) with this mode's
     /// statistics: from one read pass on the host, then one normalize + affine pass; per-example
-    /// units with batch statistics are normalized unit by unit while in cache.
+    /// units with batch statistics are normalized unit by unit while in cache. Followed by a
+    /// ReLU when `relu`: in the same pass on Flex, after it elsewhere.
     fn fused_normalize(
         &self,
         x3: Tensor<3>,
@@ -224,8 +271,11 @@ impl Norm {
         affine_row: Vec<usize>,
         plan: &Partition,
         shape: &[usize],
+        relu: bool,
     ) -> Result<Tensor<3>, NormError> {
         let [n, c, s] = x3.dims();
+        // the kernels' ReLU (and its backward) exist on Flex only
+        let fuse_relu = relu && fused::is_flex(&x3.device());
         let (cpg, k) = self.config.channel_grouping();
         let values = (cpg * s) as f64;
         // the statistics are not differentiated on this path (the fused backward accounts for
@@ -250,6 +300,7 @@ impl Norm {
             alpha: 1.0,
             epsilon: self.config.epsilon,
             sync: None,
+            relu: fuse_relu,
         };
         let mode = self.state.mode;
         let synced = mode.uses_batch_stats() && self.synced_units();
@@ -257,7 +308,7 @@ impl Norm {
             let (y, s1, s2) = fused::normalize_units(x3, scale, shift, fused_plan)?;
             let stats = self.batch_stats_from(host(s1), host(s2), values, plan, shape)?;
             self.record_batch_stats(&stats)?;
-            return Ok(y);
+            return Ok(relu_if(y, relu && !fuse_relu));
         }
         let (stat_row, mean, var, count, alpha) = match mode {
             NormMode::Train | NormMode::Collect | NormMode::Eval(StatsSource::MiniBatch) => {
@@ -293,7 +344,8 @@ impl Norm {
         if synced {
             fused_plan.sync = self.state.reducer.clone().map(fused::GradSync);
         }
-        Ok(fused::apply(x3, scale, shift, fused_plan))
+        let y = fused::apply(x3, scale, shift, fused_plan);
+        Ok(relu_if(y, relu && !fuse_relu))
     }
 
     /// `Train`, `Collect` and `Eval(MiniBatch)`: batch statistics under the batch policy,
@@ -359,5 +411,14 @@ impl Norm {
         self.config
             .affine
             .apply(&self.affine, x3, xhat, &plan.affine_of)
+    }
+}
+
+/// `relu(t)` when `yes`, else `t`.
+fn relu_if<const D: usize>(t: Tensor<D>, yes: bool) -> Tensor<D> {
+    if yes {
+        burn::tensor::activation::relu(t)
+    } else {
+        t
     }
 }

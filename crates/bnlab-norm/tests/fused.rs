@@ -36,6 +36,17 @@ struct Outcome {
     running: Vec<f64>,
 }
 
+/// What follows the layer in [`run_then`].
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Tail {
+    /// Nothing.
+    None,
+    /// `Norm::forward_relu_domains`.
+    LayerRelu,
+    /// Burn's `relu` after `Norm::forward_domains`.
+    BurnRelu,
+}
+
 /// Runs one forward and backward of Σ w·y with `kernel`, from the same random state.
 fn run(
     config: &NormConfig,
@@ -44,6 +55,19 @@ fn run(
     sh: Shape,
     domains: Option<&[usize]>,
     seed: u64,
+) -> Outcome {
+    run_then(config, kernel, mode, sh, domains, seed, Tail::None)
+}
+
+/// [`run`] with `tail` after the layer.
+fn run_then(
+    config: &NormConfig,
+    kernel: Kernel,
+    mode: NormMode,
+    sh: Shape,
+    domains: Option<&[usize]>,
+    seed: u64,
+    tail: Tail,
 ) -> Outcome {
     let device = device().autodiff();
     let mut rng = Rng(seed);
@@ -58,7 +82,14 @@ fn run(
     let norm = norm.with_mode(mode);
     let x = tensor(&rng.vec(sh.len(), -2.0, 3.0), [sh.n, sh.c, sh.s], &device).require_grad();
     let w = tensor(&rng.vec(sh.len(), -1.0, 1.0), [sh.n, sh.c, sh.s], &device);
-    let y = norm.forward_domains(x.clone(), domains).expect("forward");
+    let y = match tail {
+        Tail::None => norm.forward_domains(x.clone(), domains),
+        Tail::LayerRelu => norm.forward_relu_domains(x.clone(), domains),
+        Tail::BurnRelu => norm
+            .forward_domains(x.clone(), domains)
+            .map(burn::tensor::activation::relu),
+    }
+    .expect("forward");
     let y_values = values(y.clone());
     let grads = total(y * w).backward();
     let dx = x.grad(&grads).map(values).unwrap_or_default();
@@ -128,6 +159,55 @@ fn fused_matches_composed_for_every_unit_variant_affine_and_mode() {
         }
     }
     assert_eq!(checked, (4 + 4 * 2) * 9 * 6);
+}
+
+/// The ReLU fused into the layer gives Burn's `relu` after the layer bit for bit (forward,
+/// gradients, running statistics), and the composed layer and `relu` within the tolerances, for
+/// every unit, variant, affine tail and mode.
+#[test]
+fn fused_relu_matches_the_layer_then_burns_relu() {
+    // 37 values a plane: one block of the vector kernels and a tail
+    let sh = Shape { n: 4, c: 4, s: 37 };
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let (mut checked, mut zeroed, mut total) = (0, 0, 0);
+    for unit in units() {
+        for variant in VARIANTS {
+            if matches!(variant, Variant::Ghost(_)) && unit != StatUnit::Batch {
+                continue;
+            }
+            let ids = matches!(variant, Variant::Domains).then_some(&DOMAINS[..]);
+            for affine in all_affines() {
+                for mode in all_modes() {
+                    let config = variant_config(sh.c, unit, affine, variant);
+                    let what = format!("{unit:?} {variant:?} {affine:?} {mode:?}");
+                    let go = |kernel, tail| run_then(&config, kernel, mode, sh, ids, 23, tail);
+                    let fused = go(Kernel::Fused, Tail::LayerRelu);
+                    let after = go(Kernel::Fused, Tail::BurnRelu);
+                    assert_eq!(bits(&fused.y), bits(&after.y), "{what}: forward");
+                    assert_eq!(bits(&fused.dx), bits(&after.dx), "{what}: input gradient");
+                    assert_eq!(fused.dparams.len(), after.dparams.len());
+                    for (a, b) in fused.dparams.iter().zip(&after.dparams) {
+                        assert_eq!(bits(a), bits(b), "{what}: parameter gradient");
+                    }
+                    assert_eq!(bits(&fused.running), bits(&after.running), "{what}");
+                    let composed = go(Kernel::Composed, Tail::LayerRelu);
+                    let fwd = max_abs_diff(&fused.y, &composed.y);
+                    assert!(fwd <= FORWARD_TOL, "{what}: forward differs by {fwd}");
+                    let bwd = rel_err(&fused.dx, &composed.dx);
+                    assert!(bwd <= BACKWARD_TOL, "{what}: dx differs by {bwd}");
+                    zeroed += fused.y.iter().filter(|&&v| v == 0.0).count();
+                    total += fused.y.len();
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, (4 + 4 * 2) * 9 * 6);
+    // the ReLU cut a real share of the values (the masks were exercised)
+    assert!(
+        zeroed * 5 > total && zeroed * 5 < 4 * total,
+        "{zeroed} of {total}"
+    );
 }
 
 /// Values per statistic unit of `unit` on `sh` (ghost size `ghost` for Batch).

@@ -22,8 +22,13 @@ use super::{FusedNorm, FusedNormBackward, FusedStats, host_values};
 struct FusedBackward<B>(PhantomData<B>);
 
 impl<B: FusedNormBackward> Backward<B, 3> for FusedBackward<B> {
-    /// x, scale and the plan of the forward call.
-    type State = (FloatTensor<B>, FloatTensor<B>, Arc<FusedStats>);
+    /// x, scale, shift and the plan of the forward call.
+    type State = (
+        FloatTensor<B>,
+        FloatTensor<B>,
+        FloatTensor<B>,
+        Arc<FusedStats>,
+    );
 
     fn backward(
         self,
@@ -33,11 +38,11 @@ impl<B: FusedNormBackward> Backward<B, 3> for FusedBackward<B> {
     ) {
         let [node_x, node_scale, node_shift] = ops.parents;
         let dy = grads.consume::<B>(&ops.node);
-        let (x, scale, plan) = ops.state;
+        let (x, scale, shift, plan) = ops.state;
         let want_affine = node_scale.is_some() || node_shift.is_some();
         let scale_shape = scale.shape();
         let device = scale.device();
-        let out = B::fused_norm_backward(dy, x, scale, &plan, node_x.is_some(), want_affine);
+        let out = B::fused_norm_backward(dy, x, scale, shift, &plan, node_x.is_some(), want_affine);
         let affine_grad = |v: Vec<f64>| {
             let v: Vec<f32> = v.into_iter().map(|g| g as f32).collect();
             B::float_from_data(TensorData::new(v, scale_shape.clone()), &device)
@@ -72,13 +77,9 @@ impl<B: FusedNormBackward, C: CheckpointStrategy> FusedNorm for Autodiff<B, C> {
         {
             OpsKind::Tracked(prep) => {
                 let (xp, sp) = (x.primitive().clone(), scale.primitive().clone());
-                let y = B::fused_norm_apply(
-                    xp.clone(),
-                    sp.clone(),
-                    shift.into_primitive(),
-                    plan.clone(),
-                );
-                prep.finish((xp, sp, plan), y)
+                let bp = shift.into_primitive();
+                let y = B::fused_norm_apply(xp.clone(), sp.clone(), bp.clone(), plan.clone());
+                prep.finish((xp, sp, bp, plan), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::fused_norm_apply(
                 x.into_primitive(),
@@ -96,12 +97,8 @@ impl<B: FusedNormBackward, C: CheckpointStrategy> FusedNorm for Autodiff<B, C> {
         plan: Arc<FusedStats>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let (xp, sp) = (x.primitive().clone(), scale.primitive().clone());
-        let (y, sums) = B::fused_norm_units(
-            xp.clone(),
-            sp.clone(),
-            shift.primitive().clone(),
-            plan.clone(),
-        );
+        let bp = shift.primitive().clone();
+        let (y, sums) = B::fused_norm_units(xp.clone(), sp.clone(), bp.clone(), plan.clone());
         let y = match FusedBackward::<B>(PhantomData)
             .prepare::<C>([x.node(), scale.node(), shift.node()])
             .compute_bound()
@@ -110,7 +107,7 @@ impl<B: FusedNormBackward, C: CheckpointStrategy> FusedNorm for Autodiff<B, C> {
             OpsKind::Tracked(prep) => {
                 let values = host_values::<B>(vec![sums.clone()]);
                 let plan = Arc::new((*plan).clone().with_unit_stats(&values[0]));
-                prep.finish((xp, sp, plan), y)
+                prep.finish((xp, sp, bp, plan), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(y),
         };

@@ -216,6 +216,7 @@ impl FusedNorm for Cube {
         shift: FloatTensor<Self>,
         plan: Arc<FusedStats>,
     ) -> FloatTensor<Self> {
+        no_relu(&plan);
         let x = into_contiguous(x);
         let v = host_values::<Cube>(vec![scale, shift]);
         let coef = plan.forward_coefficients(&narrow(&v[0]), &narrow(&v[1]));
@@ -228,6 +229,7 @@ impl FusedNorm for Cube {
         shift: FloatTensor<Self>,
         plan: Arc<FusedStats>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        no_relu(&plan);
         let x = into_contiguous(x);
         let sums = Self::fused_norm_sums(x.clone(), plan.cpg);
         let v = host_values::<Cube>(vec![sums.clone(), scale, shift]);
@@ -242,10 +244,12 @@ impl FusedNormBackward for Cube {
         dy: FloatTensor<Self>,
         x: FloatTensor<Self>,
         scale: FloatTensor<Self>,
+        _shift: FloatTensor<Self>,
         plan: &FusedStats,
         want_dx: bool,
         want_affine: bool,
     ) -> FusedGrads<FloatTensor<Self>> {
+        no_relu(plan);
         let (dy, x) = (into_contiguous(dy), into_contiguous(x));
         let [n, c, s] = plan.shape;
         let mut read = vec![scale];
@@ -292,6 +296,15 @@ impl FusedNormBackward for Cube {
         });
         FusedGrads { dx, dscale, dshift }
     }
+}
+
+/// The fused ReLU is Flex-only: the layer applies Burn's `relu` after these kernels instead
+/// (`Norm::forward_relu_domains`), so a plan asking for it here is a bug of the layer.
+fn no_relu(plan: &FusedStats) {
+    assert!(
+        !plan.relu,
+        "bnlab-norm: the fused ReLU has no CubeCL kernels (the layer must not plan it here)"
+    );
 }
 
 fn dims3(t: &CubeTensor) -> [usize; 3] {

@@ -21,7 +21,8 @@ pub(crate) trait FusedNorm: Backend {
     fn fused_norm_sums(x: FloatTensor<Self>, cpg: usize) -> FloatTensor<Self>;
 
     /// y = (x − mean)·rstd·scale + shift for x [N, C, S], with `scale` and `shift` [A, C] and
-    /// the statistics of `plan`; differentiable in x, scale and shift.
+    /// the statistics of `plan`, through a ReLU when `plan.relu` (Flex only); differentiable in
+    /// x, scale and shift.
     fn fused_norm_apply(
         x: FloatTensor<Self>,
         scale: FloatTensor<Self>,
@@ -44,11 +45,13 @@ pub(crate) trait FusedNorm: Backend {
 /// calls for the gradients of `fused_norm_apply` and `fused_norm_units`.
 pub(crate) trait FusedNormBackward: FusedNorm {
     /// ∂L/∂x (when `want_dx`), ∂L/∂scale and ∂L/∂shift (zeros unless `want_affine`) of
-    /// y = (x − mean)·rstd·scale + shift with `plan`'s statistics, given ∂L/∂y.
+    /// y = (x − mean)·rstd·scale + shift (through a ReLU when `plan.relu`) with `plan`'s
+    /// statistics, given ∂L/∂y.
     fn fused_norm_backward(
         dy: FloatTensor<Self>,
         x: FloatTensor<Self>,
         scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
         plan: &FusedStats,
         want_dx: bool,
         want_affine: bool,
@@ -60,6 +63,7 @@ impl FusedNormBackward for Flex {
         dy: FloatTensor<Self>,
         x: FloatTensor<Self>,
         scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
         plan: &FusedStats,
         want_dx: bool,
         want_affine: bool,
@@ -68,6 +72,7 @@ impl FusedNormBackward for Flex {
             &f32_values(&dy),
             &f32_values(&x),
             &f32_values(&scale),
+            &f32_values(&shift),
             want_dx,
             want_affine,
         );
@@ -120,7 +125,7 @@ impl FusedNorm for Flex {
         plan: Arc<FusedStats>,
     ) -> FloatTensor<Self> {
         let coef = plan.forward_coefficients(&f32_values(&scale), &f32_values(&shift));
-        let y = kernels::affine1(&f32_values(&x), &coef, plan.shape[2]);
+        let y = kernels::affine1(&f32_values(&x), &coef, plan.shape[2], plan.relu);
         flex_tensor(y, plan.shape.to_vec())
     }
 

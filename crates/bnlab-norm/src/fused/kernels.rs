@@ -28,6 +28,23 @@ pub(crate) struct PlaneForward {
     pub offset: f32,
 }
 
+impl PlaneForward {
+    /// `(v − shift)·scale + offset`, in the order every pass computes it (no FMA), so that a
+    /// backward recomputes the forward's values bit for bit.
+    #[inline(always)]
+    fn at(&self, v: f32) -> f32 {
+        (v - self.shift) * self.scale + self.offset
+    }
+
+    /// Whether a ReLU after [`PlaneForward::at`] passes the gradient at v: its output is above
+    /// 0 or NaN (Burn's `relu` and `relu_backward` on Flex keep NaN).
+    #[inline(always)]
+    fn passes(&self, v: f32) -> bool {
+        let z = self.at(v);
+        z.is_nan() || z > 0.0
+    }
+}
+
 /// Per-plane coefficients of `dx = dy·dy_scale + (x − shift)·x_scale + offset`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct PlaneBackward {
@@ -70,16 +87,20 @@ fn plane_moments(x: &[f32]) -> [f64; 2] {
         return [0.0, 0.0];
     }
     let m = x.len() as f64;
-    let [sum, _] = block_sums::<SUM>(x, x, 0.0);
+    let [sum, _] = block_sums::<SUM>(x, x, 0.0, &NO_GATE);
     let k = (sum / m) as f32;
-    let [d1, d2] = block_sums::<CENTRED>(x, x, k);
+    let [d1, d2] = block_sums::<CENTRED>(x, x, k, &NO_GATE);
     let k = f64::from(k);
     [d1 + m * k, d2 + 2.0 * k * d1 + m * k * k]
 }
 
-/// Σdy and Σdy·(x − shift) of one plane, in compensated f32 ([`block_sums`]).
-fn plane_grad_moments(dy: &[f32], x: &[f32], shift: f32) -> [f64; 2] {
-    block_sums::<WEIGHTED>(dy, x, shift)
+/// Σdy and Σdy·(x − shift) of one plane, in compensated f32 ([`block_sums`]); with a `gate`,
+/// dy is taken as 0 where the ReLU after the gate's forward did not pass it.
+fn plane_grad_moments(dy: &[f32], x: &[f32], shift: f32, gate: Option<&PlaneForward>) -> [f64; 2] {
+    match gate {
+        None => block_sums::<WEIGHTED>(dy, x, shift, &NO_GATE),
+        Some(g) => block_sums::<GATED>(dy, x, shift, g),
+    }
 }
 
 /// [`block_sums`] of [Σa, 0].
@@ -88,6 +109,15 @@ const SUM: u8 = 0;
 const CENTRED: u8 = 1;
 /// [`block_sums`] of [Σa, Σa·(b − k)].
 const WEIGHTED: u8 = 2;
+/// [`block_sums`] of [Σa, Σa·(b − k)] with a taken as 0 where the gate does not pass b.
+const GATED: u8 = 3;
+
+/// The gate argument of the [`block_sums`] kinds that have none.
+const NO_GATE: PlaneForward = PlaneForward {
+    shift: 0.0,
+    scale: 0.0,
+    offset: 0.0,
+};
 
 /// The sums `KIND` names over the common length of `a` and `b` (explicit AVX2 and FMA where
 /// the CPU has them; both bodies give the same bits).
@@ -96,13 +126,13 @@ const WEIGHTED: u8 = 2;
 /// [`BLOCK`] / ([`ACCS`]·8) values in f32 (error ≤ 7 ulps of the block's Σ|v|) before the block
 /// is added to f64 lanes; the tail is summed in f64. Twice as many values per instruction as
 /// widening every value to f64, at about the accuracy of the f32 inputs themselves.
-fn block_sums<const KIND: u8>(a: &[f32], b: &[f32], k: f32) -> [f64; 2] {
+fn block_sums<const KIND: u8>(a: &[f32], b: &[f32], k: f32, gate: &PlaneForward) -> [f64; 2] {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU was just checked to have AVX2 and FMA.
-        return unsafe { avx2::block_sums::<KIND>(a, b, k) };
+        return unsafe { avx2::block_sums::<KIND>(a, b, k, gate) };
     }
-    block_sums_body::<KIND>(a, b, k)
+    block_sums_body::<KIND>(a, b, k, gate)
 }
 
 /// f32 vector accumulators of [`block_sums`] (8 lanes each).
@@ -112,7 +142,7 @@ const ACCS: usize = 4;
 const BLOCK: usize = 256;
 
 /// The portable body of [`block_sums`], in the AVX2 body's order.
-fn block_sums_body<const KIND: u8>(a: &[f32], b: &[f32], k: f32) -> [f64; 2] {
+fn block_sums_body<const KIND: u8>(a: &[f32], b: &[f32], k: f32, gate: &PlaneForward) -> [f64; 2] {
     const STEP: usize = ACCS * 8;
     let len = a.len().min(b.len());
     let full = len / STEP * STEP;
@@ -134,8 +164,14 @@ fn block_sums_body<const KIND: u8>(a: &[f32], b: &[f32], k: f32) -> [f64; 2] {
                         q32[j] = d.mul_add(d, q32[j]);
                     }
                     _ => {
+                        let w = b[i + j];
+                        let v = if KIND == GATED && !gate.passes(w) {
+                            0.0
+                        } else {
+                            v
+                        };
                         s32[j] += v;
-                        q32[j] = v.mul_add(b[i + j] - k, q32[j]);
+                        q32[j] = v.mul_add(w - k, q32[j]);
                     }
                 }
             }
@@ -146,11 +182,18 @@ fn block_sums_body<const KIND: u8>(a: &[f32], b: &[f32], k: f32) -> [f64; 2] {
             q64[j] += f64::from(q32[j]);
         }
     }
-    finish_sums::<KIND>(&s64, &q64, &a[full..len], &b[full..len], k)
+    finish_sums::<KIND>(&s64, &q64, &a[full..len], &b[full..len], k, gate)
 }
 
 /// The f64 lanes summed in lane order, then the tail's values in f64.
-fn finish_sums<const KIND: u8>(s64: &[f64], q64: &[f64], a: &[f32], b: &[f32], k: f32) -> [f64; 2] {
+fn finish_sums<const KIND: u8>(
+    s64: &[f64],
+    q64: &[f64],
+    a: &[f32],
+    b: &[f32],
+    k: f32,
+    gate: &PlaneForward,
+) -> [f64; 2] {
     let (mut s0, mut q0) = (0.0f64, 0.0f64);
     for (s, q) in s64.iter().zip(q64) {
         s0 += s;
@@ -165,6 +208,11 @@ fn finish_sums<const KIND: u8>(s64: &[f64], q64: &[f64], a: &[f32], b: &[f32], k
                 q0 += d * d;
             }
             _ => {
+                let v = if KIND == GATED && !gate.passes(w) {
+                    0.0
+                } else {
+                    v
+                };
                 s0 += f64::from(v);
                 q0 += f64::from(v) * f64::from(w - k);
             }
@@ -173,8 +221,8 @@ fn finish_sums<const KIND: u8>(s64: &[f64], q64: &[f64], a: &[f32], b: &[f32], k
     [s0, q0]
 }
 
-with_avx2!(plane_affine1, plane_affine1_body, (out: &mut [MaybeUninit<f32>], x: &[f32], k: &PlaneForward) -> ());
-with_avx2!(plane_affine2, plane_affine2_body, (out: &mut [MaybeUninit<f32>], dy: &[f32], x: &[f32], k: &PlaneBackward) -> ());
+with_avx2!(plane_affine1, plane_affine1_body, (out: &mut [MaybeUninit<f32>], x: &[f32], k: &PlaneForward, relu: bool) -> ());
+with_avx2!(plane_affine2, plane_affine2_body, (out: &mut [MaybeUninit<f32>], dy: &[f32], x: &[f32], k: &PlaneBackward, gate: Option<&PlaneForward>) -> ());
 
 /// [Σx, Σx²] of every plane of `x` (planes of `s` values), in plane order.
 pub(crate) fn moments(x: &[f32], s: usize) -> Vec<[f64; 2]> {
@@ -187,32 +235,64 @@ pub(crate) fn moments(x: &[f32], s: usize) -> Vec<[f64; 2]> {
         .collect()
 }
 
-/// [Σdy, Σdy·(x − shift)] of every plane, with one shift per plane.
-pub(crate) fn grad_moments(dy: &[f32], x: &[f32], shifts: &[f32], s: usize) -> Vec<[f64; 2]> {
+/// [Σdy, Σdy·(x − shift)] of every plane, with one shift per plane; with `gates` (one per
+/// plane), dy is taken as 0 where the ReLU after the plane's forward did not pass it.
+pub(crate) fn grad_moments(
+    dy: &[f32],
+    x: &[f32],
+    shifts: &[f32],
+    s: usize,
+    gates: Option<&[PlaneForward]>,
+) -> Vec<[f64; 2]> {
     if s == 0 {
         return Vec::new();
     }
     dy.par_chunks(s)
         .zip(x.par_chunks(s))
         .zip(shifts.par_iter())
+        .enumerate()
         .with_min_len(min_planes(s))
-        .map(|((dy, x), &shift)| plane_grad_moments(dy, x, shift))
+        .map(|(p, ((dy, x), &shift))| plane_grad_moments(dy, x, shift, gates.map(|g| &g[p])))
         .collect()
 }
 
-/// out = (x − shift)·scale + offset over one plane.
+/// out = (x − shift)·scale + offset over one plane, through a ReLU when `relu`.
 #[inline(always)]
-fn plane_affine1_body(out: &mut [MaybeUninit<f32>], x: &[f32], k: &PlaneForward) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        o.write((v - k.shift) * k.scale + k.offset);
+fn plane_affine1_body(out: &mut [MaybeUninit<f32>], x: &[f32], k: &PlaneForward, relu: bool) {
+    if relu {
+        for (o, &v) in out.iter_mut().zip(x) {
+            let z = k.at(v);
+            o.write(if z.is_nan() || z > 0.0 { z } else { 0.0 });
+        }
+    } else {
+        for (o, &v) in out.iter_mut().zip(x) {
+            o.write(k.at(v));
+        }
     }
 }
 
-/// out = dy·dy_scale + (x − shift)·x_scale + offset over one plane.
+/// out = dy·dy_scale + (x − shift)·x_scale + offset over one plane; with a `gate`, dy is taken
+/// as 0 where the ReLU after the gate's forward did not pass it.
 #[inline(always)]
-fn plane_affine2_body(out: &mut [MaybeUninit<f32>], dy: &[f32], x: &[f32], k: &PlaneBackward) {
-    for ((o, &g), &v) in out.iter_mut().zip(dy).zip(x) {
-        o.write(g * k.dy_scale + (v - k.shift) * k.x_scale + k.offset);
+fn plane_affine2_body(
+    out: &mut [MaybeUninit<f32>],
+    dy: &[f32],
+    x: &[f32],
+    k: &PlaneBackward,
+    gate: Option<&PlaneForward>,
+) {
+    match gate {
+        None => {
+            for ((o, &g), &v) in out.iter_mut().zip(dy).zip(x) {
+                o.write(g * k.dy_scale + (v - k.shift) * k.x_scale + k.offset);
+            }
+        }
+        Some(gate) => {
+            for ((o, &g), &v) in out.iter_mut().zip(dy).zip(x) {
+                let g = if gate.passes(v) { g } else { 0.0 };
+                o.write(g * k.dy_scale + (v - k.shift) * k.x_scale + k.offset);
+            }
+        }
     }
 }
 
@@ -239,30 +319,45 @@ fn filled<R: Send>(
     (out, results)
 }
 
-/// `(x − shift)·scale + offset` per plane.
-pub(crate) fn affine1(x: &[f32], coef: &[PlaneForward], s: usize) -> Vec<f32> {
+/// `(x − shift)·scale + offset` per plane, through a ReLU when `relu`.
+pub(crate) fn affine1(x: &[f32], coef: &[PlaneForward], s: usize, relu: bool) -> Vec<f32> {
     filled(x.len(), s, |p, out| {
-        plane_affine1(out, &x[p * s..(p + 1) * s], &coef[p])
+        plane_affine1(out, &x[p * s..(p + 1) * s], &coef[p], relu)
     })
     .0
 }
 
-/// `dy·dy_scale + (x − shift)·x_scale + offset` per plane.
-pub(crate) fn affine2(dy: &[f32], x: &[f32], coef: &[PlaneBackward], s: usize) -> Vec<f32> {
+/// `dy·dy_scale + (x − shift)·x_scale + offset` per plane; with `gates` as in
+/// [`grad_moments`].
+pub(crate) fn affine2(
+    dy: &[f32],
+    x: &[f32],
+    coef: &[PlaneBackward],
+    s: usize,
+    gates: Option<&[PlaneForward]>,
+) -> Vec<f32> {
     filled(x.len(), s, |p, out| {
         let plane = p * s..(p + 1) * s;
-        plane_affine2(out, &dy[plane.clone()], &x[plane], &coef[p])
+        plane_affine2(
+            out,
+            &dy[plane.clone()],
+            &x[plane],
+            &coef[p],
+            gates.map(|g| &g[p]),
+        )
     })
     .0
 }
 
 /// The forward of units made of `planes` consecutive planes (per-example units), one unit at a
 /// time while it is in cache: the units' [Σx, Σx²] per plane, then `coef(unit, plane sums)`
-/// gives the unit's per-plane coefficients and its output is written.
+/// gives the unit's per-plane coefficients and its output is written (through a ReLU when
+/// `relu`).
 pub(crate) fn unit_forward(
     x: &[f32],
     s: usize,
     planes: usize,
+    relu: bool,
     coef: impl Fn(usize, &[[f64; 2]]) -> Vec<PlaneForward> + Sync + Send,
 ) -> (Vec<f32>, Vec<[f64; 2]>) {
     let unit = planes * s;
@@ -270,7 +365,7 @@ pub(crate) fn unit_forward(
         let x = &x[u * unit..(u + 1) * unit];
         let sums: Vec<[f64; 2]> = x.chunks(s).map(plane_moments).collect();
         for ((out, x), k) in out.chunks_mut(s).zip(x.chunks(s)).zip(coef(u, &sums)) {
-            plane_affine1(out, x, &k);
+            plane_affine1(out, x, &k, relu);
         }
         sums
     });
@@ -279,28 +374,32 @@ pub(crate) fn unit_forward(
 
 /// The backward of units made of `planes` consecutive planes, one unit at a time while it is in
 /// cache: [Σdy, Σdy·(x − shift)] per plane, then `coef(unit, plane sums)` gives the unit's
-/// per-plane coefficients and its dx is written. Returns dx and the per-plane sums.
+/// per-plane coefficients and its dx is written. Returns dx and the per-plane sums. `gates` as
+/// in [`grad_moments`].
 pub(crate) fn unit_backward(
     dy: &[f32],
     x: &[f32],
     shifts: &[f32],
     s: usize,
     planes: usize,
+    gates: Option<&[PlaneForward]>,
     coef: impl Fn(usize, &[[f64; 2]]) -> Vec<PlaneBackward> + Sync + Send,
 ) -> (Vec<f32>, Vec<[f64; 2]>) {
     let unit = planes * s;
     let (dx, sums) = filled(x.len(), unit, |u, out| {
         let span = u * unit..(u + 1) * unit;
         let (dy, x) = (&dy[span.clone()], &x[span]);
+        let gate = |j: usize| gates.map(|g| &g[u * planes + j]);
         let sums: Vec<[f64; 2]> = dy
             .chunks(s)
             .zip(x.chunks(s))
             .zip(&shifts[u * planes..(u + 1) * planes])
-            .map(|((dy, x), &shift)| plane_grad_moments(dy, x, shift))
+            .enumerate()
+            .map(|(j, ((dy, x), &shift))| plane_grad_moments(dy, x, shift, gate(j)))
             .collect();
         let planes_out = out.chunks_mut(s).zip(dy.chunks(s).zip(x.chunks(s)));
-        for ((out, (dy, x)), k) in planes_out.zip(coef(u, &sums)) {
-            plane_affine2(out, dy, x, &k);
+        for (j, ((out, (dy, x)), k)) in planes_out.zip(coef(u, &sums)).enumerate() {
+            plane_affine2(out, dy, x, &k, gate(j));
         }
         sums
     });
@@ -311,15 +410,25 @@ pub(crate) fn unit_backward(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{ACCS, BLOCK, CENTRED, SUM};
+    use super::{ACCS, BLOCK, CENTRED, GATED, PlaneForward, SUM};
 
     /// See [`super::block_sums`]; same order as [`super::block_sums_body`].
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn block_sums<const KIND: u8>(a: &[f32], b: &[f32], k: f32) -> [f64; 2] {
+    pub(super) fn block_sums<const KIND: u8>(
+        a: &[f32],
+        b: &[f32],
+        k: f32,
+        gate: &PlaneForward,
+    ) -> [f64; 2] {
         const STEP: usize = ACCS * 8;
         let len = a.len().min(b.len());
         let full = len / STEP * STEP;
         let kv = _mm256_set1_ps(k);
+        let (gs, gm, ga) = (
+            _mm256_set1_ps(gate.shift),
+            _mm256_set1_ps(gate.scale),
+            _mm256_set1_ps(gate.offset),
+        );
         let mut s64 = [_mm256_setzero_pd(); 2 * ACCS];
         let mut q64 = [_mm256_setzero_pd(); 2 * ACCS];
         let mut i = 0;
@@ -342,6 +451,15 @@ mod avx2 {
                         _ => {
                             // SAFETY: as above.
                             let bv = unsafe { _mm256_loadu_ps(b.as_ptr().add(at)) };
+                            let av = if KIND == GATED {
+                                // PlaneForward::passes: not (z ≤ 0), true for NaN
+                                let z = _mm256_sub_ps(bv, gs);
+                                let z = _mm256_add_ps(_mm256_mul_ps(z, gm), ga);
+                                let pass = _mm256_cmp_ps::<_CMP_NLE_UQ>(z, _mm256_setzero_ps());
+                                _mm256_and_ps(av, pass)
+                            } else {
+                                av
+                            };
                             s32[v] = _mm256_add_ps(s32[v], av);
                             q32[v] = _mm256_fmadd_ps(av, _mm256_sub_ps(bv, kv), q32[v]);
                         }
@@ -366,7 +484,7 @@ mod avx2 {
                 _mm256_storeu_pd(q.as_mut_ptr().add(4 * v), q64[v]);
             }
         }
-        super::finish_sums::<KIND>(&s, &q, &a[full..len], &b[full..len], k)
+        super::finish_sums::<KIND>(&s, &q, &a[full..len], &b[full..len], k, gate)
     }
 
     /// The low and high four lanes of `v`, widened to f64.
@@ -401,7 +519,17 @@ mod tests {
             let dy = data(5 * s, 11);
             let shifts = [0.1f32, -0.2, 0.0, 0.3, 1.0];
             let m = moments(&x, s);
-            let g = grad_moments(&dy, &x, &shifts, s);
+            let g = grad_moments(&dy, &x, &shifts, s, None);
+            // the gates of a ReLU after x·(1 − p/2) + 0.1: planes 0 and 1 pass x > −0.1 and
+            // x > −0.2, plane 2 passes everything, planes 3 and 4 pass x < 0.2 and x < 0.1
+            let gates: Vec<PlaneForward> = (0..5)
+                .map(|p| PlaneForward {
+                    shift: 0.0,
+                    scale: 1.0 - p as f32 / 2.0,
+                    offset: 0.1,
+                })
+                .collect();
+            let gated = grad_moments(&dy, &x, &shifts, s, Some(&gates));
             for p in 0..5 {
                 let plane = &x[p * s..(p + 1) * s];
                 let grad = &dy[p * s..(p + 1) * s];
@@ -423,11 +551,25 @@ mod tests {
                     .map(|(g, v)| (f(g) * (f(v) - shift)).abs())
                     .sum();
                 let abs_g: f64 = grad.iter().map(|v| f(v).abs()).sum();
+                // the gated sums: dy where the plane's gate is above 0, from an f64 gate
+                let k = gates[p];
+                let open = |v: &f32| {
+                    (f(v) - f64::from(k.shift)) * f64::from(k.scale) + f64::from(k.offset) > 0.0
+                };
+                let pass = |(g, v): (&f32, &f32)| if open(v) { f(g) } else { 0.0 };
+                let gated_s: f64 = grad.iter().zip(plane).map(pass).sum();
+                let gated_x: f64 = grad
+                    .iter()
+                    .zip(plane)
+                    .map(|(g, v)| pass((g, v)) * (f(v) - shift))
+                    .sum();
                 for (got, want, scale) in [
                     (m[p][0], sum, abs_x),
                     (m[p][1], sq, sq),
                     (g[p][0], gs, abs_g),
                     (g[p][1], gx, abs_gx),
+                    (gated[p][0], gated_s, abs_g),
+                    (gated[p][1], gated_x, abs_gx),
                 ] {
                     assert!(
                         (got - want).abs() <= SUM_TOL * scale,
@@ -478,24 +620,32 @@ mod tests {
         for s in [1, 7, 8, 9, 31, 32, 33, 100, 256, 257, 1027, 4099] {
             let (x, dy) = (wide_data(s, 3), wide_data(s, 4));
             // SAFETY: AVX2 and FMA were checked above.
-            let (a, b, c) = unsafe {
+            let gate = PlaneForward {
+                shift: 0.01,
+                scale: -1.5,
+                offset: 0.002,
+            };
+            let (a, b, c, d) = unsafe {
                 (
-                    avx2::block_sums::<SUM>(&x, &x, 0.0),
-                    avx2::block_sums::<CENTRED>(&x, &x, 0.5),
-                    avx2::block_sums::<WEIGHTED>(&dy, &x, 0.25),
+                    avx2::block_sums::<SUM>(&x, &x, 0.0, &NO_GATE),
+                    avx2::block_sums::<CENTRED>(&x, &x, 0.5, &NO_GATE),
+                    avx2::block_sums::<WEIGHTED>(&dy, &x, 0.25, &NO_GATE),
+                    avx2::block_sums::<GATED>(&dy, &x, 0.25, &gate),
                 )
             };
-            assert_eq!(bits(a), bits(block_sums_body::<SUM>(&x, &x, 0.0)), "s={s}");
-            assert_eq!(
-                bits(b),
-                bits(block_sums_body::<CENTRED>(&x, &x, 0.5)),
-                "s={s}"
-            );
-            assert_eq!(
-                bits(c),
-                bits(block_sums_body::<WEIGHTED>(&dy, &x, 0.25)),
-                "s={s}"
-            );
+            let body = |kind| match kind {
+                SUM => block_sums_body::<SUM>(&x, &x, 0.0, &NO_GATE),
+                CENTRED => block_sums_body::<CENTRED>(&x, &x, 0.5, &NO_GATE),
+                WEIGHTED => block_sums_body::<WEIGHTED>(&dy, &x, 0.25, &NO_GATE),
+                _ => block_sums_body::<GATED>(&dy, &x, 0.25, &gate),
+            };
+            for (kind, got) in [(SUM, a), (CENTRED, b), (WEIGHTED, c), (GATED, d)] {
+                assert_eq!(bits(got), bits(body(kind)), "s={s} kind={kind}");
+            }
+            // the gate cut some of the terms, not all
+            if s > 8 {
+                assert_ne!(bits(d), bits(c), "s={s}");
+            }
         }
     }
 
@@ -518,15 +668,25 @@ mod tests {
                 offset: 0.01,
             })
             .collect();
-        let (y, dx) = (affine1(&x, &c1, s), affine2(&dy, &x, &c2, s));
+        let (y, dx) = (affine1(&x, &c1, s, false), affine2(&dy, &x, &c2, s, None));
+        let (y_relu, dx_gated) = (
+            affine1(&x, &c1, s, true),
+            affine2(&dy, &x, &c2, s, Some(&c1)),
+        );
+        let mut cut = 0;
         for i in 0..3 * s {
             let (a, b) = (c1[i / s], c2[i / s]);
-            assert_eq!(y[i], (x[i] - a.shift) * a.scale + a.offset);
-            assert_eq!(
-                dx[i],
-                dy[i] * b.dy_scale + (x[i] - b.shift) * b.x_scale + b.offset
-            );
+            let z = (x[i] - a.shift) * a.scale + a.offset;
+            assert_eq!(y[i], z);
+            let dx_of = |g: f32| g * b.dy_scale + (x[i] - b.shift) * b.x_scale + b.offset;
+            assert_eq!(dx[i], dx_of(dy[i]));
+            // the ReLU and its gradient mask
+            let open = z > 0.0;
+            cut += usize::from(!open);
+            assert_eq!(y_relu[i], if open { z } else { 0.0 });
+            assert_eq!(dx_gated[i], dx_of(if open { dy[i] } else { 0.0 }));
         }
+        assert!(cut > 0 && cut < 3 * s, "{cut} values cut");
     }
 
     #[test]
@@ -540,7 +700,7 @@ mod tests {
                 .num_threads(threads)
                 .build()
                 .expect("thread pool");
-            pool.install(|| (moments(&x, s), grad_moments(&dy, &x, &shifts, s)))
+            pool.install(|| (moments(&x, s), grad_moments(&dy, &x, &shifts, s, None)))
         };
         let (a, b) = (run(1), run(3));
         let bits =

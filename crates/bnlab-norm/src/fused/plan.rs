@@ -32,6 +32,10 @@ pub(crate) struct FusedStats {
     pub epsilon: f64,
     /// Combines the backward's per-unit gradient sums with other workers' (SyncBN).
     pub sync: Option<GradSync>,
+    /// The output goes through a ReLU, fused into the normalize pass (Flex only). The backward
+    /// recomputes which values it passed from x and the forward's coefficients, so the
+    /// activation before the ReLU is never stored.
+    pub relu: bool,
 }
 
 /// The reducer whose [`StatsReducer::reduce_grads`](crate::StatsReducer::reduce_grads) the
@@ -103,7 +107,7 @@ impl FusedStats {
     ) -> (Vec<f32>, Vec<f64>) {
         let [n, c, s] = self.shape;
         let k = self.groups();
-        let (y, planes) = kernels::unit_forward(x, s, self.cpg, |u, sums| {
+        let (y, planes) = kernels::unit_forward(x, s, self.cpg, self.relu, |u, sums| {
             let (i, g) = (u / k, u % k);
             let (mut s1, mut s2) = (0.0, 0.0);
             for &[a, b] in sums {
@@ -219,21 +223,31 @@ impl FusedStats {
 
     /// The backward in two passes over the activations: per-plane Σdy and Σdy·x̂, then
     /// dx = rstd·(scale·dy − α/m·(Σ_unit scale·dy + x̂·Σ_unit scale·dy·x̂)). With per-example
-    /// units both passes run unit by unit, so each unit is read from memory once.
+    /// units both passes run unit by unit, so each unit is read from memory once. `shift` (the
+    /// forward's) is read only under a fused ReLU, whose gradient mask both passes recompute.
     pub(crate) fn backward(
         &self,
         dy: &[f32],
         x: &[f32],
         scale: &[f32],
+        shift: &[f32],
         want_dx: bool,
         want_affine: bool,
     ) -> FusedGrads<Vec<f32>> {
         let [_, _, s] = self.shape;
         let k = self.groups();
         let synced = self.syncs_grads(want_dx);
+        let gates = self.relu.then(|| self.forward_coefficients(scale, shift));
+        let gates = gates.as_deref();
         let (dx, planes) = if want_dx && self.alpha != 0.0 && !synced && self.per_example_units() {
-            let (dx, planes) =
-                kernels::unit_backward(dy, x, &self.plane_means(), s, self.cpg, |u, sums| {
+            let (dx, planes) = kernels::unit_backward(
+                dy,
+                x,
+                &self.plane_means(),
+                s,
+                self.cpg,
+                gates,
+                |u, sums| {
                     let (i, g) = (u / k, u % k);
                     let channels = g * self.cpg..(g + 1) * self.cpg;
                     // the unit's sums, accumulated in the order `reduce_planes` uses
@@ -247,10 +261,14 @@ impl FusedStats {
                     channels
                         .map(|ch| self.grad_coefficient(i, ch, scale, unit_dy, unit_dy_xhat))
                         .collect()
-                });
+                },
+            );
             (Some(dx), planes)
         } else if self.needs_grad_sums(want_dx, want_affine) {
-            (None, kernels::grad_moments(dy, x, &self.plane_means(), s))
+            (
+                None,
+                kernels::grad_moments(dy, x, &self.plane_means(), s, gates),
+            )
         } else {
             (None, Vec::new())
         };
@@ -259,7 +277,7 @@ impl FusedStats {
             Some(dx) => Some(dx),
             None if want_dx => {
                 let coef = self.grad_coefficients(scale, &unit_dy, &unit_dy_xhat);
-                Some(kernels::affine2(dy, x, &coef, s))
+                Some(kernels::affine2(dy, x, &coef, s, gates))
             }
             None => None,
         };
