@@ -80,6 +80,23 @@ impl ConvNorm {
             None => Ok(burn::tensor::activation::relu(y)),
         }
     }
+
+    /// The end of a residual block: relu([`ConvNorm::forward`] + `residual`), fused into the
+    /// normalization where it can be ([`Norm::forward_add_relu_domains`]).
+    pub fn forward_add_relu(
+        &self,
+        x: Tensor<4>,
+        residual: Tensor<4>,
+        domains: Option<&[usize]>,
+    ) -> Result<Tensor<4>, ModelError> {
+        let y = conv2d(&self.conv, x, self.kernel);
+        match &self.norm {
+            Some(norm) => norm
+                .forward_add_relu_domains(y, residual, domains)
+                .map_err(at_site(&self.site)),
+            None => Ok(burn::tensor::activation::relu(y + residual)),
+        }
+    }
 }
 
 impl FoldNorms for ConvNorm {

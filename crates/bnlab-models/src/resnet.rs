@@ -10,7 +10,6 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
 use burn::nn::pool::MaxPool2dConfig;
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, TensorCreationOptions};
 use serde::{Deserialize, Serialize};
 
@@ -297,15 +296,17 @@ impl Residual {
     /// - input `[N, C_in, H, W]`, output `[N, C_out, H/s, W/s]`.
     pub fn forward(&self, x: Tensor<4>, d: Option<&[usize]>) -> Result<Tensor<4>, ModelError> {
         let out = self.conv1.forward_relu(x.clone(), d)?;
-        let out = match &self.conv3 {
-            Some(conv3) => conv3.forward(self.conv2.forward_relu(out, d)?, d)?,
-            None => self.conv2.forward(out, d)?,
-        };
         let shortcut = match &self.projection {
             Some(p) => p.forward(x, d)?,
             None => zero_pad_shortcut(x, self.pad_stride, self.pad),
         };
-        Ok(relu(out + shortcut))
+        match &self.conv3 {
+            Some(conv3) => {
+                let out = self.conv2.forward_relu(out, d)?;
+                conv3.forward_add_relu(out, shortcut, d)
+            }
+            None => self.conv2.forward_add_relu(out, shortcut, d),
+        }
     }
 }
 

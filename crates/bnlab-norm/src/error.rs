@@ -23,6 +23,14 @@ pub enum NormError {
         /// Its rank.
         rank: usize,
     },
+    /// A residual whose shape is not the input's.
+    #[error("residual of shape {residual:?} added to an input of shape {shape:?}")]
+    ResidualShape {
+        /// The input's shape.
+        shape: Vec<usize>,
+        /// The residual's shape.
+        residual: Vec<usize>,
+    },
     /// The input's channel axis does not match the layer.
     #[error("input of shape {shape:?} has {got} channels; the layer was built for {expected}")]
     ChannelMismatch {

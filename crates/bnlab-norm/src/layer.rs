@@ -83,7 +83,7 @@ impl Norm {
         input: Tensor<D>,
         domains: Option<&[usize]>,
     ) -> Result<Tensor<D>, NormError> {
-        self.forward_then(input, domains, false)
+        self.forward_then(input, domains, Tail::None)
     }
 
     /// The layer followed by a ReLU: `relu(forward(x))`.
@@ -111,19 +111,45 @@ impl Norm {
         input: Tensor<D>,
         domains: Option<&[usize]>,
     ) -> Result<Tensor<D>, NormError> {
-        self.forward_then(input, domains, true)
+        self.forward_then(input, domains, Tail::Relu)
     }
 
-    /// [`Norm::forward_domains`], followed by a ReLU when `relu`.
+    /// The end of a residual block: `relu(forward_domains(x, domains) + residual)`.
+    ///
+    /// On Flex's fused path the sum and the ReLU are applied in the normalize pass (the
+    /// normalized activation and the sum are never written); elsewhere Burn's operations
+    /// follow the layer. Both give the same values.
+    ///
+    /// # Shapes
+    /// - input and residual: `[N, C]` or `[N, C, ...]`, the same
+    /// - domains: `N` ids, each `< domains.count`
+    /// - output: same as input
+    pub fn forward_add_relu_domains<const D: usize>(
+        &self,
+        input: Tensor<D>,
+        residual: Tensor<D>,
+        domains: Option<&[usize]>,
+    ) -> Result<Tensor<D>, NormError> {
+        if residual.dims() != input.dims() {
+            return Err(NormError::ResidualShape {
+                shape: input.dims().to_vec(),
+                residual: residual.dims().to_vec(),
+            });
+        }
+        self.forward_then(input, domains, Tail::AddRelu(Box::new(residual)))
+    }
+
+    /// [`Norm::forward_domains`], followed by `tail`.
     fn forward_then<const D: usize>(
         &self,
         input: Tensor<D>,
         domains: Option<&[usize]>,
-        relu: bool,
+        tail: Tail<D>,
     ) -> Result<Tensor<D>, NormError> {
         let dtype = input.dtype();
         if crate::is_half(dtype) {
-            let y = self.forward_then(crate::full_precision(input), domains, relu)?;
+            let tail = tail.map(crate::full_precision);
+            let y = self.forward_then(crate::full_precision(input), domains, tail)?;
             return Ok(crate::Precision::of(dtype).apply(y));
         }
         let shape = input.dims();
@@ -147,9 +173,10 @@ impl Norm {
         // a worker without examples still takes part in its group's statistics
         let takes_part = batch_stats && self.state.reducer.is_some();
         if s == 0 || (n == 0 && !takes_part) {
-            return Ok(relu_if(input, relu));
+            return Ok(tail.apply(input));
         }
         let x3: Tensor<3> = input.reshape([n, c, s]);
+        let tail = tail.map(|r| r.reshape([n, c, s]));
         let plan = match (self.state.mode, self.state.collect_policy) {
             (NormMode::Collect, Some(batch)) => {
                 let config = NormConfig {
@@ -167,7 +194,7 @@ impl Norm {
             ));
         }
         if fused {
-            return Ok(self.forward_fused(x3, &plan, &shape, relu)?.reshape(shape));
+            return Ok(self.forward_fused(x3, &plan, &shape, tail)?.reshape(shape));
         }
         let xhat = if self.config.unit == StatUnit::None {
             x3.clone()
@@ -185,7 +212,7 @@ impl Norm {
             }
         };
         self.record_outliers(&xhat);
-        Ok(relu_if(self.affine(&x3, xhat, &plan), relu).reshape(shape))
+        Ok(tail.apply(self.affine(&x3, xhat, &plan)).reshape(shape))
     }
 
     /// Counts |x̂| above the probe's threshold, when a probe is attached.
@@ -229,14 +256,14 @@ impl Norm {
             && self.state.reducer.as_ref().is_some_and(|r| r.syncs_units())
     }
 
-    /// Every mode on the fused path, followed by a ReLU when `relu`. Affine tails that depend
-    /// on x̂ itself (RBN/IEBN), and the outlier probe, apply the composed affine to the fused x̂.
+    /// Every mode on the fused path, followed by `tail`. Affine tails that depend on x̂ itself
+    /// (RBN/IEBN), and the outlier probe, apply the composed affine to the fused x̂.
     fn forward_fused(
         &self,
         x3: Tensor<3>,
         plan: &Partition,
         shape: &[usize],
-        relu: bool,
+        tail: Tail<3>,
     ) -> Result<Tensor<3>, NormError> {
         let [n, c, _] = x3.dims();
         let folded = match self.state.outliers {
@@ -246,9 +273,10 @@ impl Norm {
         let Some((scale, shift)) = folded else {
             let ones = Tensor::<2>::ones([1, c], &x3.device());
             let (zeros, rows) = (ones.zeros_like(), vec![0; n]);
-            let xhat = self.fused_normalize(x3.clone(), [ones, zeros], rows, plan, shape, false)?;
+            let none = Tail::None;
+            let xhat = self.fused_normalize(x3.clone(), [ones, zeros], rows, plan, shape, none)?;
             self.record_outliers(&xhat);
-            return Ok(relu_if(self.affine(&x3, xhat, plan), relu));
+            return Ok(tail.apply(self.affine(&x3, xhat, plan)));
         };
         self.fused_normalize(
             x3,
@@ -256,14 +284,15 @@ impl Norm {
             plan.affine_of.clone(),
             plan,
             shape,
-            relu,
+            tail,
         )
     }
 
     /// y = x̂·scale + shift ([A, C] each, row `affine_row[i]` for example i) with this mode's
     /// statistics: from one read pass on the host, then one normalize + affine pass; per-example
-    /// units with batch statistics are normalized unit by unit while in cache. Followed by a
-    /// ReLU when `relu`: in the same pass on Flex, after it elsewhere.
+    /// units with batch statistics are normalized unit by unit while in cache. Followed by
+    /// `tail`: in the same pass on Flex (but the sum of [`Tail::AddRelu`] on per-example
+    /// units), after it elsewhere.
     fn fused_normalize(
         &self,
         x3: Tensor<3>,
@@ -271,11 +300,11 @@ impl Norm {
         affine_row: Vec<usize>,
         plan: &Partition,
         shape: &[usize],
-        relu: bool,
+        tail: Tail<3>,
     ) -> Result<Tensor<3>, NormError> {
         let [n, c, s] = x3.dims();
-        // the kernels' ReLU (and its backward) exist on Flex only
-        let fuse_relu = relu && fused::is_flex(&x3.device());
+        // the kernels' tails (and their backward) exist on Flex only
+        let flex = fused::is_flex(&x3.device());
         let (cpg, k) = self.config.channel_grouping();
         let values = (cpg * s) as f64;
         // the statistics are not differentiated on this path (the fused backward accounts for
@@ -300,15 +329,17 @@ impl Norm {
             alpha: 1.0,
             epsilon: self.config.epsilon,
             sync: None,
-            relu: fuse_relu,
+            relu: false,
         };
         let mode = self.state.mode;
         let synced = mode.uses_batch_stats() && self.synced_units();
         if mode.uses_batch_stats() && plan.is_identity() && !synced {
+            fused_plan.relu = flex && matches!(tail, Tail::Relu);
+            let rest = if fused_plan.relu { Tail::None } else { tail };
             let (y, s1, s2) = fused::normalize_units(x3, scale, shift, fused_plan)?;
             let stats = self.batch_stats_from(host(s1), host(s2), values, plan, shape)?;
             self.record_batch_stats(&stats)?;
-            return Ok(relu_if(y, relu && !fuse_relu));
+            return Ok(rest.apply(y));
         }
         let (stat_row, mean, var, count, alpha) = match mode {
             NormMode::Train | NormMode::Collect | NormMode::Eval(StatsSource::MiniBatch) => {
@@ -344,8 +375,14 @@ impl Norm {
         if synced {
             fused_plan.sync = self.state.reducer.clone().map(fused::GradSync);
         }
-        let y = fused::apply(x3, scale, shift, fused_plan);
-        Ok(relu_if(y, relu && !fuse_relu))
+        Ok(match tail {
+            Tail::Relu if flex => {
+                fused_plan.relu = true;
+                fused::apply(x3, scale, shift, fused_plan)
+            }
+            Tail::AddRelu(r) if flex => fused::apply_add_relu(x3, scale, shift, *r, fused_plan),
+            tail => tail.apply(fused::apply(x3, scale, shift, fused_plan)),
+        })
     }
 
     /// `Train`, `Collect` and `Eval(MiniBatch)`: batch statistics under the batch policy,
@@ -414,11 +451,33 @@ impl Norm {
     }
 }
 
-/// `relu(t)` when `yes`, else `t`.
-fn relu_if<const D: usize>(t: Tensor<D>, yes: bool) -> Tensor<D> {
-    if yes {
-        burn::tensor::activation::relu(t)
-    } else {
-        t
+/// What follows the normalization in one call of the layer.
+enum Tail<const D: usize> {
+    /// Nothing.
+    None,
+    /// A ReLU.
+    Relu,
+    /// This tensor added, then a ReLU (the end of a residual block).
+    AddRelu(Box<Tensor<D>>),
+}
+
+impl<const D: usize> Tail<D> {
+    /// The same tail with `f` applied to its tensor.
+    fn map<const E: usize>(self, f: impl FnOnce(Tensor<D>) -> Tensor<E>) -> Tail<E> {
+        match self {
+            Tail::None => Tail::None,
+            Tail::Relu => Tail::Relu,
+            Tail::AddRelu(r) => Tail::AddRelu(Box::new(f(*r))),
+        }
+    }
+
+    /// The tail applied to `y` with Burn's operations.
+    fn apply(self, y: Tensor<D>) -> Tensor<D> {
+        use burn::tensor::activation::relu;
+        match self {
+            Tail::None => y,
+            Tail::Relu => relu(y),
+            Tail::AddRelu(r) => relu(y + *r),
+        }
     }
 }

@@ -34,6 +34,8 @@ struct Outcome {
     dx: Vec<f64>,
     dparams: Vec<Vec<f64>>,
     running: Vec<f64>,
+    /// The residual's gradient ([`Tail::LayerAddRelu`], [`Tail::BurnAddRelu`]).
+    dr: Vec<f64>,
 }
 
 /// What follows the layer in [`run_then`].
@@ -45,6 +47,10 @@ enum Tail {
     LayerRelu,
     /// Burn's `relu` after `Norm::forward_domains`.
     BurnRelu,
+    /// `Norm::forward_add_relu_domains` with a residual.
+    LayerAddRelu,
+    /// Burn's `relu(y + residual)` after `Norm::forward_domains`.
+    BurnAddRelu,
 }
 
 /// Runs one forward and backward of Σ w·y with `kernel`, from the same random state.
@@ -82,17 +88,23 @@ fn run_then(
     let norm = norm.with_mode(mode);
     let x = tensor(&rng.vec(sh.len(), -2.0, 3.0), [sh.n, sh.c, sh.s], &device).require_grad();
     let w = tensor(&rng.vec(sh.len(), -1.0, 1.0), [sh.n, sh.c, sh.s], &device);
+    let r = tensor(&rng.vec(sh.len(), -1.0, 1.0), [sh.n, sh.c, sh.s], &device).require_grad();
     let y = match tail {
         Tail::None => norm.forward_domains(x.clone(), domains),
         Tail::LayerRelu => norm.forward_relu_domains(x.clone(), domains),
         Tail::BurnRelu => norm
             .forward_domains(x.clone(), domains)
             .map(burn::tensor::activation::relu),
+        Tail::LayerAddRelu => norm.forward_add_relu_domains(x.clone(), r.clone(), domains),
+        Tail::BurnAddRelu => norm
+            .forward_domains(x.clone(), domains)
+            .map(|y| burn::tensor::activation::relu(y + r.clone())),
     }
     .expect("forward");
     let y_values = values(y.clone());
     let grads = total(y * w).backward();
     let dx = x.grad(&grads).map(values).unwrap_or_default();
+    let dr = r.grad(&grads).map(values).unwrap_or_default();
     let dparams = param_tensors(&norm)
         .into_iter()
         .map(|p| p.grad(&grads).map(values).unwrap_or_default())
@@ -109,6 +121,7 @@ fn run_then(
         dx,
         dparams,
         running,
+        dr,
     }
 }
 
@@ -161,11 +174,11 @@ fn fused_matches_composed_for_every_unit_variant_affine_and_mode() {
     assert_eq!(checked, (4 + 4 * 2) * 9 * 6);
 }
 
-/// The ReLU fused into the layer gives Burn's `relu` after the layer bit for bit (forward,
-/// gradients, running statistics), and the composed layer and `relu` within the tolerances, for
-/// every unit, variant, affine tail and mode.
+/// The ReLU, and the residual sum and ReLU, fused into the layer give Burn's operations after
+/// the layer bit for bit (forward, gradients, running statistics), and the composed layer
+/// within the tolerances, for every unit, variant, affine tail and mode.
 #[test]
-fn fused_relu_matches_the_layer_then_burns_relu() {
+fn fused_tails_match_the_layer_then_burns_operations() {
     // 37 values a plane: one block of the vector kernels and a tail
     let sh = Shape { n: 4, c: 4, s: 37 };
     let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -181,28 +194,47 @@ fn fused_relu_matches_the_layer_then_burns_relu() {
                     let config = variant_config(sh.c, unit, affine, variant);
                     let what = format!("{unit:?} {variant:?} {affine:?} {mode:?}");
                     let go = |kernel, tail| run_then(&config, kernel, mode, sh, ids, 23, tail);
-                    let fused = go(Kernel::Fused, Tail::LayerRelu);
-                    let after = go(Kernel::Fused, Tail::BurnRelu);
-                    assert_eq!(bits(&fused.y), bits(&after.y), "{what}: forward");
-                    assert_eq!(bits(&fused.dx), bits(&after.dx), "{what}: input gradient");
-                    assert_eq!(fused.dparams.len(), after.dparams.len());
-                    for (a, b) in fused.dparams.iter().zip(&after.dparams) {
-                        assert_eq!(bits(a), bits(b), "{what}: parameter gradient");
+                    for (ours, theirs) in [
+                        (Tail::LayerRelu, Tail::BurnRelu),
+                        (Tail::LayerAddRelu, Tail::BurnAddRelu),
+                    ] {
+                        let fused = go(Kernel::Fused, ours);
+                        let after = go(Kernel::Fused, theirs);
+                        let what = format!("{what} {ours:?}");
+                        assert_eq!(
+                            bits(&fused.dr),
+                            bits(&after.dr),
+                            "{what}: residual gradient"
+                        );
+                        assert_eq!(bits(&fused.y), bits(&after.y), "{what}: forward");
+                        assert_eq!(bits(&fused.dx), bits(&after.dx), "{what}: input gradient");
+                        assert_eq!(fused.dparams.len(), after.dparams.len());
+                        for (a, b) in fused.dparams.iter().zip(&after.dparams) {
+                            assert_eq!(bits(a), bits(b), "{what}: parameter gradient");
+                        }
+                        assert_eq!(bits(&fused.running), bits(&after.running), "{what}");
+                        let composed = go(Kernel::Composed, ours);
+                        let fwd = max_abs_diff(&fused.y, &composed.y);
+                        assert!(fwd <= FORWARD_TOL, "{what}: forward differs by {fwd}");
+                        let bwd = rel_err(&fused.dx, &composed.dx);
+                        assert!(bwd <= BACKWARD_TOL, "{what}: dx differs by {bwd}");
+                        if ours == Tail::LayerAddRelu {
+                            let bwd = rel_err(&fused.dr, &composed.dr);
+                            assert!(
+                                bwd <= BACKWARD_TOL,
+                                "{what}: residual gradient differs by {bwd}"
+                            );
+                        }
+                        assert_eq!(fused.dr.is_empty(), ours == Tail::LayerRelu, "{what}");
+                        zeroed += fused.y.iter().filter(|&&v| v == 0.0).count();
+                        total += fused.y.len();
+                        checked += 1;
                     }
-                    assert_eq!(bits(&fused.running), bits(&after.running), "{what}");
-                    let composed = go(Kernel::Composed, Tail::LayerRelu);
-                    let fwd = max_abs_diff(&fused.y, &composed.y);
-                    assert!(fwd <= FORWARD_TOL, "{what}: forward differs by {fwd}");
-                    let bwd = rel_err(&fused.dx, &composed.dx);
-                    assert!(bwd <= BACKWARD_TOL, "{what}: dx differs by {bwd}");
-                    zeroed += fused.y.iter().filter(|&&v| v == 0.0).count();
-                    total += fused.y.len();
-                    checked += 1;
                 }
             }
         }
     }
-    assert_eq!(checked, (4 + 4 * 2) * 9 * 6);
+    assert_eq!(checked, 2 * (4 + 4 * 2) * 9 * 6);
     // the ReLU cut a real share of the values (the masks were exercised)
     assert!(
         zeroed * 5 > total && zeroed * 5 < 4 * total,
@@ -380,4 +412,18 @@ fn fused_statistics_keep_their_precision_under_a_large_mean() {
             "{unit:?}: y differs from the f64 reference by {err}"
         );
     }
+}
+
+/// A residual of another shape than the input is refused with an error, not a panic.
+#[test]
+fn a_residual_of_another_shape_is_an_error() {
+    let device = device().autodiff();
+    let norm = NormConfig::new(3).init(&device).expect("valid config");
+    let x = tensor(&[0.5; 24], [2, 3, 4], &device);
+    let r = tensor(&[0.5; 18], [2, 3, 3], &device);
+    let err = norm.forward_add_relu_domains(x, r, None).unwrap_err();
+    assert!(
+        matches!(err, bnlab_norm::NormError::ResidualShape { .. }),
+        "{err}"
+    );
 }

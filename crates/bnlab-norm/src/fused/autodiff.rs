@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use burn::backend::autodiff::{
-    Autodiff,
+    Autodiff, NodeId,
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
     grads::Gradients,
     ops::{Backward, Ops, OpsKind},
@@ -36,26 +36,71 @@ impl<B: FusedNormBackward> Backward<B, 3> for FusedBackward<B> {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let [node_x, node_scale, node_shift] = ops.parents;
         let dy = grads.consume::<B>(&ops.node);
         let (x, scale, shift, plan) = ops.state;
-        let want_affine = node_scale.is_some() || node_shift.is_some();
-        let scale_shape = scale.shape();
-        let device = scale.device();
-        let out = B::fused_norm_backward(dy, x, scale, shift, &plan, node_x.is_some(), want_affine);
-        let affine_grad = |v: Vec<f64>| {
-            let v: Vec<f32> = v.into_iter().map(|g| g as f32).collect();
-            B::float_from_data(TensorData::new(v, scale_shape.clone()), &device)
-        };
-        if let (Some(node), Some(dx)) = (node_x, out.dx) {
-            grads.register::<B>(node.id, dx);
+        let parents = ops.parents.map(|p| p.map(|node| node.id));
+        register_grads::<B>(grads, parents, dy, [x, scale, shift], &plan);
+    }
+}
+
+/// Backward of `fused_norm_apply_add_relu` over (x, scale, shift, residual).
+#[derive(Debug)]
+struct FusedAddReluBackward<B>(PhantomData<B>);
+
+impl<B: FusedNormBackward> Backward<B, 4> for FusedAddReluBackward<B> {
+    /// x, scale, shift, the output and the plan of the forward call.
+    type State = (
+        FloatTensor<B>,
+        FloatTensor<B>,
+        FloatTensor<B>,
+        FloatTensor<B>,
+        Arc<FusedStats>,
+    );
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 4>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_scale, node_shift, node_residual] =
+            ops.parents.map(|p| p.map(|node| node.id));
+        let dy = grads.consume::<B>(&ops.node);
+        let (x, scale, shift, y, plan) = ops.state;
+        // the ReLU's gradient (what passed it: y > 0 or NaN), the residual's and the layer's
+        let dz = B::relu_backward(y, dy);
+        if let Some(node) = node_residual {
+            grads.register::<B>(node, dz.clone());
         }
-        if let Some(node) = node_scale {
-            grads.register::<B>(node.id, affine_grad(out.dscale));
-        }
-        if let Some(node) = node_shift {
-            grads.register::<B>(node.id, affine_grad(out.dshift));
-        }
+        let parents = [node_x, node_scale, node_shift];
+        register_grads::<B>(grads, parents, dz, [x, scale, shift], &plan);
+    }
+}
+
+/// Registers the gradients of the fused normalization's parents (x, scale, shift) given ∂L/∂y.
+fn register_grads<B: FusedNormBackward>(
+    grads: &mut Gradients,
+    [node_x, node_scale, node_shift]: [Option<NodeId>; 3],
+    dy: FloatTensor<B>,
+    [x, scale, shift]: [FloatTensor<B>; 3],
+    plan: &FusedStats,
+) {
+    let want_affine = node_scale.is_some() || node_shift.is_some();
+    let scale_shape = scale.shape();
+    let device = scale.device();
+    let out = B::fused_norm_backward(dy, x, scale, shift, plan, node_x.is_some(), want_affine);
+    let affine_grad = |v: Vec<f64>| {
+        let v: Vec<f32> = v.into_iter().map(|g| g as f32).collect();
+        B::float_from_data(TensorData::new(v, scale_shape.clone()), &device)
+    };
+    if let (Some(node), Some(dx)) = (node_x, out.dx) {
+        grads.register::<B>(node, dx);
+    }
+    if let Some(node) = node_scale {
+        grads.register::<B>(node, affine_grad(out.dscale));
+    }
+    if let Some(node) = node_shift {
+        grads.register::<B>(node, affine_grad(out.dshift));
     }
 }
 
@@ -85,6 +130,41 @@ impl<B: FusedNormBackward, C: CheckpointStrategy> FusedNorm for Autodiff<B, C> {
                 x.into_primitive(),
                 scale.into_primitive(),
                 shift.into_primitive(),
+                plan,
+            )),
+        }
+    }
+
+    fn fused_norm_apply_add_relu(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        plan: Arc<FusedStats>,
+    ) -> FloatTensor<Self> {
+        let nodes = [x.node(), scale.node(), shift.node(), residual.node()];
+        match FusedAddReluBackward::<B>(PhantomData)
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (xp, sp) = (x.primitive().clone(), scale.primitive().clone());
+                let bp = shift.into_primitive();
+                let y = B::fused_norm_apply_add_relu(
+                    xp.clone(),
+                    sp.clone(),
+                    bp.clone(),
+                    residual.into_primitive(),
+                    plan.clone(),
+                );
+                prep.finish((xp, sp, bp, y.clone(), plan), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_norm_apply_add_relu(
+                x.into_primitive(),
+                scale.into_primitive(),
+                shift.into_primitive(),
+                residual.into_primitive(),
                 plan,
             )),
         }

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use burn::backend::Cube;
-use burn::backend::ops::FloatTensorOps;
+use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::FloatTensor;
 use burn::tensor::{DType, Shape, TensorData};
 use burn_cubecl::kernel::into_contiguous;
@@ -221,6 +221,18 @@ impl FusedNorm for Cube {
         let v = host_values::<Cube>(vec![scale, shift]);
         let coef = plan.forward_coefficients(&narrow(&v[0]), &narrow(&v[1]));
         affine1(&x, &coef, plan.shape)
+    }
+
+    fn fused_norm_apply_add_relu(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        plan: Arc<FusedStats>,
+    ) -> FloatTensor<Self> {
+        // composed: the layer takes this path on Flex only
+        let y = Self::fused_norm_apply(x, scale, shift, plan);
+        Self::relu(Self::float_add(y, residual))
     }
 
     fn fused_norm_units(

@@ -30,6 +30,17 @@ pub(crate) trait FusedNorm: Backend {
         plan: Arc<FusedStats>,
     ) -> FloatTensor<Self>;
 
+    /// relu([`Self::fused_norm_apply`] + residual) in one pass (on Flex; composed elsewhere):
+    /// the end of a residual block. `plan.relu` must be unset; differentiable in x, scale,
+    /// shift and residual.
+    fn fused_norm_apply_add_relu(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        plan: Arc<FusedStats>,
+    ) -> FloatTensor<Self>;
+
     /// Per-example units (the plan's statistics rows are the examples) normalized with their
     /// own statistics: y, and the unit sums as [`Self::fused_norm_sums`] gives them;
     /// differentiable in x, scale and shift.
@@ -126,6 +137,20 @@ impl FusedNorm for Flex {
     ) -> FloatTensor<Self> {
         let coef = plan.forward_coefficients(&f32_values(&scale), &f32_values(&shift));
         let y = kernels::affine1(&f32_values(&x), &coef, plan.shape[2], plan.relu);
+        flex_tensor(y, plan.shape.to_vec())
+    }
+
+    fn fused_norm_apply_add_relu(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        plan: Arc<FusedStats>,
+    ) -> FloatTensor<Self> {
+        assert!(!plan.relu, "bnlab-norm: a ReLU planned before the residual");
+        let coef = plan.forward_coefficients(&f32_values(&scale), &f32_values(&shift));
+        let (x, r) = (f32_values(&x), f32_values(&residual));
+        let y = kernels::affine_add_relu(&x, &r, &coef, plan.shape[2]);
         flex_tensor(y, plan.shape.to_vec())
     }
 

@@ -222,6 +222,7 @@ fn finish_sums<const KIND: u8>(
 }
 
 with_avx2!(plane_affine1, plane_affine1_body, (out: &mut [MaybeUninit<f32>], x: &[f32], k: &PlaneForward, relu: bool) -> ());
+with_avx2!(plane_affine_add_relu, plane_affine_add_relu_body, (out: &mut [MaybeUninit<f32>], x: &[f32], r: &[f32], k: &PlaneForward) -> ());
 with_avx2!(plane_affine2, plane_affine2_body, (out: &mut [MaybeUninit<f32>], dy: &[f32], x: &[f32], k: &PlaneBackward, gate: Option<&PlaneForward>) -> ());
 
 /// [Σx, Σx²] of every plane of `x` (planes of `s` values), in plane order.
@@ -268,6 +269,20 @@ fn plane_affine1_body(out: &mut [MaybeUninit<f32>], x: &[f32], k: &PlaneForward,
         for (o, &v) in out.iter_mut().zip(x) {
             o.write(k.at(v));
         }
+    }
+}
+
+/// out = relu((x − shift)·scale + offset + r) over one plane.
+#[inline(always)]
+fn plane_affine_add_relu_body(
+    out: &mut [MaybeUninit<f32>],
+    x: &[f32],
+    r: &[f32],
+    k: &PlaneForward,
+) {
+    for ((o, &v), &r) in out.iter_mut().zip(x).zip(r) {
+        let z = k.at(v) + r;
+        o.write(if z.is_nan() || z > 0.0 { z } else { 0.0 });
     }
 }
 
@@ -323,6 +338,16 @@ fn filled<R: Send>(
 pub(crate) fn affine1(x: &[f32], coef: &[PlaneForward], s: usize, relu: bool) -> Vec<f32> {
     filled(x.len(), s, |p, out| {
         plane_affine1(out, &x[p * s..(p + 1) * s], &coef[p], relu)
+    })
+    .0
+}
+
+/// `relu((x − shift)·scale + offset + r)` per plane.
+pub(crate) fn affine_add_relu(x: &[f32], r: &[f32], coef: &[PlaneForward], s: usize) -> Vec<f32> {
+    assert_eq!(x.len(), r.len(), "a residual of another size");
+    filled(x.len(), s, |p, out| {
+        let plane = p * s..(p + 1) * s;
+        plane_affine_add_relu(out, &x[plane.clone()], &r[plane], &coef[p])
     })
     .0
 }
@@ -687,6 +712,13 @@ mod tests {
             assert_eq!(dx_gated[i], dx_of(if open { dy[i] } else { 0.0 }));
         }
         assert!(cut > 0 && cut < 3 * s, "{cut} values cut");
+        let r = data(3 * s, 9);
+        let y_add = affine_add_relu(&x, &r, &c1, s);
+        for i in 0..3 * s {
+            let a = c1[i / s];
+            let z = (x[i] - a.shift) * a.scale + a.offset + r[i];
+            assert_eq!(y_add[i], if z > 0.0 { z } else { 0.0 });
+        }
     }
 
     #[test]

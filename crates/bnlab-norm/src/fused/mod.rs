@@ -78,6 +78,24 @@ pub(crate) fn apply(
     Tensor::from_dispatch(out)
 }
 
+/// relu([`apply`] + residual) in one pass; `residual` as x ([N, C, S], f32, same device).
+pub(crate) fn apply_add_relu(
+    x: Tensor<3>,
+    scale: Tensor<2>,
+    shift: Tensor<2>,
+    residual: Tensor<3>,
+    plan: FusedStats,
+) -> Tensor<3> {
+    let out = <Dispatch as FusedNorm>::fused_norm_apply_add_relu(
+        x.into_dispatch(),
+        scale.into_dispatch(),
+        shift.into_dispatch(),
+        residual.into_dispatch(),
+        Arc::new(plan),
+    );
+    Tensor::from_dispatch(out)
+}
+
 /// Per-example units normalized one at a time with their own statistics (see
 /// [`FusedNorm::fused_norm_units`]): y, then Σx and Σx² per example and channel group.
 pub(crate) fn normalize_units(
