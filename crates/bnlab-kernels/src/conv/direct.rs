@@ -281,6 +281,23 @@ impl Default for Scratch {
     }
 }
 
+thread_local! {
+    /// This thread's scratch buffers, kept from call to call: a fresh one per task zeroed its
+    /// buffers as they grew, every time (1.8 % of a ResNet-20 step in `memset`).
+    static THREAD_SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+impl Scratch {
+    /// Runs `f` with this thread's scratch buffers (a fresh set where they are in use further
+    /// up this thread's stack, as when rayon runs another task inside a wait).
+    pub(crate) fn with<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+        THREAD_SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => f(&mut scratch),
+            Err(_) => f(&mut Scratch::default()),
+        })
+    }
+}
+
 /// An output that several tasks write at once, each only the planes of its own channels; it
 /// may start uninitialized ([`SharedOut::spare`]): it is only ever written through pointers.
 #[derive(Debug, Clone, Copy)]

@@ -57,17 +57,16 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
             .flat_map(|b| parts.iter().map(move |p| (b.clone(), p.clone())))
             .collect();
         let out = direct::SharedOut::spare(&mut y, g.output_len());
-        tasks.into_par_iter().for_each_init(
-            direct::Scratch::default,
-            |scratch, (block, channels)| {
-                let xb = &x[block.start * in_image..][..block.len() * in_image];
-                let out = out.sub(block.start * image, block.len() * image);
+        tasks.into_par_iter().for_each(|(block, channels)| {
+            let xb = &x[block.start * in_image..][..block.len() * in_image];
+            let out = out.sub(block.start * image, block.len() * image);
+            direct::Scratch::with(|scratch| {
                 // SAFETY: the planes of the block's images and the part's channels are this
                 // task's alone (blocks and parts are disjoint), and `y` is not touched until
                 // every task has ended.
-                unsafe { direct::forward(g, block.len(), xb, &packed, out, channels, scratch) };
-            },
-        );
+                unsafe { direct::forward(g, block.len(), xb, &packed, out, channels, scratch) }
+            });
+        });
         // SAFETY: the tasks wrote every element: each (image, channel) plane of the output is
         // one block's and one part's, and the tiles cover every pixel of a plane.
         unsafe { y.set_len(g.output_len()) };
@@ -192,29 +191,30 @@ fn direct_backward(
     let partials: Vec<Vec<f32>> = tasks
         .into_par_iter()
         .map(|(seg, i)| {
-            let mut dw = vec![0.0f32; if want_w { outs[i].len() * row } else { 0 }];
-            let mut scratch = direct::Scratch::default();
-            // the weight gradient sums over the segment's images in one call
-            let images = seg.first().map_or(0, |b| b.start)..seg.last().map_or(0, |b| b.end);
-            if want_w {
-                let n = images.len();
-                let xs = &x[images.start * in_image..][..n * in_image];
-                let dys = &dy[images.start * out_image..][..n * out_image];
-                direct::weight_grad(g, n, xs, dys, &mut dw, outs[i].clone(), &mut scratch);
-            }
-            for block in seg {
-                let n = block.len();
-                let dyb = &dy[block.start * out_image..][..n * out_image];
-                if let (Some(packed), Some(dx)) = (&packed, dx_out) {
-                    let dx = dx.sub(block.start * in_image, n * in_image);
-                    // SAFETY: the planes of the block's images and the part's input channels
-                    // are this task's alone, and `dx` is not touched until every task has ended.
-                    unsafe {
-                        direct::input_grad(g, n, dyb, packed, dx, ins[i].clone(), &mut scratch)
-                    };
+            direct::Scratch::with(|scratch| {
+                let mut dw = vec![0.0f32; if want_w { outs[i].len() * row } else { 0 }];
+                // the weight gradient sums over the segment's images in one call
+                let images = seg.first().map_or(0, |b| b.start)..seg.last().map_or(0, |b| b.end);
+                if want_w {
+                    let n = images.len();
+                    let xs = &x[images.start * in_image..][..n * in_image];
+                    let dys = &dy[images.start * out_image..][..n * out_image];
+                    direct::weight_grad(g, n, xs, dys, &mut dw, outs[i].clone(), scratch);
                 }
-            }
-            dw
+                for block in seg {
+                    let n = block.len();
+                    let dyb = &dy[block.start * out_image..][..n * out_image];
+                    if let (Some(packed), Some(dx)) = (&packed, dx_out) {
+                        let dx = dx.sub(block.start * in_image, n * in_image);
+                        // SAFETY: the planes of the block's images and the part's input channels
+                        // are this task's alone, and `dx` is not touched until every task has ended.
+                        unsafe {
+                            direct::input_grad(g, n, dyb, packed, dx, ins[i].clone(), scratch)
+                        };
+                    }
+                }
+                dw
+            })
         })
         .collect();
     let dw = want_w.then(|| {
