@@ -24,7 +24,7 @@
 //! use bnlab_norm::{Affine, BatchPolicy, GhostSplit, Norm, NormConfig, NormError, NormMode, set_norm_mode};
 //! use burn::module::Module;
 //! use burn::nn::conv::{Conv2d, Conv2dConfig};
-//! use burn::tensor::{Device, Tensor, activation::relu};
+//! use burn::tensor::{Device, Tensor};
 //!
 //! #[derive(Module, Debug)]
 //! struct Block { conv: Conv2d, norm: Norm }
@@ -38,7 +38,8 @@
 //!         Ok(Self { conv: Conv2dConfig::new([3, 64], [3, 3]).init(device), norm: norm.init(device)? })
 //!     }
 //!     fn forward(&self, x: Tensor<4>) -> Result<Tensor<4>, NormError> {
-//!         Ok(relu(self.norm.forward(self.conv.forward(x))?))
+//!         // relu(norm(conv(x))); on Flex the ReLU runs inside the normalization's passes
+//!         self.norm.forward_relu(self.conv.forward(x))
 //!     }
 //! }
 //!
