@@ -53,19 +53,8 @@ enum Tail {
     BurnAddRelu,
 }
 
-/// Runs one forward and backward of Σ w·y with `kernel`, from the same random state.
-fn run(
-    config: &NormConfig,
-    kernel: Kernel,
-    mode: NormMode,
-    sh: Shape,
-    domains: Option<&[usize]>,
-    seed: u64,
-) -> Outcome {
-    run_then(config, kernel, mode, sh, domains, seed, Tail::None)
-}
-
-/// [`run`] with `tail` after the layer.
+/// Runs one forward and backward of Σ w·y with `kernel` and `tail` after the layer, from the
+/// same random state.
 fn run_then(
     config: &NormConfig,
     kernel: Kernel,
@@ -126,8 +115,8 @@ fn run_then(
 }
 
 fn compare(config: &NormConfig, mode: NormMode, sh: Shape, domains: Option<&[usize]>, what: &str) {
-    let fused = run(config, Kernel::Fused, mode, sh, domains, 17);
-    let composed = run(config, Kernel::Composed, mode, sh, domains, 17);
+    let go = |kernel| run_then(config, kernel, mode, sh, domains, 17, Tail::None);
+    let (fused, composed) = (go(Kernel::Fused), go(Kernel::Composed));
     let fwd = max_abs_diff(&fused.y, &composed.y);
     assert!(fwd <= FORWARD_TOL, "{what}: forward differs by {fwd}");
     let bwd = rel_err(&fused.dx, &composed.dx);
@@ -151,9 +140,12 @@ fn compare(config: &NormConfig, mode: NormMode, sh: Shape, domains: Option<&[usi
     );
 }
 
-#[test]
-fn fused_matches_composed_for_every_unit_variant_affine_and_mode() {
-    let sh = Shape { n: 4, c: 4, s: 3 };
+/// Calls `check(config, mode, domain ids, name)` for every unit, variant (ghost splits only on
+/// batch units), affine tail and mode on `c` channels; returns how many.
+fn for_every_config(
+    c: usize,
+    mut check: impl FnMut(&NormConfig, NormMode, Option<&[usize]>, &str),
+) -> usize {
     let mut checked = 0;
     for unit in units() {
         for variant in VARIANTS {
@@ -163,14 +155,23 @@ fn fused_matches_composed_for_every_unit_variant_affine_and_mode() {
             let ids = matches!(variant, Variant::Domains).then_some(&DOMAINS[..]);
             for affine in all_affines() {
                 for mode in all_modes() {
-                    let config = variant_config(sh.c, unit, affine, variant);
+                    let config = variant_config(c, unit, affine, variant);
                     let what = format!("{unit:?} {variant:?} {affine:?} {mode:?}");
-                    compare(&config, mode, sh, ids, &what);
+                    check(&config, mode, ids, &what);
                     checked += 1;
                 }
             }
         }
     }
+    checked
+}
+
+#[test]
+fn fused_matches_composed_for_every_unit_variant_affine_and_mode() {
+    let sh = Shape { n: 4, c: 4, s: 3 };
+    let checked = for_every_config(sh.c, |config, mode, ids, what| {
+        compare(config, mode, sh, ids, what)
+    });
     assert_eq!(checked, (4 + 4 * 2) * 9 * 6);
 }
 
@@ -182,59 +183,46 @@ fn fused_tails_match_the_layer_then_burns_operations() {
     // 37 values a plane: one block of the vector kernels and a tail
     let sh = Shape { n: 4, c: 4, s: 37 };
     let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    let (mut checked, mut zeroed, mut total) = (0, 0, 0);
-    for unit in units() {
-        for variant in VARIANTS {
-            if matches!(variant, Variant::Ghost(_)) && unit != StatUnit::Batch {
-                continue;
+    let (mut zeroed, mut total) = (0, 0);
+    let checked = for_every_config(sh.c, |config, mode, ids, what| {
+        let go = |kernel, tail| run_then(config, kernel, mode, sh, ids, 23, tail);
+        for (ours, theirs) in [
+            (Tail::LayerRelu, Tail::BurnRelu),
+            (Tail::LayerAddRelu, Tail::BurnAddRelu),
+        ] {
+            let fused = go(Kernel::Fused, ours);
+            let after = go(Kernel::Fused, theirs);
+            let what = format!("{what} {ours:?}");
+            assert_eq!(
+                bits(&fused.dr),
+                bits(&after.dr),
+                "{what}: residual gradient"
+            );
+            assert_eq!(bits(&fused.y), bits(&after.y), "{what}: forward");
+            assert_eq!(bits(&fused.dx), bits(&after.dx), "{what}: input gradient");
+            assert_eq!(fused.dparams.len(), after.dparams.len());
+            for (a, b) in fused.dparams.iter().zip(&after.dparams) {
+                assert_eq!(bits(a), bits(b), "{what}: parameter gradient");
             }
-            let ids = matches!(variant, Variant::Domains).then_some(&DOMAINS[..]);
-            for affine in all_affines() {
-                for mode in all_modes() {
-                    let config = variant_config(sh.c, unit, affine, variant);
-                    let what = format!("{unit:?} {variant:?} {affine:?} {mode:?}");
-                    let go = |kernel, tail| run_then(&config, kernel, mode, sh, ids, 23, tail);
-                    for (ours, theirs) in [
-                        (Tail::LayerRelu, Tail::BurnRelu),
-                        (Tail::LayerAddRelu, Tail::BurnAddRelu),
-                    ] {
-                        let fused = go(Kernel::Fused, ours);
-                        let after = go(Kernel::Fused, theirs);
-                        let what = format!("{what} {ours:?}");
-                        assert_eq!(
-                            bits(&fused.dr),
-                            bits(&after.dr),
-                            "{what}: residual gradient"
-                        );
-                        assert_eq!(bits(&fused.y), bits(&after.y), "{what}: forward");
-                        assert_eq!(bits(&fused.dx), bits(&after.dx), "{what}: input gradient");
-                        assert_eq!(fused.dparams.len(), after.dparams.len());
-                        for (a, b) in fused.dparams.iter().zip(&after.dparams) {
-                            assert_eq!(bits(a), bits(b), "{what}: parameter gradient");
-                        }
-                        assert_eq!(bits(&fused.running), bits(&after.running), "{what}");
-                        let composed = go(Kernel::Composed, ours);
-                        let fwd = max_abs_diff(&fused.y, &composed.y);
-                        assert!(fwd <= FORWARD_TOL, "{what}: forward differs by {fwd}");
-                        let bwd = rel_err(&fused.dx, &composed.dx);
-                        assert!(bwd <= BACKWARD_TOL, "{what}: dx differs by {bwd}");
-                        if ours == Tail::LayerAddRelu {
-                            let bwd = rel_err(&fused.dr, &composed.dr);
-                            assert!(
-                                bwd <= BACKWARD_TOL,
-                                "{what}: residual gradient differs by {bwd}"
-                            );
-                        }
-                        assert_eq!(fused.dr.is_empty(), ours == Tail::LayerRelu, "{what}");
-                        zeroed += fused.y.iter().filter(|&&v| v == 0.0).count();
-                        total += fused.y.len();
-                        checked += 1;
-                    }
-                }
+            assert_eq!(bits(&fused.running), bits(&after.running), "{what}");
+            let composed = go(Kernel::Composed, ours);
+            let fwd = max_abs_diff(&fused.y, &composed.y);
+            assert!(fwd <= FORWARD_TOL, "{what}: forward differs by {fwd}");
+            let bwd = rel_err(&fused.dx, &composed.dx);
+            assert!(bwd <= BACKWARD_TOL, "{what}: dx differs by {bwd}");
+            if ours == Tail::LayerAddRelu {
+                let bwd = rel_err(&fused.dr, &composed.dr);
+                assert!(
+                    bwd <= BACKWARD_TOL,
+                    "{what}: residual gradient differs by {bwd}"
+                );
             }
+            assert_eq!(fused.dr.is_empty(), ours == Tail::LayerRelu, "{what}");
+            zeroed += fused.y.iter().filter(|&&v| v == 0.0).count();
+            total += fused.y.len();
         }
-    }
-    assert_eq!(checked, 2 * (4 + 4 * 2) * 9 * 6);
+    });
+    assert_eq!(checked, (4 + 4 * 2) * 9 * 6);
     // the ReLU cut a real share of the values (the masks were exercised)
     assert!(
         zeroed * 5 > total && zeroed * 5 < 4 * total,
@@ -346,7 +334,17 @@ fn fused_results_do_not_depend_on_the_thread_count() {
                 .num_threads(threads)
                 .build()
                 .expect("thread pool");
-            pool.install(|| run(&config, Kernel::Fused, NormMode::Train, sh, None, 5))
+            pool.install(|| {
+                run_then(
+                    &config,
+                    Kernel::Fused,
+                    NormMode::Train,
+                    sh,
+                    None,
+                    5,
+                    Tail::None,
+                )
+            })
         };
         let (one, two) = (run_with(1), run_with(2));
         assert!(!one.dx.is_empty());
