@@ -161,3 +161,41 @@ fn a_format_the_device_lacks_is_an_error_that_names_it() {
         }
     }
 }
+
+/// The fused tails take half-precision inputs and residuals too: relu(x̂·γ + β + r) from the
+/// plain f64 reference, rounded once to the format.
+#[test]
+fn half_inputs_take_the_relu_and_residual_tails() {
+    let sh = Shape { n: 8, c: 4, s: 5 };
+    let device = device();
+    let mut rng = Rng(0x7e11);
+    for (precision, eps) in formats(&device) {
+        for unit in [StatUnit::Batch, StatUnit::Group { groups: 2 }] {
+            let mut norm = NormConfig::new(sh.c).with_unit(unit).init(&device).unwrap();
+            let p = randomize_affine(&mut norm, &mut rng);
+            let half = |v: Vec<f64>| precision.apply(tensor(&v, [sh.n, sh.c, sh.s], &device));
+            let x = half(rng.vec(sh.len(), -3.0, 5.0));
+            let r = half(rng.vec(sh.len(), -1.0, 1.0));
+            let (xs, rs) = (values(x.clone()), values(r.clone()));
+            let blocks = ref_blocks(unit, None, sh.n, None);
+            let xhat = ref_xhat_batch(&xs, sh, unit, &blocks, EPS);
+            let affine = norm.config.affine;
+            let z = ref_affine(&xs, &xhat, sh, affine, &p, &vec![0; sh.n]);
+            let relu_y = norm.forward_relu(x.clone()).unwrap();
+            let add_y = norm.forward_add_relu_domains(x, r, None).unwrap();
+            for (y, residual) in [(relu_y, None), (add_y, Some(&rs))] {
+                let what = format!("{precision:?} {unit:?} residual {}", residual.is_some());
+                assert_eq!(y.dtype(), DType::from(precision.dtype()), "{what}");
+                let got = values(y);
+                let mut cut = 0;
+                for (i, (g, v)) in got.iter().zip(&z).enumerate() {
+                    let want = (v + residual.map_or(0.0, |r| r[i])).max(0.0);
+                    cut += usize::from(want == 0.0);
+                    let tol = eps / 2.0 * want.abs() + 1e-5 * (1.0 + want.abs());
+                    assert!((g - want).abs() <= tol, "{what}: {g} vs {want}");
+                }
+                assert!(cut > 0 && cut < got.len(), "{what}: {cut} cut");
+            }
+        }
+    }
+}
