@@ -153,6 +153,20 @@ impl Flat {
         // every element of the layout is written below
         let start = aligned_scratch(dst, len);
         let out = &mut dst[start..start + len];
+        #[cfg(target_arch = "x86_64")]
+        if self.layout() == Layout::Shifted
+            && w < LANES
+            && LANES.is_multiple_of(w)
+            && (h * w).is_multiple_of(LANES)
+            && copy - (h + 1) * w <= LANES
+            && std::arch::is_x86_feature_detected!("avx512f")
+        {
+            // SAFETY: the CPU has AVX-512F (checked), and the shape is the one
+            // `fill_short_rows` needs (checked above).
+            let filled = unsafe { fill_short_rows(planes, out, [h, w], copy) };
+            assert_eq!(filled, self.planes, "fewer planes than the layout holds");
+            return start;
+        }
         let mut filled = 0;
         for (src, out) in planes.zip(out.chunks_exact_mut(self.plane())) {
             assert_eq!(src.len(), h * w, "a plane of another size");
@@ -283,6 +297,69 @@ unsafe fn shifted_rows_avx512(src: &[f32], dst: &mut [f32], w: usize, kj: usize)
             }
         }
     }
+}
+
+/// [`Layout::Shifted`]'s three copies of every plane in `planes` (each [h][w]) into `out` (a
+/// plane every 3 · `copy` values), for rows shorter than a vector that a vector holds whole
+/// (w = 1, 2, 4 or 8). Each vector of whole rows moves its lanes by one, zeroing the lanes whose
+/// column leaves its row, and the zero rows are masked stores, in one loop over all planes: per
+/// row and per plane copy calls made these fills 3–7× slower per value than those of 32 × 32
+/// planes. Returns how many planes it filled.
+///
+/// # Safety
+/// The CPU has AVX-512F; `w` divides 16, h·w is a multiple of 16, and a copy's rows after the
+/// plane's (copy − (h + 1)·w values) are at most 16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fill_short_rows<'a>(
+    planes: impl Iterator<Item = &'a [f32]>,
+    out: &mut [f32],
+    [h, w]: [usize; 2],
+    copy: usize,
+) -> usize {
+    use std::arch::x86_64::{
+        _mm512_loadu_ps, _mm512_mask_storeu_ps, _mm512_maskz_permutexvar_ps, _mm512_setr_epi32,
+        _mm512_setzero_ps, _mm512_storeu_ps,
+    };
+    let data = h * w;
+    // lane i takes lane i − 1 (kj = 0) or i + 1 (kj = 2) of the same rows, zero where that
+    // column leaves its row
+    let left = _mm512_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14);
+    let right = _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 15);
+    let lanes = |edge: usize| {
+        !(0..LANES)
+            .filter(|i| i % w == edge)
+            .fold(0u16, |m, i| m | 1 << i)
+    };
+    let (keep_left, keep_right) = (lanes(0), lanes(w - 1));
+    let top = ((1u32 << w) - 1) as u16;
+    let bottom_len = copy - data - w;
+    let bottom = ((1u32 << bottom_len) - 1) as u16;
+    let zero = _mm512_setzero_ps();
+    let mut filled = 0;
+    for (src, out) in planes.zip(out.chunks_exact_mut(3 * copy)) {
+        assert_eq!(src.len(), data, "a plane of another size");
+        filled += 1;
+        for (kj, c) in out.chunks_exact_mut(copy).enumerate() {
+            let (s, d) = (src.as_ptr(), c.as_mut_ptr());
+            // SAFETY: the zero row is c[..w], the plane's rows c[w..w + data] (whole vectors
+            // read from src[..data]), the rest c[w + data..copy] (bottom_len ≤ 16 values).
+            unsafe {
+                _mm512_mask_storeu_ps(d, top, zero);
+                for at in (0..data).step_by(LANES) {
+                    let v = _mm512_loadu_ps(s.add(at));
+                    let v = match kj {
+                        0 => _mm512_maskz_permutexvar_ps(keep_left, left, v),
+                        1 => v,
+                        _ => _mm512_maskz_permutexvar_ps(keep_right, right, v),
+                    };
+                    _mm512_storeu_ps(d.add(w + at), v);
+                }
+                _mm512_mask_storeu_ps(d.add(w + data), bottom, zero);
+            }
+        }
+    }
+    filled
 }
 
 /// Vectors of one tile: four where the vectors come in fours, else two or one.
