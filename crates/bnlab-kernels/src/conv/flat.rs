@@ -591,11 +591,13 @@ pub(super) unsafe fn weight_grad(
                     let args = (x, dy, [flat.plane(), step, pixels, n, cout * pixels], rows);
                     // SAFETY: the slices above hold the channel's planes and the tile's dy;
                     // a plane's last load ends inside it (as in `conv`).
+                    let half_rows = rows == [0, LANES / 2, LANES];
                     let sums = unsafe {
-                        match len {
-                            3 => dw_tile::<3>(args),
-                            2 => dw_tile::<2>(args),
-                            _ => dw_tile::<1>(args),
+                        match (len, half_rows) {
+                            (3, true) => dw_tile::<3, true>(args),
+                            (3, false) => dw_tile::<3, false>(args),
+                            (2, _) => dw_tile::<2, false>(args),
+                            _ => dw_tile::<1, false>(args),
                         }
                     };
                     for (o, s) in sums.iter().take(len).enumerate() {
@@ -622,11 +624,14 @@ type DwArgs<'a> = (&'a [f32], &'a [f32], [usize; 5], [usize; 3]);
 /// The CPU has AVX-512F and AVX-512VL; the caller keeps every load inside `x` and `dy`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl")]
-unsafe fn dw_tile<const OB: usize>(
+unsafe fn dw_tile<const OB: usize, const HALF_ROWS: bool>(
     (x, dy, [plane, step, pixels, images, dimage], rows): DwArgs<'_>,
 ) -> [[f32; TAPS]; DW_CHANNELS] {
     use std::arch::x86_64::_mm512_setzero_ps;
-    use std::arch::x86_64::{_mm512_fmadd_ps, _mm512_loadu_ps};
+    use std::arch::x86_64::{
+        _mm512_alignr_epi32, _mm512_castps_si512, _mm512_castsi512_ps, _mm512_fmadd_ps,
+        _mm512_loadu_ps,
+    };
     assert!(x.len() >= images * plane);
     assert!(dy.len() >= images.saturating_sub(1) * dimage + OB * pixels);
     // one array per output channel and one loop over the images' vectors (an image's, then
@@ -653,16 +658,35 @@ unsafe fn dw_tile<const OB: usize>(
             } else {
                 zero
             };
-            for (ki, row) in rows.iter().enumerate() {
+            let mut fma = |tap: usize, xv| {
+                a0[tap] = _mm512_fmadd_ps(d0, xv, a0[tap]);
+                if OB > 1 {
+                    a1[tap] = _mm512_fmadd_ps(d1, xv, a1[tap]);
+                }
+                if OB > 2 {
+                    a2[tap] = _mm512_fmadd_ps(d2, xv, a2[tap]);
+                }
+            };
+            if HALF_ROWS {
+                // rows of 8 (8 × 8 planes): the middle tap row lies half a vector from the
+                // other two, so its vectors are put together from theirs (valignd) instead of
+                // loads that cross cache lines
                 for kj in 0..3 {
-                    let xv = _mm512_loadu_ps(xp.add(kj * step + row + q));
-                    let tap = ki * 3 + kj;
-                    a0[tap] = _mm512_fmadd_ps(d0, xv, a0[tap]);
-                    if OB > 1 {
-                        a1[tap] = _mm512_fmadd_ps(d1, xv, a1[tap]);
-                    }
-                    if OB > 2 {
-                        a2[tap] = _mm512_fmadd_ps(d2, xv, a2[tap]);
+                    let lo = _mm512_loadu_ps(xp.add(kj * step + q));
+                    fma(kj, lo);
+                    let hi = _mm512_loadu_ps(xp.add(kj * step + LANES + q));
+                    fma(6 + kj, hi);
+                    let mid = _mm512_castsi512_ps(_mm512_alignr_epi32::<8>(
+                        _mm512_castps_si512(hi),
+                        _mm512_castps_si512(lo),
+                    ));
+                    fma(3 + kj, mid);
+                }
+            } else {
+                for (ki, row) in rows.iter().enumerate() {
+                    for kj in 0..3 {
+                        let xv = _mm512_loadu_ps(xp.add(kj * step + row + q));
+                        fma(ki * 3 + kj, xv);
                     }
                 }
             }
