@@ -591,13 +591,13 @@ pub(super) unsafe fn weight_grad(
                     let args = (x, dy, [flat.plane(), step, pixels, n, cout * pixels], rows);
                     // SAFETY: the slices above hold the channel's planes and the tile's dy;
                     // a plane's last load ends inside it (as in `conv`).
-                    let half_rows = rows == [0, LANES / 2, LANES];
                     let sums = unsafe {
-                        match (len, half_rows) {
-                            (3, true) => dw_tile::<3, true>(args),
-                            (3, false) => dw_tile::<3, false>(args),
-                            (2, _) => dw_tile::<2, false>(args),
-                            _ => dw_tile::<1, false>(args),
+                        match (len, row_kind(rows)) {
+                            (3, HALF_ROWS) => dw_tile::<3, HALF_ROWS>(args),
+                            (3, QUARTER_ROWS) => dw_tile::<3, QUARTER_ROWS>(args),
+                            (3, _) => dw_tile::<3, ANY_ROWS>(args),
+                            (2, _) => dw_tile::<2, ANY_ROWS>(args),
+                            _ => dw_tile::<1, ANY_ROWS>(args),
                         }
                     };
                     for (o, s) in sums.iter().take(len).enumerate() {
@@ -609,6 +609,22 @@ pub(super) unsafe fn weight_grad(
                 }
             }
         }
+    }
+}
+
+/// [`dw_tile`]'s rows at any offsets: one load per tap.
+const ANY_ROWS: u8 = 0;
+/// [`dw_tile`]'s rows 8 values apart (8 × 8 stride-1 planes).
+const HALF_ROWS: u8 = 1;
+/// [`dw_tile`]'s rows 4 values apart (4 × 4 stride-1 planes).
+const QUARTER_ROWS: u8 = 2;
+
+/// Which of [`dw_tile`]'s row layouts the taps' row offsets `rows` are.
+fn row_kind(rows: [usize; 3]) -> u8 {
+    match rows {
+        [0, 8, 16] => HALF_ROWS,
+        [0, 4, 8] => QUARTER_ROWS,
+        _ => ANY_ROWS,
     }
 }
 
@@ -624,7 +640,7 @@ type DwArgs<'a> = (&'a [f32], &'a [f32], [usize; 5], [usize; 3]);
 /// The CPU has AVX-512F and AVX-512VL; the caller keeps every load inside `x` and `dy`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl")]
-unsafe fn dw_tile<const OB: usize, const HALF_ROWS: bool>(
+unsafe fn dw_tile<const OB: usize, const ROWS: u8>(
     (x, dy, [plane, step, pixels, images, dimage], rows): DwArgs<'_>,
 ) -> [[f32; TAPS]; DW_CHANNELS] {
     use std::arch::x86_64::_mm512_setzero_ps;
@@ -667,7 +683,22 @@ unsafe fn dw_tile<const OB: usize, const HALF_ROWS: bool>(
                     a2[tap] = _mm512_fmadd_ps(d2, xv, a2[tap]);
                 }
             };
-            if HALF_ROWS {
+            if ROWS == QUARTER_ROWS {
+                // rows of 4 (4 × 4 planes): the middle tap row's vector is put together from
+                // the first row's and the one a vector further (valignd); the last row's is a
+                // load across cache lines still (a second valignd would need a 33rd register)
+                for kj in 0..3 {
+                    let lo = _mm512_loadu_ps(xp.add(kj * step + q));
+                    fma(kj, lo);
+                    let hi = _mm512_loadu_ps(xp.add(kj * step + LANES + q));
+                    let mid = _mm512_castsi512_ps(_mm512_alignr_epi32::<4>(
+                        _mm512_castps_si512(hi),
+                        _mm512_castps_si512(lo),
+                    ));
+                    fma(3 + kj, mid);
+                    fma(6 + kj, _mm512_loadu_ps(xp.add(kj * step + rows[2] + q)));
+                }
+            } else if ROWS == HALF_ROWS {
                 // rows of 8 (8 × 8 planes): the middle tap row lies half a vector from the
                 // other two, so its vectors are put together from theirs (valignd) instead of
                 // loads that cross cache lines
