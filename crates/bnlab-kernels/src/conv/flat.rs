@@ -592,9 +592,10 @@ pub(super) unsafe fn weight_grad(
                     // SAFETY: the slices above hold the channel's planes and the tile's dy;
                     // a plane's last load ends inside it (as in `conv`).
                     let sums = unsafe {
-                        match (len, row_kind(rows)) {
+                        match (len, row_kind(rows, pixels)) {
                             (3, HALF_ROWS) => dw_tile::<3, HALF_ROWS>(args),
                             (3, QUARTER_ROWS) => dw_tile::<3, QUARTER_ROWS>(args),
+                            (3, PARITY_HALF_ROWS) => dw_tile::<3, PARITY_HALF_ROWS>(args),
                             (3, _) => dw_tile::<3, ANY_ROWS>(args),
                             (2, _) => dw_tile::<2, ANY_ROWS>(args),
                             _ => dw_tile::<1, ANY_ROWS>(args),
@@ -618,12 +619,18 @@ const ANY_ROWS: u8 = 0;
 const HALF_ROWS: u8 = 1;
 /// [`dw_tile`]'s rows 4 values apart (4 × 4 stride-1 planes).
 const QUARTER_ROWS: u8 = 2;
+/// [`dw_tile`]'s stride-2 rows onto 8 columns: the first and last 8 values apart, the middle
+/// one in another copy at least 16 values past the output's (so the vector after the last
+/// pixel's is inside the copy).
+const PARITY_HALF_ROWS: u8 = 3;
 
-/// Which of [`dw_tile`]'s row layouts the taps' row offsets `rows` are.
-fn row_kind(rows: [usize; 3]) -> u8 {
+/// Which of [`dw_tile`]'s row layouts the taps' row offsets `rows` are, for outputs of
+/// `pixels` pixels.
+fn row_kind(rows: [usize; 3], pixels: usize) -> u8 {
     match rows {
         [0, 8, 16] => HALF_ROWS,
         [0, 4, 8] => QUARTER_ROWS,
+        [0, copy, 8] if copy.is_multiple_of(LANES) && copy >= pixels + LANES => PARITY_HALF_ROWS,
         _ => ANY_ROWS,
     }
 }
@@ -683,7 +690,22 @@ unsafe fn dw_tile<const OB: usize, const ROWS: u8>(
                     a2[tap] = _mm512_fmadd_ps(d2, xv, a2[tap]);
                 }
             };
-            if ROWS == QUARTER_ROWS {
+            if ROWS == PARITY_HALF_ROWS {
+                // stride 2 onto rows of 8: the last tap row lies half a vector after the first
+                // (the middle one is another copy), so its vectors are put together from the
+                // first row's and the next vector's (valignd) instead of split loads
+                for kj in 0..3 {
+                    let lo = _mm512_loadu_ps(xp.add(kj * step + q));
+                    fma(kj, lo);
+                    let hi = _mm512_loadu_ps(xp.add(kj * step + LANES + q));
+                    let last = _mm512_castsi512_ps(_mm512_alignr_epi32::<8>(
+                        _mm512_castps_si512(hi),
+                        _mm512_castps_si512(lo),
+                    ));
+                    fma(6 + kj, last);
+                    fma(3 + kj, _mm512_loadu_ps(xp.add(kj * step + rows[1] + q)));
+                }
+            } else if ROWS == QUARTER_ROWS {
                 // rows of 4 (4 × 4 planes): the middle tap row's vector is put together from
                 // the first row's and the one a vector further (valignd); the last row's is a
                 // load across cache lines still (a second valignd would need a 33rd register)
