@@ -613,6 +613,20 @@ pub(super) unsafe fn weight_grad(
     }
 }
 
+/// The 16 values `N` lanes into `lo` (`lo`'s last 16 − N lanes, then `hi`'s first N).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn shifted<const N: i32>(
+    hi: std::arch::x86_64::__m512,
+    lo: std::arch::x86_64::__m512,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::{_mm512_alignr_epi32, _mm512_castps_si512, _mm512_castsi512_ps};
+    _mm512_castsi512_ps(_mm512_alignr_epi32::<N>(
+        _mm512_castps_si512(hi),
+        _mm512_castps_si512(lo),
+    ))
+}
+
 /// [`dw_tile`]'s rows at any offsets: one load per tap.
 const ANY_ROWS: u8 = 0;
 /// [`dw_tile`]'s rows 8 values apart (8 × 8 stride-1 planes).
@@ -651,10 +665,7 @@ unsafe fn dw_tile<const OB: usize, const ROWS: u8>(
     (x, dy, [plane, step, pixels, images, dimage], rows): DwArgs<'_>,
 ) -> [[f32; TAPS]; DW_CHANNELS] {
     use std::arch::x86_64::_mm512_setzero_ps;
-    use std::arch::x86_64::{
-        _mm512_alignr_epi32, _mm512_castps_si512, _mm512_castsi512_ps, _mm512_fmadd_ps,
-        _mm512_loadu_ps,
-    };
+    use std::arch::x86_64::{_mm512_fmadd_ps, _mm512_loadu_ps};
     assert!(x.len() >= images * plane);
     assert!(dy.len() >= images.saturating_sub(1) * dimage + OB * pixels);
     // one array per output channel and one loop over the images' vectors (an image's, then
@@ -690,50 +701,31 @@ unsafe fn dw_tile<const OB: usize, const ROWS: u8>(
                     a2[tap] = _mm512_fmadd_ps(d2, xv, a2[tap]);
                 }
             };
-            if ROWS == PARITY_HALF_ROWS {
-                // stride 2 onto rows of 8: the last tap row lies half a vector after the first
-                // (the middle one is another copy), so its vectors are put together from the
-                // first row's and the next vector's (valignd) instead of split loads
+            if ROWS != ANY_ROWS {
+                // rows a half or a quarter vector apart: the row that would load across
+                // cache lines is put together from the first row's vector and the next one
+                // (valignd). 8 × 8: the middle row; 4 × 4: the middle row (the last stays a
+                // split load: building it too needs a 33rd register); stride 2 onto rows of 8:
+                // the last row (the middle one is another copy)
                 for kj in 0..3 {
-                    let lo = _mm512_loadu_ps(xp.add(kj * step + q));
+                    let at = xp.add(kj * step + q);
+                    let lo = _mm512_loadu_ps(at);
                     fma(kj, lo);
-                    let hi = _mm512_loadu_ps(xp.add(kj * step + LANES + q));
-                    let last = _mm512_castsi512_ps(_mm512_alignr_epi32::<8>(
-                        _mm512_castps_si512(hi),
-                        _mm512_castps_si512(lo),
-                    ));
-                    fma(6 + kj, last);
-                    fma(3 + kj, _mm512_loadu_ps(xp.add(kj * step + rows[1] + q)));
-                }
-            } else if ROWS == QUARTER_ROWS {
-                // rows of 4 (4 × 4 planes): the middle tap row's vector is put together from
-                // the first row's and the one a vector further (valignd); the last row's is a
-                // load across cache lines still (a second valignd would need a 33rd register)
-                for kj in 0..3 {
-                    let lo = _mm512_loadu_ps(xp.add(kj * step + q));
-                    fma(kj, lo);
-                    let hi = _mm512_loadu_ps(xp.add(kj * step + LANES + q));
-                    let mid = _mm512_castsi512_ps(_mm512_alignr_epi32::<4>(
-                        _mm512_castps_si512(hi),
-                        _mm512_castps_si512(lo),
-                    ));
-                    fma(3 + kj, mid);
-                    fma(6 + kj, _mm512_loadu_ps(xp.add(kj * step + rows[2] + q)));
-                }
-            } else if ROWS == HALF_ROWS {
-                // rows of 8 (8 × 8 planes): the middle tap row lies half a vector from the
-                // other two, so its vectors are put together from theirs (valignd) instead of
-                // loads that cross cache lines
-                for kj in 0..3 {
-                    let lo = _mm512_loadu_ps(xp.add(kj * step + q));
-                    fma(kj, lo);
-                    let hi = _mm512_loadu_ps(xp.add(kj * step + LANES + q));
-                    fma(6 + kj, hi);
-                    let mid = _mm512_castsi512_ps(_mm512_alignr_epi32::<8>(
-                        _mm512_castps_si512(hi),
-                        _mm512_castps_si512(lo),
-                    ));
-                    fma(3 + kj, mid);
+                    let hi = _mm512_loadu_ps(at.add(LANES));
+                    match ROWS {
+                        HALF_ROWS => {
+                            fma(6 + kj, hi);
+                            fma(3 + kj, shifted::<8>(hi, lo));
+                        }
+                        QUARTER_ROWS => {
+                            fma(3 + kj, shifted::<4>(hi, lo));
+                            fma(6 + kj, _mm512_loadu_ps(at.add(rows[2])));
+                        }
+                        _ => {
+                            fma(6 + kj, shifted::<8>(hi, lo));
+                            fma(3 + kj, _mm512_loadu_ps(at.add(rows[1])));
+                        }
+                    }
                 }
             } else {
                 for (ki, row) in rows.iter().enumerate() {
