@@ -41,13 +41,24 @@ impl PlaneForward {
         (v - self.shift) * self.scale + self.offset
     }
 
-    /// Whether a ReLU after [`PlaneForward::at`] passes the gradient at v: its output is above
-    /// 0 or NaN (Burn's `relu` and `relu_backward` on Flex keep NaN).
+    /// Whether a ReLU after [`PlaneForward::at`] passes the gradient at v ([`relu_passes`]).
     #[inline(always)]
     fn passes(&self, v: f32) -> bool {
-        let z = self.at(v);
-        z.is_nan() || z > 0.0
+        relu_passes(self.at(v))
     }
+}
+
+/// Whether a ReLU passes z (and its gradient): z above 0 or NaN, as Burn's `relu` and
+/// `relu_backward` on Flex keep NaN. The AVX2 sums test the same with `_CMP_NLE_UQ`.
+#[inline(always)]
+fn relu_passes(z: f32) -> bool {
+    z.is_nan() || z > 0.0
+}
+
+/// relu(z), NaN kept ([`relu_passes`]).
+#[inline(always)]
+fn rectified(z: f32) -> f32 {
+    if relu_passes(z) { z } else { 0.0 }
 }
 
 /// Per-plane coefficients of `dx = dy·dy_scale + (x − shift)·x_scale + offset`.
@@ -267,8 +278,7 @@ pub(crate) fn grad_moments(
 fn plane_affine1_body(out: &mut [MaybeUninit<f32>], x: &[f32], k: &PlaneForward, relu: bool) {
     if relu {
         for (o, &v) in out.iter_mut().zip(x) {
-            let z = k.at(v);
-            o.write(if z.is_nan() || z > 0.0 { z } else { 0.0 });
+            o.write(rectified(k.at(v)));
         }
     } else {
         for (o, &v) in out.iter_mut().zip(x) {
@@ -286,8 +296,7 @@ fn plane_affine_add_relu_body(
     k: &PlaneForward,
 ) {
     for ((o, &v), &r) in out.iter_mut().zip(x).zip(r) {
-        let z = k.at(v) + r;
-        o.write(if z.is_nan() || z > 0.0 { z } else { 0.0 });
+        o.write(rectified(k.at(v) + r));
     }
 }
 
@@ -482,7 +491,7 @@ mod avx2 {
                             // SAFETY: as above.
                             let bv = unsafe { _mm256_loadu_ps(b.as_ptr().add(at)) };
                             let av = if KIND == GATED {
-                                // PlaneForward::passes: not (z ≤ 0), true for NaN
+                                // relu_passes: not (z ≤ 0), true for NaN
                                 let z = _mm256_sub_ps(bv, gs);
                                 let z = _mm256_add_ps(_mm256_mul_ps(z, gm), ga);
                                 let pass = _mm256_cmp_ps::<_CMP_NLE_UQ>(z, _mm256_setzero_ps());
