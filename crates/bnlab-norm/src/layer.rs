@@ -303,8 +303,11 @@ impl Norm {
         tail: Tail<3>,
     ) -> Result<Tensor<3>, NormError> {
         let [n, c, s] = x3.dims();
-        // the kernels' tails (and their backward) exist on Flex only
+        // the kernels' tails (and their backward) exist on Flex only: a ReLU goes into the
+        // plan, the residual sum (not on per-example units) into `apply_add_relu` below
         let flex = fused::is_flex(&x3.device());
+        let fuse_relu = flex && matches!(tail, Tail::Relu);
+        let tail = if fuse_relu { Tail::None } else { tail };
         let (cpg, k) = self.config.channel_grouping();
         let values = (cpg * s) as f64;
         // the statistics are not differentiated on this path (the fused backward accounts for
@@ -329,17 +332,15 @@ impl Norm {
             alpha: 1.0,
             epsilon: self.config.epsilon,
             sync: None,
-            relu: false,
+            relu: fuse_relu,
         };
         let mode = self.state.mode;
         let synced = mode.uses_batch_stats() && self.synced_units();
         if mode.uses_batch_stats() && plan.is_identity() && !synced {
-            fused_plan.relu = flex && matches!(tail, Tail::Relu);
-            let rest = if fused_plan.relu { Tail::None } else { tail };
             let (y, s1, s2) = fused::normalize_units(x3, scale, shift, fused_plan)?;
             let stats = self.batch_stats_from(host(s1), host(s2), values, plan, shape)?;
             self.record_batch_stats(&stats)?;
-            return Ok(rest.apply(y));
+            return Ok(tail.apply(y));
         }
         let (stat_row, mean, var, count, alpha) = match mode {
             NormMode::Train | NormMode::Collect | NormMode::Eval(StatsSource::MiniBatch) => {
@@ -376,10 +377,6 @@ impl Norm {
             fused_plan.sync = self.state.reducer.clone().map(fused::GradSync);
         }
         Ok(match tail {
-            Tail::Relu if flex => {
-                fused_plan.relu = true;
-                fused::apply(x3, scale, shift, fused_plan)
-            }
             Tail::AddRelu(r) if flex => fused::apply_add_relu(x3, scale, shift, *r, fused_plan),
             tail => tail.apply(fused::apply(x3, scale, shift, fused_plan)),
         })
