@@ -18,7 +18,7 @@ use super::direct::{SharedOut, TAPS};
 use super::geometry::Geometry;
 
 /// f32 lanes of one AVX-512 vector.
-const LANES: usize = 16;
+pub(super) const LANES: usize = 16;
 
 /// Output channels of one tile: [`super::direct`]'s, so both read the same packed weights.
 pub(super) const TILE_CHANNELS: usize = 6;
@@ -581,6 +581,7 @@ pub(super) unsafe fn weight_grad(
         let start = flat.fill_planes(by_channel, scratch);
         let xs = &scratch[start..];
         let (step, rows) = flat.taps();
+        let kind = row_kind(rows, pixels);
         let block = (DW_BLOCK_BYTES / (4 * n * flat.plane())).max(1);
         for c0 in (0..cin).step_by(block) {
             for o0 in channels.clone().step_by(DW_CHANNELS) {
@@ -592,7 +593,7 @@ pub(super) unsafe fn weight_grad(
                     // SAFETY: the slices above hold the channel's planes and the tile's dy;
                     // a plane's last load ends inside it (as in `conv`).
                     let sums = unsafe {
-                        match (len, row_kind(rows, pixels)) {
+                        match (len, kind) {
                             (3, HALF_ROWS) => dw_tile::<3, HALF_ROWS>(args),
                             (3, QUARTER_ROWS) => dw_tile::<3, QUARTER_ROWS>(args),
                             (3, PARITY_HALF_ROWS) => dw_tile::<3, PARITY_HALF_ROWS>(args),

@@ -9,10 +9,7 @@
 //! interleaves the column parities on the way out.
 
 use super::direct::{SharedOut, TAPS};
-use super::flat::aligned_scratch;
-
-/// f32 lanes of one AVX-512 vector.
-const LANES: usize = 16;
+use super::flat::{LANES, aligned_scratch};
 
 /// dx channels of one tile: 3 channels × 4 parity classes × 2 vectors = 24 accumulators
 /// (one vector where a plane holds an odd number).
