@@ -288,14 +288,22 @@ thread_local! {
 }
 
 impl Scratch {
-    /// Runs `f` with this thread's scratch buffers (a fresh set where they are in use further
-    /// up this thread's stack, as when rayon runs another task inside a wait).
+    /// Runs `f` with this thread's scratch buffers.
     pub(crate) fn with<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
-        THREAD_SCRATCH.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut scratch) => f(&mut scratch),
-            Err(_) => f(&mut Scratch::default()),
-        })
+        with_local(&THREAD_SCRATCH, f)
     }
+}
+
+/// Runs `f` with this thread's value of `key` (a fresh default one where it is in use further
+/// up this thread's stack, as when rayon runs another task inside a wait).
+pub(crate) fn with_local<S: Default + 'static, R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<S>>,
+    f: impl FnOnce(&mut S) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => f(&mut scratch),
+        Err(_) => f(&mut S::default()),
+    })
 }
 
 /// An output that several tasks write at once, each only the planes of its own channels; it

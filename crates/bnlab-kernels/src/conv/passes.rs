@@ -1,6 +1,6 @@
-//! The convolution passes over the fixed blocks of images of a [`Geometry`]: the direct
-//! kernels where [`direct::applies`] (the input gradient where [`direct::applies_input_grad`]),
-//! im2col + GEMM ([`gemm`]) everywhere else. Blocks and segments depend only on the shape,
+//! The convolution passes over the fixed blocks of images of a [`Geometry`]: Winograd where
+//! [`winograd::chosen`], the direct kernels where [`direct::applies`] (the input gradient where
+//! [`direct::applies_input_grad`]), im2col + GEMM ([`gemm`]) everywhere else. Blocks and segments depend only on the shape,
 //! each block runs on one thread, and the per-segment weight gradients are summed in segment
 //! order, so results do not depend on the number of threads.
 //! Where the direct kernels run fewer blocks than there are threads (small batches), each
@@ -13,6 +13,8 @@ use rayon::prelude::*;
 
 use super::direct::TAPS;
 use super::geometry::Geometry;
+#[cfg(target_arch = "x86_64")]
+use super::winograd;
 use super::{direct, gemm};
 
 /// `buf` cut into consecutive slices of `lens`.
@@ -45,6 +47,10 @@ fn even_parts(channels: usize, parts: usize) -> Vec<Range<usize>> {
 
 /// y = conv(x, w) without bias.
 pub(crate) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(plan) = winograd::chosen(g) {
+        return winograd::forward(&plan, x, w);
+    }
     let image = g.cout * g.out_pixels();
     let blocks = g.blocks();
     if direct::applies(g) {
@@ -92,6 +98,12 @@ pub(crate) fn backward(
     want_x: bool,
     want_w: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(plan) = winograd::chosen(g) {
+        let dx = want_x.then(|| winograd::input_grad(&plan, dy, w));
+        let dw = want_w.then(|| winograd::weight_grad(&plan, x, dy));
+        return (dx, dw);
+    }
     let segments = g.segments();
     if !direct::applies(g) {
         return gemm_backward(g, x, w, dy, [want_x, want_w], &segments);

@@ -1,5 +1,5 @@
 //! The fast kernels against a direct f64 convolution and its adjoint (plain loops), against
-//! Burn's own convolution, and across thread counts.
+//! Burn's own convolution, and across thread counts; Winograd's passes on their own.
 
 use burn::module::Param;
 use burn::nn::PaddingConfig2d;
@@ -10,6 +10,8 @@ use proptest::prelude::*;
 use super::direct;
 use super::extension::on_flex_f32;
 use super::geometry::Geometry;
+#[cfg(target_arch = "x86_64")]
+use super::winograd;
 use super::*;
 
 /// A convolution case: input [n, cin, h, w], `cout` outputs, kernel, stride, padding
@@ -365,6 +367,79 @@ fn flat_kernels_match_the_reference() {
     check_flat(Case::new(1, 3, 12, 5, 3));
 }
 
+/// Whether this CPU runs the Winograd kernels.
+fn has_avx512f() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Runs Winograd's three passes on `case` directly (whatever [`winograd::chosen`] says) and
+/// checks them against the f64 reference within 1e-4 relative error.
+#[cfg(target_arch = "x86_64")]
+fn check_winograd_kernels(case: Case) {
+    let g = case.geometry();
+    let Some(plan) = winograd::plan_of(&g) else {
+        assert!(!has_avx512f(), "{case:?}: Winograd cannot run it");
+        return;
+    };
+    let [oh, ow] = case.out();
+    let x = values(case.n * case.cin * case.size[0] * case.size[1], 3);
+    let w = values(case.weight_shape().iter().product(), 4);
+    let dy = values(case.n * case.cout * oh * ow, 5);
+    let [y, dx, dw, _] = case.reference(&x, &w, &[], &dy);
+    let got = [
+        winograd::forward(&plan, &x, &w),
+        winograd::input_grad(&plan, &dy, &w),
+        winograd::weight_grad(&plan, &x, &dy),
+    ];
+    for (name, (got, want)) in ["y", "dx", "dw"].iter().zip(got.iter().zip([&y, &dx, &dw])) {
+        let err = rel_err(got, want);
+        assert!(
+            err <= 1e-4,
+            "{case:?}: Winograd {name} relative error {err}"
+        );
+    }
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn winograd_matches_the_reference_on_odd_shapes() {
+    // odd planes (tiles half outside), channel counts that leave partial filter panels and
+    // gradient tiles; a plane of one pixel; rows of more than 16 tiles and 32 columns (two
+    // vectors of tiles, two deinterleaved chunks) with more than 64 outputs (two gradient
+    // panels); many images of 4 × 4 in a block; tiles over several blocks
+    check_winograd_kernels(Case::new(3, 5, 1, 13, 3).size([5, 9]));
+    check_winograd_kernels(Case::new(2, 7, 1, 3, 3));
+    check_winograd_kernels(Case::new(1, 3, 1, 70, 3).size([6, 35]));
+    check_winograd_kernels(Case::new(9, 8, 4, 8, 3));
+    check_winograd_kernels(Case::new(40, 2, 6, 3, 3));
+}
+
+#[test]
+fn winograd_runs_the_shapes_it_measured_faster_on() {
+    // at least 128 channels each side (odd planes, 130 outputs), and 64 on a 32 × 32 plane
+    for case in [Case::new(2, 128, 5, 130, 3), Case::new(1, 64, 32, 64, 3)] {
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(winograd::chosen(&case.geometry()).is_some(), has_avx512f());
+        check(case);
+    }
+    // not on fewer channels, nor on planes smaller than 4 × 4, nor at stride 2
+    #[cfg(target_arch = "x86_64")]
+    for case in [
+        Case::new(2, 64, 8, 64, 3),
+        Case::new(2, 128, 3, 128, 3),
+        Case::new(2, 128, 8, 128, 3).stride(2),
+    ] {
+        assert!(winograd::chosen(&case.geometry()).is_none(), "{case:?}");
+    }
+}
+
 #[test]
 fn the_reference_gradients_match_finite_differences() {
     let case = Case::new(2, 3, 4, 2, 3).stride(2);
@@ -405,12 +480,16 @@ fn on_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
 
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
-    let case = Case::new(40, 6, 5, 8, 3);
-    let on = |threads: usize| on_threads(threads, || run(&case, ConvKernel::Auto, 11));
-    let (one, two) = (on(1), on(2));
-    for (a, b) in one.iter().zip(&two) {
-        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(a), bits(b));
+    // the direct kernels, and Winograd (on AVX-512) over three blocks of 24 images
+    for case in [Case::new(40, 6, 5, 8, 3), Case::new(50, 128, 4, 128, 3)] {
+        let on = |threads: usize| on_threads(threads, || run(&case, ConvKernel::Auto, 11));
+        let one = on(1);
+        for threads in [2, 3] {
+            for (a, b) in one.iter().zip(&on(threads)) {
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(a), bits(b), "{case:?} on {threads} threads");
+            }
+        }
     }
 }
 
