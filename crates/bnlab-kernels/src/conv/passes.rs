@@ -167,7 +167,7 @@ fn gemm_backward(
 }
 
 /// The element-wise sum of `parts` in their order (the first taken as it is), or zeros.
-fn sum_in_order<'a>(mut parts: impl Iterator<Item = &'a [f32]>, len: usize) -> Vec<f32> {
+pub(super) fn sum_in_order<'a>(mut parts: impl Iterator<Item = &'a [f32]>, len: usize) -> Vec<f32> {
     let mut sum = parts.next().map_or_else(|| vec![0.0; len], <[f32]>::to_vec);
     for part in parts {
         for (s, v) in sum.iter_mut().zip(part) {

@@ -413,12 +413,14 @@ fn winograd_matches_the_reference_on_odd_shapes() {
     // odd planes (tiles half outside), channel counts that leave partial filter panels and
     // gradient tiles; a plane of one pixel; rows of more than 16 tiles and 32 columns (two
     // vectors of tiles, two deinterleaved chunks) with more than 64 outputs (two gradient
-    // panels); many images of 4 × 4 in a block; tiles over several blocks
+    // panels); many images of 4 × 4 in a block; tiles over several blocks (and segments)
     check_winograd_kernels(Case::new(3, 5, 1, 13, 3).size([5, 9]));
     check_winograd_kernels(Case::new(2, 7, 1, 3, 3));
     check_winograd_kernels(Case::new(1, 3, 1, 70, 3).size([6, 35]));
     check_winograd_kernels(Case::new(9, 8, 4, 8, 3));
     check_winograd_kernels(Case::new(40, 2, 6, 3, 3));
+    // weight-gradient sums too large for L2: its tasks split the points, not the blocks
+    check_winograd_kernels(Case::new(2, 130, 3, 260, 3));
 }
 
 #[test]

@@ -6,14 +6,55 @@ use std::ops::Range;
 use super::forward::PANEL;
 use super::{LANES, POINTS, Plan, first, point_len};
 
+/// The four columns of 16 consecutive tiles from tile `q0` in one row of a plane padded by one
+/// pixel: padded columns 2q, 2q + 1, 2q + 2 and 2q + 3 of tile q in lane q − q0, that is
+/// plane columns 2q − 1 (shifted in from the left), 2q (the row's even columns), 2q + 1 (its
+/// odd columns) and 2q + 2 (shifted in from the right), zero outside the row.
+///
+/// # Safety
+/// AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn tile_columns(row: &[f32], q0: usize) -> [std::arch::x86_64::__m512; 4] {
+    use std::arch::x86_64::*;
+    let w = row.len();
+    let c0 = 2 * q0;
+    let left = w - c0.min(w);
+    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    // SAFETY: the masked loads read columns c0.. of the row, `left` of them at most
+    let (a, b) = unsafe {
+        (
+            _mm512_maskz_loadu_ps(first(left), row.as_ptr().add(c0.min(w))),
+            _mm512_maskz_loadu_ps(
+                first(left.saturating_sub(LANES)),
+                row.as_ptr().add((c0 + LANES).min(w)),
+            ),
+        )
+    };
+    let even = _mm512_permutex2var_ps(a, evens, b);
+    let odd = _mm512_permutex2var_ps(a, odds, b);
+    let before = _mm512_set1_ps(if c0 > 0 { row[c0 - 1] } else { 0.0 });
+    let after = _mm512_set1_ps(row.get(c0 + 2 * LANES).copied().unwrap_or(0.0));
+    let (odd_i, even_i) = (_mm512_castps_si512(odd), _mm512_castps_si512(even));
+    [
+        _mm512_castsi512_ps(_mm512_alignr_epi32::<15>(
+            odd_i,
+            _mm512_castps_si512(before),
+        )),
+        even,
+        odd,
+        _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(_mm512_castps_si512(after), even_i)),
+    ]
+}
+
 /// Transforms the tiles of images `images` of `x` (`[n][channels][h][w]`) into `v`: the points
 /// of the transformed rows `rows` (all four for the forward), point-major, `point` floats
 /// apart, each `channels` columns of `stride` tiles (the block's tiles, then whatever was
 /// there: the padding tiles' products are never read).
 ///
-/// `Bᵀ·d·B` on 16 tiles of a tile row at once. The plane is first copied, with a border of
-/// zeros, as its even and odd columns (of the padded plane), so that the four columns a tile
-/// reads are four vectors of consecutive tiles.
+/// `Bᵀ·d·B` on 16 tiles of a tile row at once, the tiles' four columns taken from each plane
+/// row by [`tile_columns`]; only the plane rows the wanted transformed rows read are loaded.
 ///
 /// # Safety
 /// AVX-512F.
@@ -35,70 +76,41 @@ pub(super) unsafe fn transform_inputs(
     assert!(rows.end <= 4 && point >= stride * channels);
     assert!(v.len() >= (4 * rows.len()).saturating_sub(1) * point + stride * channels);
     assert!(x.len() >= images.end * channels * h * w);
-    // padded rows: one above, 2·th + 1 below at most; padded columns 2·tw + 2 (one left),
-    // as even and odd ones, each with a vector of slack for the loads past the row
-    let (ph, pitch) = (2 * th + 2, tw + 1);
-    let mut even = vec![0.0f32; ph * pitch + LANES];
-    let mut odd = vec![0.0f32; ph * pitch + LANES];
-    // plane columns 2q (padded 2q + 1, odd) and 2q + 1 (padded 2q + 2, even) of 32 columns
-    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    // the tile's rows (of 4) that Bᵀ's rows `rows` read: d0 − d2, d1 + d2, d2 − d1, d1 − d3
+    let reads = [[0, 2], [1, 2], [1, 2], [1, 3]];
+    let needed: [bool; 4] = std::array::from_fn(|r| rows.clone().any(|i| reads[i].contains(&r)));
+    let zero = _mm512_setzero_ps();
     for (b, img) in images.enumerate() {
         for c in 0..channels {
             let plane = &x[(img * channels + c) * h * w..][..h * w];
-            for (y, row) in plane.chunks_exact(w).enumerate() {
-                for c0 in (0..w).step_by(2 * LANES) {
-                    let left = w - c0;
-                    // SAFETY: the masked loads read columns c0.. of the row, the stores write
-                    // ⌈left/2⌉ ≤ pitch − c0/2 odd and ⌊left/2⌋ ≤ pitch − 1 − c0/2 even entries
-                    // of padded row y + 1
-                    unsafe {
-                        let a = _mm512_maskz_loadu_ps(first(left), row.as_ptr().add(c0));
-                        let bb = _mm512_maskz_loadu_ps(
-                            first(left.saturating_sub(LANES)),
-                            row.as_ptr().add((c0 + LANES).min(w)),
-                        );
-                        let at = (y + 1) * pitch + c0 / 2;
-                        let e = _mm512_permutex2var_ps(a, evens, bb);
-                        let o = _mm512_permutex2var_ps(a, odds, bb);
-                        _mm512_mask_storeu_ps(odd.as_mut_ptr().add(at), first(left.div_ceil(2)), e);
-                        _mm512_mask_storeu_ps(even.as_mut_ptr().add(at + 1), first(left / 2), o);
-                    }
-                }
-            }
             let out = c * stride + b * per_image;
             for ty in 0..th {
                 for q0 in (0..tw).step_by(LANES) {
                     let mask = first(tw - q0);
-                    // the tile's four columns (padded 2q, 2q + 1, 2q + 2, 2q + 3), each as the
-                    // four rows' Bᵀ·d
-                    let cols: [[__m512; 4]; 4] = std::array::from_fn(|kind| {
-                        let (src, shift) = match kind {
-                            0 => (&even, 0),
-                            1 => (&odd, 0),
-                            2 => (&even, 1),
-                            _ => (&odd, 1),
-                        };
-                        // SAFETY: rows 2ty..2ty + 4 < ph, and a vector from column
-                        // q0 + shift ≤ pitch stays inside the slack
-                        let d: [__m512; 4] = std::array::from_fn(|r| unsafe {
-                            _mm512_loadu_ps(src.as_ptr().add((2 * ty + r) * pitch + q0 + shift))
-                        });
-                        [
-                            _mm512_sub_ps(d[0], d[2]),
-                            _mm512_add_ps(d[1], d[2]),
-                            _mm512_sub_ps(d[2], d[1]),
-                            _mm512_sub_ps(d[1], d[3]),
-                        ]
+                    // the tile's rows (plane rows 2ty − 1 .. 2ty + 3), each as its 4 columns
+                    let d: [[__m512; 4]; 4] = std::array::from_fn(|r| {
+                        let y = (2 * ty + r).wrapping_sub(1);
+                        if needed[r] && y < h {
+                            // SAFETY: AVX-512F by the caller's requirement
+                            unsafe { tile_columns(&plane[y * w..][..w], q0) }
+                        } else {
+                            [zero; 4]
+                        }
                     });
                     let t = out + ty * tw + q0;
                     for i in rows.clone() {
-                        let [d0, d1, d2, d3] = [cols[0][i], cols[1][i], cols[2][i], cols[3][i]];
+                        // row i of Bᵀ·d, then ·B
+                        let [e, o, e1, o1]: [__m512; 4] = std::array::from_fn(|k| match i {
+                            0 => _mm512_sub_ps(d[0][k], d[2][k]),
+                            1 => _mm512_add_ps(d[1][k], d[2][k]),
+                            2 => _mm512_sub_ps(d[2][k], d[1][k]),
+                            _ => _mm512_sub_ps(d[1][k], d[3][k]),
+                        });
                         let vals = [
-                            _mm512_sub_ps(d0, d2),
-                            _mm512_add_ps(d1, d2),
-                            _mm512_sub_ps(d2, d1),
-                            _mm512_sub_ps(d1, d3),
+                            _mm512_sub_ps(e, e1),
+                            _mm512_add_ps(o, e1),
+                            _mm512_sub_ps(e1, o),
+                            _mm512_sub_ps(o, o1),
                         ];
                         for (j, val) in vals.into_iter().enumerate() {
                             // SAFETY: tiles t.. t + tw − q0 of column c of point 4i + j: inside
@@ -192,9 +204,9 @@ pub(super) unsafe fn transform_outputs(
     }
 }
 
-/// Writes the transformed row `i` of `A·dy·Aᵀ` for the tiles of images `images` of `dy`
-/// (`[n][channels][h][w]`) into `m`: its four points `point` floats apart, each tile by tile,
-/// `columns` output channels a tile (16 at a time, gathered across the channels' planes).
+/// Writes `A·dy·Aᵀ` for the tiles of images `images` of `dy` (`[n][channels][h][w]`) into `m`:
+/// the points of the transformed rows `rows`, `point` floats apart, each tile by tile, `columns` output channels a tile (16
+/// at a time, gathered across the channels' planes).
 ///
 /// # Safety
 /// AVX-512F.
@@ -204,8 +216,8 @@ pub(super) unsafe fn transform_grads(
     channels: usize,
     dy: &[f32],
     images: Range<usize>,
-    i: usize,
     [columns, point]: [usize; 2],
+    rows: Range<usize>,
     m: &mut [f32],
 ) {
     use std::arch::x86_64::*;
@@ -213,19 +225,23 @@ pub(super) unsafe fn transform_grads(
     let [th, tw] = p.tile_grid();
     let plane = h * w;
     let tiles = images.len() * th * tw;
-    assert!(i < 4 && columns.is_multiple_of(LANES) && columns >= channels);
-    assert!(point >= tiles * columns && m.len() >= 3 * point + tiles * columns);
+    assert!(columns.is_multiple_of(LANES) && columns >= channels);
+    assert!(rows.end <= 4 && point >= tiles * columns);
+    assert!(m.len() >= (4 * rows.len()).saturating_sub(1) * point + tiles * columns);
     assert!(dy.len() >= images.end * channels * plane && LANES * plane < i32::MAX as usize);
     let offsets = _mm512_mullo_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
         _mm512_set1_epi32(plane as i32),
     );
-    // which of the tile's two rows row i of A takes, and with which signs
-    let (first_row, second_row) = match i {
-        0 => (1.0, 0.0),
-        1 => (1.0, 1.0),
-        2 => (1.0, -1.0),
-        _ => (0.0, -1.0),
+    let zero = _mm512_setzero_ps();
+    // A's rows applied to a pair (a, b): a, a + b, a − b, −b
+    let a_rows = |a: __m512, b: __m512| {
+        [
+            a,
+            _mm512_add_ps(a, b),
+            _mm512_sub_ps(a, b),
+            _mm512_sub_ps(zero, b),
+        ]
     };
     let mut t = 0;
     for img in images {
@@ -242,44 +258,31 @@ pub(super) unsafe fn transform_grads(
                             // image `img`, pixel (y, x): inside `dy` (asserted above)
                             unsafe {
                                 _mm512_mask_i32gather_ps::<4>(
-                                    _mm512_setzero_ps(),
+                                    zero,
                                     lanes,
                                     offsets,
                                     dy.as_ptr().add(base + y * w + x),
                                 )
                             }
                         } else {
-                            _mm512_setzero_ps()
+                            zero
                         }
                     };
-                    let row = |s: usize| {
-                        let a = if first_row != 0.0 {
-                            at(0, s)
-                        } else {
-                            _mm512_setzero_ps()
-                        };
-                        let b = if second_row != 0.0 {
-                            at(1, s)
-                        } else {
-                            _mm512_setzero_ps()
-                        };
-                        _mm512_add_ps(
-                            _mm512_mul_ps(_mm512_set1_ps(first_row), a),
-                            _mm512_mul_ps(_mm512_set1_ps(second_row), b),
-                        )
-                    };
-                    let (e, f) = (row(0), row(1));
-                    let vals = [
-                        e,
-                        _mm512_add_ps(e, f),
-                        _mm512_sub_ps(e, f),
-                        _mm512_sub_ps(_mm512_setzero_ps(), f),
-                    ];
-                    for (j, val) in vals.into_iter().enumerate() {
-                        // SAFETY: point j, tile t, channels c0..c0 + 16 ≤ columns: inside `m`
-                        unsafe {
-                            _mm512_storeu_ps(m.as_mut_ptr().add(j * point + t * columns + c0), val)
-                        };
+                    // A·dy: four rows of two; then each row ·Aᵀ
+                    let left = a_rows(at(0, 0), at(1, 0));
+                    let right = a_rows(at(0, 1), at(1, 1));
+                    for i in rows.clone() {
+                        for (j, val) in a_rows(left[i], right[i]).into_iter().enumerate() {
+                            // SAFETY: point 4i + j of the wanted rows, tile t, channels
+                            // c0..c0 + 16 ≤ columns: inside `m` (asserted above)
+                            unsafe {
+                                _mm512_storeu_ps(
+                                    m.as_mut_ptr()
+                                        .add((4 * (i - rows.start) + j) * point + t * columns + c0),
+                                    val,
+                                )
+                            };
+                        }
                     }
                 }
                 t += 1;

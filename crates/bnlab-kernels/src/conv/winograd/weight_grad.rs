@@ -1,12 +1,22 @@
-//! The weight gradient: per transformed row of the tiles, the sums over every tile of
-//! (input tiles transformed) × (output-gradient tiles transformed), then `Gᵀ·D·G`.
+//! The weight gradient: the sums over every tile of (input tiles transformed) ×
+//! (output-gradient tiles transformed), then `Gᵀ·D·G`.
+//!
+//! Tasks split the sums two ways, both fixed by the shape, so every sum has one order
+//! whatever the threads:
+//! - where the 16 points' sums fit in L2, by segments of blocks: each task sums all 16
+//!   points over its segment's blocks, and the segments' partial sums are added in order;
+//! - else by rows of the transformed tiles (four points each): each task runs over every
+//!   block, reading the inputs once per row, so that its sums stay in L2.
+
+use std::ops::Range;
 
 use rayon::prelude::*;
 
 use super::super::direct::with_local;
+use super::super::passes::sum_in_order;
 use super::filters::filter_grads;
 use super::tiles::{transform_grads, transform_inputs};
-use super::{LANES, Plan, point_len};
+use super::{LANES, POINTS, Plan, point_len};
 
 /// Input channels of the weight gradient's register tile (rows of the transformed gradient).
 const GRAD_ROWS: usize = 6;
@@ -21,17 +31,23 @@ const GRAD_COLUMNS: usize = LANES * GRAD_VECTORS;
 /// Tiles a block of the weight gradient aims for.
 const GRAD_BLOCK_TILES: usize = 192;
 
-/// Per-thread buffers of one block of the weight gradient.
+/// Bytes of the 16 points' sums up to which the tasks split the blocks (not the points).
+const SEGMENTED_BYTES: usize = 2 << 20;
+
+/// Most segments of blocks (partial sums).
+const SEGMENTS: usize = 8;
+
+/// A block's transformed tiles (the points of one task): inputs and output gradients.
 #[derive(Default)]
-struct GradScratch {
+struct Transformed {
     v: Vec<f32>,
     m: Vec<f32>,
 }
 
 thread_local! {
-    /// This thread's weight-gradient buffers, kept from call to call.
-    static GRAD_SCRATCH: std::cell::RefCell<GradScratch> =
-        std::cell::RefCell::new(GradScratch::default());
+    /// This thread's buffers, kept from call to call.
+    static TRANSFORMED: std::cell::RefCell<Transformed> =
+        std::cell::RefCell::new(Transformed::default());
 }
 
 /// Adds one point's `Σ_t v[ci][t] · m[t][co]` over `tiles` tiles into `du` (`rows` × `columns`,
@@ -101,49 +117,66 @@ unsafe fn grad_tile(
     }
 }
 
-/// ∂L/∂w of [`super::forward()`], laid out `[cout][cin][3][3]`: `Gᵀ·(Σ_tiles (Bᵀ·x·B) ⊙ (A·dy·Aᵀ))·G`.
-/// One task per transformed row (four points) over every block in order, so each sum runs in
-/// one fixed order whatever the threads.
+/// ∂L/∂w of [`super::forward()`], laid out `[cout][cin][3][3]`:
+/// `Gᵀ·(Σ_tiles (Bᵀ·x·B) ⊙ (A·dy·Aᵀ))·G`.
 pub(crate) fn weight_grad(p: &Plan, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (rows, columns) = (
         p.cin.next_multiple_of(GRAD_ROWS),
         p.cout.next_multiple_of(GRAD_COLUMNS),
     );
-    let part = 4 * rows * columns;
-    let mut du = vec![0.0f32; 4 * part];
     let blocks = p.blocks_of(GRAD_BLOCK_TILES, LANES);
-    du.par_chunks_mut(part).enumerate().for_each(|(i, du)| {
-        with_local(&GRAD_SCRATCH, |s| {
-            for images in &blocks {
-                let tiles = images.len() * p.tiles_per_image();
-                let stride = tiles.next_multiple_of(LANES);
-                let (vp, mp) = (point_len(stride, rows), point_len(tiles, columns));
-                s.v.resize(4 * vp, 0.0);
-                s.m.resize(4 * mp, 0.0);
-                // SAFETY: `plan_of` checked AVX-512F
-                unsafe {
-                    transform_inputs(
-                        p,
-                        p.cin,
-                        x,
-                        images.clone(),
-                        [stride, vp],
-                        i..i + 1,
-                        &mut s.v,
-                    );
-                    transform_grads(p, p.cout, dy, images.clone(), i, [columns, mp], &mut s.m);
+    let sums = rows * columns;
+    // (transformed rows per task, segments of blocks)
+    let (per_task, segments) = if 4 * POINTS * sums <= SEGMENTED_BYTES {
+        (4, SEGMENTS.min(blocks.len()).max(1))
+    } else {
+        (1, 1)
+    };
+    let groups = 4 / per_task;
+    let per_segment = blocks.len().div_ceil(segments).max(1);
+    let tasks: Vec<(&[Range<usize>], usize)> = blocks
+        .chunks(per_segment)
+        .flat_map(|segment| (0..groups).map(move |g| (segment, g)))
+        .collect();
+    // per task (segment-major): the sums of its rows' points
+    let partials: Vec<Vec<f32>> = tasks
+        .into_par_iter()
+        .map(|(segment, g)| {
+            let mut du = vec![0.0f32; 4 * per_task * sums];
+            let rows_of_task = g * per_task..(g + 1) * per_task;
+            with_local(&TRANSFORMED, |buf| {
+                for images in segment {
+                    let tiles = images.len() * p.tiles_per_image();
+                    let stride = tiles.next_multiple_of(LANES);
+                    let (vp, mp) = (point_len(stride, rows), point_len(tiles, columns));
+                    buf.v.resize(4 * per_task * vp, 0.0);
+                    buf.m.resize(4 * per_task * mp, 0.0);
+                    let (x_at, dy_at) = ([stride, vp], [columns, mp]);
+                    let r = rows_of_task.clone();
+                    // SAFETY: `plan_of` checked AVX-512F
+                    unsafe {
+                        transform_inputs(p, p.cin, x, images.clone(), x_at, r.clone(), &mut buf.v);
+                        transform_grads(p, p.cout, dy, images.clone(), dy_at, r, &mut buf.m);
+                    }
+                    for (k, du) in du.chunks_exact_mut(sums).enumerate() {
+                        grad_product(
+                            [rows, columns],
+                            [tiles, stride],
+                            &buf.v[k * vp..][..vp],
+                            &buf.m[k * mp..][..mp],
+                            du,
+                        );
+                    }
                 }
-                for j in 0..4 {
-                    grad_product(
-                        [rows, columns],
-                        [tiles, stride],
-                        &s.v[j * vp..][..vp],
-                        &s.m[j * mp..][..mp],
-                        &mut du[j * rows * columns..][..rows * columns],
-                    );
-                }
-            }
+            });
+            du
         })
-    });
+        .collect();
+    // each group's sums over the segments in order, the groups in row order
+    let mut du = Vec::with_capacity(POINTS * sums);
+    for g in 0..groups {
+        let per_segment = partials.iter().skip(g).step_by(groups).map(|p| &p[..]);
+        du.extend(sum_in_order(per_segment, 4 * per_task * sums));
+    }
     filter_grads(p, &du, [rows, columns])
 }
