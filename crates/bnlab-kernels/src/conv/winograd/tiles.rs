@@ -88,15 +88,15 @@ pub(super) unsafe fn transform_inputs(
                 for q0 in (0..tw).step_by(LANES) {
                     let mask = first(tw - q0);
                     // the tile's rows (plane rows 2ty − 1 .. 2ty + 3), each as its 4 columns
-                    let d: [[__m512; 4]; 4] = std::array::from_fn(|r| {
+                    // (a loop, not a closure: a closure would not inline `tile_columns`)
+                    let mut d = [[zero; 4]; 4];
+                    for (r, d) in d.iter_mut().enumerate() {
                         let y = (2 * ty + r).wrapping_sub(1);
                         if needed[r] && y < h {
                             // SAFETY: AVX-512F by the caller's requirement
-                            unsafe { tile_columns(&plane[y * w..][..w], q0) }
-                        } else {
-                            [zero; 4]
+                            *d = unsafe { tile_columns(&plane[y * w..][..w], q0) };
                         }
-                    });
+                    }
                     let t = out + ty * tw + q0;
                     for i in rows.clone() {
                         // row i of Bᵀ·d, then ·B
