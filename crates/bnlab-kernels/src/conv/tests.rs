@@ -419,6 +419,10 @@ fn winograd_matches_the_reference_on_odd_shapes() {
     check_winograd_kernels(Case::new(1, 3, 1, 70, 3).size([6, 35]));
     check_winograd_kernels(Case::new(9, 8, 4, 8, 3));
     check_winograd_kernels(Case::new(40, 2, 6, 3, 3));
+    // small planes read 16 tiles across tile rows (8 × 15: two rows of 8 tiles) and images
+    // (8 × 8: a plane; 3 × 3 and 4 × 4: four images, the last group short)
+    check_winograd_kernels(Case::new(3, 4, 1, 5, 3).size([8, 15]));
+    check_winograd_kernels(Case::new(3, 4, 8, 5, 3));
     // weight-gradient sums too large for L2: its tasks split the points, not the blocks
     check_winograd_kernels(Case::new(2, 130, 3, 260, 3));
 }

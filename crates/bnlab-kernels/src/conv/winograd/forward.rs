@@ -8,6 +8,7 @@ use rayon::prelude::*;
 
 use super::super::direct::with_local;
 use super::filters::{forward_filters, input_grad_filters};
+use super::groups::Groups;
 use super::tiles::{transform_inputs, transform_outputs};
 use super::{POINTS, Plan, point_len};
 
@@ -103,13 +104,27 @@ fn run(p: &Plan, cin: usize, cout: usize, x: &[f32], u: &[f32]) -> Vec<f32> {
             .collect()
     };
     let panels = u.len() / POINTS / cin; // padded output channels
+    // SAFETY: `plan_of` checked AVX-512F
+    let groups = unsafe { Groups::of(p) };
     blocks.into_par_iter().zip(outs).for_each(|(images, out)| {
         with_local(&THREAD_SCRATCH, |s| {
             let stride = (images.len() * p.tiles_per_image()).next_multiple_of(STRIP);
             s.v.resize(POINTS * point_len(stride, cin), 0.0);
             s.m.resize(POINTS * point_len(stride, panels), 0.0);
             // SAFETY: `plan_of` checked AVX-512F
-            unsafe { block(p, [cin, cout], x, u, images, stride, s, out) };
+            unsafe {
+                block(
+                    p,
+                    groups.as_ref(),
+                    [cin, cout],
+                    x,
+                    u,
+                    images,
+                    stride,
+                    s,
+                    out,
+                )
+            };
         })
     });
     y
@@ -124,6 +139,7 @@ fn run(p: &Plan, cin: usize, cout: usize, x: &[f32], u: &[f32]) -> Vec<f32> {
 #[allow(clippy::too_many_arguments)]
 unsafe fn block(
     p: &Plan,
+    groups: Option<&Groups>,
     [cin, cout]: [usize; 2],
     x: &[f32],
     u: &[f32],
@@ -137,6 +153,7 @@ unsafe fn block(
     unsafe {
         transform_inputs(
             p,
+            groups,
             cin,
             x,
             images,

@@ -9,6 +9,7 @@
 
 mod filters;
 mod forward;
+mod groups;
 mod tiles;
 mod weight_grad;
 

@@ -4,6 +4,7 @@
 use std::ops::Range;
 
 use super::forward::PANEL;
+use super::groups::Groups;
 use super::{LANES, POINTS, Plan, first, point_len};
 
 /// The four columns of 16 consecutive tiles from tile `q0` in one row of a plane padded by one
@@ -62,6 +63,7 @@ unsafe fn tile_columns(row: &[f32], q0: usize) -> [std::arch::x86_64::__m512; 4]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn transform_inputs(
     p: &Plan,
+    groups: Option<&Groups>,
     channels: usize,
     x: &[f32],
     images: Range<usize>,
@@ -80,6 +82,20 @@ pub(super) unsafe fn transform_inputs(
     let reads = [[0, 2], [1, 2], [1, 2], [1, 3]];
     let needed: [bool; 4] = std::array::from_fn(|r| rows.clone().any(|i| reads[i].contains(&r)));
     let zero = _mm512_setzero_ps();
+    if let Some(groups) = groups {
+        let tiles = images.len() * per_image;
+        for c in 0..channels {
+            for t0 in (0..tiles).step_by(LANES) {
+                let block = [images.start, images.len()];
+                // SAFETY: AVX-512F by the caller's requirement
+                let d = unsafe { groups.pixels(p, x, block, channels, c, t0, needed) };
+                let at = [c * stride + t0, point];
+                // SAFETY: tiles t0.. of column c of each point: inside `v` (asserted above)
+                unsafe { store_tiles(&d, rows.clone(), v, at, first(tiles - t0)) };
+            }
+        }
+        return;
+    }
     for (b, img) in images.enumerate() {
         for c in 0..channels {
             let plane = &x[(img * channels + c) * h * w..][..h * w];
@@ -97,35 +113,53 @@ pub(super) unsafe fn transform_inputs(
                             *d = unsafe { tile_columns(&plane[y * w..][..w], q0) };
                         }
                     }
-                    let t = out + ty * tw + q0;
-                    for i in rows.clone() {
-                        // row i of Bᵀ·d, then ·B
-                        let [e, o, e1, o1]: [__m512; 4] = std::array::from_fn(|k| match i {
-                            0 => _mm512_sub_ps(d[0][k], d[2][k]),
-                            1 => _mm512_add_ps(d[1][k], d[2][k]),
-                            2 => _mm512_sub_ps(d[2][k], d[1][k]),
-                            _ => _mm512_sub_ps(d[1][k], d[3][k]),
-                        });
-                        let vals = [
-                            _mm512_sub_ps(e, e1),
-                            _mm512_add_ps(o, e1),
-                            _mm512_sub_ps(e1, o),
-                            _mm512_sub_ps(o, o1),
-                        ];
-                        for (j, val) in vals.into_iter().enumerate() {
-                            // SAFETY: tiles t.. t + tw − q0 of column c of point 4i + j: inside
-                            // `v` (asserted above)
-                            unsafe {
-                                _mm512_mask_storeu_ps(
-                                    v.as_mut_ptr().add((4 * (i - rows.start) + j) * point + t),
-                                    mask,
-                                    val,
-                                )
-                            };
-                        }
-                    }
+                    let at = [out + ty * tw + q0, point];
+                    // SAFETY: tiles t.. t + tw − q0 of column c of each point: inside `v`
+                    unsafe { store_tiles(&d, rows.clone(), v, at, mask) };
                 }
             }
+        }
+    }
+}
+
+/// `Bᵀ·d·B` of 16 tiles' pixels `d[r][s]` (a tile a lane), its rows `rows` written to `v`:
+/// point 4i + j of them from element `t + (4(i − rows.start) + j)·point`, the lanes of `mask`.
+///
+/// # Safety
+/// AVX-512F; those elements inside `v`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn store_tiles(
+    d: &[[std::arch::x86_64::__m512; 4]; 4],
+    rows: Range<usize>,
+    v: &mut [f32],
+    [t, point]: [usize; 2],
+    mask: u16,
+) {
+    use std::arch::x86_64::*;
+    for i in rows.clone() {
+        // row i of Bᵀ·d, then ·B
+        let mut row = [_mm512_setzero_ps(); 4];
+        for (k, row) in row.iter_mut().enumerate() {
+            *row = match i {
+                0 => _mm512_sub_ps(d[0][k], d[2][k]),
+                1 => _mm512_add_ps(d[1][k], d[2][k]),
+                2 => _mm512_sub_ps(d[2][k], d[1][k]),
+                _ => _mm512_sub_ps(d[1][k], d[3][k]),
+            };
+        }
+        let [e, o, e1, o1] = row;
+        let vals = [
+            _mm512_sub_ps(e, e1),
+            _mm512_add_ps(o, e1),
+            _mm512_sub_ps(e1, o),
+            _mm512_sub_ps(o, o1),
+        ];
+        for (j, val) in vals.into_iter().enumerate() {
+            let at = t + (4 * (i - rows.start) + j) * point;
+            assert!(at + mask.count_ones() as usize <= v.len());
+            // SAFETY: the masked lanes lie inside `v` (the caller's requirement)
+            unsafe { _mm512_mask_storeu_ps(v.as_mut_ptr().add(at), mask, val) };
         }
     }
 }

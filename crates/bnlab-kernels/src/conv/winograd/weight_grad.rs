@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use super::super::direct::with_local;
 use super::super::passes::sum_in_order;
 use super::filters::filter_grads;
+use super::groups::Groups;
 use super::tiles::{transform_grads, transform_inputs};
 use super::{LANES, POINTS, Plan, point_len};
 
@@ -132,11 +133,13 @@ pub(crate) fn weight_grad(p: &Plan, x: &[f32], dy: &[f32]) -> Vec<f32> {
     } else {
         (1, 1)
     };
-    let groups = 4 / per_task;
+    let row_groups = 4 / per_task;
+    // SAFETY: `plan_of` checked AVX-512F
+    let tile_groups = unsafe { Groups::of(p) };
     let per_segment = blocks.len().div_ceil(segments).max(1);
     let tasks: Vec<(&[Range<usize>], usize)> = blocks
         .chunks(per_segment)
-        .flat_map(|segment| (0..groups).map(move |g| (segment, g)))
+        .flat_map(|segment| (0..row_groups).map(move |g| (segment, g)))
         .collect();
     // per task (segment-major): the sums of its rows' points
     let partials: Vec<Vec<f32>> = tasks
@@ -155,7 +158,8 @@ pub(crate) fn weight_grad(p: &Plan, x: &[f32], dy: &[f32]) -> Vec<f32> {
                     let r = rows_of_task.clone();
                     // SAFETY: `plan_of` checked AVX-512F
                     unsafe {
-                        transform_inputs(p, p.cin, x, images.clone(), x_at, r.clone(), &mut buf.v);
+                        let (groups, b) = (tile_groups.as_ref(), images.clone());
+                        transform_inputs(p, groups, p.cin, x, b, x_at, r.clone(), &mut buf.v);
                         transform_grads(p, p.cout, dy, images.clone(), dy_at, r, &mut buf.m);
                     }
                     for (k, du) in du.chunks_exact_mut(sums).enumerate() {
@@ -174,8 +178,8 @@ pub(crate) fn weight_grad(p: &Plan, x: &[f32], dy: &[f32]) -> Vec<f32> {
         .collect();
     // each group's sums over the segments in order, the groups in row order
     let mut du = Vec::with_capacity(POINTS * sums);
-    for g in 0..groups {
-        let per_segment = partials.iter().skip(g).step_by(groups).map(|p| &p[..]);
+    for g in 0..row_groups {
+        let per_segment = partials.iter().skip(g).step_by(row_groups).map(|p| &p[..]);
         du.extend(sum_in_order(per_segment, 4 * per_task * sums));
     }
     filter_grads(p, &du, [rows, columns])
