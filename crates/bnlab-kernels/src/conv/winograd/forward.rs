@@ -173,7 +173,7 @@ unsafe fn block(
         );
     }
     // SAFETY: AVX-512F by the caller's requirement
-    unsafe { transform_outputs(p, cout, &s.m, stride, out) };
+    unsafe { transform_outputs(p, groups, cout, &s.m, stride, out) };
 }
 
 /// y = conv(x, w) for `w` laid out `[cout][cin][3][3]`.

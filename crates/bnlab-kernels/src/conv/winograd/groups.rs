@@ -29,6 +29,11 @@ pub(super) struct Groups {
     upper: [[u16; 4]; 4],
     /// Per (r, s): the lanes whose pixel lies inside the plane (the others read zero).
     inside: [[u16; 4]; 4],
+    /// Per destination vector of the outputs: the index of each float among the 64 of the
+    /// tiles' 2 × 2 output pixels (pixel (r, s) of every lane at (2r + s)·16 + lane).
+    out_index: [__m512i; 4],
+    /// Per destination vector: the lanes whose float lies in pixels (1, 0) or (1, 1).
+    out_upper: [u16; 4],
 }
 
 impl Groups {
@@ -80,13 +85,35 @@ impl Groups {
                 }
             }
         }
+        // the outputs: destination vector j holds 16 consecutive floats of the group's planes
+        // (their (image, row, column)), or one plane row
+        let mut out_index = [[0i32; LANES]; 4];
+        let mut out_upper = [0u16; 4];
+        for (j, index) in out_index.iter_mut().enumerate() {
+            for (e, slot) in index.iter_mut().enumerate() {
+                let (g, y, x) = match sources {
+                    Sources::Planes { images } => {
+                        let part = 4 / images;
+                        let at = (j % part) * LANES + e;
+                        (j / part, at / w, at % w)
+                    }
+                    Sources::Rows => (0, 2 * (j / 2) + j % 2, e),
+                };
+                let lane = g * per_image + (y / 2) * tw + x / 2;
+                let at = (2 * (y % 2) + x % 2) * LANES + lane % LANES;
+                *slot = at as i32;
+                out_upper[j] |= u16::from(at >= 2 * LANES) << e;
+            }
+        }
         // SAFETY: reads 16 i32 from an array of 16
-        let index = index.map(|row| row.map(|i| unsafe { _mm512_loadu_si512(i.as_ptr().cast()) }));
+        let load = |i: &[i32; LANES]| unsafe { _mm512_loadu_si512(i.as_ptr().cast()) };
         Some(Groups {
             sources,
-            index,
+            index: index.map(|row| row.map(|i| load(&i))),
             upper,
             inside,
+            out_index: out_index.map(|i| load(&i)),
+            out_upper,
         })
     }
 
@@ -160,6 +187,57 @@ impl Groups {
             }
         }
         d
+    }
+}
+
+impl Groups {
+    /// Writes the 2 × 2 output pixels `out[r][s]` of the group of 16 tiles from tile `t0` of a
+    /// block into `y` (the block's `images` × `channels` planes), channel `c`.
+    ///
+    /// # Safety
+    /// AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn write(
+        &self,
+        p: &Plan,
+        out: [[__m512; 2]; 2],
+        y: &mut [f32],
+        [images, channels, c]: [usize; 3],
+        t0: usize,
+    ) {
+        let [h, w] = p.size;
+        let plane = h * w;
+        let [th, tw] = p.tile_grid();
+        let [[a, b], [cc, d]] = out;
+        for j in 0..4 {
+            let lo = _mm512_permutex2var_ps(a, self.out_index[j], b);
+            let hi = _mm512_permutex2var_ps(cc, self.out_index[j], d);
+            let v = _mm512_mask_blend_ps(self.out_upper[j], lo, hi);
+            // (image of the block, first float in its plane, floats)
+            let (image, at, n) = match self.sources {
+                Sources::Planes { images: per_group } => {
+                    let part = 4 / per_group;
+                    let at = (j % part) * LANES;
+                    (
+                        t0 / (th * tw) + j / part,
+                        at,
+                        plane.saturating_sub(at).min(LANES),
+                    )
+                }
+                Sources::Rows => {
+                    let row0 = t0 / tw;
+                    let row = 2 * (row0 % th + j / 2) + j % 2;
+                    (row0 / th, row * w, if row < h { w } else { 0 })
+                }
+            };
+            if image < images && n > 0 {
+                let base = (image * channels + c) * plane + at;
+                let dst = &mut y[base..base + n];
+                // SAFETY: the mask writes the `n` floats of `dst`
+                unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), first(n), v) };
+            }
+        }
     }
 }
 

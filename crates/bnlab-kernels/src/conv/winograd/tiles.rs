@@ -173,6 +173,7 @@ unsafe fn store_tiles(
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn transform_outputs(
     p: &Plan,
+    groups: Option<&Groups>,
     channels: usize,
     m: &[f32],
     stride: usize,
@@ -183,9 +184,21 @@ pub(super) unsafe fn transform_outputs(
     let [th, tw] = p.tile_grid();
     let per_image = th * tw;
     let point = point_len(stride, channels.next_multiple_of(PANEL));
+    assert!(stride.is_multiple_of(LANES));
     assert!(m.len() >= (POINTS - 1) * point + stride * channels);
     let images = y.len() / (channels * h * w);
     assert!(images * per_image <= stride);
+    if let Some(groups) = groups {
+        for c in 0..channels {
+            for t0 in (0..images * per_image).step_by(LANES) {
+                // SAFETY: tiles t0..t0 + 16 ≤ stride of column c of each point: inside `m`
+                let out = unsafe { output_tiles(m, [c * stride + t0, point], u16::MAX) };
+                // SAFETY: AVX-512F by the caller's requirement
+                unsafe { groups.write(p, out, y, [images, channels, c], t0) };
+            }
+        }
+        return;
+    }
     let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     for (b, image) in y.chunks_exact_mut(channels * h * w).enumerate() {
@@ -193,26 +206,13 @@ pub(super) unsafe fn transform_outputs(
             for ty in 0..th {
                 for q0 in (0..tw).step_by(LANES) {
                     let t = c * stride + b * per_image + ty * tw + q0;
-                    let mask = first(tw - q0);
                     // SAFETY: tiles t.. t + tw − q0 of column c of each point: inside `m`
-                    let mk: [__m512; POINTS] = std::array::from_fn(|k| unsafe {
-                        _mm512_maskz_loadu_ps(mask, m.as_ptr().add(k * point + t))
-                    });
-                    for r in 0..2 {
+                    let out = unsafe { output_tiles(m, [t, point], first(tw - q0)) };
+                    for (r, [a, bb]) in out.into_iter().enumerate() {
                         let yy = 2 * ty + r;
                         if yy >= h {
                             break;
                         }
-                        // row r of Aᵀ·m, its four points
-                        let s: [__m512; 4] = std::array::from_fn(|j| {
-                            if r == 0 {
-                                _mm512_add_ps(_mm512_add_ps(mk[j], mk[4 + j]), mk[8 + j])
-                            } else {
-                                _mm512_sub_ps(_mm512_sub_ps(mk[4 + j], mk[8 + j]), mk[12 + j])
-                            }
-                        });
-                        let a = _mm512_add_ps(_mm512_add_ps(s[0], s[1]), s[2]);
-                        let bb = _mm512_sub_ps(_mm512_sub_ps(s[1], s[2]), s[3]);
                         let x0 = 2 * q0;
                         let left = w - x0;
                         let row = plane[yy * w..][..w].as_mut_ptr();
@@ -236,6 +236,44 @@ pub(super) unsafe fn transform_outputs(
             }
         }
     }
+}
+
+/// `Aᵀ·m·A` of 16 tiles (a tile a lane, those of `mask`) from element `t` of each of the 16
+/// points `point` floats apart: the 2 × 2 output pixels `[r][s]`.
+///
+/// # Safety
+/// AVX-512F; the masked lanes inside `m`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn output_tiles(
+    m: &[f32],
+    [t, point]: [usize; 2],
+    mask: u16,
+) -> [[std::arch::x86_64::__m512; 2]; 2] {
+    use std::arch::x86_64::*;
+    assert!(t + (POINTS - 1) * point + mask.count_ones() as usize <= m.len());
+    let mut mk = [_mm512_setzero_ps(); POINTS];
+    for (k, mk) in mk.iter_mut().enumerate() {
+        // SAFETY: the masked lanes lie inside `m` (asserted above)
+        *mk = unsafe { _mm512_maskz_loadu_ps(mask, m.as_ptr().add(k * point + t)) };
+    }
+    let mut out = [[_mm512_setzero_ps(); 2]; 2];
+    for (r, out) in out.iter_mut().enumerate() {
+        // row r of Aᵀ·m, its four points, then ·A
+        let mut s = [_mm512_setzero_ps(); 4];
+        for (j, s) in s.iter_mut().enumerate() {
+            *s = if r == 0 {
+                _mm512_add_ps(_mm512_add_ps(mk[j], mk[4 + j]), mk[8 + j])
+            } else {
+                _mm512_sub_ps(_mm512_sub_ps(mk[4 + j], mk[8 + j]), mk[12 + j])
+            };
+        }
+        *out = [
+            _mm512_add_ps(_mm512_add_ps(s[0], s[1]), s[2]),
+            _mm512_sub_ps(_mm512_sub_ps(s[1], s[2]), s[3]),
+        ];
+    }
+    out
 }
 
 /// Writes `A·dy·Aᵀ` for the tiles of images `images` of `dy` (`[n][channels][h][w]`) into `m`:
