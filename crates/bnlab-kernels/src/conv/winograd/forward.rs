@@ -2,6 +2,7 @@
 //! products of (tiles × input channels) by (input × output channels), the products
 //! transformed back.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use rayon::prelude::*;
@@ -90,10 +91,12 @@ unsafe fn strip_product(cin: usize, stride: usize, v: *const f32, u: *const f32,
 /// `cin → cout` planes of `x` through the transformed filters `u`, every block in parallel.
 fn run(p: &Plan, cin: usize, cout: usize, x: &[f32], u: &[f32]) -> Vec<f32> {
     let image_out = cout * p.pixels();
-    let mut y = vec![0.0f32; p.n * image_out];
+    // every element is written by one block's output transform (the tiles cover every
+    // pixel), so the output is not zeroed first
+    let mut y: Vec<f32> = Vec::with_capacity(p.n * image_out);
     let blocks = p.blocks_of(BLOCK_TILES, STRIP);
-    let outs: Vec<&mut [f32]> = {
-        let mut rest = &mut y[..];
+    let outs: Vec<&mut [MaybeUninit<f32>]> = {
+        let mut rest = &mut y.spare_capacity_mut()[..p.n * image_out];
         blocks
             .iter()
             .map(|b| {
@@ -127,6 +130,8 @@ fn run(p: &Plan, cin: usize, cout: usize, x: &[f32], u: &[f32]) -> Vec<f32> {
             };
         })
     });
+    // SAFETY: the blocks wrote every element (above)
+    unsafe { y.set_len(p.n * image_out) };
     y
 }
 
@@ -146,7 +151,7 @@ unsafe fn block(
     images: Range<usize>,
     stride: usize,
     s: &mut Scratch,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) {
     let panels = u.len() / POINTS / cin; // padded output channels
     // SAFETY: AVX-512F by the caller's requirement

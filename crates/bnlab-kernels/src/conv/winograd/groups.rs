@@ -5,6 +5,7 @@
 //! two-level permute of them.
 
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
 use super::{LANES, Plan, first};
 
@@ -202,7 +203,7 @@ impl Groups {
         &self,
         p: &Plan,
         out: [[__m512; 2]; 2],
-        y: &mut [f32],
+        y: &mut [MaybeUninit<f32>],
         [images, channels, c]: [usize; 3],
         t0: usize,
     ) {
@@ -235,7 +236,7 @@ impl Groups {
                 let base = (image * channels + c) * plane + at;
                 let dst = &mut y[base..base + n];
                 // SAFETY: the mask writes the `n` floats of `dst`
-                unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), first(n), v) };
+                unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr().cast(), first(n), v) };
             }
         }
     }

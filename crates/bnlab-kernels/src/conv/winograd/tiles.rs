@@ -1,6 +1,7 @@
 //! The tiles' transforms, 16 tiles at a time on AVX-512: `Bᵀ·d·B` of the input tiles,
 //! `Aᵀ·m·A` back to output tiles, and `A·dy·Aᵀ` of the output gradient's tiles.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::forward::PANEL;
@@ -177,7 +178,7 @@ pub(super) unsafe fn transform_outputs(
     channels: usize,
     m: &[f32],
     stride: usize,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) {
     use std::arch::x86_64::*;
     let [h, w] = p.size;
@@ -215,7 +216,7 @@ pub(super) unsafe fn transform_outputs(
                         }
                         let x0 = 2 * q0;
                         let left = w - x0;
-                        let row = plane[yy * w..][..w].as_mut_ptr();
+                        let row = plane[yy * w..][..w].as_mut_ptr().cast::<f32>();
                         // SAFETY: columns x0.. of row yy, `left` of them at most
                         unsafe {
                             _mm512_mask_storeu_ps(
