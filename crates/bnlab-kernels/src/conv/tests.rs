@@ -11,7 +11,7 @@ use super::direct;
 use super::extension::on_flex_f32;
 use super::geometry::Geometry;
 #[cfg(target_arch = "x86_64")]
-use super::winograd;
+use super::winograd::{self, Pass};
 use super::*;
 
 /// A convolution case: input [n, cin, h, w], `cout` outputs, kernel, stride, padding
@@ -429,20 +429,34 @@ fn winograd_matches_the_reference_on_odd_shapes() {
 
 #[test]
 fn winograd_runs_the_shapes_it_measured_faster_on() {
-    // at least 128 channels each side (odd planes, 130 outputs), and 64 on a 32 × 32 plane
-    for case in [Case::new(2, 128, 5, 130, 3), Case::new(1, 64, 32, 64, 3)] {
-        #[cfg(target_arch = "x86_64")]
-        assert_eq!(winograd::chosen(&case.geometry()).is_some(), has_avx512f());
-        check(case);
+    // all three passes on 64 channels each side; the forward and the input gradient only on
+    // 16 and 32 (the weight gradient on the direct kernels)
+    #[cfg(target_arch = "x86_64")]
+    for (case, weight_grad) in [
+        (Case::new(16, 64, 16, 64, 3), true),
+        (Case::new(32, 16, 32, 32, 3), false),
+    ] {
+        let g = case.geometry();
+        let avx512 = has_avx512f();
+        assert_eq!(winograd::chosen(&g, Pass::Forward).is_some(), avx512);
+        assert_eq!(winograd::chosen(&g, Pass::InputGrad).is_some(), avx512);
+        let w = winograd::chosen(&g, Pass::WeightGrad);
+        assert_eq!(w.is_some(), avx512 && weight_grad, "{case:?}");
     }
-    // not on fewer channels, nor on planes smaller than 4 × 4, nor at stride 2
+    check(Case::new(16, 64, 16, 64, 3));
+    check(Case::new(32, 16, 32, 32, 3));
+    // not on less work, fewer channels, planes smaller than 4 × 4, nor at stride 2
     #[cfg(target_arch = "x86_64")]
     for case in [
         Case::new(2, 64, 8, 64, 3),
-        Case::new(2, 128, 3, 128, 3),
-        Case::new(2, 128, 8, 128, 3).stride(2),
+        Case::new(256, 8, 32, 8, 3),
+        Case::new(256, 128, 3, 128, 3),
+        Case::new(64, 128, 8, 128, 3).stride(2),
     ] {
-        assert!(winograd::chosen(&case.geometry()).is_none(), "{case:?}");
+        let g = case.geometry();
+        for pass in [Pass::Forward, Pass::InputGrad, Pass::WeightGrad] {
+            assert!(winograd::chosen(&g, pass).is_none(), "{case:?} {pass:?}");
+        }
     }
 }
 
@@ -487,7 +501,7 @@ fn on_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
     // the direct kernels, and Winograd (on AVX-512) over three blocks of 24 images
-    for case in [Case::new(40, 6, 5, 8, 3), Case::new(50, 128, 4, 128, 3)] {
+    for case in [Case::new(40, 6, 5, 8, 3), Case::new(64, 128, 4, 128, 3)] {
         let on = |threads: usize| on_threads(threads, || run(&case, ConvKernel::Auto, 11));
         let one = on(1);
         for threads in [2, 3] {
