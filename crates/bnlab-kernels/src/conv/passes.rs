@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use super::direct::TAPS;
 use super::geometry::Geometry;
 #[cfg(target_arch = "x86_64")]
-use super::winograd::{self, Pass};
+use super::winograd;
 use super::{direct, gemm};
 
 /// `buf` cut into consecutive slices of `lens`.
@@ -48,7 +48,7 @@ fn even_parts(channels: usize, parts: usize) -> Vec<Range<usize>> {
 /// y = conv(x, w) without bias.
 pub(crate) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
-    if let Some(plan) = winograd::chosen(g, Pass::Forward) {
+    if let Some(plan) = winograd::chosen(g) {
         return winograd::forward(&plan, x, w);
     }
     forward_without_winograd(g, x, w)
@@ -104,21 +104,10 @@ pub(crate) fn backward(
     want_w: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     #[cfg(target_arch = "x86_64")]
-    {
-        // each gradient on Winograd where it is chosen, the others on the other kernels
-        let plan_x = winograd::chosen(g, Pass::InputGrad).filter(|_| want_x);
-        let plan_w = winograd::chosen(g, Pass::WeightGrad).filter(|_| want_w);
-        if plan_x.is_some() || plan_w.is_some() {
-            let rest = [want_x && plan_x.is_none(), want_w && plan_w.is_none()];
-            let (dx, dw) = if rest[0] || rest[1] {
-                backward_without_winograd(g, x, w, dy, rest[0], rest[1])
-            } else {
-                (None, None)
-            };
-            let dx = plan_x.map(|p| winograd::input_grad(&p, dy, w)).or(dx);
-            let dw = plan_w.map(|p| winograd::weight_grad(&p, x, dy)).or(dw);
-            return (dx, dw);
-        }
+    if let Some(plan) = winograd::chosen(g) {
+        let dx = want_x.then(|| winograd::input_grad(&plan, dy, w));
+        let dw = want_w.then(|| winograd::weight_grad(&plan, x, dy));
+        return (dx, dw);
     }
     backward_without_winograd(g, x, w, dy, want_x, want_w)
 }

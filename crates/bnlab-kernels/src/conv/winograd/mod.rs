@@ -95,33 +95,20 @@ impl Plan {
     }
 }
 
-/// A pass of a convolution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Pass {
-    /// y from x.
-    Forward,
-    /// ∂L/∂x from ∂L/∂y.
-    InputGrad,
-    /// ∂L/∂w from x and ∂L/∂y.
-    WeightGrad,
-}
-
 /// Multiply-adds of the direct convolution (n · pixels · cin · cout, without the 9 taps) from
 /// which Winograd runs: below it the transforms' fixed costs and the few blocks (one thread
 /// each) lost to the direct kernels.
 const LEAST_WORK: usize = 1 << 24;
 
-/// The plan of `g` where Winograd runs `pass`: where it can ([`plan_of`]) and where it
-/// measured faster than the direct kernels (BENCHMARKS.md, "Winograd F(2,3)"): planes of 4 × 4
-/// and more, at least 16 channels each side (64 for the weight gradient, whose tiles are 64
-/// output channels wide), and at least [`LEAST_WORK`]. Chosen by the shape alone, so the bits
-/// of a result do not depend on timings.
-pub(crate) fn chosen(g: &Geometry, pass: Pass) -> Option<Plan> {
-    let channels = g.cin.min(g.cout);
+/// The plan of `g` where Winograd runs it: where it can ([`plan_of`]) and where it measured
+/// at least as fast as the direct kernels in all three passes (BENCHMARKS.md, "Winograd
+/// F(2,3)"): planes of 4 × 4 and more, at least 16 channels each side, and at least
+/// [`LEAST_WORK`]. Chosen by the shape alone, so the bits of a result do not depend on
+/// timings.
+pub(crate) fn chosen(g: &Geometry) -> Option<Plan> {
     let [h, w] = g.size;
-    let least = if pass == Pass::WeightGrad { 64 } else { 16 };
     let work = g.n * h * w * g.cin * g.cout;
-    let fits = h >= 4 && w >= 4 && channels >= least && work >= LEAST_WORK;
+    let fits = h >= 4 && w >= 4 && g.cin.min(g.cout) >= 16 && work >= LEAST_WORK;
     plan_of(g).filter(|_| fits)
 }
 

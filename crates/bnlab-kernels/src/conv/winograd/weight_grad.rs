@@ -19,15 +19,47 @@ use super::groups::Groups;
 use super::tiles::{transform_grads, transform_inputs};
 use super::{LANES, POINTS, Plan, point_len};
 
-/// Input channels of the weight gradient's register tile (rows of the transformed gradient).
-const GRAD_ROWS: usize = 6;
+/// The weight gradient's register tile: input channels (rows of the sums) × vectors of 16
+/// output channels, 24 or 16 accumulators, as wide in output channels as the layer allows
+/// (the transformed output gradients are padded to whole tiles).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GradTile {
+    /// 6 × 64.
+    Wide,
+    /// 8 × 32.
+    Half,
+    /// 16 × 16.
+    Narrow,
+}
 
-/// Output-channel vectors of the weight gradient's register tile.
-const GRAD_VECTORS: usize = 4;
+impl GradTile {
+    /// The tile for `cout` output channels.
+    fn of(cout: usize) -> GradTile {
+        match cout {
+            0..=16 => GradTile::Narrow,
+            17..=32 => GradTile::Half,
+            _ => GradTile::Wide,
+        }
+    }
 
-/// Output channels of the weight gradient's register tile: its transformed output gradients
-/// are padded to a multiple of it.
-const GRAD_COLUMNS: usize = LANES * GRAD_VECTORS;
+    /// Input channels of the tile.
+    fn rows(self) -> usize {
+        match self {
+            GradTile::Wide => 6,
+            GradTile::Half => 8,
+            GradTile::Narrow => 16,
+        }
+    }
+
+    /// Output channels of the tile.
+    fn columns(self) -> usize {
+        match self {
+            GradTile::Wide => 4 * LANES,
+            GradTile::Half => 2 * LANES,
+            GradTile::Narrow => LANES,
+        }
+    }
+}
 
 /// Tiles a block of the weight gradient aims for.
 const GRAD_BLOCK_TILES: usize = 192;
@@ -52,44 +84,47 @@ thread_local! {
 }
 
 /// Adds one point's `Σ_t v[ci][t] · m[t][co]` over `tiles` tiles into `du` (`rows` × `columns`,
-/// row-major): `v` holds `rows` columns of `stride` tiles, `m` `columns` channels a tile.
+/// row-major) in register tiles `tile`: `v` holds `rows` columns of `stride` tiles, `m`
+/// `columns` channels a tile.
 fn grad_product(
+    tile: GradTile,
     [rows, columns]: [usize; 2],
     [tiles, stride]: [usize; 2],
     v: &[f32],
     m: &[f32],
     du: &mut [f32],
 ) {
-    assert!(rows.is_multiple_of(GRAD_ROWS) && columns.is_multiple_of(GRAD_COLUMNS));
+    assert!(rows.is_multiple_of(tile.rows()) && columns.is_multiple_of(tile.columns()));
     assert!(v.len() >= (rows - 1) * stride + tiles && m.len() >= tiles * columns);
     assert!(du.len() >= rows * columns && tiles <= stride);
-    for c0 in (0..columns).step_by(GRAD_COLUMNS) {
-        for r0 in (0..rows).step_by(GRAD_ROWS) {
+    for c0 in (0..columns).step_by(tile.columns()) {
+        for r0 in (0..rows).step_by(tile.rows()) {
+            let (v, m) = (v[r0 * stride..].as_ptr(), m[c0..].as_ptr());
+            let du = du[r0 * columns + c0..].as_mut_ptr();
+            let at = [stride, columns];
             // SAFETY: (AVX-512F was checked by `plan_of`) the asserts above keep the kernel's
-            // reads of `v` (GRAD_ROWS rows of `tiles` from row r0), of `m` (GRAD_COLUMNS from
-            // c0 of each of `tiles` tiles) and its updates of `du` in bounds.
+            // reads of `v` (the tile's rows of `tiles` from row r0), of `m` (the tile's columns
+            // from c0 of each of `tiles` tiles) and its updates of `du` in bounds.
             unsafe {
-                grad_tile(
-                    tiles,
-                    [stride, columns],
-                    v[r0 * stride..].as_ptr(),
-                    m[c0..].as_ptr(),
-                    du[r0 * columns + c0..].as_mut_ptr(),
-                )
+                match tile {
+                    GradTile::Wide => grad_tile::<6, 4>(tiles, at, v, m, du),
+                    GradTile::Half => grad_tile::<8, 2>(tiles, at, v, m, du),
+                    GradTile::Narrow => grad_tile::<16, 1>(tiles, at, v, m, du),
+                }
             }
         }
     }
 }
 
-/// The register tile of [`grad_product`]: [`GRAD_ROWS`] × [`GRAD_COLUMNS`] of `du`, summed
-/// over the tiles in order.
+/// The register tile of [`grad_product`]: `ROWS` × `VECTORS`·16 of `du`, summed over the tiles
+/// in order.
 ///
 /// # Safety
-/// AVX-512F; `v` readable for [`GRAD_ROWS`] rows of `tiles` at stride `stride`, `m` for
-/// `tiles` rows of [`GRAD_COLUMNS`] at stride `columns`, `du` updatable for [`GRAD_ROWS`] rows
-/// of [`GRAD_COLUMNS`] at stride `columns`.
+/// AVX-512F; `v` readable for `ROWS` rows of `tiles` at stride `stride`, `m` for `tiles` rows
+/// of `VECTORS`·16 at stride `columns`, `du` updatable for `ROWS` rows of `VECTORS`·16 at
+/// stride `columns`.
 #[target_feature(enable = "avx512f")]
-unsafe fn grad_tile(
+unsafe fn grad_tile<const ROWS: usize, const VECTORS: usize>(
     tiles: usize,
     [stride, columns]: [usize; 2],
     v: *const f32,
@@ -97,22 +132,30 @@ unsafe fn grad_tile(
     du: *mut f32,
 ) {
     use std::arch::x86_64::*;
-    // SAFETY (every block below): in bounds by the caller's requirement
-    let mut acc: [[__m512; GRAD_VECTORS]; GRAD_ROWS] = std::array::from_fn(|r| {
-        std::array::from_fn(|c| unsafe { _mm512_loadu_ps(du.add(r * columns + LANES * c)) })
-    });
+    let mut acc = [[_mm512_setzero_ps(); VECTORS]; ROWS];
+    for (r, acc) in acc.iter_mut().enumerate() {
+        for (c, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: in bounds by the caller's requirement
+            *acc = unsafe { _mm512_loadu_ps(du.add(r * columns + LANES * c)) };
+        }
+    }
     for t in 0..tiles {
-        let b: [__m512; GRAD_VECTORS] =
-            std::array::from_fn(|c| unsafe { _mm512_loadu_ps(m.add(t * columns + LANES * c)) });
+        let mut b = [_mm512_setzero_ps(); VECTORS];
+        for (c, b) in b.iter_mut().enumerate() {
+            // SAFETY: in bounds by the caller's requirement
+            *b = unsafe { _mm512_loadu_ps(m.add(t * columns + LANES * c)) };
+        }
         for (r, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: in bounds by the caller's requirement
             let a = _mm512_set1_ps(unsafe { *v.add(r * stride + t) });
-            for c in 0..GRAD_VECTORS {
+            for c in 0..VECTORS {
                 acc[c] = _mm512_fmadd_ps(a, b[c], acc[c]);
             }
         }
     }
     for (r, acc) in acc.iter().enumerate() {
         for (c, &acc) in acc.iter().enumerate() {
+            // SAFETY: in bounds by the caller's requirement
             unsafe { _mm512_storeu_ps(du.add(r * columns + LANES * c), acc) };
         }
     }
@@ -121,9 +164,10 @@ unsafe fn grad_tile(
 /// ∂L/∂w of [`super::forward()`], laid out `[cout][cin][3][3]`:
 /// `Gᵀ·(Σ_tiles (Bᵀ·x·B) ⊙ (A·dy·Aᵀ))·G`.
 pub(crate) fn weight_grad(p: &Plan, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let tile = GradTile::of(p.cout);
     let (rows, columns) = (
-        p.cin.next_multiple_of(GRAD_ROWS),
-        p.cout.next_multiple_of(GRAD_COLUMNS),
+        p.cin.next_multiple_of(tile.rows()),
+        p.cout.next_multiple_of(tile.columns()),
     );
     let blocks = p.blocks_of(GRAD_BLOCK_TILES, LANES);
     let sums = rows * columns;
@@ -164,6 +208,7 @@ pub(crate) fn weight_grad(p: &Plan, x: &[f32], dy: &[f32]) -> Vec<f32> {
                     }
                     for (k, du) in du.chunks_exact_mut(sums).enumerate() {
                         grad_product(
+                            tile,
                             [rows, columns],
                             [tiles, stride],
                             &buf.v[k * vp..][..vp],
