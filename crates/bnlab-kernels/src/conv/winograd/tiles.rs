@@ -101,19 +101,25 @@ pub(super) unsafe fn transform_inputs(
         for c in 0..channels {
             let plane = &x[(img * channels + c) * h * w..][..h * w];
             let out = c * stride + b * per_image;
-            for ty in 0..th {
-                for q0 in (0..tw).step_by(LANES) {
-                    let mask = first(tw - q0);
+            for q0 in (0..tw).step_by(LANES) {
+                let mask = first(tw - q0);
+                // the last two rows of the previous tile row: the first two of this one
+                let mut last: [Option<[__m512; 4]>; 2] = [None, None];
+                for ty in 0..th {
                     // the tile's rows (plane rows 2ty − 1 .. 2ty + 3), each as its 4 columns
                     // (a loop, not a closure: a closure would not inline `tile_columns`)
                     let mut d = [[zero; 4]; 4];
                     for (r, d) in d.iter_mut().enumerate() {
                         let y = (2 * ty + r).wrapping_sub(1);
                         if needed[r] && y < h {
-                            // SAFETY: AVX-512F by the caller's requirement
-                            *d = unsafe { tile_columns(&plane[y * w..][..w], q0) };
+                            *d = match last.get(r).copied().flatten() {
+                                Some(kept) => kept,
+                                // SAFETY: AVX-512F by the caller's requirement
+                                None => unsafe { tile_columns(&plane[y * w..][..w], q0) },
+                            };
                         }
                     }
+                    last = [needed[2].then_some(d[2]), needed[3].then_some(d[3])];
                     let at = [out + ty * tw + q0, point];
                     // SAFETY: tiles t.. t + tw − q0 of column c of each point: inside `v`
                     unsafe { store_tiles(&d, rows.clone(), v, at, mask) };
