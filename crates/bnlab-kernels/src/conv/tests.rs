@@ -437,10 +437,11 @@ fn winograd_runs_the_shapes_it_measured_faster_on() {
         assert_eq!(winograd::chosen(&case.geometry()).is_some(), has_avx512f());
         check(case);
     }
-    // not on less work, fewer channels, planes smaller than 4 × 4, nor at stride 2
+    // not on less work, fewer tiles, fewer channels, planes smaller than 4 × 4, nor at stride 2
     #[cfg(target_arch = "x86_64")]
     for case in [
         Case::new(2, 64, 8, 64, 3),
+        Case::new(8, 512, 4, 512, 3),
         Case::new(256, 8, 32, 8, 3),
         Case::new(256, 128, 3, 128, 3),
         Case::new(64, 128, 8, 128, 3).stride(2),

@@ -100,16 +100,21 @@ impl Plan {
 /// each) lost to the direct kernels.
 const LEAST_WORK: usize = 1 << 24;
 
+/// Tiles of the batch from which Winograd runs: each transformed filter (16 floats per channel
+/// pair, made on every call) serves that many tiles, and fewer left 512 → 512 at batch 8 (32
+/// tiles of 4 × 4 planes) at 0.4× the direct kernels' speed.
+const LEAST_TILES: usize = 512;
+
 /// The plan of `g` where Winograd runs it: where it can ([`plan_of`]) and where it measured
-/// at least as fast as the direct kernels in all three passes (BENCHMARKS.md, "Winograd
-/// F(2,3)"): planes of 4 × 4 and more, at least 16 channels each side, and at least
-/// [`LEAST_WORK`]. Chosen by the shape alone, so the bits of a result do not depend on
-/// timings.
+/// at least as fast as the direct kernels in all three passes at batches 2, 8 and 128
+/// (BENCHMARKS.md, "Winograd F(2,3)"): planes of 4 × 4 and more, at least 16 channels each
+/// side, [`LEAST_WORK`] and [`LEAST_TILES`]. Chosen by the shape alone, so the bits of a
+/// result do not depend on timings.
 pub(crate) fn chosen(g: &Geometry) -> Option<Plan> {
     let [h, w] = g.size;
     let work = g.n * h * w * g.cin * g.cout;
     let fits = h >= 4 && w >= 4 && g.cin.min(g.cout) >= 16 && work >= LEAST_WORK;
-    plan_of(g).filter(|_| fits)
+    plan_of(g).filter(|p| fits && p.n * p.tiles_per_image() >= LEAST_TILES)
 }
 
 /// The plan of `g` when Winograd can run it: 3×3, stride 1, padding 1, no dilation, one group,
