@@ -112,13 +112,15 @@ const LEAST_TILES: usize = 512;
 /// result do not depend on timings.
 pub(crate) fn chosen(g: &Geometry) -> Option<Plan> {
     let [h, w] = g.size;
-    let work = g.n * h * w * g.cin * g.cout;
+    let work = [g.n, h, w, g.cin, g.cout]
+        .iter()
+        .fold(1usize, |a, &b| a.saturating_mul(b));
     let fits = h >= 4 && w >= 4 && g.cin.min(g.cout) >= 16 && work >= LEAST_WORK;
     plan_of(g).filter(|p| fits && p.n * p.tiles_per_image() >= LEAST_TILES)
 }
 
 /// The plan of `g` when Winograd can run it: 3×3, stride 1, padding 1, no dilation, one group,
-/// on a CPU with AVX-512F.
+/// on a CPU with AVX-512F, planes whose 16 channels' offsets fit the gathers' i32 indices.
 pub(crate) fn plan_of(g: &Geometry) -> Option<Plan> {
     (g.kernel == [3, 3]
         && g.stride == [1, 1]
@@ -126,6 +128,7 @@ pub(crate) fn plan_of(g: &Geometry) -> Option<Plan> {
         && g.dilation == [1, 1]
         && g.groups == 1
         && g.out == g.size
+        && g.size[0].saturating_mul(g.size[1]) < i32::MAX as usize / LANES
         && std::arch::is_x86_feature_detected!("avx512f"))
     .then_some(Plan {
         n: g.n,
