@@ -97,10 +97,14 @@ pub(super) unsafe fn transform_inputs(
         }
         return;
     }
+    let end = images.end * channels * h * w;
     for (b, img) in images.enumerate() {
         for c in 0..channels {
-            let plane = &x[(img * channels + c) * h * w..][..h * w];
+            let start = (img * channels + c) * h * w;
+            let plane = &x[start..][..h * w];
             let out = c * stride + b * per_image;
+            // each tile row prefetches its two rows of the plane two planes on
+            let ahead = start + 2 * h * w;
             for q0 in (0..tw).step_by(LANES) {
                 let mask = first(tw - q0);
                 // the last two rows of the previous tile row: the first two of this one
@@ -120,6 +124,13 @@ pub(super) unsafe fn transform_inputs(
                         }
                     }
                     last = [needed[2].then_some(d[2]), needed[3].then_some(d[3])];
+                    if q0 == 0 {
+                        let rows = ahead + 2 * ty * w..(ahead + (2 * ty + 2) * w).min(end);
+                        for line in rows.step_by(LANES) {
+                            // SAFETY: a prefetch of an address inside `x` (below `end`)
+                            unsafe { _mm_prefetch::<_MM_HINT_T0>(x.as_ptr().add(line).cast()) };
+                        }
+                    }
                     let at = [out + ty * tw + q0, point];
                     // SAFETY: tiles t.. t + tw − q0 of column c of each point: inside `v`
                     unsafe { store_tiles(&d, rows.clone(), v, at, mask) };
