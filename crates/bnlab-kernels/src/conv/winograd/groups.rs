@@ -269,6 +269,10 @@ impl Planes<'_> {
         let base = (self.first + b * self.stride) * self.plane + at;
         let n = len.min(self.plane - at).min(LANES);
         let row = &self.x[base..base + n];
+        // the same floats two channels on, for the groups that come two planes later
+        if let Some(ahead) = self.x.get(base + 2 * self.plane) {
+            _mm_prefetch::<_MM_HINT_T0>((ahead as *const f32).cast());
+        }
         // SAFETY: the mask reads the `n` floats of `row`
         unsafe { _mm512_maskz_loadu_ps(first(n), row.as_ptr()) }
     }
