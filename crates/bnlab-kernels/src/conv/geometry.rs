@@ -10,7 +10,7 @@ use burn::nn::conv::Conv2d;
 const BLOCK_COLUMNS: usize = 256;
 
 /// Most segments the weight gradient is split into (one partial gradient each).
-const SEGMENTS: usize = 8;
+pub(super) const SEGMENTS: usize = 8;
 
 /// Output pixels a segment holds at least (where the batch has them): the direct weight
 /// gradient sums a segment's pixels in vector lanes before adding across them, and 16 images

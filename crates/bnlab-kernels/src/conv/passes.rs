@@ -18,7 +18,7 @@ use super::winograd;
 use super::{direct, gemm};
 
 /// `buf` cut into consecutive slices of `lens`.
-fn split(buf: &mut [f32], lens: impl Iterator<Item = usize>) -> Vec<&mut [f32]> {
+pub(super) fn split<T>(buf: &mut [T], lens: impl Iterator<Item = usize>) -> Vec<&mut [T]> {
     let mut rest = buf;
     lens.map(|len| {
         let (head, tail) = std::mem::take(&mut rest).split_at_mut(len);
@@ -183,8 +183,24 @@ fn gemm_backward(
     (dx, dw)
 }
 
+/// The partial results of tasks listed segment by segment, `groups` tasks a segment, each
+/// group one piece of the result: each group's partials summed over the segments in order
+/// ([`sum_in_order`]), then the groups' sums one after the other. `len(g)` is group g's length.
+pub(super) fn sum_groups_in_order(
+    partials: &[Vec<f32>],
+    groups: usize,
+    len: impl Fn(usize) -> usize,
+) -> Vec<f32> {
+    let mut sum = Vec::with_capacity((0..groups).map(&len).sum());
+    for g in 0..groups {
+        let per_segment = partials.iter().skip(g).step_by(groups).map(|p| &p[..]);
+        sum.extend(sum_in_order(per_segment, len(g)));
+    }
+    sum
+}
+
 /// The element-wise sum of `parts` in their order (the first taken as it is), or zeros.
-pub(super) fn sum_in_order<'a>(mut parts: impl Iterator<Item = &'a [f32]>, len: usize) -> Vec<f32> {
+fn sum_in_order<'a>(mut parts: impl Iterator<Item = &'a [f32]>, len: usize) -> Vec<f32> {
     let mut sum = parts.next().map_or_else(|| vec![0.0; len], <[f32]>::to_vec);
     for part in parts {
         for (s, v) in sum.iter_mut().zip(part) {
@@ -246,15 +262,8 @@ fn direct_backward(
             })
         })
         .collect();
-    let dw = want_w.then(|| {
-        // each part's rows, summed over the segments in order
-        let mut dw = Vec::with_capacity(g.weight_len());
-        for (i, part) in outs.iter().enumerate() {
-            let per_segment = partials.iter().skip(i).step_by(count).map(|p| &p[..]);
-            dw.extend(sum_in_order(per_segment, part.len() * row));
-        }
-        dw
-    });
+    // each part's rows, summed over the segments in order
+    let dw = want_w.then(|| sum_groups_in_order(&partials, count, |i| outs[i].len() * row));
     let dx = want_x.then(|| {
         // SAFETY: the tasks wrote every element: each (image, channel) plane of dx is one
         // segment's and one part's, and the tiles cover every pixel of a plane.

@@ -6,6 +6,16 @@ use rayon::prelude::*;
 use super::forward::PANEL;
 use super::{POINTS, Plan};
 
+/// `G·(a, b, c)`: one side of the filter transform, taken by rows and then by columns.
+fn g_side(a: f32, b: f32, c: f32) -> [f32; 4] {
+    [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c]
+}
+
+/// `Gᵀ·(a, b, c, e)`: one side of [`filter_grads`]' transform, by rows and then by columns.
+fn gt_side(a: f32, b: f32, c: f32, e: f32) -> [f32; 3] {
+    [a + 0.5 * (b + c), 0.5 * (b - c), 0.5 * (b + c) + e]
+}
+
 /// The filters transformed, `G·f·Gᵀ` for each (output, input) channel pair, in panels of
 /// [`PANEL`] output channels (padded with zeros to whole panels): panel-major, then
 /// point-major, then input channel by input channel. The panels are made in parallel.
@@ -23,18 +33,15 @@ pub(super) fn transform_filters(
             for o in panel * PANEL..((panel + 1) * PANEL).min(cout) {
                 for i in 0..cin {
                     let g: [f32; 9] = std::array::from_fn(|k| f(o, i, k));
-                    // G·g: 4 × 3
+                    // G·g: 4 × 3, column by column
                     let mut t = [[0.0f32; 3]; 4];
                     for j in 0..3 {
-                        let (a, b, c) = (g[j], g[3 + j], g[6 + j]);
-                        t[0][j] = a;
-                        t[1][j] = 0.5 * (a + b + c);
-                        t[2][j] = 0.5 * (a - b + c);
-                        t[3][j] = c;
+                        for (r, v) in g_side(g[j], g[3 + j], g[6 + j]).into_iter().enumerate() {
+                            t[r][j] = v;
+                        }
                     }
                     for (r, &[a, b, c]) in t.iter().enumerate() {
-                        let row = [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
-                        for (s, val) in row.into_iter().enumerate() {
+                        for (s, val) in g_side(a, b, c).into_iter().enumerate() {
                             u[((r * 4 + s) * cin + i) * PANEL + o % PANEL] = val;
                         }
                     }
@@ -66,16 +73,11 @@ pub(super) fn filter_grads(p: &Plan, du: &[f32], [rows, columns]: [usize; 2]) ->
         .for_each(|(o, dw)| {
             for (i, dw) in dw.chunks_exact_mut(9).enumerate() {
                 let d = |a: usize, b: usize| du[(4 * a + b) * rows * columns + i * columns + o];
-                // Gᵀ·D: 3 × 4
-                let t: [[f32; 4]; 3] = [
-                    std::array::from_fn(|b| d(0, b) + 0.5 * (d(1, b) + d(2, b))),
-                    std::array::from_fn(|b| 0.5 * (d(1, b) - d(2, b))),
-                    std::array::from_fn(|b| 0.5 * (d(1, b) + d(2, b)) + d(3, b)),
-                ];
-                for (r, [a, b, c, e]) in t.into_iter().enumerate() {
-                    dw[3 * r] = a + 0.5 * (b + c);
-                    dw[3 * r + 1] = 0.5 * (b - c);
-                    dw[3 * r + 2] = 0.5 * (b + c) + e;
+                // Gᵀ·D (3 × 4) as its four columns, then each of its rows ·G
+                let cols: [[f32; 3]; 4] =
+                    std::array::from_fn(|b| gt_side(d(0, b), d(1, b), d(2, b), d(3, b)));
+                for (r, dw) in dw.chunks_exact_mut(3).enumerate() {
+                    dw.copy_from_slice(&gt_side(cols[0][r], cols[1][r], cols[2][r], cols[3][r]));
                 }
             }
         });

@@ -8,10 +8,11 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::super::direct::with_local;
+use super::super::passes::split;
 use super::filters::{forward_filters, input_grad_filters};
 use super::groups::Groups;
 use super::tiles::{transform_inputs, transform_outputs};
-use super::{POINTS, Plan, point_len};
+use super::{BUFFERS, Buffers, POINTS, Plan, point_len};
 
 /// Tiles a block aims for: the products' rows.
 const BLOCK_TILES: usize = 96;
@@ -25,18 +26,6 @@ const ROWS: usize = 3;
 
 /// Tiles of the products' register tile: a block's tiles are padded to a multiple of it.
 pub(super) const STRIP: usize = 16 * ROWS;
-
-/// Per-thread buffers of one block: transformed inputs and products.
-#[derive(Default)]
-struct Scratch {
-    v: Vec<f32>,
-    m: Vec<f32>,
-}
-
-thread_local! {
-    /// This thread's block buffers, kept from call to call (they are megabytes).
-    static THREAD_SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
-}
 
 /// Point `k`'s product `m = v · u` over a block: `v` holds `cin` columns of `stride` tiles,
 /// `u` the filter panels of every point ([`super::filters::transform_filters`]), `m` one column of `stride`
@@ -96,22 +85,15 @@ fn run(p: &Plan, cin: usize, cout: usize, x: &[f32], u: &[f32]) -> Vec<f32> {
     // pixel), so the output is not zeroed first
     let mut y: Vec<f32> = Vec::with_capacity(p.n * image_out);
     let blocks = p.blocks_of(BLOCK_TILES, STRIP);
-    let outs: Vec<&mut [MaybeUninit<f32>]> = {
-        let mut rest = &mut y.spare_capacity_mut()[..p.n * image_out];
-        blocks
-            .iter()
-            .map(|b| {
-                let (head, tail) = std::mem::take(&mut rest).split_at_mut(b.len() * image_out);
-                rest = tail;
-                head
-            })
-            .collect()
-    };
+    let outs = split(
+        &mut y.spare_capacity_mut()[..p.n * image_out],
+        blocks.iter().map(|b| b.len() * image_out),
+    );
     let panels = u.len() / POINTS / cin; // padded output channels
     // SAFETY: `plan_of` checked AVX-512F
     let groups = unsafe { Groups::of(p) };
     blocks.into_par_iter().zip(outs).for_each(|(images, out)| {
-        with_local(&THREAD_SCRATCH, |s| {
+        with_local(&BUFFERS, |s| {
             let stride = (images.len() * p.tiles_per_image()).next_multiple_of(STRIP);
             s.v.resize(POINTS * point_len(stride, cin), 0.0);
             s.m.resize(POINTS * point_len(stride, panels), 0.0);
@@ -120,7 +102,7 @@ fn run(p: &Plan, cin: usize, cout: usize, x: &[f32], u: &[f32]) -> Vec<f32> {
                 block(
                     p,
                     groups.as_ref(),
-                    [cin, cout],
+                    [cin, cout, panels],
                     x,
                     u,
                     images,
@@ -137,7 +119,7 @@ fn run(p: &Plan, cin: usize, cout: usize, x: &[f32], u: &[f32]) -> Vec<f32> {
 }
 
 /// One block of [`run`]: its tiles transformed, multiplied point by point, transformed back
-/// into `out`.
+/// into `out`; `panels` is `cout` padded to whole filter panels.
 ///
 /// # Safety
 /// AVX-512F (the transforms' loops are compiled for it).
@@ -146,15 +128,14 @@ fn run(p: &Plan, cin: usize, cout: usize, x: &[f32], u: &[f32]) -> Vec<f32> {
 unsafe fn block(
     p: &Plan,
     groups: Option<&Groups>,
-    [cin, cout]: [usize; 2],
+    [cin, cout, panels]: [usize; 3],
     x: &[f32],
     u: &[f32],
     images: Range<usize>,
     stride: usize,
-    s: &mut Scratch,
+    s: &mut Buffers,
     out: &mut [MaybeUninit<f32>],
 ) {
-    let panels = u.len() / POINTS / cin; // padded output channels
     // SAFETY: AVX-512F by the caller's requirement
     unsafe {
         transform_inputs(

@@ -56,7 +56,7 @@ impl Groups {
         } else {
             None
         }?;
-        // per lane: (image in the group, row of the tile's top-left pixel − 1's tile row, tx)
+        // per lane: (image in the group, tile row, tile column)
         let lane = |l: usize| match sources {
             Sources::Planes { .. } => (l / per_image, (l % per_image) / tw, l % tw),
             Sources::Rows => (0, l / tw, l % tw),

@@ -34,6 +34,21 @@ pub(super) fn point_len(stride: usize, columns: usize) -> usize {
     stride * columns + SKEW
 }
 
+/// One block's transformed tiles: inputs and products (the forward), or inputs and output
+/// gradients (the weight gradient).
+#[derive(Default)]
+pub(super) struct Buffers {
+    /// Transformed input tiles.
+    pub v: Vec<f32>,
+    /// Products, or transformed output-gradient tiles.
+    pub m: Vec<f32>,
+}
+
+thread_local! {
+    /// This thread's block buffers, kept from call to call (they are megabytes).
+    pub(super) static BUFFERS: std::cell::RefCell<Buffers> = std::cell::RefCell::new(Buffers::default());
+}
+
 /// Lanes of an AVX-512 vector of f32.
 pub(super) const LANES: usize = 16;
 

@@ -140,6 +140,30 @@ pub(super) unsafe fn transform_inputs(
     }
 }
 
+/// `Bᵀ·(d0, d1, d2, d3)`: one side of the input transform, by rows and then by columns.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn bt_side([d0, d1, d2, d3]: [std::arch::x86_64::__m512; 4]) -> [std::arch::x86_64::__m512; 4] {
+    use std::arch::x86_64::*;
+    [
+        _mm512_sub_ps(d0, d2),
+        _mm512_add_ps(d1, d2),
+        _mm512_sub_ps(d2, d1),
+        _mm512_sub_ps(d1, d3),
+    ]
+}
+
+/// `Aᵀ·(m0, m1, m2, m3)`: one side of the output transform, by rows and then by columns.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn at_side([m0, m1, m2, m3]: [std::arch::x86_64::__m512; 4]) -> [std::arch::x86_64::__m512; 2] {
+    use std::arch::x86_64::*;
+    [
+        _mm512_add_ps(_mm512_add_ps(m0, m1), m2),
+        _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3),
+    ]
+}
+
 /// `Bᵀ·d·B` of 16 tiles' pixels `d[r][s]` (a tile a lane), its rows `rows` written to `v`:
 /// point 4i + j of them from element `t + (4(i − rows.start) + j)·point`, the lanes of `mask`.
 ///
@@ -159,21 +183,9 @@ unsafe fn store_tiles(
         // row i of Bᵀ·d, then ·B
         let mut row = [_mm512_setzero_ps(); 4];
         for (k, row) in row.iter_mut().enumerate() {
-            *row = match i {
-                0 => _mm512_sub_ps(d[0][k], d[2][k]),
-                1 => _mm512_add_ps(d[1][k], d[2][k]),
-                2 => _mm512_sub_ps(d[2][k], d[1][k]),
-                _ => _mm512_sub_ps(d[1][k], d[3][k]),
-            };
+            *row = bt_side([d[0][k], d[1][k], d[2][k], d[3][k]])[i];
         }
-        let [e, o, e1, o1] = row;
-        let vals = [
-            _mm512_sub_ps(e, e1),
-            _mm512_add_ps(o, e1),
-            _mm512_sub_ps(e1, o),
-            _mm512_sub_ps(o, o1),
-        ];
-        for (j, val) in vals.into_iter().enumerate() {
+        for (j, val) in bt_side(row).into_iter().enumerate() {
             let at = t + (4 * (i - rows.start) + j) * point;
             assert!(at + mask.count_ones() as usize <= v.len());
             // SAFETY: the masked lanes lie inside `v` (the caller's requirement)
@@ -280,16 +292,9 @@ unsafe fn output_tiles(
         // row r of Aᵀ·m, its four points, then ·A
         let mut s = [_mm512_setzero_ps(); 4];
         for (j, s) in s.iter_mut().enumerate() {
-            *s = if r == 0 {
-                _mm512_add_ps(_mm512_add_ps(mk[j], mk[4 + j]), mk[8 + j])
-            } else {
-                _mm512_sub_ps(_mm512_sub_ps(mk[4 + j], mk[8 + j]), mk[12 + j])
-            };
+            *s = at_side([mk[j], mk[4 + j], mk[8 + j], mk[12 + j]])[r];
         }
-        *out = [
-            _mm512_add_ps(_mm512_add_ps(s[0], s[1]), s[2]),
-            _mm512_sub_ps(_mm512_sub_ps(s[1], s[2]), s[3]),
-        ];
+        *out = at_side(s);
     }
     out
 }

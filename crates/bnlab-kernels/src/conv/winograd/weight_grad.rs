@@ -13,11 +13,12 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::super::direct::with_local;
-use super::super::passes::sum_in_order;
+use super::super::geometry::SEGMENTS;
+use super::super::passes::sum_groups_in_order;
 use super::filters::filter_grads;
 use super::groups::Groups;
 use super::tiles::{transform_grads, transform_inputs};
-use super::{LANES, POINTS, Plan, point_len};
+use super::{BUFFERS, LANES, POINTS, Plan, point_len};
 
 /// The weight gradient's register tile: input channels (rows of the sums) × vectors of 16
 /// output channels, 24 or 16 accumulators, as wide in output channels as the layer allows
@@ -66,22 +67,6 @@ const GRAD_BLOCK_TILES: usize = 192;
 
 /// Bytes of the 16 points' sums up to which the tasks split the blocks (not the points).
 const SEGMENTED_BYTES: usize = 2 << 20;
-
-/// Most segments of blocks (partial sums).
-const SEGMENTS: usize = 8;
-
-/// A block's transformed tiles (the points of one task): inputs and output gradients.
-#[derive(Default)]
-struct Transformed {
-    v: Vec<f32>,
-    m: Vec<f32>,
-}
-
-thread_local! {
-    /// This thread's buffers, kept from call to call.
-    static TRANSFORMED: std::cell::RefCell<Transformed> =
-        std::cell::RefCell::new(Transformed::default());
-}
 
 /// Adds one point's `Σ_t v[ci][t] · m[t][co]` over `tiles` tiles into `du` (`rows` × `columns`,
 /// row-major) in register tiles `tile`: `v` holds `rows` columns of `stride` tiles, `m`
@@ -191,7 +176,7 @@ pub(crate) fn weight_grad(p: &Plan, x: &[f32], dy: &[f32]) -> Vec<f32> {
         .map(|(segment, g)| {
             let mut du = vec![0.0f32; 4 * per_task * sums];
             let rows_of_task = g * per_task..(g + 1) * per_task;
-            with_local(&TRANSFORMED, |buf| {
+            with_local(&BUFFERS, |buf| {
                 for images in segment {
                     let tiles = images.len() * p.tiles_per_image();
                     let stride = tiles.next_multiple_of(LANES);
@@ -222,10 +207,6 @@ pub(crate) fn weight_grad(p: &Plan, x: &[f32], dy: &[f32]) -> Vec<f32> {
         })
         .collect();
     // each group's sums over the segments in order, the groups in row order
-    let mut du = Vec::with_capacity(POINTS * sums);
-    for g in 0..row_groups {
-        let per_segment = partials.iter().skip(g).step_by(row_groups).map(|p| &p[..]);
-        du.extend(sum_in_order(per_segment, 4 * per_task * sums));
-    }
+    let du = sum_groups_in_order(&partials, row_groups, |_| 4 * per_task * sums);
     filter_grads(p, &du, [rows, columns])
 }
