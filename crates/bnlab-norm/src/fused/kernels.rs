@@ -401,6 +401,7 @@ pub(crate) fn unit_forward(
 ) -> (Vec<f32>, Vec<[f64; 2]>) {
     let unit = planes * s;
     let (y, sums) = filled(x.len(), unit, |u, out| {
+        prefetch(x.get((u + 1) * unit..(u + 2) * unit).unwrap_or_default());
         let x = &x[u * unit..(u + 1) * unit];
         let sums: UnitVec<[f64; 2]> = x.chunks(s).map(plane_moments).collect();
         for ((out, x), k) in out.chunks_mut(s).zip(x.chunks(s)).zip(coef(u, &sums)) {
@@ -426,6 +427,9 @@ pub(crate) fn unit_backward(
 ) -> (Vec<f32>, Vec<[f64; 2]>) {
     let unit = planes * s;
     let (dx, sums) = filled(x.len(), unit, |u, out| {
+        let next = (u + 1) * unit..(u + 2) * unit;
+        prefetch(dy.get(next.clone()).unwrap_or_default());
+        prefetch(x.get(next).unwrap_or_default());
         let span = u * unit..(u + 1) * unit;
         let (dy, x) = (&dy[span.clone()], &x[span]);
         let gate = |j: usize| gates.map(|g| &g[u * planes + j]);
@@ -443,6 +447,108 @@ pub(crate) fn unit_backward(
         sums
     });
     (dx, sums.into_iter().flatten().collect())
+}
+
+/// Bytes of dy and x one channel group may span for [`group_backward`]: its second pass reads
+/// them again from the core's L2 (2 MiB on the machines measured), instead of from memory.
+/// (BatchNorm at (128, 64, 32, 32), 1 MiB a channel: the backward 4–18 % faster than two
+/// passes over all planes in a timed loop, caches flushed or not; within the noise of the
+/// layer's whole forward + backward.)
+pub(crate) const GROUP_BACKWARD_BYTES: usize = 3 << 19;
+
+/// A pointer to the output of [`group_backward`], shared by its tasks, each of which writes
+/// planes no other task writes.
+#[derive(Clone, Copy)]
+struct Planes(*mut MaybeUninit<f32>);
+
+// SAFETY: the tasks sharing a `Planes` write disjoint ranges (see `group_backward`).
+unsafe impl Send for Planes {}
+unsafe impl Sync for Planes {}
+
+/// Asks the CPU to bring `v` into the caches ahead of its use. The passes that read the next
+/// unit or example while finishing one call it: a channel group's planes lie in strides of C
+/// planes, where the hardware prefetchers stop at each page, and a per-example unit is a few
+/// pages. (GroupNorm 32 at (128, 64, 32, 32): forward + backward 8 % faster over 8 alternated
+/// pairs; the plane-order passes, already sequential, were 4 % slower with it.)
+#[inline(always)]
+fn prefetch(v: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in v.chunks(16) {
+        // SAFETY: a prefetch reads nothing and cannot fault; the address is inside `v`.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr().cast(),
+            )
+        };
+    }
+}
+
+/// The backward of units that span examples (BatchNorm's: a channel group over the batch),
+/// one channel group at a time while its planes are in cache: [Σdy, Σdy·(x − shift)] of the
+/// group's `n·cpg` planes (example-major), then `coef(group, those sums)` gives their
+/// coefficients in the same order and the group's dx is written, reading dy and x from cache
+/// when they fit [`GROUP_BACKWARD_BYTES`]. Returns dx and the per-plane sums in plane order,
+/// the same bits as [`grad_moments`] and [`affine2`]. `gates` as in [`grad_moments`].
+pub(crate) fn group_backward(
+    dy: &[f32],
+    x: &[f32],
+    shifts: &[f32],
+    [n, c, s]: [usize; 3],
+    cpg: usize,
+    gates: Option<&[PlaneForward]>,
+    coef: impl Fn(usize, &[[f64; 2]]) -> UnitVec<PlaneBackward> + Sync + Send,
+) -> (Vec<f32>, Vec<[f64; 2]>) {
+    let len = n * c * s;
+    assert!(
+        dy.len() == len && x.len() == len && shifts.len() == n * c && cpg > 0 && c % cpg == 0,
+        "group_backward: shapes do not match [{n}, {c}, {s}] in groups of {cpg}"
+    );
+    let mut dx: Vec<f32> = Vec::with_capacity(len);
+    let out = Planes(dx.spare_capacity_mut().as_mut_ptr());
+    let span = cpg * s;
+    let groups: Vec<Vec<[f64; 2]>> = (0..c / cpg)
+        .into_par_iter()
+        .map(|g| {
+            // the group's planes of example i: planes i·c + g·cpg .. + cpg, one span of x
+            let at = |i: usize| (i * c + g * cpg) * s;
+            let plane = |i: usize, j: usize| i * c + g * cpg + j;
+            let mut sums = Vec::with_capacity(n * cpg);
+            for i in 0..n {
+                if i + 1 < n {
+                    prefetch(&dy[at(i + 1)..at(i + 1) + span]);
+                    prefetch(&x[at(i + 1)..at(i + 1) + span]);
+                }
+                let (dy, x) = (&dy[at(i)..at(i) + span], &x[at(i)..at(i) + span]);
+                for (j, (dy, x)) in dy.chunks(s).zip(x.chunks(s)).enumerate() {
+                    let p = plane(i, j);
+                    sums.push(plane_grad_moments(dy, x, shifts[p], gates.map(|g| &g[p])));
+                }
+            }
+            let k = coef(g, &sums);
+            for i in 0..n {
+                // SAFETY: this span (example i, group g) lies inside dx's capacity and no other
+                // task writes it: the groups partition the channels.
+                let out = unsafe { std::slice::from_raw_parts_mut({ out }.0.add(at(i)), span) };
+                let (dy, x) = (&dy[at(i)..at(i) + span], &x[at(i)..at(i) + span]);
+                let planes = out.chunks_mut(s).zip(dy.chunks(s).zip(x.chunks(s)));
+                for (j, (out, (dy, x))) in planes.enumerate() {
+                    let p = plane(i, j);
+                    plane_affine2(out, dy, x, &k[i * cpg + j], gates.map(|g| &g[p]));
+                }
+            }
+            sums
+        })
+        .collect();
+    // SAFETY: the groups partition the channels, so their spans cover all n·c·s slots, each
+    // written by `plane_affine2`.
+    unsafe { dx.set_len(len) };
+    let mut planes = vec![[0.0f64; 2]; n * c];
+    for (g, sums) in groups.iter().enumerate() {
+        for (q, &v) in sums.iter().enumerate() {
+            planes[(q / cpg) * c + g * cpg + q % cpg] = v;
+        }
+    }
+    (dx, planes)
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::kernels::{self, PlaneBackward, PlaneForward};
+use super::kernels::{self, PlaneBackward, PlaneForward, UnitVec};
 
 /// The statistics and set indices of one fused call, all on the host.
 ///
@@ -36,6 +36,18 @@ pub(crate) struct FusedStats {
     /// recomputes which values it passed from x and the forward's coefficients, so the
     /// activation before the ReLU is never stored.
     pub relu: bool,
+}
+
+/// The passes of [`FusedStats::backward`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Route {
+    /// Per-example units, one at a time ([`kernels::unit_backward`]).
+    Units,
+    /// Units spanning examples, one channel group at a time ([`kernels::group_backward`]).
+    Groups,
+    /// Every plane's sums, then every plane's dx ([`kernels::grad_moments`],
+    /// [`kernels::affine2`]).
+    Planes,
 }
 
 /// The reducer whose [`StatsReducer::reduce_grads`](crate::StatsReducer::reduce_grads) the
@@ -190,6 +202,51 @@ impl FusedStats {
         }
     }
 
+    /// The dx coefficients of `planes` ((example, channel) pairs in plane order, holding every
+    /// plane of each of their units) from their [Σdy, Σdy·(x − mean)], each unit's
+    /// Σ scale·dy and Σ scale·dy·x̂ added in the order [`Self::reduce_planes`] adds them.
+    fn coefficients_of(
+        &self,
+        planes: impl Iterator<Item = (usize, usize)> + Clone,
+        sums: &[[f64; 2]],
+        scale: &[f32],
+    ) -> UnitVec<PlaneBackward> {
+        // (unit, Σ scale·dy, Σ scale·dy·x̂): one unit a call but for ghost batches
+        let mut units: UnitVec<(usize, f64, f64)> = UnitVec::new();
+        for ((i, ch), &plane) in planes.clone().zip(sums) {
+            let (u, a, sum_dy, sum_dy_xhat) = self.plane_terms(i, ch, plane);
+            let w = f64::from(scale[a]);
+            let at = match units.iter().position(|e| e.0 == u) {
+                Some(at) => at,
+                None => {
+                    units.push((u, 0.0, 0.0));
+                    units.len() - 1
+                }
+            };
+            units[at].1 += w * sum_dy;
+            units[at].2 += w * sum_dy_xhat;
+        }
+        planes
+            .map(|(i, ch)| {
+                let u = self.indices(i, ch).0;
+                let (_, unit_dy, unit_dy_xhat) = units
+                    .iter()
+                    .copied()
+                    .find(|e| e.0 == u)
+                    .unwrap_or((u, 0.0, 0.0));
+                self.grad_coefficient(i, ch, scale, unit_dy, unit_dy_xhat)
+            })
+            .collect()
+    }
+
+    /// Whether one channel group's dy and x over the whole batch fit
+    /// [`kernels::GROUP_BACKWARD_BYTES`], so that [`kernels::group_backward`] reads them from
+    /// memory once.
+    pub(crate) fn group_in_cache(&self) -> bool {
+        let [n, _, s] = self.shape;
+        2 * 4 * n * self.cpg * s <= kernels::GROUP_BACKWARD_BYTES
+    }
+
     /// Σ scale·dy and Σ scale·dy·x̂ per statistics unit, and ∂L/∂scale, ∂L/∂shift, from the
     /// per-plane [Σdy, Σdy·(x − mean)] in plane order.
     pub(crate) fn reduce_planes(&self, planes: &[[f64; 2]], scale: &[f32]) -> [Vec<f64>; 4] {
@@ -222,9 +279,10 @@ impl FusedStats {
     }
 
     /// The backward in two passes over the activations: per-plane Σdy and Σdy·x̂, then
-    /// dx = rstd·(scale·dy − α/m·(Σ_unit scale·dy + x̂·Σ_unit scale·dy·x̂)). With per-example
-    /// units both passes run unit by unit, so each unit is read from memory once. `shift` (the
-    /// forward's) is read only under a fused ReLU, whose gradient mask both passes recompute.
+    /// dx = rstd·(scale·dy − α/m·(Σ_unit scale·dy + x̂·Σ_unit scale·dy·x̂)). Where it can
+    /// ([`Route`]), both passes run unit by unit or channel group by channel group, so that the
+    /// second reads from cache. `shift` (the forward's) is read only under a fused ReLU, whose
+    /// gradient mask both passes recompute.
     pub(crate) fn backward(
         &self,
         dy: &[f32],
@@ -234,43 +292,62 @@ impl FusedStats {
         want_dx: bool,
         want_affine: bool,
     ) -> FusedGrads<Vec<f32>> {
+        let route = self.route(want_dx);
+        self.backward_by(route, dy, x, [scale, shift], want_dx, want_affine)
+    }
+
+    /// How [`Self::backward`] runs its two passes: by units or channel groups where dx needs
+    /// batch statistics no other worker adds to and the pieces fit the cache, else over all
+    /// planes twice. Every route gives the same bits.
+    fn route(&self, want_dx: bool) -> Route {
+        let cached = want_dx && self.alpha != 0.0 && !self.syncs_grads(want_dx);
+        if cached && self.per_example_units() {
+            Route::Units
+        } else if cached && self.group_in_cache() {
+            Route::Groups
+        } else {
+            Route::Planes
+        }
+    }
+
+    /// [`Self::backward`] along `route`.
+    fn backward_by(
+        &self,
+        route: Route,
+        dy: &[f32],
+        x: &[f32],
+        [scale, shift]: [&[f32]; 2],
+        want_dx: bool,
+        want_affine: bool,
+    ) -> FusedGrads<Vec<f32>> {
         let [_, _, s] = self.shape;
-        let k = self.groups();
+        let (k, cpg) = (self.groups(), self.cpg);
         let synced = self.syncs_grads(want_dx);
         let gates = self.relu.then(|| self.forward_coefficients(scale, shift));
         let gates = gates.as_deref();
-        let (dx, planes) = if want_dx && self.alpha != 0.0 && !synced && self.per_example_units() {
-            let (dx, planes) = kernels::unit_backward(
-                dy,
-                x,
-                &self.plane_means(),
-                s,
-                self.cpg,
-                gates,
-                |u, sums| {
-                    let (i, g) = (u / k, u % k);
-                    let channels = g * self.cpg..(g + 1) * self.cpg;
-                    // the unit's sums, accumulated in the order `reduce_planes` uses
-                    let (mut unit_dy, mut unit_dy_xhat) = (0.0f64, 0.0f64);
-                    for (ch, &sums) in channels.clone().zip(sums) {
-                        let (_, a, sum_dy, sum_dy_xhat) = self.plane_terms(i, ch, sums);
-                        let w = f64::from(scale[a]);
-                        unit_dy += w * sum_dy;
-                        unit_dy_xhat += w * sum_dy_xhat;
-                    }
-                    channels
-                        .map(|ch| self.grad_coefficient(i, ch, scale, unit_dy, unit_dy_xhat))
-                        .collect()
-                },
-            );
-            (Some(dx), planes)
-        } else if self.needs_grad_sums(want_dx, want_affine) {
-            (
-                None,
-                kernels::grad_moments(dy, x, &self.plane_means(), s, gates),
-            )
-        } else {
-            (None, Vec::new())
+        let means = self.plane_means();
+        let (dx, planes) = match route {
+            Route::Units => {
+                let (dx, planes) =
+                    kernels::unit_backward(dy, x, &means, s, cpg, gates, |u, sums| {
+                        let (i, g) = (u / k, u % k);
+                        let planes = (g * cpg..(g + 1) * cpg).map(|ch| (i, ch));
+                        self.coefficients_of(planes, sums, scale)
+                    });
+                (Some(dx), planes)
+            }
+            Route::Groups => {
+                let (dx, planes) =
+                    kernels::group_backward(dy, x, &means, self.shape, cpg, gates, |g, sums| {
+                        let planes = (0..sums.len()).map(|q| (q / cpg, g * cpg + q % cpg));
+                        self.coefficients_of(planes, sums, scale)
+                    });
+                (Some(dx), planes)
+            }
+            Route::Planes if self.needs_grad_sums(want_dx, want_affine) => {
+                (None, kernels::grad_moments(dy, x, &means, s, gates))
+            }
+            Route::Planes => (None, Vec::new()),
         };
         let [unit_dy, unit_dy_xhat, dscale, dshift] = self.unit_grads(&planes, scale, synced);
         let dx = match dx {
@@ -355,4 +432,87 @@ pub(crate) fn decode_sums(raw: &[f64], m: f64) -> (Vec<f64>, Vec<f64>) {
         .map(|u| d2[u] + 2.0 * shift[u] * d1[u] + m * shift[u] * shift[u])
         .collect();
     (sums, sum_sq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values over many magnitudes, so that sums added in another order give other bits.
+    fn data(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                let v = ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32;
+                (v - 0.4) * 2f32.powi((i * 7 % 23) as i32 - 11)
+            })
+            .collect()
+    }
+
+    /// A plan over [n, c, s] with channel groups of `cpg` and example i in statistics row
+    /// `rows(i)`; means and 1/σ differ per unit.
+    fn plan(
+        shape: [usize; 3],
+        cpg: usize,
+        rows: impl Fn(usize) -> usize,
+        relu: bool,
+    ) -> FusedStats {
+        let [n, c, s] = shape;
+        let stat_row: Vec<usize> = (0..n).map(rows).collect();
+        let r = stat_row.iter().max().map_or(0, |m| m + 1);
+        let units = r * (c / cpg);
+        let count = (0..r)
+            .map(|row| (stat_row.iter().filter(|&&x| x == row).count() * cpg * s) as f64)
+            .collect();
+        FusedStats {
+            shape,
+            cpg,
+            stat_row,
+            affine_row: vec![0; n],
+            mean: (0..units).map(|u| 0.01 * u as f64 - 0.02).collect(),
+            rstd: (0..units).map(|u| 0.5 + 0.125 * u as f64).collect(),
+            count,
+            alpha: 1.0,
+            epsilon: 1e-5,
+            sync: None,
+            relu,
+        }
+    }
+
+    /// dx, ∂L/∂scale and ∂L/∂shift as bits.
+    fn bits(g: &FusedGrads<Vec<f32>>) -> (Vec<u32>, Vec<u64>, Vec<u64>) {
+        let dx =
+            g.dx.as_ref()
+                .map_or(Vec::new(), |d| d.iter().map(|v| v.to_bits()).collect());
+        let wide = |v: &[f64]| v.iter().map(|v| v.to_bits()).collect();
+        (dx, wide(&g.dscale), wide(&g.dshift))
+    }
+
+    #[test]
+    fn every_backward_route_gives_the_same_bits() {
+        // (shape, channels a group, statistics row of example i, route chosen)
+        type Rows = fn(usize) -> usize;
+        let cases: [([usize; 3], usize, Rows, Route); 5] = [
+            ([5, 4, 37], 1, |_| 0, Route::Groups),     // BatchNorm
+            ([6, 3, 33], 1, |i| i / 2, Route::Groups), // Ghost BN, ghost batches of 2
+            ([6, 4, 17], 2, |i| i / 3, Route::Groups), // Batch-Group Norm
+            ([4, 6, 29], 3, |i| i, Route::Units),      // GroupNorm
+            ([300, 2, 1024], 1, |_| 0, Route::Planes), // groups too large for the cache
+        ];
+        for (shape, cpg, rows, chosen) in cases {
+            let [n, c, s] = shape;
+            let (dy, x) = (data(n * c * s, 1), data(n * c * s, 2));
+            let (scale, shift) = (data(c, 3), data(c, 4));
+            for relu in [false, true] {
+                let p = plan(shape, cpg, rows, relu);
+                assert_eq!(p.route(true), chosen, "{shape:?}");
+                let run = |route| p.backward_by(route, &dy, &x, [&scale, &shift], true, true);
+                let planes = bits(&run(Route::Planes));
+                assert_eq!(planes.0.len(), n * c * s);
+                assert_eq!(bits(&run(Route::Groups)), planes, "{shape:?} relu {relu}");
+                if chosen == Route::Units {
+                    assert_eq!(bits(&run(Route::Units)), planes, "{shape:?} relu {relu}");
+                }
+            }
+        }
+    }
 }
