@@ -5,7 +5,8 @@ CUDA GPU with --device cuda).
 
     python bench/torch_norm.py [--quick] [--reps 5] [--threads 2] [--device cpu|cuda]
 
-The backward is driven by y.sum().backward(), as in `bnlab bench norm`.
+The backward is seeded with a dy made before the clock starts, y.backward(dy), as in
+`bnlab bench norm`; x's gradient is cleared before each call, so no call adds to the last.
 """
 import argparse
 import statistics
@@ -60,6 +61,7 @@ def main():
         n, c, h, w = shape
         x = torch.randn(*shape, device=a.device)
         xg = x.clone().requires_grad_(True)
+        dy = torch.randn(*shape, device=a.device)
         layers = [("BatchNorm2d", nn.BatchNorm2d(c))]
         if c % 32 == 0:
             layers.append(("GroupNorm 32", nn.GroupNorm(32, c)))
@@ -70,7 +72,8 @@ def main():
             fwd = timed(a.reps, lambda: layer(x), a.device)
 
             def both():
-                layer(xg).sum().backward()
+                xg.grad = None
+                layer(xg).backward(dy)
 
             bwd = timed(a.reps, both, a.device)
             print(f"{name:<28} {f'{n}x{c}x{h}x{w}':>18} {1e3 * fwd:>10.2f} {1e3 * bwd:>12.2f}")

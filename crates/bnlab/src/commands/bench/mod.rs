@@ -2,6 +2,7 @@
 
 pub mod conv;
 pub mod norm;
+mod seed;
 pub mod train;
 mod triad;
 

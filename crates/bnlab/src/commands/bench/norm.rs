@@ -1,7 +1,8 @@
 //! `bnlab bench norm`: time of the normalization variants per training forward and per
 //! forward + backward, as effective bandwidth against a triad measured in the same run, with
 //! Burn's own `burn-nn` BatchNorm beside them, and how often each training call waits for
-//! the device to read statistics back to the host ("reads").
+//! the device to read statistics back to the host ("reads"). The backward is seeded with a
+//! ∂L/∂y made before the clock starts ([`backward_with`]), as PyTorch's `y.backward(dy)`.
 
 use std::time::Instant;
 
@@ -13,6 +14,7 @@ use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::tensor::{Device, Distribution, Tensor};
 
 use super::median;
+use super::seed::backward_with;
 use super::triad::{Triad, device_triad_gbs, triad_gbs};
 use bnlab_norm::DeviceName;
 
@@ -184,6 +186,7 @@ pub fn norm(
         let bytes = (n * c * h * w * 4) as f64;
         let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &ad);
         let xg = x.clone().require_grad();
+        let dy = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &ad);
         for (name, backward, layer) in variants(c, &ad) {
             if only.is_some_and(|o| !name.contains(o)) {
                 continue;
@@ -207,8 +210,7 @@ pub fn norm(
             let fwd_gbs = 3.0 * bytes / fwd / 1e9;
             let both = if backward {
                 let t = time(reps, &device, || {
-                    let y = layer.forward(xg.clone())?;
-                    let _ = y.sum().backward();
+                    backward_with(layer.forward(xg.clone())?, &dy);
                     Ok(())
                 })?;
                 Some((t, 7.0 * bytes / t / 1e9))
@@ -219,7 +221,7 @@ pub fn norm(
             let before = host_reads();
             let y = layer.forward(xg.clone())?;
             if backward {
-                let _ = y.sum().backward();
+                backward_with(y, &dy);
             }
             // (burn-nn's own reads are not counted)
             let reads = match layer {
@@ -274,11 +276,11 @@ fn alternated_share(ad: &Device, pairs: usize) -> Result<()> {
         bail!("plain BN does not build at (128, 64, 32, 32)");
     };
     let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), ad).require_grad();
+    let dy = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), ad);
     let mut triad = Triad::new(shape.iter().product(), 2)?;
     let pass = || -> Result<f64> {
         let start = Instant::now();
-        let y = layer.forward(x.clone())?;
-        let _ = y.sum().backward();
+        backward_with(layer.forward(x.clone())?, &dy);
         Ok(7.0 * bytes / start.elapsed().as_secs_f64() / 1e9)
     };
     pass()?;
