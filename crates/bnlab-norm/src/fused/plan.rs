@@ -239,12 +239,13 @@ impl FusedStats {
             .collect()
     }
 
-    /// Whether one channel group's dy and x over the whole batch fit
-    /// [`kernels::GROUP_BACKWARD_BYTES`], so that [`kernels::group_backward`] reads them from
-    /// memory once.
-    pub(crate) fn group_in_cache(&self) -> bool {
+    /// Whether [`kernels::group_backward`] pays: one channel group's dy and x over the whole
+    /// batch fit [`kernels::GROUP_BACKWARD_BYTES`], so that it reads them from memory once, and
+    /// its planes have [`kernels::GROUP_BACKWARD_PLANE`] values or more.
+    pub(crate) fn groups_pay(&self) -> bool {
         let [n, _, s] = self.shape;
-        2 * 4 * n * self.cpg * s <= kernels::GROUP_BACKWARD_BYTES
+        s >= kernels::GROUP_BACKWARD_PLANE
+            && 2 * 4 * n * self.cpg * s <= kernels::GROUP_BACKWARD_BYTES
     }
 
     /// Σ scale·dy and Σ scale·dy·x̂ per statistics unit, and ∂L/∂scale, ∂L/∂shift, from the
@@ -303,7 +304,7 @@ impl FusedStats {
         let cached = want_dx && self.alpha != 0.0 && !self.syncs_grads(want_dx);
         if cached && self.per_example_units() {
             Route::Units
-        } else if cached && self.group_in_cache() {
+        } else if cached && self.groups_pay() {
             Route::Groups
         } else {
             Route::Planes
@@ -491,12 +492,13 @@ mod tests {
     fn every_backward_route_gives_the_same_bits() {
         // (shape, channels a group, statistics row of example i, route chosen)
         type Rows = fn(usize) -> usize;
-        let cases: [([usize; 3], usize, Rows, Route); 5] = [
-            ([5, 4, 37], 1, |_| 0, Route::Groups),     // BatchNorm
-            ([6, 3, 33], 1, |i| i / 2, Route::Groups), // Ghost BN, ghost batches of 2
-            ([6, 4, 17], 2, |i| i / 3, Route::Groups), // Batch-Group Norm
-            ([4, 6, 29], 3, |i| i, Route::Units),      // GroupNorm
-            ([300, 2, 1024], 1, |_| 0, Route::Planes), // groups too large for the cache
+        let cases: [([usize; 3], usize, Rows, Route); 6] = [
+            ([5, 4, 1031], 1, |_| 0, Route::Groups),     // BatchNorm
+            ([6, 3, 1025], 1, |i| i / 2, Route::Groups), // Ghost BN, ghost batches of 2
+            ([6, 4, 1027], 2, |i| i / 3, Route::Groups), // Batch-Group Norm
+            ([4, 6, 29], 3, |i| i, Route::Units),        // GroupNorm
+            ([5, 4, 37], 1, |_| 0, Route::Planes),       // planes too small for groups
+            ([300, 2, 1024], 1, |_| 0, Route::Planes),   // groups too large for the cache
         ];
         for (shape, cpg, rows, chosen) in cases {
             let [n, c, s] = shape;
