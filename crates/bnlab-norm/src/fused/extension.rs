@@ -9,7 +9,7 @@ use burn::backend::{Backend, Flex, TensorMetadata, backend_extension};
 use bnlab_kernels::{f32_values, flex_tensor};
 
 use super::kernels;
-use super::plan::{FusedGrads, FusedStats, group_sums};
+use super::plan::{FusedGrads, FusedStats, shifted_sums};
 
 /// Fused normalization kernels, implemented for Flex, CubeCL devices (features `vulkan` and
 /// `cuda`) and Autodiff over either.
@@ -125,8 +125,9 @@ pub(crate) fn dims3(t: &FlexTensor) -> [usize; 3] {
 impl FusedNorm for Flex {
     fn fused_norm_sums(x: FloatTensor<Self>, cpg: usize) -> FloatTensor<Self> {
         let [n, c, s] = dims3(&x);
-        let planes = kernels::moments(&f32_values(&x), s);
-        flex_tensor(group_sums(&planes, n, c, cpg), vec![3, n, c / cpg.max(1)])
+        // each example's channel groups are consecutive runs of cpg·s values
+        let units = kernels::moments(&f32_values(&x), cpg.max(1) * s);
+        flex_tensor(shifted_sums(&units), vec![3, n, c / cpg.max(1)])
     }
 
     fn fused_norm_apply(

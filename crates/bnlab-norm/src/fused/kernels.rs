@@ -9,10 +9,10 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-/// Per-plane values of one per-example unit, on the stack for units of up to 8 planes
-/// (GroupNorm's usual 1–8 channels a group): a heap allocation per unit was a few percent of
-/// a GroupNorm pass.
-pub(crate) type UnitVec<T> = smallvec::SmallVec<[T; 8]>;
+/// Per-plane values of one per-example unit, on the stack for units of up to 16 planes
+/// (GroupNorm 32's channel groups up to 512 channels): a heap allocation per unit was a few
+/// percent of a GroupNorm pass.
+pub(crate) type UnitVec<T> = smallvec::SmallVec<[T; 16]>;
 
 /// Values each rayon task handles at least, so small planes are batched together.
 const MIN_TASK_VALUES: usize = 1 << 14;
@@ -251,7 +251,8 @@ with_avx2!(plane_affine1, plane_affine1_body, (out: &mut [MaybeUninit<f32>], x: 
 with_avx2!(plane_affine_add_relu, plane_affine_add_relu_body, (out: &mut [MaybeUninit<f32>], x: &[f32], r: &[f32], k: &PlaneForward) -> ());
 with_avx2!(plane_affine2, plane_affine2_body, (out: &mut [MaybeUninit<f32>], dy: &[f32], x: &[f32], k: &PlaneBackward, gate: Option<&PlaneForward>) -> ());
 
-/// [Σx, Σx²] of every plane of `x` (planes of `s` values), in plane order.
+/// [Σx, Σx²] of every unit of `x` (consecutive units of `s` values: planes, or the channel
+/// groups of one example), in order.
 pub(crate) fn moments(x: &[f32], s: usize) -> Vec<[f64; 2]> {
     if s == 0 {
         return Vec::new();
@@ -399,27 +400,26 @@ pub(crate) fn affine2(
 }
 
 /// The forward of units made of `planes` consecutive planes (per-example units), one unit at a
-/// time while it is in cache: the units' [Σx, Σx²] per plane, then `coef(unit, plane sums)`
-/// gives the unit's per-plane coefficients and its output is written (through a ReLU when
-/// `relu`).
+/// time while it is in cache: the unit's [Σx, Σx²] over all its values (as [`moments`] of
+/// units gives them), then `coef(unit, sums)` gives its per-plane coefficients and its output
+/// is written (through a ReLU when `relu`). Returns y and the sums per unit.
 pub(crate) fn unit_forward(
     x: &[f32],
     s: usize,
     planes: usize,
     relu: bool,
-    coef: impl Fn(usize, &[[f64; 2]]) -> UnitVec<PlaneForward> + Sync + Send,
+    coef: impl Fn(usize, [f64; 2]) -> UnitVec<PlaneForward> + Sync + Send,
 ) -> (Vec<f32>, Vec<[f64; 2]>) {
     let unit = planes * s;
-    let (y, sums) = filled(x.len(), unit, |u, out| {
+    filled(x.len(), unit, |u, out| {
         prefetch(x.get((u + 1) * unit..(u + 2) * unit).unwrap_or_default());
         let x = &x[u * unit..(u + 1) * unit];
-        let sums: UnitVec<[f64; 2]> = x.chunks(s).map(plane_moments).collect();
-        for ((out, x), k) in out.chunks_mut(s).zip(x.chunks(s)).zip(coef(u, &sums)) {
+        let sums = plane_moments(x);
+        for ((out, x), k) in out.chunks_mut(s).zip(x.chunks(s)).zip(coef(u, sums)) {
             plane_affine1(out, x, &k, relu);
         }
         sums
-    });
-    (y, sums.into_iter().flatten().collect())
+    })
 }
 
 /// The backward of units made of `planes` consecutive planes, one unit at a time while it is in

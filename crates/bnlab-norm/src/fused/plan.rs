@@ -110,22 +110,17 @@ impl FusedStats {
     }
 
     /// Per-example units normalized one at a time while in cache (statistics from the unit's
-    /// own values): y and [Σx | Σx²] per example and channel group.
+    /// own values): y and the shifted sums per example and channel group ([`shifted_sums`]).
     pub(crate) fn unit_forward(
         &self,
         x: &[f32],
         scale: &[f32],
         shift: &[f32],
     ) -> (Vec<f32>, Vec<f64>) {
-        let [n, c, s] = self.shape;
+        let [_, c, s] = self.shape;
         let k = self.groups();
-        let (y, planes) = kernels::unit_forward(x, s, self.cpg, self.relu, |u, sums| {
+        let (y, units) = kernels::unit_forward(x, s, self.cpg, self.relu, |u, [s1, s2]| {
             let (i, g) = (u / k, u % k);
-            let (mut s1, mut s2) = (0.0, 0.0);
-            for &[a, b] in sums {
-                s1 += a;
-                s2 += b;
-            }
             let (mean, rstd) = self.unit_stats(s1, s2);
             (g * self.cpg..(g + 1) * self.cpg)
                 .map(|ch| {
@@ -138,7 +133,7 @@ impl FusedStats {
                 })
                 .collect()
         });
-        (y, group_sums(&planes, n, c, self.cpg))
+        (y, shifted_sums(&units))
     }
 
     /// Values per example and channel group.
@@ -410,15 +405,11 @@ impl FusedStats {
 }
 
 /// The shifted sums of [`FusedNorm::fused_norm_sums`] ([3, N, K] row-major, shift 0) from
-/// per-plane [Σx, Σx²].
-pub(crate) fn group_sums(planes: &[[f64; 2]], n: usize, c: usize, cpg: usize) -> Vec<f64> {
-    let k = c / cpg.max(1);
-    let mut out = vec![0.0f64; 3 * n * k];
-    for (p, [sum, sum_sq]) in planes.iter().copied().enumerate() {
-        let (i, ch) = (p / c, p % c);
-        out[(n + i) * k + ch / cpg] += sum;
-        out[(2 * n + i) * k + ch / cpg] += sum_sq;
-    }
+/// the [Σx, Σx²] of each example and channel group, in that order.
+pub(crate) fn shifted_sums(units: &[[f64; 2]]) -> Vec<f64> {
+    let mut out = vec![0.0f64; units.len()];
+    out.extend(units.iter().map(|u| u[0]));
+    out.extend(units.iter().map(|u| u[1]));
     out
 }
 
