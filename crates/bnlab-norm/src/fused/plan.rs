@@ -508,4 +508,33 @@ mod tests {
             }
         }
     }
+
+    proptest::proptest! {
+        /// On any shape, statistics rows (one block, ghost blocks of `ghost` examples, or one
+        /// per example) and ReLU gate, the backward by channel group and (for per-example
+        /// units) by unit gives the bits of the two passes over all planes.
+        #[test]
+        fn backward_routes_agree_on_any_shape(
+            n in 1usize..6,
+            groups in 1usize..4,
+            cpg in 1usize..4,
+            s in 1usize..70,
+            ghost in 0usize..4,
+            relu: bool,
+            seed: u32,
+        ) {
+            let c = groups * cpg;
+            // ghost 0: one row per example; else rows of `ghost` examples
+            let rows = move |i: usize| i.checked_div(ghost).unwrap_or(i);
+            let p = plan([n, c, s], cpg, rows, relu);
+            let (dy, x) = (data(n * c * s, seed), data(n * c * s, seed ^ 0x5555));
+            let (scale, shift) = (data(c, seed ^ 3), data(c, seed ^ 4));
+            let run = |route| p.backward_by(route, &dy, &x, [&scale, &shift], true, true);
+            let planes = bits(&run(Route::Planes));
+            proptest::prop_assert_eq!(bits(&run(Route::Groups)), planes.clone());
+            if p.per_example_units() {
+                proptest::prop_assert_eq!(bits(&run(Route::Units)), planes);
+            }
+        }
+    }
 }
