@@ -95,7 +95,7 @@ macro_rules! with_avx2 {
     };
 }
 
-/// Σx and Σx² of one plane, in two passes over it (the second from L1): Σx gives a shift
+/// Σx and Σx² of one plane or unit, in two passes over it (the second from cache): Σx gives a shift
 /// K, then Σ(x − K) and Σ(x − K)² in compensated f32 ([`block_sums`]) give Σx and Σx² in
 /// f64 without the cancellation of Σx² − (Σx)²/m on data far from zero.
 fn plane_moments(x: &[f32]) -> [f64; 2] {
@@ -236,9 +236,8 @@ fn finish_sums<const KIND: u8>(
     [lane_tree(s64), lane_tree(q64)]
 }
 
-/// The sum of 32 f64 lanes ([`ACCS`] = 4) as a tree, the order the AVX2 body adds its eight
-/// 4-lane vectors:
-/// vectors pairwise (0 + 1, 2 + 3, …) three times, then lanes (0 + 2) + (1 + 3).
+/// The sum of 32 f64 lanes ([`ACCS`] = 4) as a tree, in the order the AVX2 body adds its eight
+/// 4-lane vectors: vectors pairwise (0 + 1, 2 + 3, …) three times, then lanes (0 + 2) + (1 + 3).
 fn lane_tree(l: &[f64; ACCS * 8]) -> f64 {
     let vector = |m: usize| [l[4 * m], l[4 * m + 1], l[4 * m + 2], l[4 * m + 3]];
     let add = |x: [f64; 4], y: [f64; 4]| [x[0] + y[0], x[1] + y[1], x[2] + y[2], x[3] + y[3]];
