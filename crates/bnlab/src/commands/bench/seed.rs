@@ -1,5 +1,6 @@
-//! A backward seeded with a given ∂L/∂y, as PyTorch's `y.backward(dy)`: the normalization
-//! benchmarks time a layer's own backward, not a loss's. (Burn's `y.backward()` seeds with a
+//! A backward seeded with a given ∂L/∂y, as PyTorch's `y.backward(dy)`: the layer benchmarks
+//! (`bench norm`, `bench conv`) time a layer's own backward, not a loss's. The caller's dy is
+//! shared, never written: the layer's backward sees it with a second owner. (Burn's `y.backward()` seeds with a
 //! tensor of ones filled on one thread, and `y.sum().backward()` fills ones and multiplies
 //! them by the scalar's gradient: one to three passes over y that are not the layer's.)
 
