@@ -11,5 +11,5 @@
 mod conv;
 mod flex;
 
-pub use conv::{ConvKernel, conv2d};
+pub use conv::{ConvKernel, conv2d, zero_pad_shortcut};
 pub use flex::{f32_values, flex_tensor, is_flex};

@@ -44,7 +44,7 @@ mod vgg;
 #[cfg(test)]
 mod testing;
 
-pub use bnlab_kernels::{ConvKernel, conv2d};
+pub use bnlab_kernels::{ConvKernel, conv2d, zero_pad_shortcut};
 pub use conv_norm::*;
 pub use error::ModelError;
 pub use fold::FoldNorms;

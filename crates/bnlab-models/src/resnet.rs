@@ -10,14 +10,14 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
 use burn::nn::pool::MaxPool2dConfig;
-use burn::tensor::{Device, Slice, Tensor, TensorCreationOptions};
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::fold::fold_fields;
 use crate::frame::{Classifier, Takes, enter};
 use crate::init::ConvShape;
 use crate::norms::Builder;
-use crate::{ConvNorm, InputNorm, ModelError, ModelOptions};
+use crate::{ConvNorm, InputNorm, ModelError, ModelOptions, zero_pad_shortcut};
 
 /// The residual block of a ResNet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -298,7 +298,7 @@ impl Residual {
         let out = self.conv1.forward_relu(x.clone(), d)?;
         let shortcut = match &self.projection {
             Some(p) => p.forward(x, d)?,
-            None => zero_pad_shortcut(x, self.pad_stride, self.pad),
+            None => zero_pad_shortcut(x, self.pad_stride, self.pad, self.conv1.kernel),
         };
         match &self.conv3 {
             Some(conv3) => {
@@ -308,27 +308,6 @@ impl Residual {
             None => self.conv2.forward_add_relu(out, shortcut, d),
         }
     }
-}
-
-/// Option A: x subsampled by `stride` with `pad` zero channels split around it.
-fn zero_pad_shortcut(x: Tensor<4>, stride: usize, pad: usize) -> Tensor<4> {
-    // every `stride`-th row and column, from the first: a stepped slice (a 1×1 max-pool of
-    // that stride picks the same values, but computes the indices of its maxima, at 2 % of a
-    // ResNet-20 step on Flex)
-    let x = if stride > 1 {
-        let every = Slice::new(0, None, stride as isize);
-        x.slice([Slice::full(), Slice::full(), every, every])
-    } else {
-        x
-    };
-    if pad == 0 {
-        return x;
-    }
-    let [n, _, h, w] = x.dims();
-    let options = TensorCreationOptions::new(x.device()).with_dtype(x.dtype());
-    let before = pad / 2;
-    let zeros = |c: usize| Tensor::<4>::zeros([n, c, h, w], options.clone());
-    Tensor::cat(vec![zeros(before), x, zeros(pad - before)], 1)
 }
 
 /// A ResNet or ResNeXt with a [`bnlab_norm::Norm`] at every normalization site.
@@ -397,56 +376,6 @@ mod tests {
     use super::*;
     use crate::testing::{bn_last_batch, device, input, max_diff, with_inference_stats};
     use bnlab_norm::norm_sites;
-
-    /// Option A's shortcut against plain loops: rows and columns 0, 2, 4, … of each channel,
-    /// zero channels split around them (1 before, 2 after), on odd planes; its gradient is the
-    /// output gradient at those pixels and zero elsewhere.
-    #[test]
-    fn zero_pad_shortcut_subsamples_and_pads() {
-        use burn::tensor::TensorData;
-        let [n, c, h, w] = [2usize, 3, 5, 7];
-        let values: Vec<f32> = (0..n * c * h * w).map(|i| i as f32 * 0.5 - 3.0).collect();
-        let ad = device().autodiff();
-        let x = Tensor::<4>::from_data(TensorData::new(values.clone(), [n, c, h, w]), &ad)
-            .require_grad();
-        let y = zero_pad_shortcut(x.clone(), 2, 3);
-        let [oh, ow] = [h.div_ceil(2), w.div_ceil(2)];
-        assert_eq!(y.dims(), [n, c + 3, oh, ow]);
-        let got: Vec<f32> = y.to_data().try_to_vec().expect("f32 values");
-        for (i, &v) in got.iter().enumerate() {
-            let (b, ch, r, col) = (
-                i / ((c + 3) * oh * ow),
-                i / (oh * ow) % (c + 3),
-                i / ow % oh,
-                i % ow,
-            );
-            let want = if (1..=c).contains(&ch) {
-                values[((b * c + ch - 1) * h + 2 * r) * w + 2 * col]
-            } else {
-                0.0
-            };
-            assert_eq!(v, want, "output {i}");
-        }
-        // ∂(Σ y·k)/∂x with k = 1 + the output index: k at the kept pixels, 0 elsewhere
-        let k: Vec<f32> = (0..got.len()).map(|i| 1.0 + i as f32).collect();
-        let k = Tensor::<4>::from_data(TensorData::new(k, y.dims()), &ad);
-        let grads = (y * k).sum().backward();
-        let dx: Vec<f32> = x
-            .grad(&grads)
-            .expect("x's gradient")
-            .to_data()
-            .try_to_vec()
-            .expect("f32");
-        for (i, &g) in dx.iter().enumerate() {
-            let (b, ch, r, col) = (i / (c * h * w), i / (h * w) % c, i / w % h, i % w);
-            let want = if r % 2 == 0 && col % 2 == 0 {
-                1.0 + ((((b * (c + 3) + ch + 1) * oh + r / 2) * ow) + col / 2) as f32
-            } else {
-                0.0
-            };
-            assert_eq!(g, want, "gradient {i}");
-        }
-    }
 
     fn params(config: ResNetConfig) -> usize {
         bnlab_norm::count_parameters(&config.init(&device()).expect("builds"))

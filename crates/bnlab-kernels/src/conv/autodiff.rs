@@ -16,6 +16,7 @@ use crate::{f32_values, flex_tensor};
 use super::FastConv;
 use super::geometry::Geometry;
 use super::passes;
+use super::shortcut::ZeroPad;
 
 /// Backward of `fast_conv2d` over (x, weight).
 #[derive(Debug)]
@@ -53,7 +54,46 @@ impl Backward<Flex, 2> for ConvBackward {
     }
 }
 
+/// Backward of `fast_zero_pad_shortcut` over x.
+#[derive(Debug)]
+struct ZeroPadBackward;
+
+impl Backward<Flex, 1> for ZeroPadBackward {
+    /// The shortcut's shape.
+    type State = ZeroPad;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let dy = grads.consume::<Flex>(&ops.node);
+        if let [Some(node)] = ops.parents {
+            let shape = ops.state;
+            let dx = shape.backward(&f32_values(&dy));
+            grads.register::<Flex>(node.id, flex_tensor(dx, shape.x.to_vec()));
+        }
+    }
+}
+
 impl<C: CheckpointStrategy> FastConv for Autodiff<Flex, C> {
+    fn fast_zero_pad_shortcut(x: FloatTensor<Self>, shape: ZeroPad) -> FloatTensor<Self> {
+        match ZeroPadBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(
+                shape,
+                Flex::fast_zero_pad_shortcut(x.into_primitive(), shape),
+            ),
+            OpsKind::UnTracked(prep) => {
+                prep.finish(Flex::fast_zero_pad_shortcut(x.into_primitive(), shape))
+            }
+        }
+    }
+
     fn fast_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,

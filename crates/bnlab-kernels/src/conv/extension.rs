@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::geometry::Geometry;
 use super::passes;
+use super::shortcut::ZeroPad;
 
 /// Which convolution kernels a network runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +33,10 @@ pub enum ConvKernel {
 /// Fast convolution kernels, implemented for Flex and `Autodiff<Flex>`.
 #[backend_extension(Flex, Autodiff)]
 pub(crate) trait FastConv: Backend {
+    /// ResNet's option-A shortcut of x (a strided 1×1 identity convolution with zero channels
+    /// added, [`ZeroPad`]); differentiable in x.
+    fn fast_zero_pad_shortcut(x: FloatTensor<Self>, shape: ZeroPad) -> FloatTensor<Self>;
+
     /// conv(x, weight) without bias for x [N, C_in, H, W] and weight [C_out, C_in/groups, kh,
     /// kw] of `geometry`; differentiable in x and weight.
     fn fast_conv2d(
@@ -42,6 +47,10 @@ pub(crate) trait FastConv: Backend {
 }
 
 impl FastConv for Flex {
+    fn fast_zero_pad_shortcut(x: FloatTensor<Self>, shape: ZeroPad) -> FloatTensor<Self> {
+        flex_tensor(shape.forward(&f32_values(&x)), shape.output_shape())
+    }
+
     fn fast_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,

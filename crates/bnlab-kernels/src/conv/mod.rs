@@ -8,6 +8,8 @@
 //! - else direct AVX2 kernels for 3×3 stride-1 convolutions of up to 64 × 64 channels
 //!   ([`direct`]);
 //! - im2col + GEMM for everything else ([`gemm`]).
+//!
+//! The extension also runs ResNet's option-A shortcut in one pass each way ([`shortcut`]).
 
 mod autodiff;
 mod direct;
@@ -16,12 +18,14 @@ mod flat;
 mod gemm;
 mod geometry;
 mod passes;
+mod shortcut;
 mod strided_grad;
 #[cfg(target_arch = "x86_64")]
 mod winograd;
 
 pub(crate) use extension::FastConv;
 pub use extension::{ConvKernel, conv2d};
+pub use shortcut::zero_pad_shortcut;
 
 #[cfg(test)]
 mod tests;
