@@ -6,12 +6,11 @@
 
 use std::mem::MaybeUninit;
 
-use burn::backend::Dispatch;
-use burn::tensor::{Slice, Tensor, TensorCreationOptions};
-use rayon::prelude::*;
-
 use super::FastConv;
 use super::extension::{ConvKernel, on_flex_f32};
+use crate::filled;
+use burn::backend::Dispatch;
+use burn::tensor::{Slice, Tensor, TensorCreationOptions};
 
 /// The shape of one option-A shortcut: x [N, C, H, W], its stride, and the zero channels
 /// before and after x's.
@@ -51,7 +50,7 @@ impl ZeroPad {
             n * c * h * w,
             "an option-A shortcut of another shape"
         );
-        filled(n * example, example, |i, out| {
+        filled(n * example, example, 1, |i, out| {
             let (before, rest) = out.split_at_mut(self.pad[0] * plane);
             let (kept, after) = rest.split_at_mut(c * plane);
             before.fill(MaybeUninit::new(0.0));
@@ -66,6 +65,7 @@ impl ZeroPad {
                 }
             }
         })
+        .0
     }
 
     /// ∂L/∂x given ∂L/∂y: ∂L/∂y at the kept pixels, zero elsewhere; examples in parallel.
@@ -80,7 +80,7 @@ impl ZeroPad {
             "an option-A shortcut's gradient of another shape"
         );
         let dy_example = (self.pad[0] + c + self.pad[1]) * oh * ow;
-        filled(n * example, example, |i, out| {
+        filled(n * example, example, 1, |i, out| {
             for (ch, out) in out.chunks_mut(h * w).enumerate() {
                 let src = &dy[i * dy_example + (self.pad[0] + ch) * oh * ow..][..oh * ow];
                 for (y, row) in out.chunks_mut(w).enumerate() {
@@ -95,27 +95,8 @@ impl ZeroPad {
                 }
             }
         })
+        .0
     }
-}
-
-/// A vector of `len` values (a multiple of `chunk`), each chunk written whole by `fill(index,
-/// chunk)` in parallel, without zeroing the memory first.
-fn filled(
-    len: usize,
-    chunk: usize,
-    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send,
-) -> Vec<f32> {
-    let mut out = Vec::with_capacity(len);
-    if chunk > 0 {
-        out.spare_capacity_mut()[..len]
-            .par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(i, part)| fill(i, part));
-    }
-    // SAFETY: the chunks cover the first `len` slots (len is a multiple of chunk, or 0) and
-    // `fill` writes every slot of its chunk.
-    unsafe { out.set_len(len) };
-    out
 }
 
 /// ResNet's option-A shortcut of x [N, C, H, W]: rows and columns 0, stride, 2·stride, … of

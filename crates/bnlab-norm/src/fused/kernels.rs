@@ -335,27 +335,13 @@ fn plane_affine2_body(
     }
 }
 
-/// A vector of `len` values, every one written by `fill` over chunks of `chunk` values (`len` a
-/// multiple of `chunk`), without zeroing the memory first; with what `fill` returned per chunk.
+/// [`bnlab_kernels::filled`] with small planes batched into tasks of [`MIN_TASK_VALUES`].
 fn filled<R: Send>(
     len: usize,
     chunk: usize,
     fill: impl Fn(usize, &mut [MaybeUninit<f32>]) -> R + Sync + Send,
 ) -> (Vec<f32>, Vec<R>) {
-    let mut out = Vec::with_capacity(len);
-    if chunk == 0 {
-        return (out, Vec::new());
-    }
-    let results = out.spare_capacity_mut()[..len]
-        .par_chunks_mut(chunk)
-        .with_min_len(min_planes(chunk))
-        .enumerate()
-        .map(|(p, part)| fill(p, part))
-        .collect();
-    // SAFETY: the chunks cover the first `len` slots (len is a multiple of chunk) and `fill`
-    // writes every slot of its chunk.
-    unsafe { out.set_len(len) };
-    (out, results)
+    bnlab_kernels::filled(len, chunk, min_planes(chunk), fill)
 }
 
 /// `(x − shift)·scale + offset` per plane, through a ReLU when `relu`.
@@ -583,6 +569,7 @@ mod avx2 {
         let len = a.len().min(b.len());
         let full = len / STEP * STEP;
         let kv = _mm256_set1_ps(k);
+        let gate = Gate::new(gate);
         let mut s64 = [_mm256_setzero_pd(); 2 * ACCS];
         let mut q64 = [_mm256_setzero_pd(); 2 * ACCS];
         let mut i = 0;
@@ -605,7 +592,7 @@ mod avx2 {
                         _ => {
                             // SAFETY: as above.
                             let bv = unsafe { _mm256_loadu_ps(b.as_ptr().add(at)) };
-                            let av = gated::<KIND>(av, bv, gate);
+                            let av = gate.apply::<KIND>(av, bv);
                             s32[v] = _mm256_add_ps(s32[v], av);
                             q32[v] = _mm256_fmadd_ps(av, _mm256_sub_ps(bv, kv), q32[v]);
                         }
@@ -646,7 +633,7 @@ mod avx2 {
                         (d, Some(d))
                     }
                     _ => (
-                        _mm256_and_ps(gated::<KIND>(av, bv, gate), live),
+                        _mm256_and_ps(gate.apply::<KIND>(av, bv), live),
                         Some(_mm256_and_ps(_mm256_sub_ps(bv, kv), live)),
                     ),
                 };
@@ -663,20 +650,39 @@ mod avx2 {
         [lane_tree(&s64), lane_tree(&q64)]
     }
 
-    /// `a` where the gate passes `b` (all of `a` unless `KIND` is [`GATED`]): the ReLU test
-    /// of [`super::relu_passes`], not (z ≤ 0), true for NaN.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn gated<const KIND: u8>(a: __m256, b: __m256, gate: &PlaneForward) -> __m256 {
-        if KIND != GATED {
-            return a;
+    /// A [`PlaneForward`] gate's coefficients, broadcast once per call.
+    #[derive(Clone, Copy)]
+    struct Gate {
+        shift: __m256,
+        scale: __m256,
+        offset: __m256,
+    }
+
+    impl Gate {
+        #[target_feature(enable = "avx2")]
+        #[inline]
+        fn new(g: &PlaneForward) -> Gate {
+            Gate {
+                shift: _mm256_set1_ps(g.shift),
+                scale: _mm256_set1_ps(g.scale),
+                offset: _mm256_set1_ps(g.offset),
+            }
         }
-        let z = _mm256_sub_ps(b, _mm256_set1_ps(gate.shift));
-        let z = _mm256_add_ps(
-            _mm256_mul_ps(z, _mm256_set1_ps(gate.scale)),
-            _mm256_set1_ps(gate.offset),
-        );
-        _mm256_and_ps(a, _mm256_cmp_ps::<_CMP_NLE_UQ>(z, _mm256_setzero_ps()))
+
+        /// `a` where the gate passes `b` (all of `a` unless `KIND` is [`GATED`]): the ReLU
+        /// test of [`super::relu_passes`], not (z ≤ 0), true for NaN.
+        #[target_feature(enable = "avx2")]
+        #[inline]
+        fn apply<const KIND: u8>(self, a: __m256, b: __m256) -> __m256 {
+            if KIND != GATED {
+                return a;
+            }
+            let z = _mm256_add_ps(
+                _mm256_mul_ps(_mm256_sub_ps(b, self.shift), self.scale),
+                self.offset,
+            );
+            _mm256_and_ps(a, _mm256_cmp_ps::<_CMP_NLE_UQ>(z, _mm256_setzero_ps()))
+        }
     }
 
     /// [`super::lane_tree`] of the eight 4-lane vectors.

@@ -206,8 +206,10 @@ impl FusedStats {
         sums: &[[f64; 2]],
         scale: &[f32],
     ) -> UnitVec<PlaneBackward> {
-        // (unit, Σ scale·dy, Σ scale·dy·x̂): one unit a call but for ghost batches
+        // (unit, Σ scale·dy, Σ scale·dy·x̂): one unit a call but for ghost batches; and each
+        // plane's entry in it
         let mut units: UnitVec<(usize, f64, f64)> = UnitVec::new();
+        let mut entry: UnitVec<usize> = UnitVec::new();
         for ((i, ch), &plane) in planes.clone().zip(sums) {
             let (u, a, sum_dy, sum_dy_xhat) = self.plane_terms(i, ch, plane);
             let w = f64::from(scale[a]);
@@ -220,15 +222,12 @@ impl FusedStats {
             };
             units[at].1 += w * sum_dy;
             units[at].2 += w * sum_dy_xhat;
+            entry.push(at);
         }
         planes
-            .map(|(i, ch)| {
-                let u = self.indices(i, ch).0;
-                let (_, unit_dy, unit_dy_xhat) = units
-                    .iter()
-                    .copied()
-                    .find(|e| e.0 == u)
-                    .unwrap_or((u, 0.0, 0.0));
+            .zip(entry)
+            .map(|((i, ch), at)| {
+                let (_, unit_dy, unit_dy_xhat) = units[at];
                 self.grad_coefficient(i, ch, scale, unit_dy, unit_dy_xhat)
             })
             .collect()
@@ -407,7 +406,8 @@ impl FusedStats {
 /// The shifted sums of [`FusedNorm::fused_norm_sums`] ([3, N, K] row-major, shift 0) from
 /// the [Σx, Σx²] of each example and channel group, in that order.
 pub(crate) fn shifted_sums(units: &[[f64; 2]]) -> Vec<f64> {
-    let mut out = vec![0.0f64; units.len()];
+    let mut out = Vec::with_capacity(3 * units.len());
+    out.resize(units.len(), 0.0);
     out.extend(units.iter().map(|u| u[0]));
     out.extend(units.iter().map(|u| u[1]));
     out

@@ -34,6 +34,17 @@ pub(super) fn point_len(stride: usize, columns: usize) -> usize {
     stride * columns + SKEW
 }
 
+/// Whether `len` floats hold the points of the transformed rows `rows` (of 4), `point` floats
+/// apart, each `width` floats long: what a transform writing them into a buffer asserts.
+pub(super) fn holds_points(
+    len: usize,
+    rows: &std::ops::Range<usize>,
+    point: usize,
+    width: usize,
+) -> bool {
+    rows.end <= 4 && point >= width && len >= (4 * rows.len()).saturating_sub(1) * point + width
+}
+
 /// One block's transformed tiles: inputs and products (the forward), or inputs and output
 /// gradients (the weight gradient).
 #[derive(Default)]

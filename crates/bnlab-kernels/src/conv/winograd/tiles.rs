@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use super::forward::PANEL;
 use super::groups::Groups;
-use super::{LANES, POINTS, Plan, first, point_len};
+use super::{LANES, POINTS, Plan, first, holds_points, point_len};
 
 /// The four columns of 16 consecutive tiles from tile `q0` in one row of a plane padded by one
 /// pixel: padded columns 2q, 2q + 1, 2q + 2 and 2q + 3 of tile q in lane q − q0, that is
@@ -76,8 +76,7 @@ pub(super) unsafe fn transform_inputs(
     let [h, w] = p.size;
     let [th, tw] = p.tile_grid();
     let per_image = th * tw;
-    assert!(rows.end <= 4 && point >= stride * channels);
-    assert!(v.len() >= (4 * rows.len()).saturating_sub(1) * point + stride * channels);
+    assert!(holds_points(v.len(), &rows, point, stride * channels));
     assert!(x.len() >= images.end * channels * h * w);
     // the tile's rows (of 4) that Bᵀ's rows `rows` read: d0 − d2, d1 + d2, d2 − d1, d1 − d3
     let reads = [[0, 2], [1, 2], [1, 2], [1, 3]];
@@ -300,8 +299,8 @@ unsafe fn output_tiles(
 }
 
 /// Writes `A·dy·Aᵀ` for the tiles of images `images` of `dy` (`[n][channels][h][w]`) into `m`:
-/// the points of the transformed rows `rows`, `point` floats apart, each tile by tile, `columns` output channels a tile (16
-/// at a time, gathered across the channels' planes).
+/// the points of the transformed rows `rows`, `point` floats apart, each tile by tile,
+/// `columns` output channels a tile (16 at a time, gathered across the channels' planes).
 ///
 /// # Safety
 /// AVX-512F.
@@ -321,8 +320,7 @@ pub(super) unsafe fn transform_grads(
     let plane = h * w;
     let tiles = images.len() * th * tw;
     assert!(columns.is_multiple_of(LANES) && columns >= channels);
-    assert!(rows.end <= 4 && point >= tiles * columns);
-    assert!(m.len() >= (4 * rows.len()).saturating_sub(1) * point + tiles * columns);
+    assert!(holds_points(m.len(), &rows, point, tiles * columns));
     assert!(dy.len() >= images.end * channels * plane && LANES * plane < i32::MAX as usize);
     let offsets = _mm512_mullo_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
